@@ -1,0 +1,26 @@
+//! tokenmint's database schema as SeaORM migrations, one migration per file.
+//!
+//! Timestamps are stored as `BIGINT` microseconds since the Unix epoch: the same type and ordering
+//! on SQLite and PostgreSQL, and cheap to compare on the hot path.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261201_000001_create_signing_keys;
+mod m20261201_000002_create_tokens;
+mod m20261201_000003_create_token_events;
+mod m20261201_000004_create_enterprise_members;
+
+/// Applies every migration in order; `Migrator::up(&db, None)` brings a database up to date.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261201_000001_create_signing_keys::Migration),
+            Box::new(m20261201_000002_create_tokens::Migration),
+            Box::new(m20261201_000003_create_token_events::Migration),
+            Box::new(m20261201_000004_create_enterprise_members::Migration),
+        ]
+    }
+}

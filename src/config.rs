@@ -1,0 +1,391 @@
+//! Configuration: one typed [`Settings`], layered defaults → TOML file (`--config`) →
+//! `TOKENMINT__SECTION__KEY` environment variables (and `DATABASE_URL`) → command-line flags.
+//! Every option is documented where it is declared and in `docs/configuration.md`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::issuance::keys::KeyAlgorithm;
+
+/// Prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "TOKENMINT__";
+
+/// Where the service runs, which decides how strict issuance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// Development and testing: IP restriction optional, scope `all` allowed, master key file generated.
+    #[default]
+    Test,
+    /// Production: tokens must be IP-restricted, `all` is refused, a master key must be configured.
+    Production,
+}
+
+/// A secret configuration value: never printed by `Debug` or serialised in clear.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value (for the one place that needs it).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// All of tokenmint's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `test` (default) or `production`. Env `TOKENMINT__ENVIRONMENT`, flag `--environment`.
+    pub environment: Environment,
+    /// Directory for local files: the SQLite database and the generated master key. Default `./data`.
+    pub data_dir: PathBuf,
+    /// gRPC server settings.
+    pub server: ServerSettings,
+    /// Database settings.
+    pub database: DatabaseSettings,
+    /// Signing-key settings.
+    pub keys: KeySettings,
+    /// Token issuance and verification settings.
+    pub tokens: TokenSettings,
+    /// In-memory cache sizes.
+    pub cache: CacheSettings,
+    /// Background task intervals.
+    pub background: BackgroundSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// gRPC server settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on (gRPC and the HTTP JWKS route share it). Default `127.0.0.1:50051`.
+    pub listen: String,
+    /// Seconds to wait for in-flight RPCs at shutdown. Default 10.
+    pub shutdown_grace_secs: u64,
+}
+
+/// Database settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://…` or `postgres://…`; default: SQLite file `tokenmint.db` in `data_dir`.
+    /// Also read from `DATABASE_URL`.
+    pub url: Option<Secret>,
+    /// Pool size. Default 10.
+    pub max_connections: u32,
+    /// Seconds to wait for a connection before failing. Default 5.
+    pub connect_timeout_secs: u64,
+}
+
+/// Signing-key settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeySettings {
+    /// Algorithm of newly generated keys: `EdDSA` (default) or `ES256`.
+    pub algorithm: KeyAlgorithm,
+    /// The master key sealing private keys, as 64 hex digits. Required in production (or `master_key_file`).
+    pub master_key: Option<Secret>,
+    /// A file holding the master key (64 hex digits). In `test`, defaults to `data_dir/master.key`,
+    /// created with mode 0600 if missing.
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// Token issuance and verification settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// The `iss` claim. Default `tokenmint`.
+    pub issuer: String,
+    /// The `aud` claim. Default `tokenmint`.
+    pub audience: String,
+    /// Lifetime of a token when the request gives none, in seconds. Default 30 days.
+    pub default_lifetime_secs: i64,
+    /// Longest lifetime, in seconds. Default 366 days.
+    pub max_lifetime_secs: i64,
+    /// Clock leeway for `exp`/`nbf`, in seconds. Default 5.
+    pub leeway_secs: i64,
+    /// A TOML scope catalog replacing the built-in one.
+    pub scope_catalog_file: Option<PathBuf>,
+}
+
+/// In-memory cache sizes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Tokens whose verified signature is remembered (by hash). Default 100000.
+    pub verified_capacity: usize,
+    /// Tokens whose metadata VerifyToken keeps in memory. Default 100000.
+    pub metadata_capacity: usize,
+    /// Seconds a cached metadata entry lives. Default 30.
+    pub metadata_ttl_secs: u64,
+}
+
+/// Background task intervals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackgroundSettings {
+    /// How often to poll the change log for changes made by other processes, in ms. Default 500.
+    pub change_poll_interval_ms: u64,
+    /// How often pending last-used times are written, in ms. Default 1000.
+    pub last_used_flush_interval_ms: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` (default) or `json`.
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter. Default `info,sqlx=warn,sea_orm_migration=warn`. `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            environment: Environment::Test,
+            data_dir: PathBuf::from("data"),
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            keys: KeySettings::default(),
+            tokens: TokenSettings::default(),
+            cache: CacheSettings::default(),
+            background: BackgroundSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:50051".into(), shutdown_grace_secs: 10 }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: None, max_connections: 10, connect_timeout_secs: 5 }
+    }
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self { algorithm: KeyAlgorithm::EdDSA, master_key: None, master_key_file: None }
+    }
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "tokenmint".into(),
+            audience: "tokenmint".into(),
+            default_lifetime_secs: 30 * 86_400,
+            max_lifetime_secs: 366 * 86_400,
+            leeway_secs: 5,
+            scope_catalog_file: None,
+        }
+    }
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self { verified_capacity: 100_000, metadata_capacity: 100_000, metadata_ttl_secs: 30 }
+    }
+}
+
+impl Default for BackgroundSettings {
+    fn default() -> Self {
+        Self { change_poll_interval_ms: 500, last_used_flush_interval_ms: 1000 }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Pretty, filter: "info,sqlx=warn,sea_orm_migration=warn".into() }
+    }
+}
+
+impl Settings {
+    /// Layers defaults, the optional TOML `file` and the environment `vars` (`TOKENMINT__A__B=v`
+    /// sets `a.b`; `DATABASE_URL` sets `database.url`).
+    pub fn load(file: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let mut merged = toml::Value::try_from(Settings::default()).context("default settings")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let layer: toml::Value =
+                toml::from_str(&text).with_context(|| format!("invalid TOML in config file {}", path.display()))?;
+            merge(&mut merged, layer);
+        }
+        for (name, value) in vars {
+            let path: Vec<String> = if name == "DATABASE_URL" {
+                vec!["database".into(), "url".into()]
+            } else if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                rest.split("__").map(|p| p.to_ascii_lowercase()).collect()
+            } else {
+                continue;
+            };
+            set_path(&mut merged, &path, env_value(&value))
+                .with_context(|| format!("environment variable {name} does not name a setting"))?;
+        }
+        let settings: Settings = merged.try_into().context("invalid configuration")?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but make no sense, with a message naming the option.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.listen_addr()?;
+        anyhow::ensure!(self.tokens.max_lifetime_secs > 0, "tokens.max_lifetime_secs must be positive");
+        anyhow::ensure!(self.tokens.default_lifetime_secs > 0, "tokens.default_lifetime_secs must be positive");
+        anyhow::ensure!(
+            self.tokens.default_lifetime_secs <= self.tokens.max_lifetime_secs,
+            "tokens.default_lifetime_secs must not exceed tokens.max_lifetime_secs"
+        );
+        anyhow::ensure!(self.tokens.leeway_secs >= 0, "tokens.leeway_secs must not be negative");
+        anyhow::ensure!(!self.tokens.issuer.is_empty(), "tokens.issuer must not be empty");
+        anyhow::ensure!(!self.tokens.audience.is_empty(), "tokens.audience must not be empty");
+        anyhow::ensure!(self.database.max_connections > 0, "database.max_connections must be positive");
+        if self.environment == Environment::Production {
+            anyhow::ensure!(
+                self.keys.master_key.is_some() || self.keys.master_key_file.is_some(),
+                "production requires a configured master key: set keys.master_key (TOKENMINT__KEYS__MASTER_KEY) \
+                 or keys.master_key_file"
+            );
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.server
+            .listen
+            .parse()
+            .with_context(|| format!("server.listen {:?} is not an address like 127.0.0.1:50051", self.server.listen))
+    }
+
+    /// The database URL: configured, or the SQLite file in `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.expose().to_owned(),
+            None => crate::store::Store::sqlite_url_in(&self.data_dir),
+        }
+    }
+}
+
+/// Parses an environment value as a TOML value when it is one (numbers, booleans), else a string.
+fn env_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut table) => match table.remove("v") {
+            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => v,
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn merge(base: &mut toml::Value, layer: toml::Value) {
+    match (base, layer) {
+        (toml::Value::Table(base), toml::Value::Table(layer)) => {
+            for (k, v) in layer {
+                match base.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, layer) => *base = layer,
+    }
+}
+
+fn set_path(root: &mut toml::Value, path: &[String], value: toml::Value) -> anyhow::Result<()> {
+    let (last, parents) = path.split_last().ok_or_else(|| anyhow::anyhow!("empty setting name"))?;
+    let mut node = root;
+    for key in parents {
+        let table = node.as_table_mut().ok_or_else(|| anyhow::anyhow!("{key} is not a section"))?;
+        node = table.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    let table = node.as_table_mut().ok_or_else(|| anyhow::anyhow!("{last} is not inside a section"))?;
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let s = Settings::load(None, vec![]).unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:50051");
+        assert_eq!(s.tokens.leeway_secs, 5);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "environment = \"production\"\n[tokens]\nleeway_secs = 9\nissuer = \"a\"\n").unwrap();
+        let s = Settings::load(
+            Some(&file),
+            vars(&[("TOKENMINT__TOKENS__ISSUER", "b"), ("DATABASE_URL", "postgres://x"), ("OTHER", "1")]),
+        )
+        .unwrap();
+        assert_eq!(s.environment, Environment::Production);
+        assert_eq!(s.tokens.leeway_secs, 9);
+        assert_eq!(s.tokens.issuer, "b");
+        assert_eq!(s.database_url(), "postgres://x");
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("master key"), "{err}");
+    }
+
+    #[test]
+    fn unknown_settings_and_bad_values_are_refused() {
+        assert!(Settings::load(None, vars(&[("TOKENMINT__NOPE", "1")])).is_err());
+        let s = Settings::load(None, vars(&[("TOKENMINT__SERVER__LISTEN", "nowhere")])).unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("server.listen"));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::load(None, vars(&[("TOKENMINT__KEYS__MASTER_KEY", "00ff")])).unwrap();
+        assert!(!format!("{s:?}").contains("00ff"));
+        assert!(!toml::to_string(&s).unwrap().contains("00ff"));
+    }
+}

@@ -1,0 +1,117 @@
+//! IP restrictions: lists of addresses and CIDR blocks.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::error::{Error, Result, reason};
+
+/// A normalised, de-duplicated list of networks a token may be used from. Empty means "anywhere".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IpRestriction(Vec<IpNet>);
+
+impl IpRestriction {
+    /// Parses addresses (`10.0.0.1` becomes `10.0.0.1/32`) and CIDR blocks (host bits are cleared:
+    /// `10.0.0.7/24` becomes `10.0.0.0/24`). Every bad entry is reported under `field[i]`.
+    pub fn parse(entries: &[String], field: &str) -> Result<Self> {
+        let mut nets = Vec::with_capacity(entries.len());
+        let mut error: Option<Error> = None;
+        for (i, raw) in entries.iter().enumerate() {
+            match parse_net(raw.trim()) {
+                Some(net) => {
+                    if !nets.contains(&net) {
+                        nets.push(net);
+                    }
+                }
+                None => {
+                    let shown = crate::domain::ids::truncate(raw, 64);
+                    let message = format!("{shown:?} is not an IPv4/IPv6 address or CIDR block");
+                    error = Some(match error {
+                        None => Error::invalid(format!("{field}[{i}]"), reason::INVALID_IP_ADDRESS, message)
+                            .with_meta("ip", shown),
+                        Some(e) => e.with_violation(format!("{field}[{i}]"), message),
+                    });
+                }
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(Self(nets)),
+        }
+    }
+
+    /// Networks read back from the store or a claim, skipping anything unparsable.
+    pub fn from_trusted<S: AsRef<str>>(entries: &[S]) -> Self {
+        Self(entries.iter().filter_map(|s| parse_net(s.as_ref())).collect())
+    }
+
+    /// Whether no restriction applies.
+    pub fn is_unrestricted(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `addr` is allowed (always, when unrestricted).
+    pub fn allows(&self, addr: IpAddr) -> bool {
+        let addr = canonical(addr);
+        self.is_unrestricted() || self.0.iter().any(|net| net.contains(&addr))
+    }
+
+    /// Whether every network of `self` lies inside one of `outer`'s.
+    pub fn is_within(&self, outer: &IpRestriction) -> bool {
+        self.0.iter().all(|net| outer.0.iter().any(|o| o.contains(net)))
+    }
+
+    /// The normalised CIDR strings.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+}
+
+/// Parses one entry as a network, normalising addresses to host routes.
+fn parse_net(raw: &str) -> Option<IpNet> {
+    if let Ok(net) = raw.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    raw.parse::<IpAddr>().ok().map(|addr| IpNet::from(canonical(addr)))
+}
+
+/// Maps IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) to IPv4, as peers on dual-stack sockets appear.
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[&str]) -> Result<IpRestriction> {
+        IpRestriction::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "ip_restrict")
+    }
+
+    #[test]
+    fn normalises_addresses_and_blocks() {
+        let r = parse(&["10.0.0.1", "10.1.2.3/16", "2001:db8::1", "10.0.0.1/32"]).unwrap();
+        assert_eq!(r.to_strings(), vec!["10.0.0.1/32", "10.1.0.0/16", "2001:db8::1/128"]);
+    }
+
+    #[test]
+    fn reports_each_bad_entry() {
+        let err = parse(&["10.0.0.1", "300.1.1.1", "x"]).unwrap_err();
+        assert_eq!(err.reason, reason::INVALID_IP_ADDRESS);
+        assert_eq!(err.violations.len(), 2);
+        assert_eq!(err.violations[1].field, "ip_restrict[2]");
+    }
+
+    #[test]
+    fn allows_and_containment() {
+        let r = parse(&["10.0.0.0/8"]).unwrap();
+        assert!(r.allows("10.9.9.9".parse().unwrap()));
+        assert!(r.allows("::ffff:10.1.1.1".parse().unwrap()));
+        assert!(!r.allows("11.0.0.1".parse().unwrap()));
+        assert!(parse(&["10.1.0.0/16"]).unwrap().is_within(&r));
+        assert!(!parse(&["11.0.0.0/16"]).unwrap().is_within(&r));
+    }
+}

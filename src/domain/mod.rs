@@ -1,0 +1,18 @@
+//! Newtypes that cannot hold an invalid value. Each `parse` validates and normalises its input
+//! once; code that receives one of these types never re-checks it.
+
+pub mod ids;
+pub mod ip;
+pub mod limits;
+pub mod scope;
+pub mod text;
+pub mod time;
+pub mod token;
+
+pub use ids::{EnterpriseId, TokenId, UserId};
+pub use ip::IpRestriction;
+pub use limits::TokenLimits;
+pub use scope::{ScopeCatalog, ScopeSet};
+pub use text::{Description, Label};
+pub use time::Timestamp;
+pub use token::{StoredStatus, TokenRecord, TokenStatus};

@@ -1,0 +1,115 @@
+//! A token's stored metadata and lifecycle states.
+
+use crate::domain::{Description, EnterpriseId, IpRestriction, Label, ScopeSet, Timestamp, TokenId, TokenLimits, UserId};
+
+/// The status column: what an operator last did to the token. Expiry is derived from time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoredStatus {
+    /// Verifies (until it expires).
+    Active,
+    /// Disabled until activated again.
+    Suspended,
+    /// Disabled for good.
+    Revoked,
+}
+
+impl StoredStatus {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the database spelling.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "active" => Some(Self::Active),
+            "suspended" => Some(Self::Suspended),
+            "revoked" => Some(Self::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// The status a caller sees: the stored status, or `Expired` once the expiry time has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenStatus {
+    /// Verifies.
+    Active,
+    /// Disabled until activated again.
+    Suspended,
+    /// Disabled for good.
+    Revoked,
+    /// Past its expiry; final.
+    Expired,
+}
+
+/// Everything tokenmint keeps about a token (never the signed token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The token's id (`jti`).
+    pub id: TokenId,
+    /// The user it acts for (`sub`).
+    pub user_id: UserId,
+    /// Human-readable label.
+    pub label: Label,
+    /// Free-text description.
+    pub description: Description,
+    /// Granted scopes.
+    pub scopes: ScopeSet,
+    /// Bound enterprise.
+    pub enterprise_id: Option<EnterpriseId>,
+    /// Allowed client networks.
+    pub ip_restrict: IpRestriction,
+    /// Spending limits.
+    pub limits: TokenLimits,
+    /// Admin rights.
+    pub admin: bool,
+    /// Template it was minted from.
+    pub template_id: Option<String>,
+    /// Version of that template; 0 when none.
+    pub template_version: i64,
+    /// Stored status.
+    pub status: StoredStatus,
+    /// Last 6 characters of the signed token.
+    pub checksum: String,
+    /// The signing key's id.
+    pub key_id: String,
+    /// Who created it.
+    pub created_by: UserId,
+    /// Who last changed it.
+    pub updated_by: UserId,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change time.
+    pub updated_at: Timestamp,
+    /// Expiry time.
+    pub expires_at: Timestamp,
+    /// Last successful verification.
+    pub last_used_at: Option<Timestamp>,
+    /// Client address of the last successful verification.
+    pub last_used_ip: Option<String>,
+    /// Deletion time; a deleted token is a tombstone.
+    pub deleted_at: Option<Timestamp>,
+}
+
+impl TokenRecord {
+    /// The status as seen at `now`.
+    pub fn status_at(&self, now: Timestamp) -> TokenStatus {
+        effective_status(self.status, self.expires_at, now)
+    }
+}
+
+/// Combines a stored status with the expiry time: revoked stays revoked, anything else past its
+/// expiry is expired.
+pub fn effective_status(stored: StoredStatus, expires_at: Timestamp, now: Timestamp) -> TokenStatus {
+    match stored {
+        StoredStatus::Revoked => TokenStatus::Revoked,
+        _ if expires_at <= now => TokenStatus::Expired,
+        StoredStatus::Active => TokenStatus::Active,
+        StoredStatus::Suspended => TokenStatus::Suspended,
+    }
+}

@@ -1,0 +1,39 @@
+//! Caller authentication for RPCs: the `authorization: Bearer <token>` metadata, checked by the
+//! core against memory only (cached signature, expiry, deny list, the token's IP restriction
+//! against the peer address).
+
+use crate::error::{Error, ErrorCode, Result, reason};
+use crate::issuance::{Caller, TokenManager};
+
+/// Authenticates the caller of `request` and checks it holds `scope` (or `all`).
+pub fn caller_with_scope<T>(tokens: &TokenManager, request: &tonic::Request<T>, scope: &str) -> Result<Caller> {
+    let caller = caller(tokens, request)?;
+    caller.require_scope(scope)?;
+    Ok(caller)
+}
+
+/// Authenticates the caller of `request`.
+pub fn caller<T>(tokens: &TokenManager, request: &tonic::Request<T>) -> Result<Caller> {
+    let header = request.metadata().get("authorization").ok_or_else(|| {
+        Error::new(
+            ErrorCode::Unauthenticated,
+            reason::CREDENTIALS_MISSING,
+            "missing `authorization: Bearer <token>` metadata",
+        )
+    })?;
+    let value = header.to_str().ok().unwrap_or_default();
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::Unauthenticated,
+                reason::CREDENTIALS_MISSING,
+                "the authorization metadata must be `Bearer <token>`",
+            )
+        })?;
+    let peer = request.remote_addr().map(|a| crate::domain::ip::canonical(a.ip()));
+    tokens.authenticate(token, peer)
+}

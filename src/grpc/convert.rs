@@ -1,0 +1,104 @@
+//! Conversions between protobuf messages and domain types.
+
+use crate::domain::{Timestamp, TokenLimits, TokenRecord, TokenStatus};
+use crate::issuance::InactiveReason;
+use crate::issuance::lifecycle::available_actions;
+use crate::issuance::tokens::LimitsInput;
+use crate::proto::v1 as pb;
+
+/// The protobuf form of a token as seen at `now`.
+pub fn token_to_proto(record: &TokenRecord, now: Timestamp) -> pb::Token {
+    let status = record.status_at(now);
+    let actions = available_actions(status);
+    pb::Token {
+        id: record.id.to_string(),
+        user_id: record.user_id.to_string(),
+        label: record.label.as_str().to_owned(),
+        description: record.description.as_str().to_owned(),
+        scopes: record.scopes.iter().map(str::to_owned).collect(),
+        enterprise_id: record.enterprise_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+        ip_restrict: record.ip_restrict.to_strings(),
+        token_limits: (!record.limits.is_empty()).then(|| limits_to_proto(&record.limits)),
+        admin: record.admin,
+        template_id: record.template_id.clone().unwrap_or_default(),
+        status: status_to_proto(status) as i32,
+        checksum: record.checksum.clone(),
+        key_id: record.key_id.clone(),
+        created_by: record.created_by.to_string(),
+        updated_by: record.updated_by.to_string(),
+        created_at: Some(record.created_at.to_proto()),
+        updated_at: Some(record.updated_at.to_proto()),
+        expires_at: Some(record.expires_at.to_proto()),
+        last_used_at: record.last_used_at.map(Timestamp::to_proto),
+        last_used_ip: record.last_used_ip.clone().unwrap_or_default(),
+        available_actions: Some(pb::AvailableActions {
+            activate: actions.activate,
+            suspend: actions.suspend,
+            revoke: actions.revoke,
+            delete: actions.delete,
+        }),
+        template_version: record.template_version,
+    }
+}
+
+/// The protobuf form of limits.
+pub fn limits_to_proto(limits: &TokenLimits) -> pb::TokenLimits {
+    pb::TokenLimits {
+        spending_limits: limits
+            .spending_limits
+            .iter()
+            .map(|l| pb::SpendingLimit { coin: l.coin.clone(), tx_value_limit: l.tx_value_limit.as_str().to_owned() })
+            .collect(),
+        all_erc20_tokens_limit: limits
+            .all_erc20_tokens_limit
+            .as_ref()
+            .map(|a| pb::AllErc20TokensLimit { tx_value_limit: a.as_str().to_owned() }),
+    }
+}
+
+/// Request limits, unvalidated, for the core to parse.
+pub fn limits_from_proto(limits: Option<pb::TokenLimits>) -> Option<LimitsInput> {
+    limits.map(|l| LimitsInput {
+        spending: l.spending_limits.into_iter().map(|s| (s.coin, s.tx_value_limit)).collect(),
+        all_erc20: l.all_erc20_tokens_limit.map(|a| a.tx_value_limit),
+    })
+}
+
+/// The protobuf status enum.
+pub fn status_to_proto(status: TokenStatus) -> pb::TokenStatus {
+    match status {
+        TokenStatus::Active => pb::TokenStatus::Active,
+        TokenStatus::Suspended => pb::TokenStatus::Suspended,
+        TokenStatus::Revoked => pb::TokenStatus::Revoked,
+        TokenStatus::Expired => pb::TokenStatus::Expired,
+    }
+}
+
+/// A status filter from the protobuf enum: `None` for UNSPECIFIED (any), `Err` for unknown numbers.
+pub fn status_filter_from_proto(value: i32) -> Result<Option<TokenStatus>, i32> {
+    match pb::TokenStatus::try_from(value) {
+        Ok(pb::TokenStatus::Unspecified) => Ok(None),
+        Ok(pb::TokenStatus::Active) => Ok(Some(TokenStatus::Active)),
+        Ok(pb::TokenStatus::Suspended) => Ok(Some(TokenStatus::Suspended)),
+        Ok(pb::TokenStatus::Revoked) => Ok(Some(TokenStatus::Revoked)),
+        Ok(pb::TokenStatus::Expired) => Ok(Some(TokenStatus::Expired)),
+        Err(_) => Err(value),
+    }
+}
+
+/// The protobuf inactive reason.
+pub fn reason_to_proto(reason: InactiveReason) -> pb::InactiveReason {
+    match reason {
+        InactiveReason::Malformed => pb::InactiveReason::Malformed,
+        InactiveReason::BadSignature => pb::InactiveReason::BadSignature,
+        InactiveReason::UnknownKey => pb::InactiveReason::UnknownKey,
+        InactiveReason::Expired => pb::InactiveReason::Expired,
+        InactiveReason::NotYetValid => pb::InactiveReason::NotYetValid,
+        InactiveReason::Revoked => pb::InactiveReason::Revoked,
+        InactiveReason::Suspended => pb::InactiveReason::Suspended,
+        InactiveReason::UnknownToken => pb::InactiveReason::UnknownToken,
+        InactiveReason::IpNotAllowed => pb::InactiveReason::IpNotAllowed,
+        InactiveReason::InsufficientScope => pb::InactiveReason::InsufficientScope,
+        InactiveReason::InvalidClaims => pb::InactiveReason::InvalidClaims,
+    }
+}

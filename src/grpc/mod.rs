@@ -1,0 +1,12 @@
+//! The gRPC edge: tonic handlers only. Each handler authenticates, converts the request, calls one
+//! function of the issuance core and converts the answer. Errors become `tonic::Status` in
+//! [`status`] and nowhere else.
+
+pub mod auth;
+pub mod convert;
+pub mod http;
+pub mod request_id;
+pub mod status;
+pub mod token_service;
+
+pub use token_service::TokenApi;

@@ -1,0 +1,231 @@
+//! `tokenmint.v1.TokenService` handlers.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::domain::{Timestamp, TokenId, scope};
+use crate::error::{Error, reason};
+use crate::grpc::{auth, convert, request_id, status::to_status};
+use crate::issuance::lifecycle::Action;
+use crate::issuance::tokens::{CreateTokenInput, UpdateMask};
+use crate::issuance::{TokenManager, Verification};
+use crate::proto::v1::{self as pb, token_service_server::TokenService};
+
+/// Response header listing deprecated scopes a new token carries.
+pub const DEPRECATED_SCOPES_HEADER: &str = "x-deprecated-scopes";
+
+/// The TokenService implementation.
+#[derive(Clone)]
+pub struct TokenApi {
+    tokens: Arc<TokenManager>,
+}
+
+impl TokenApi {
+    /// Serves `tokens`.
+    pub fn new(tokens: Arc<TokenManager>) -> Self {
+        Self { tokens }
+    }
+
+    /// Authenticates a token-management call (scope `user_manage`).
+    fn manager<T>(&self, request: &Request<T>) -> Result<crate::issuance::Caller, Error> {
+        auth::caller_with_scope(&self.tokens, request, scope::USER_MANAGE)
+    }
+
+    async fn lifecycle(&self, request: Request<String>, action: Action) -> Result<pb::Token, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request)?;
+            let id = TokenId::parse(request.get_ref(), "id")?;
+            self.tokens.transition(&caller, id, action).await
+        }
+        .await;
+        result.map(|t| convert::token_to_proto(&t, Timestamp::now())).map_err(|e| to_status(e, &rid))
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenApi {
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request)?;
+            let req = request.into_inner();
+            let input = CreateTokenInput {
+                label: req.label,
+                description: req.description,
+                scopes: req.scopes,
+                duration_seconds: req.duration_seconds,
+                expires_at: req.expires_at.as_ref().map(Timestamp::from_proto),
+                ip_restrict: req.ip_restrict,
+                enterprise_id: req.enterprise_id,
+                limits: convert::limits_from_proto(req.token_limits),
+                admin: req.admin,
+                template_id: req.template_id,
+            };
+            self.tokens.create(&caller, input).await
+        }
+        .await;
+        let minted = result.map_err(|e| to_status(e, &rid))?;
+        let mut response = Response::new(pb::CreateTokenResponse {
+            token: Some(convert::token_to_proto(&minted.record, Timestamp::now())),
+            raw_token: minted.raw.expose().to_owned(),
+        });
+        if !minted.deprecated_scopes.is_empty() {
+            if let Ok(value) = minted.deprecated_scopes.join(",").parse() {
+                response.metadata_mut().insert(DEPRECATED_SCOPES_HEADER, value);
+            }
+        }
+        Ok(response)
+    }
+
+    async fn get_token(&self, request: Request<pb::GetTokenRequest>) -> Result<Response<pb::GetTokenResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request)?;
+            let id = TokenId::parse(&request.get_ref().id, "id")?;
+            self.tokens.get(&caller, id).await
+        }
+        .await;
+        let token = result.map_err(|e| to_status(e, &rid))?;
+        Ok(Response::new(pb::GetTokenResponse { token: Some(convert::token_to_proto(&token, Timestamp::now())) }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request)?;
+            let req = request.get_ref();
+            let status = convert::status_filter_from_proto(req.status).map_err(|n| {
+                Error::invalid("status", reason::INVALID_FILTER, format!("{n} is not a TokenStatus value"))
+            })?;
+            self.tokens.list(&caller, req.page_size, &req.page_token, status).await
+        }
+        .await;
+        let page = result.map_err(|e| to_status(e, &rid))?;
+        let now = Timestamp::now();
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: page.tokens.iter().map(|t| convert::token_to_proto(t, now)).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_token(
+        &self,
+        request: Request<pb::UpdateTokenRequest>,
+    ) -> Result<Response<pb::UpdateTokenResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request)?;
+            let req = request.get_ref();
+            let id = TokenId::parse(&req.id, "id")?;
+            let mask = match &req.update_mask {
+                Some(mask) if !mask.paths.is_empty() => UpdateMask::Paths(mask.paths.clone()),
+                _ => UpdateMask::NonEmpty,
+            };
+            self.tokens.update(&caller, id, &req.label, &req.description, mask).await
+        }
+        .await;
+        let token = result.map_err(|e| to_status(e, &rid))?;
+        Ok(Response::new(pb::UpdateTokenResponse { token: Some(convert::token_to_proto(&token, Timestamp::now())) }))
+    }
+
+    async fn suspend_token(
+        &self,
+        request: Request<pb::SuspendTokenRequest>,
+    ) -> Result<Response<pb::SuspendTokenResponse>, Status> {
+        let token = self.lifecycle(request.map(|r| r.id), Action::Suspend).await?;
+        Ok(Response::new(pb::SuspendTokenResponse { token: Some(token) }))
+    }
+
+    async fn activate_token(
+        &self,
+        request: Request<pb::ActivateTokenRequest>,
+    ) -> Result<Response<pb::ActivateTokenResponse>, Status> {
+        let token = self.lifecycle(request.map(|r| r.id), Action::Activate).await?;
+        Ok(Response::new(pb::ActivateTokenResponse { token: Some(token) }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let token = self.lifecycle(request.map(|r| r.id), Action::Revoke).await?;
+        Ok(Response::new(pb::RevokeTokenResponse { token: Some(token) }))
+    }
+
+    async fn delete_token(
+        &self,
+        request: Request<pb::DeleteTokenRequest>,
+    ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request)?;
+            let id = TokenId::parse(&request.get_ref().id, "id")?;
+            self.tokens.delete(&caller, id).await
+        }
+        .await;
+        result.map_err(|e| to_status(e, &rid))?;
+        Ok(Response::new(pb::DeleteTokenResponse {}))
+    }
+
+    async fn verify_token(
+        &self,
+        request: Request<pb::VerifyTokenRequest>,
+    ) -> Result<Response<pb::VerifyTokenResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            auth::caller_with_scope(&self.tokens, &request, scope::TOKEN_INTROSPECT)?;
+            let req = request.get_ref();
+            self.tokens.verify(&req.token, &req.client_ip, &req.required_scopes).await
+        }
+        .await;
+        let response = match result.map_err(|e| to_status(e, &rid))? {
+            Verification::Active(record) => pb::VerifyTokenResponse {
+                active: true,
+                reason: pb::InactiveReason::Unspecified as i32,
+                token: Some(convert::token_to_proto(&record, Timestamp::now())),
+            },
+            Verification::Inactive(why) => pb::VerifyTokenResponse {
+                active: false,
+                reason: convert::reason_to_proto(why) as i32,
+                token: None,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn list_scopes(
+        &self,
+        request: Request<pb::ListScopesRequest>,
+    ) -> Result<Response<pb::ListScopesResponse>, Status> {
+        let rid = request_id::of(&request);
+        auth::caller(&self.tokens, &request).map_err(|e| to_status(e, &rid))?;
+        let scopes = self
+            .tokens
+            .catalog()
+            .entries()
+            .iter()
+            .map(|s| pb::Scope { name: s.name.clone(), description: s.description.clone(), deprecated: s.deprecated })
+            .collect();
+        Ok(Response::new(pb::ListScopesResponse { scopes }))
+    }
+
+    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
+        let ring = self.tokens.keys().ring();
+        let keys = ring
+            .verifying_keys()
+            .map(|k| {
+                let jwk = k.to_jwk();
+                pb::Jwk { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y, kid: jwk.kid, alg: jwk.alg, r#use: jwk.use_ }
+            })
+            .collect();
+        Ok(Response::new(pb::GetJwksResponse { keys }))
+    }
+}

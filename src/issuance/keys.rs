@@ -1,0 +1,334 @@
+//! Signing keys: generation (ring), sealing at rest, the in-memory key ring, rotation and JWKs.
+//!
+//! Each key pair is parsed once when the ring is loaded; signing uses it directly, so no PKCS#8
+//! parsing happens per token.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{DecodingKey, Validation};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Timestamp;
+use crate::error::{Error, Result};
+use crate::issuance::sealing::MasterKey;
+use crate::store::{Store, StoredKey};
+
+/// The signature algorithms tokenmint signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum KeyAlgorithm {
+    /// Ed25519 (RFC 8037), the default.
+    #[default]
+    EdDSA,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+}
+
+impl KeyAlgorithm {
+    /// The JWS `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EdDSA => "EdDSA",
+            Self::ES256 => "ES256",
+        }
+    }
+
+    /// Parses a JWS `alg` name (only the two we sign with).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "EdDSA" => Some(Self::EdDSA),
+            "ES256" => Some(Self::ES256),
+            _ => None,
+        }
+    }
+
+    fn jwt_algorithm(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+            Self::ES256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+}
+
+enum KeyPairKind {
+    Ed25519(Ed25519KeyPair),
+    Es256(EcdsaKeyPair),
+}
+
+/// A private key ready to sign, with its precomputed JWS header.
+pub struct SigningKey {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub algorithm: KeyAlgorithm,
+    /// base64url of the JWS header `{"alg","kid","typ":"at+jwt"}`.
+    pub encoded_header: String,
+    pair: KeyPairKind,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Signs `message` (the JWS signing input).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        match &self.pair {
+            KeyPairKind::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+            KeyPairKind::Es256(pair) => pair
+                .sign(&self.rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| Error::internal("ES256 signing failed")),
+        }
+    }
+}
+
+/// A public key that verifies tokens, with the jsonwebtoken policy bound to its algorithm.
+pub struct VerifyingKey {
+    /// Key id.
+    pub kid: String,
+    /// The only algorithm this key verifies.
+    pub algorithm: KeyAlgorithm,
+    /// Raw public key (32-byte Ed25519 key or 65-byte SEC1 point).
+    pub public_key: Vec<u8>,
+    /// jsonwebtoken's form of the public key.
+    pub decoding_key: DecodingKey,
+    /// Signature-only validation: claims are checked by [`crate::issuance::verifier`].
+    pub validation: Validation,
+}
+
+impl VerifyingKey {
+    fn new(kid: String, algorithm: KeyAlgorithm, public_key: Vec<u8>) -> Self {
+        let decoding_key = match algorithm {
+            KeyAlgorithm::EdDSA => DecodingKey::from_ed_der(&public_key),
+            KeyAlgorithm::ES256 => DecodingKey::from_ec_der(&public_key),
+        };
+        let mut validation = Validation::new(algorithm.jwt_algorithm());
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.leeway = 0;
+        Self { kid, algorithm, public_key, decoding_key, validation }
+    }
+
+    /// The public key as a JWK.
+    pub fn to_jwk(&self) -> Jwk {
+        let (kty, crv, x, y) = match self.algorithm {
+            KeyAlgorithm::EdDSA => ("OKP", "Ed25519", URL_SAFE_NO_PAD.encode(&self.public_key), String::new()),
+            KeyAlgorithm::ES256 => {
+                let point = self.public_key.get(1..).unwrap_or_default();
+                let (x, y) = point.split_at(point.len() / 2);
+                ("EC", "P-256", URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y))
+            }
+        };
+        Jwk {
+            kty: kty.into(),
+            crv: crv.into(),
+            x,
+            y,
+            kid: self.kid.clone(),
+            alg: self.algorithm.name().into(),
+            use_: "sig".into(),
+        }
+    }
+}
+
+/// A public key in JWK form (RFC 7517).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Jwk {
+    /// Key type.
+    pub kty: String,
+    /// Curve.
+    pub crv: String,
+    /// Public key or x coordinate.
+    pub x: String,
+    /// y coordinate (EC only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub y: String,
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: String,
+    /// Use (`sig`).
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+/// The keys of one moment: the one that signs and every one that may still verify.
+#[derive(Debug)]
+pub struct KeyRing {
+    /// The key new tokens are signed with.
+    pub signing: Arc<SigningKey>,
+    verifying: HashMap<String, Arc<VerifyingKey>>,
+    order: Vec<String>,
+}
+
+impl KeyRing {
+    /// The verifying key named `kid`.
+    pub fn verifying_key(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
+        self.verifying.get(kid)
+    }
+
+    /// Every verifying key, oldest first.
+    pub fn verifying_keys(&self) -> impl Iterator<Item = &Arc<VerifyingKey>> {
+        self.order.iter().filter_map(|kid| self.verifying.get(kid))
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+/// Owns the key ring: loads it from the store, makes the first key, rotates, and reloads when
+/// another process rotated.
+pub struct KeyManager {
+    store: Store,
+    master: MasterKey,
+    algorithm: KeyAlgorithm,
+    /// How long a retired key keeps verifying: the longest token lifetime plus leeway.
+    retention_secs: i64,
+    ring: RwLock<Arc<KeyRing>>,
+}
+
+impl fmt::Debug for KeyManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyManager").field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+impl KeyManager {
+    /// Loads the keys, generating the first signing key if the store has none.
+    pub async fn load(
+        store: Store,
+        master: MasterKey,
+        algorithm: KeyAlgorithm,
+        retention_secs: i64,
+    ) -> anyhow::Result<Self> {
+        let mut stored = store.list_keys().await?;
+        if !stored.iter().any(|k| k.retired_at.is_none()) {
+            let key = generate(&master, algorithm)?;
+            store.rotate_in_key(&key).await?;
+            tracing::info!(kid = %key.kid, algorithm = algorithm.name(), "generated the first signing key");
+            stored = store.list_keys().await?;
+        }
+        let ring = build_ring(&master, &stored, retention_secs, Timestamp::now())?;
+        Ok(Self { store, master, algorithm, retention_secs, ring: RwLock::new(Arc::new(ring)) })
+    }
+
+    /// The current key ring.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-reads the keys from the store (after a rotation elsewhere).
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let stored = self.store.list_keys().await?;
+        let ring = build_ring(&self.master, &stored, self.retention_secs, Timestamp::now())?;
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+        Ok(())
+    }
+
+    /// Makes a new signing key; earlier keys keep verifying until their tokens have expired.
+    pub async fn rotate(&self) -> anyhow::Result<String> {
+        let key = generate(&self.master, self.algorithm)?;
+        self.store.rotate_in_key(&key).await?;
+        self.reload().await?;
+        Ok(key.kid)
+    }
+}
+
+/// Rotates the signing key of `store` without a running server (the `keys rotate` command).
+pub async fn rotate_offline(store: &Store, master: &MasterKey, algorithm: KeyAlgorithm) -> anyhow::Result<String> {
+    let key = generate(master, algorithm)?;
+    store.rotate_in_key(&key).await?;
+    Ok(key.kid)
+}
+
+/// Generates a key pair and seals its private half.
+fn generate(master: &MasterKey, algorithm: KeyAlgorithm) -> anyhow::Result<StoredKey> {
+    let rng = SystemRandom::new();
+    let now = Timestamp::now();
+    let mut suffix = [0u8; 6];
+    rng.fill(&mut suffix).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    let kid = format!("{}-{}", chrono_date(now), hex::encode(suffix));
+    let pkcs8 = match algorithm {
+        KeyAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng),
+        KeyAlgorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng),
+    }
+    .map_err(|_| anyhow::anyhow!("key generation failed"))?;
+    let pair = parse_pair(algorithm, pkcs8.as_ref())?;
+    let public_key = match &pair {
+        KeyPairKind::Ed25519(p) => p.public_key().as_ref().to_vec(),
+        KeyPairKind::Es256(p) => p.public_key().as_ref().to_vec(),
+    };
+    let sealed_private_key = master.seal(&kid, pkcs8.as_ref())?;
+    Ok(StoredKey {
+        kid,
+        algorithm: algorithm.name().to_owned(),
+        public_key,
+        sealed_private_key,
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+fn chrono_date(now: Timestamp) -> String {
+    chrono::DateTime::from_timestamp(now.as_secs(), 0)
+        .map(|d| d.format("%Y%m%d").to_string())
+        .unwrap_or_else(|| "key".to_owned())
+}
+
+fn parse_pair(algorithm: KeyAlgorithm, pkcs8: &[u8]) -> anyhow::Result<KeyPairKind> {
+    match algorithm {
+        KeyAlgorithm::EdDSA => Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+            .map(KeyPairKind::Ed25519)
+            .map_err(|e| anyhow::anyhow!("invalid Ed25519 key: {e}")),
+        KeyAlgorithm::ES256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &SystemRandom::new())
+            .map(KeyPairKind::Es256)
+            .map_err(|e| anyhow::anyhow!("invalid P-256 key: {e}")),
+    }
+}
+
+/// Builds the ring from stored keys: the newest unretired key signs; every key that is unretired
+/// or was retired less than `retention_secs` ago verifies.
+fn build_ring(master: &MasterKey, stored: &[StoredKey], retention_secs: i64, now: Timestamp) -> anyhow::Result<KeyRing> {
+    let newest = stored
+        .iter()
+        .filter(|k| k.retired_at.is_none())
+        .max_by_key(|k| (k.created_at, k.kid.clone()))
+        .ok_or_else(|| anyhow::anyhow!("the store has no current signing key"))?;
+    let algorithm = KeyAlgorithm::parse(&newest.algorithm)
+        .ok_or_else(|| anyhow::anyhow!("signing key {} has unknown algorithm {}", newest.kid, newest.algorithm))?;
+    let pkcs8 = master.open(&newest.kid, &newest.sealed_private_key)?;
+    let pair = parse_pair(algorithm, &pkcs8)?;
+    let header = serde_json::json!({ "alg": algorithm.name(), "kid": newest.kid, "typ": "at+jwt" });
+    let signing = Arc::new(SigningKey {
+        kid: newest.kid.clone(),
+        algorithm,
+        encoded_header: URL_SAFE_NO_PAD.encode(header.to_string()),
+        pair,
+        rng: SystemRandom::new(),
+    });
+    let mut verifying = HashMap::new();
+    let mut order = Vec::new();
+    for key in stored {
+        let still_needed = key.retired_at.is_none_or(|r| r.plus_secs(retention_secs) > now);
+        let Some(algorithm) = KeyAlgorithm::parse(&key.algorithm) else { continue };
+        if still_needed {
+            order.push(key.kid.clone());
+            verifying.insert(key.kid.clone(), Arc::new(VerifyingKey::new(key.kid.clone(), algorithm, key.public_key.clone())));
+        }
+    }
+    Ok(KeyRing { signing, verifying, order })
+}

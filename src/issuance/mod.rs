@@ -1,0 +1,19 @@
+//! The issuance core: signing keys, claims, verification policy, lifecycle rules and the token
+//! manager that the gRPC handlers call. No tonic and no SQL here: storage goes through `store`.
+
+pub mod caches;
+pub mod caller;
+pub mod change_feed;
+pub mod claims;
+pub mod deny_list;
+pub mod jwt_crypto;
+pub mod keys;
+pub mod last_used;
+pub mod lifecycle;
+pub mod sealing;
+pub mod tokens;
+pub mod verifier;
+
+pub use caller::Caller;
+pub use tokens::{TokenManager, Verification};
+pub use verifier::InactiveReason;

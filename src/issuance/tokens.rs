@@ -1,0 +1,599 @@
+//! The token core: minting, reading, listing, changing, lifecycle transitions, verification and
+//! caller authentication. Handlers in `grpc/` call exactly one function here per RPC.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::config::Environment;
+use crate::domain::{
+    Description, EnterpriseId, IpRestriction, Label, ScopeCatalog, ScopeSet, StoredStatus, Timestamp, TokenId,
+    TokenLimits, TokenRecord, TokenStatus, scope,
+};
+use crate::error::{Error, ErrorCode, Result, Violations, reason};
+use crate::issuance::caches::{MetadataCache, VerifiedCache, token_hash};
+use crate::issuance::caller::Caller;
+use crate::issuance::claims::{self, Audience, Claims, RawToken};
+use crate::issuance::deny_list::DenyList;
+use crate::issuance::keys::KeyManager;
+use crate::issuance::last_used::LastUsed;
+use crate::issuance::lifecycle::{self, Action};
+use crate::issuance::verifier::{InactiveReason, JwtPolicy, VerifiedToken};
+use crate::store::tokens::StatusFilter;
+use crate::store::{DeniedToken, ListCursor, Store, TokenUpdate, TokenWriter};
+
+/// Default page size of ListTokens.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// Largest page size of ListTokens (larger requests are reduced to it).
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// Issuance rules from configuration.
+#[derive(Debug, Clone)]
+pub struct IssuancePolicy {
+    /// `test` or `production`.
+    pub environment: Environment,
+    /// Lifetime when the request gives none, in seconds.
+    pub default_lifetime_secs: i64,
+    /// Longest allowed lifetime, in seconds.
+    pub max_lifetime_secs: i64,
+    /// Signature and claim policy.
+    pub jwt: JwtPolicy,
+}
+
+/// Spending limits as they arrive in a request, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct LimitsInput {
+    /// (coin, tx_value_limit) pairs.
+    pub spending: Vec<(String, String)>,
+    /// The all-ERC-20 limit, when given.
+    pub all_erc20: Option<String>,
+}
+
+/// A CreateToken request, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct CreateTokenInput {
+    /// Label.
+    pub label: String,
+    /// Description.
+    pub description: String,
+    /// Scope names.
+    pub scopes: Vec<String>,
+    /// Lifetime in seconds.
+    pub duration_seconds: Option<i64>,
+    /// Absolute expiry.
+    pub expires_at: Option<Timestamp>,
+    /// Addresses / CIDR blocks.
+    pub ip_restrict: Vec<String>,
+    /// Enterprise id (empty: none).
+    pub enterprise_id: String,
+    /// Spending limits, when given.
+    pub limits: Option<LimitsInput>,
+    /// Admin rights.
+    pub admin: bool,
+    /// Template id (empty: none).
+    pub template_id: String,
+}
+
+/// A new token: its metadata, the signed token (shown once) and deprecated scopes it carries.
+#[derive(Debug)]
+pub struct MintedToken {
+    /// Stored metadata.
+    pub record: TokenRecord,
+    /// The signed JWT.
+    pub raw: RawToken,
+    /// Deprecated scopes among the token's scopes.
+    pub deprecated_scopes: Vec<String>,
+}
+
+/// One page of ListTokens.
+#[derive(Debug)]
+pub struct TokenPage {
+    /// The tokens, newest first.
+    pub tokens: Vec<TokenRecord>,
+    /// Token for the next page; empty when this is the last.
+    pub next_page_token: String,
+}
+
+/// Which fields an UpdateToken changes.
+#[derive(Debug, Clone)]
+pub enum UpdateMask {
+    /// No mask: non-empty fields change.
+    NonEmpty,
+    /// Exactly these paths change.
+    Paths(Vec<String>),
+}
+
+/// The outcome of VerifyToken.
+#[derive(Debug)]
+pub enum Verification {
+    /// The token is valid for this use; its metadata.
+    Active(Arc<TokenRecord>),
+    /// It is not, and why.
+    Inactive(InactiveReason),
+}
+
+/// The token core. Shared by every handler; cheap to share behind an `Arc`.
+pub struct TokenManager {
+    store: Store,
+    writer: TokenWriter,
+    keys: Arc<KeyManager>,
+    catalog: Arc<ScopeCatalog>,
+    policy: IssuancePolicy,
+    deny: Arc<DenyList>,
+    verified: VerifiedCache,
+    metadata: Arc<MetadataCache>,
+    last_used: Arc<LastUsed>,
+}
+
+/// The parts a [`TokenManager`] is built from.
+pub struct TokenManagerParts {
+    /// Database.
+    pub store: Store,
+    /// Group-commit writer for new tokens.
+    pub writer: TokenWriter,
+    /// Signing keys.
+    pub keys: Arc<KeyManager>,
+    /// Scope catalog.
+    pub catalog: Arc<ScopeCatalog>,
+    /// Rules.
+    pub policy: IssuancePolicy,
+    /// Denied tokens.
+    pub deny: Arc<DenyList>,
+    /// Verified-signature cache capacity.
+    pub verified_cache_capacity: usize,
+    /// Metadata cache.
+    pub metadata: Arc<MetadataCache>,
+    /// Last-used recorder.
+    pub last_used: Arc<LastUsed>,
+}
+
+impl TokenManager {
+    /// Assembles the core.
+    pub fn new(parts: TokenManagerParts) -> Self {
+        Self {
+            store: parts.store,
+            writer: parts.writer,
+            keys: parts.keys,
+            catalog: parts.catalog,
+            policy: parts.policy,
+            deny: parts.deny,
+            verified: VerifiedCache::new(parts.verified_cache_capacity),
+            metadata: parts.metadata,
+            last_used: parts.last_used,
+        }
+    }
+
+    /// The scope catalog.
+    pub fn catalog(&self) -> &ScopeCatalog {
+        &self.catalog
+    }
+
+    /// The key manager (for JWKS).
+    pub fn keys(&self) -> &KeyManager {
+        &self.keys
+    }
+
+    /// Mints a token for `caller`.
+    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id))]
+    pub async fn create(&self, caller: &Caller, input: CreateTokenInput) -> Result<MintedToken> {
+        let now = Timestamp::now();
+        let mut v = Violations::default();
+        let label = v.check(Label::parse(&input.label));
+        let description = v.check(Description::parse(&input.description));
+        let scopes = v.check(self.catalog.parse_scopes(&input.scopes, "scopes"));
+        let ips = v.check(IpRestriction::parse(&input.ip_restrict, "ip_restrict"));
+        let enterprise = v.check(EnterpriseId::parse_optional(&input.enterprise_id, "enterprise_id"));
+        let limits = match &input.limits {
+            Some(l) => v.check(TokenLimits::parse(&l.spending, l.all_erc20.as_deref(), "token_limits")),
+            None => Some(TokenLimits::default()),
+        };
+        let expires_at = v.check(self.expiry(input.duration_seconds, input.expires_at, now));
+        v.finish()?;
+        let (Some(label), Some(description), Some(scopes), Some(ips), Some(enterprise), Some(limits), Some(expires_at)) =
+            (label, description, scopes, ips, enterprise, limits, expires_at)
+        else {
+            return Err(Error::internal("validation passed without values"));
+        };
+        if !input.template_id.is_empty() {
+            return Err(Error::new(
+                ErrorCode::NotFound,
+                "TEMPLATE_NOT_FOUND",
+                format!("template {} not found", crate::domain::ids::truncate(&input.template_id, 64)),
+            )
+            .with_meta("template_id", crate::domain::ids::truncate(&input.template_id, 64)));
+        }
+        if scopes.is_empty() {
+            return Err(Error::invalid("scopes", reason::INVALID_SCOPE, "at least one scope is required"));
+        }
+        self.check_environment(&scopes, &ips)?;
+        caller.require_can_grant(&scopes, input.admin)?;
+        if let Some(enterprise) = &enterprise {
+            if !self.store.is_enterprise_member(enterprise, &caller.user_id).await? {
+                return Err(Error::denied(
+                    reason::NOT_ENTERPRISE_MEMBER,
+                    format!("user {} is not a member of enterprise {enterprise}", caller.user_id),
+                )
+                .with_meta("enterprise_id", enterprise.to_string()));
+            }
+        }
+        let id = TokenId::generate();
+        tracing::Span::current().record("tokenmint.token_id", tracing::field::display(id));
+        let ring = self.keys.ring();
+        let claims = Claims {
+            iss: self.policy.jwt.issuer.clone(),
+            aud: Audience::One(self.policy.jwt.audience.clone()),
+            sub: caller.user_id.to_string(),
+            client_id: id.to_string(),
+            jti: id.to_string(),
+            iat: now.as_secs(),
+            nbf: now.as_secs(),
+            exp: expires_at.as_secs(),
+            scope: scopes.to_claim(),
+            ent: enterprise.as_ref().map(ToString::to_string),
+            adm: input.admin,
+            tpl: None,
+            ips: (!ips.is_unrestricted()).then(|| ips.to_strings()),
+        };
+        let raw = {
+            let _span = tracing::info_span!("sign_token", kid = %ring.signing.kid).entered();
+            claims::sign(&claims, &ring.signing)?
+        };
+        let record = TokenRecord {
+            id,
+            user_id: caller.user_id.clone(),
+            label,
+            description,
+            scopes,
+            enterprise_id: enterprise,
+            ip_restrict: ips,
+            limits,
+            admin: input.admin,
+            template_id: None,
+            template_version: 0,
+            status: StoredStatus::Active,
+            checksum: raw.checksum(),
+            key_id: ring.signing.kid.clone(),
+            created_by: caller.user_id.clone(),
+            updated_by: caller.user_id.clone(),
+            created_at: now,
+            updated_at: now,
+            expires_at: Timestamp::from_secs(expires_at.as_secs()),
+            last_used_at: None,
+            last_used_ip: None,
+            deleted_at: None,
+        };
+        self.writer.insert(record.clone()).await?;
+        let deprecated_scopes = self.catalog.deprecated_in(&record.scopes);
+        tracing::info!(token_id = %id, key_id = %record.key_id, "token minted");
+        Ok(MintedToken { record, raw, deprecated_scopes })
+    }
+
+    /// The expiry from the two lifetime fields, defaulting and bounded by configuration.
+    fn expiry(&self, duration: Option<i64>, expires_at: Option<Timestamp>, now: Timestamp) -> Result<Timestamp> {
+        let max = self.policy.max_lifetime_secs;
+        let too_long = |field: &str| {
+            Error::invalid(field, reason::LIFETIME_TOO_LONG, format!("the lifetime may be at most {max} seconds"))
+                .with_meta("max_lifetime_seconds", max.to_string())
+        };
+        match (duration, expires_at) {
+            (Some(_), Some(_)) => Err(Error::invalid(
+                "expires_at",
+                reason::CONFLICTING_LIFETIME,
+                "give duration_seconds or expires_at, not both",
+            )),
+            (Some(secs), None) if secs <= 0 => {
+                Err(Error::invalid("duration_seconds", reason::INVALID_LIFETIME, "duration_seconds must be positive"))
+            }
+            (Some(secs), None) if secs > max => Err(too_long("duration_seconds")),
+            (Some(secs), None) => Ok(now.plus_secs(secs)),
+            (None, Some(at)) if at <= now => {
+                Err(Error::invalid("expires_at", reason::INVALID_LIFETIME, "expires_at must be in the future"))
+            }
+            (None, Some(at)) if at > now.plus_secs(max) => Err(too_long("expires_at")),
+            (None, Some(at)) => Ok(at),
+            (None, None) => Ok(now.plus_secs(self.policy.default_lifetime_secs.min(max))),
+        }
+    }
+
+    /// Production rules: tokens must be IP-restricted and may not hold `all`.
+    fn check_environment(&self, scopes: &ScopeSet, ips: &IpRestriction) -> Result<()> {
+        if self.policy.environment != Environment::Production {
+            return Ok(());
+        }
+        if ips.is_unrestricted() {
+            return Err(Error::invalid(
+                "ip_restrict",
+                reason::IP_RESTRICTION_REQUIRED,
+                "in production a token must be restricted to IP addresses or CIDR blocks",
+            ));
+        }
+        if scopes.has_all() {
+            return Err(Error::invalid("scopes", reason::SCOPE_NOT_ALLOWED, "scope \"all\" is not allowed in production")
+                .with_meta("scope", scope::ALL));
+        }
+        Ok(())
+    }
+
+    /// `caller`'s token `id`.
+    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
+    pub async fn get(&self, caller: &Caller, id: TokenId) -> Result<TokenRecord> {
+        self.owned(caller, id).await
+    }
+
+    /// Loads `id` if it exists, is not deleted and belongs to `caller`; otherwise NOT_FOUND.
+    async fn owned(&self, caller: &Caller, id: TokenId) -> Result<TokenRecord> {
+        match self.store.find_token(id).await? {
+            Some(record) if record.deleted_at.is_none() && record.user_id == caller.user_id => Ok(record),
+            _ => Err(Error::token_not_found(id)),
+        }
+    }
+
+    /// A page of `caller`'s tokens, newest first.
+    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id))]
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        page_size: i32,
+        page_token: &str,
+        status: Option<TokenStatus>,
+    ) -> Result<TokenPage> {
+        let size = match page_size {
+            n if n < 0 => {
+                return Err(Error::invalid("page_size", reason::INVALID_PAGE_SIZE, "page_size must not be negative"));
+            }
+            0 => DEFAULT_PAGE_SIZE,
+            n => usize::try_from(n).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE),
+        };
+        let filter = match status {
+            None => StatusFilter::Any,
+            Some(TokenStatus::Active) => StatusFilter::Active,
+            Some(TokenStatus::Suspended) => StatusFilter::Suspended,
+            Some(TokenStatus::Revoked) => StatusFilter::Revoked,
+            Some(TokenStatus::Expired) => StatusFilter::Expired,
+        };
+        let cursor = if page_token.is_empty() { None } else { Some(decode_cursor(page_token, filter)?) };
+        let now = Timestamp::now();
+        let mut tokens = self.store.list_tokens(&caller.user_id, filter, cursor, size as u64 + 1, now).await?;
+        let next_page_token = if tokens.len() > size {
+            tokens.truncate(size);
+            tokens.last().map(|t| encode_cursor(t, filter)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(TokenPage { tokens, next_page_token })
+    }
+
+    /// Changes label/description of `caller`'s token `id`.
+    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: TokenId,
+        label: &str,
+        description: &str,
+        mask: UpdateMask,
+    ) -> Result<TokenRecord> {
+        let (set_label, set_description) = match &mask {
+            UpdateMask::NonEmpty => (!label.is_empty(), !description.is_empty()),
+            UpdateMask::Paths(paths) => {
+                let mut v = Violations::default();
+                for (i, path) in paths.iter().enumerate() {
+                    if path != "label" && path != "description" {
+                        v.check::<()>(Err(Error::invalid(
+                            format!("update_mask.paths[{i}]"),
+                            reason::INVALID_UPDATE_MASK,
+                            format!("{path:?} cannot be updated; allowed paths are \"label\" and \"description\""),
+                        )
+                        .with_meta("path", crate::domain::ids::truncate(path, 64))));
+                    }
+                }
+                v.finish()?;
+                (paths.iter().any(|p| p == "label"), paths.iter().any(|p| p == "description"))
+            }
+        };
+        if !set_label && !set_description {
+            return Err(Error::invalid(
+                "update_mask",
+                reason::EMPTY_UPDATE,
+                "nothing to update: give a label or description, or name them in update_mask",
+            ));
+        }
+        let mut v = Violations::default();
+        let update = TokenUpdate {
+            label: if set_label { v.check(Label::parse(label)) } else { None },
+            description: if set_description { v.check(Description::parse(description)) } else { None },
+        };
+        v.finish()?;
+        let now = Timestamp::now();
+        if !self.store.update_token_text(id, &caller.user_id, &update, now).await? {
+            return Err(Error::token_not_found(id));
+        }
+        self.metadata.invalidate(&id);
+        self.owned(caller, id).await
+    }
+
+    /// Applies a lifecycle action (activate, suspend or revoke) to `caller`'s token `id`.
+    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id, action = action.as_str()))]
+    pub async fn transition(&self, caller: &Caller, id: TokenId, action: Action) -> Result<TokenRecord> {
+        let record = self.owned(caller, id).await?;
+        let now = Timestamp::now();
+        let status = record.status_at(now);
+        let Some(target) = lifecycle::transition(status, action) else {
+            return Err(invalid_transition(id, status, action));
+        };
+        if action == Action::Activate {
+            caller.require_can_grant(&record.scopes, record.admin)?;
+        }
+        if !self.store.set_token_status(id, &caller.user_id, record.status, target, now).await? {
+            // Changed (or deleted) concurrently: report against the state it has now.
+            let current = self.owned(caller, id).await?;
+            return Err(invalid_transition(id, current.status_at(Timestamp::now()), action));
+        }
+        self.deny.apply(&DeniedToken { id, status: target, deleted: false, expires_at: record.expires_at });
+        self.metadata.invalidate(&id);
+        tracing::info!(token_id = %id, action = action.as_str(), "token status changed");
+        self.owned(caller, id).await
+    }
+
+    /// Deletes `caller`'s token `id` (any state): it never verifies again.
+    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
+    pub async fn delete(&self, caller: &Caller, id: TokenId) -> Result<()> {
+        let record = self.owned(caller, id).await?;
+        if !self.store.delete_token(id, &caller.user_id, Timestamp::now()).await? {
+            return Err(Error::token_not_found(id));
+        }
+        self.deny.apply(&DeniedToken { id, status: record.status, deleted: true, expires_at: record.expires_at });
+        self.metadata.invalidate(&id);
+        tracing::info!(token_id = %id, "token deleted");
+        Ok(())
+    }
+
+    /// Checks signature and static claims, through the verified-signature cache.
+    fn verified(&self, raw: &str) -> Result<Arc<VerifiedToken>, InactiveReason> {
+        let hash = token_hash(raw);
+        if let Some(hit) = self.verified.get(&hash) {
+            return Ok(hit);
+        }
+        let ring = self.keys.ring();
+        let token = {
+            let _span = tracing::debug_span!("verify_signature").entered();
+            Arc::new(self.policy.jwt.verify_signature(raw, &ring)?)
+        };
+        self.verified.insert(hash, token.clone());
+        Ok(token)
+    }
+
+    /// Introspects `raw` (VerifyToken). Status comes from memory; metadata from the cache (or one
+    /// database read per token per cache lifetime).
+    #[tracing::instrument(skip_all, fields(tokenmint.token_id))]
+    pub async fn verify(&self, raw: &str, client_ip: &str, required_scopes: &[String]) -> Result<Verification> {
+        let client_ip = parse_client_ip(client_ip)?;
+        let required = self.catalog.parse_scopes(required_scopes, "required_scopes")?;
+        let token = match self.verified(raw) {
+            Ok(token) => token,
+            Err(reason) => return Ok(Verification::Inactive(reason)),
+        };
+        tracing::Span::current().record("tokenmint.token_id", tracing::field::display(token.id));
+        let now = Timestamp::now();
+        if let Err(reason) = self.policy.jwt.check_time(&token, now) {
+            return Ok(Verification::Inactive(reason));
+        }
+        if let Some(denial) = self.deny.check(&token.id) {
+            return Ok(Verification::Inactive(denial.reason()));
+        }
+        if !token.allows_ip(client_ip) {
+            return Ok(Verification::Inactive(InactiveReason::IpNotAllowed));
+        }
+        if !token.scopes.missing_from(&required).is_empty() {
+            return Ok(Verification::Inactive(InactiveReason::InsufficientScope));
+        }
+        let record = match self.metadata.get(&token.id) {
+            Some(record) => record,
+            None => match self.store.find_token(token.id).await? {
+                Some(record) => {
+                    let record = Arc::new(record);
+                    self.metadata.insert(record.clone());
+                    record
+                }
+                None => return Ok(Verification::Inactive(InactiveReason::UnknownToken)),
+            },
+        };
+        if record.deleted_at.is_some() {
+            return Ok(Verification::Inactive(InactiveReason::UnknownToken));
+        }
+        match record.status {
+            StoredStatus::Active => {}
+            StoredStatus::Suspended => return Ok(Verification::Inactive(InactiveReason::Suspended)),
+            StoredStatus::Revoked => return Ok(Verification::Inactive(InactiveReason::Revoked)),
+        }
+        self.last_used.record(token.id, now, client_ip.map(|ip| ip.to_string()));
+        Ok(Verification::Active(record))
+    }
+
+    /// Authenticates the bearer token of an RPC made from `peer`. No database access: signature
+    /// (cached), time, the deny list and the token's IP restriction.
+    pub fn authenticate(&self, raw: &str, peer: Option<IpAddr>) -> Result<Caller> {
+        let unauthenticated = |why: InactiveReason| {
+            Error::new(
+                ErrorCode::Unauthenticated,
+                reason::INVALID_CREDENTIALS,
+                format!("the bearer token is not valid ({})", why.as_str().to_ascii_lowercase().replace('_', " ")),
+            )
+            .with_meta("inactive_reason", why.as_str())
+        };
+        let token = self.verified(raw).map_err(unauthenticated)?;
+        let now = Timestamp::now();
+        self.policy.jwt.check_time(&token, now).map_err(unauthenticated)?;
+        if let Some(denial) = self.deny.check(&token.id) {
+            return Err(unauthenticated(denial.reason()));
+        }
+        if !token.allows_ip(peer) {
+            return Err(Error::denied(
+                reason::IP_NOT_ALLOWED,
+                "the bearer token may not be used from this address",
+            )
+            .with_meta("peer_ip", peer.map(|p| p.to_string()).unwrap_or_default()));
+        }
+        self.last_used.record(token.id, now, peer.map(|p| p.to_string()));
+        Ok(Caller {
+            user_id: token.user_id.clone(),
+            token_id: Some(token.id),
+            scopes: token.scopes.clone(),
+            admin: token.admin,
+        })
+    }
+}
+
+fn invalid_transition(id: TokenId, status: TokenStatus, action: Action) -> Error {
+    Error::new(
+        ErrorCode::FailedPrecondition,
+        reason::INVALID_TRANSITION,
+        format!("cannot {} a token that is {}", action.as_str(), lifecycle::status_name(status)),
+    )
+    .with_meta("token_id", id.to_string())
+    .with_meta("status", lifecycle::status_name(status))
+    .with_meta("action", action.as_str())
+}
+
+/// Parses VerifyToken's `client_ip`: empty means unknown.
+fn parse_client_ip(raw: &str) -> Result<Option<IpAddr>> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.trim().parse::<IpAddr>().map(|ip| Some(crate::domain::ip::canonical(ip))).map_err(|_| {
+        Error::invalid("client_ip", reason::INVALID_IP_ADDRESS, format!("{:?} is not an IP address", crate::domain::ids::truncate(raw, 64)))
+            .with_meta("ip", crate::domain::ids::truncate(raw, 64))
+    })
+}
+
+fn filter_tag(filter: StatusFilter) -> &'static str {
+    match filter {
+        StatusFilter::Any => "any",
+        StatusFilter::Active => "active",
+        StatusFilter::Suspended => "suspended",
+        StatusFilter::Revoked => "revoked",
+        StatusFilter::Expired => "expired",
+    }
+}
+
+/// Page tokens are opaque to clients: base64url of `v1|filter|created_at|id`.
+fn encode_cursor(last: &TokenRecord, filter: StatusFilter) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1|{}|{}|{}", filter_tag(filter), last.created_at.0, last.id))
+}
+
+fn decode_cursor(token: &str, filter: StatusFilter) -> Result<ListCursor> {
+    let bad = || {
+        Error::invalid("page_token", reason::INVALID_PAGE_TOKEN, "page_token is not one this service issued for this query")
+    };
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
+    let parts: Vec<&str> = text.split('|').collect();
+    match parts.as_slice() {
+        ["v1", tag, created_at, id] if *tag == filter_tag(filter) => Ok(ListCursor {
+            created_at: Timestamp(created_at.parse().map_err(|_| bad())?),
+            id: TokenId::parse(id, "page_token").map_err(|_| bad())?,
+        }),
+        _ => Err(bad()),
+    }
+}

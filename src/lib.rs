@@ -1,0 +1,16 @@
+//! tokenmint: a gRPC service that mints, stores, verifies and revokes API access tokens.
+//!
+//! A request travels proto → [`grpc`] handler → [`issuance`] core → [`store`] → database.
+//! [`domain`] holds the validated value types all layers share; [`config`] and [`startup`] build
+//! the running service; [`cli`] implements the operator commands.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod issuance;
+pub mod proto;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

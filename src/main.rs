@@ -1,0 +1,204 @@
+//! The `tokenmint` command: `serve`, `bootstrap`, `keys`, `enterprise`, `migrate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokenmint::cli::{self, BootstrapRequest};
+use tokenmint::config::{Environment, LogFormat, Settings};
+use tokenmint::{startup, telemetry};
+
+/// tokenmint: mints, stores, verifies and revokes API access tokens over gRPC.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (see docs/configuration.md).
+    #[arg(long, global = true, env = "TOKENMINT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the embedded database and the generated master key.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// `test` or `production`.
+    #[arg(long, global = true)]
+    environment: Option<Environment>,
+    /// Log format.
+    #[arg(long, global = true)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gRPC server.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:50051).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Mint a token directly in the store and print it on stdout (nothing else goes to stdout).
+    Bootstrap {
+        /// The user the token acts for.
+        #[arg(long)]
+        user: String,
+        /// Comma-separated scopes, e.g. `user_manage,token_introspect`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Grant admin rights.
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime, e.g. `1h`, `30d` (default: the configured default lifetime).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+        /// Allowed address or CIDR block (repeatable). Required in production.
+        #[arg(long = "ip")]
+        ips: Vec<String>,
+        /// Label.
+        #[arg(long, default_value = "bootstrap")]
+        label: String,
+        /// Enterprise to bind the token to (the user must be a member).
+        #[arg(long)]
+        enterprise: Option<String>,
+    },
+    /// Apply database migrations.
+    Migrate,
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage enterprise membership.
+    Enterprise {
+        #[command(subcommand)]
+        command: EnterpriseCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new signing key; tokens signed by earlier keys keep verifying until they expire.
+    Rotate,
+    /// List the signing keys.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum EnterpriseCommand {
+    /// Add a user to an enterprise.
+    AddMember {
+        /// Enterprise id.
+        #[arg(long)]
+        enterprise: String,
+        /// User id.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match settings_from(&cli) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("tokenmint: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tokenmint: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tokenmint: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Layers the configuration: defaults → file → environment → flags.
+fn settings_from(cli: &Cli) -> anyhow::Result<Settings> {
+    let mut settings = Settings::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = &cli.data_dir {
+        settings.data_dir = dir.clone();
+    }
+    if let Some(environment) = cli.environment {
+        settings.environment = environment;
+    }
+    if let Some(format) = cli.log_format {
+        settings.log.format = format;
+    }
+    if let Command::Serve { listen: Some(listen) } = &cli.command {
+        settings.server.listen = listen.clone();
+    }
+    Ok(settings)
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { .. } => {
+            let server = startup::start(settings).await?;
+            let stop = server.shutdown_handle();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                let _ = stop.send(true);
+            });
+            server.wait().await
+        }
+        Command::Bootstrap { user, scopes, admin, ttl, ips, label, enterprise } => {
+            let request = BootstrapRequest { user, scopes, admin, ttl, ips, label, enterprise };
+            let token = cli::bootstrap(&settings, request).await?;
+            println!("{}", token.expose());
+            Ok(())
+        }
+        Command::Migrate => {
+            cli::migrate(&settings).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Rotate } => {
+            let kid = cli::rotate_keys(&settings).await?;
+            println!("{kid}");
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::List } => {
+            for line in cli::list_keys(&settings).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Enterprise { command: EnterpriseCommand::AddMember { enterprise, user } } => {
+            cli::add_enterprise_member(&settings, &enterprise, &user).await?;
+            eprintln!("user {user} added to enterprise {enterprise}");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,303 @@
+//! Builds tokenmint from [`Settings`]: store, keys, core, background tasks and the gRPC server;
+//! runs it until shutdown, then drains in-flight RPCs and flushes pending writes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::{Environment, Settings};
+use crate::domain::{ScopeCatalog, Timestamp};
+use crate::grpc::{self, TokenApi, request_id::RequestIdLayer};
+use crate::issuance::caches::MetadataCache;
+use crate::issuance::change_feed::ChangeFeed;
+use crate::issuance::deny_list::DenyList;
+use crate::issuance::keys::KeyManager;
+use crate::issuance::last_used::LastUsed;
+use crate::issuance::sealing::MasterKey;
+use crate::issuance::tokens::{IssuancePolicy, TokenManagerParts};
+use crate::issuance::verifier::JwtPolicy;
+use crate::issuance::{TokenManager, jwt_crypto};
+use crate::proto::v1::token_service_server::TokenServiceServer;
+use crate::store::{Store, StoreOptions, TokenWriter};
+
+/// Everything a running tokenmint holds, built from settings.
+pub struct Core {
+    /// Database.
+    pub store: Store,
+    /// The token core.
+    pub tokens: Arc<TokenManager>,
+    /// Signing keys.
+    pub keys: Arc<KeyManager>,
+    /// Denied tokens.
+    pub deny: Arc<DenyList>,
+    /// Metadata cache.
+    pub metadata: Arc<MetadataCache>,
+    /// Pending last-used writes.
+    pub last_used: Arc<LastUsed>,
+    writer_task: JoinHandle<()>,
+}
+
+/// Opens (and migrates) the configured store.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    if settings.database.url.is_none() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+    }
+    let options = StoreOptions {
+        max_connections: settings.database.max_connections,
+        connect_timeout: Duration::from_secs(settings.database.connect_timeout_secs),
+    };
+    let store = Store::connect(&settings.database_url(), &options).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Loads the master key: configured value, configured file, or (test only) `data_dir/master.key`.
+pub fn master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
+    if let Some(hex) = &settings.keys.master_key {
+        return MasterKey::from_hex(hex.expose()).context("keys.master_key is unreadable");
+    }
+    if let Some(path) = &settings.keys.master_key_file {
+        return MasterKey::read_file(path);
+    }
+    anyhow::ensure!(
+        settings.environment == Environment::Test,
+        "production requires a configured master key (keys.master_key or keys.master_key_file)"
+    );
+    MasterKey::load_or_create(&settings.data_dir.join("master.key"))
+}
+
+/// The scope catalog: the configured file, or the built-in one.
+pub fn scope_catalog(settings: &Settings) -> anyhow::Result<ScopeCatalog> {
+    match &settings.tokens.scope_catalog_file {
+        Some(path) => ScopeCatalog::load(path),
+        None => Ok(ScopeCatalog::builtin()),
+    }
+}
+
+impl Core {
+    /// Builds the core: validates settings, opens the store, loads keys and the deny list.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        jwt_crypto::install();
+        let catalog = Arc::new(scope_catalog(settings)?);
+        let master = master_key(settings)?;
+        let store = open_store(settings).await?;
+        let retention = settings.tokens.max_lifetime_secs + settings.tokens.leeway_secs;
+        let keys = Arc::new(KeyManager::load(store.clone(), master, settings.keys.algorithm, retention).await?);
+        let deny = Arc::new(DenyList::default());
+        deny.replace_all(&store.denied_tokens(Timestamp::now()).await?);
+        let metadata = Arc::new(MetadataCache::new(
+            settings.cache.metadata_capacity,
+            Duration::from_secs(settings.cache.metadata_ttl_secs),
+        ));
+        let last_used = Arc::new(LastUsed::default());
+        let (writer, writer_task) = TokenWriter::spawn(store.clone());
+        let policy = IssuancePolicy {
+            environment: settings.environment,
+            default_lifetime_secs: settings.tokens.default_lifetime_secs,
+            max_lifetime_secs: settings.tokens.max_lifetime_secs,
+            jwt: JwtPolicy {
+                issuer: settings.tokens.issuer.clone(),
+                audience: settings.tokens.audience.clone(),
+                leeway_secs: settings.tokens.leeway_secs,
+            },
+        };
+        let tokens = Arc::new(TokenManager::new(TokenManagerParts {
+            store: store.clone(),
+            writer,
+            keys: keys.clone(),
+            catalog,
+            policy,
+            deny: deny.clone(),
+            verified_cache_capacity: settings.cache.verified_capacity,
+            metadata: metadata.clone(),
+            last_used: last_used.clone(),
+        }));
+        Ok(Self { store, tokens, keys, deny, metadata, last_used, writer_task })
+    }
+
+    /// Flushes pending writes and closes the store.
+    pub async fn shutdown(self) {
+        if let Err(error) = self.last_used.flush(&self.store).await {
+            tracing::warn!(%error, "could not flush last-used times at shutdown");
+        }
+        let Self { store, tokens, writer_task, .. } = self;
+        drop(tokens);
+        let _ = writer_task.await;
+        store.close().await;
+    }
+}
+
+/// A server started by [`start`].
+pub struct RunningServer {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, drains in-flight RPCs, flushes pending writes and waits for the end.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task panicked")?
+    }
+
+    /// Waits until the server ends (after a shutdown signal).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+
+    /// A handle that triggers shutdown.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Builds everything and starts serving on `settings.server.listen` (port 0 picks a free port).
+pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
+    let addr = settings.listen_addr()?;
+    let core = Core::build(&settings).await?;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, signal) = watch::channel(false);
+    let task = tokio::spawn(serve(settings, core, listener, signal));
+    tracing::info!(%addr, "tokenmint listening");
+    Ok(RunningServer { addr, shutdown, task })
+}
+
+/// Serves gRPC (TokenService, health, reflection v1 and v1alpha) and the HTTP routes on
+/// `listener` until `shutdown` turns true; in-flight RPCs then get `server.shutdown_grace_secs`.
+async fn serve(
+    settings: Settings,
+    core: Core,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (stop_background, background) = spawn_background(&settings, &core);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<TokenServiceServer<TokenApi>>().await;
+    let reflection_v1 = reflection_builder().build_v1().context("reflection v1")?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha().context("reflection v1alpha")?;
+    let routes = tonic::service::Routes::from(grpc::http::router(core.keys.clone()))
+        .add_service(TokenServiceServer::new(TokenApi::new(core.tokens.clone())))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+    let served = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(RequestIdLayer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+            let mut shutdown = shutdown.clone();
+            async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                health_reporter.set_not_serving::<TokenServiceServer<TokenApi>>().await;
+                tracing::info!("shutting down: draining in-flight requests");
+            }
+        });
+    let mut deadline = shutdown;
+    let result = tokio::select! {
+        result = served => result.context("gRPC server failed"),
+        _ = async move {
+            let _ = deadline.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("shutdown grace period over; closing remaining connections");
+            Ok(())
+        }
+    };
+    let _ = stop_background.send(true);
+    for task in background {
+        let _ = task.await;
+    }
+    core.shutdown().await;
+    tracing::info!("tokenmint stopped");
+    result
+}
+
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Starts the change-feed poller, the last-used flusher and the housekeeping task.
+fn spawn_background(settings: &Settings, core: &Core) -> (watch::Sender<bool>, Vec<JoinHandle<()>>) {
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let mut feed = ChangeFeed::new(core.store.clone(), core.deny.clone(), core.metadata.clone(), core.keys.clone());
+    let period = Duration::from_millis(settings.background.change_poll_interval_ms);
+    let mut stop_feed = stopped.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    if let Err(error) = feed.poll().await {
+                        tracing::warn!(%error, "change feed poll failed");
+                    }
+                }
+                _ = stopped_signal(&mut stop_feed) => break,
+            }
+        }
+    }));
+
+    let (store, last_used) = (core.store.clone(), core.last_used.clone());
+    let period = Duration::from_millis(settings.background.last_used_flush_interval_ms);
+    tasks.push(every(period, stopped.clone(), move || {
+        let (store, last_used) = (store.clone(), last_used.clone());
+        async move {
+            if let Err(error) = last_used.flush(&store).await {
+                tracing::warn!(%error, "last-used flush failed; will retry");
+            }
+        }
+    }));
+
+    let (store, deny) = (core.store.clone(), core.deny.clone());
+    tasks.push(every(Duration::from_secs(60), stopped, move || {
+        let (store, deny) = (store.clone(), deny.clone());
+        async move {
+            let now = Timestamp::now();
+            deny.prune(now);
+            if let Err(error) = store.prune_events(now.plus_secs(-3600)).await {
+                tracing::warn!(%error, "change log pruning failed");
+            }
+        }
+    }));
+    (stop, tasks)
+}
+
+/// Runs `tick` every `period` until `stop` turns true.
+fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut tick: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => tick().await,
+                _ = stopped_signal(&mut stop) => break,
+            }
+        }
+    })
+}
+
+/// Resolves once `stop` is true (or its sender is gone), without holding a guard across awaits.
+async fn stopped_signal(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}

@@ -1,0 +1,19 @@
+//! The `enterprise_members` table.
+
+use sea_orm::entity::prelude::*;
+
+/// A user's membership of an enterprise.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "enterprise_members")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub enterprise_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub user_id: String,
+    pub created_at: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,6 @@
+//! SeaORM entities, one per table (see the `migrations` crate for the schema).
+
+pub mod enterprise_members;
+pub mod signing_keys;
+pub mod token_events;
+pub mod tokens;

@@ -1,0 +1,89 @@
+//! The signing-key repository. Private keys arrive here already sealed; this module never sees
+//! plaintext key material.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+
+use super::entities::signing_keys::{self, Column, Entity as SigningKeys};
+use super::events::{self, EventKind};
+use super::{Store, db_error};
+use crate::domain::Timestamp;
+use crate::error::Result;
+
+/// A signing key as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// JWS algorithm name (`EdDSA` or `ES256`).
+    pub algorithm: String,
+    /// Public key bytes (raw Ed25519 key or SEC1 point).
+    pub public_key: Vec<u8>,
+    /// Nonce and AES-256-GCM ciphertext of the PKCS#8 private key.
+    pub sealed_private_key: Vec<u8>,
+    /// When the key was made.
+    pub created_at: Timestamp,
+    /// When a newer key replaced it for signing; `None` for the signing key.
+    pub retired_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Every key, oldest first.
+    pub async fn list_keys(&self) -> Result<Vec<StoredKey>> {
+        let models = SigningKeys::find().order_by_asc(Column::CreatedAt).all(self.db()).await.map_err(db_error)?;
+        Ok(models
+            .into_iter()
+            .map(|m| StoredKey {
+                kid: m.kid,
+                algorithm: m.algorithm,
+                public_key: m.public_key,
+                sealed_private_key: m.sealed_private_key,
+                created_at: Timestamp(m.created_at),
+                retired_at: m.retired_at.map(Timestamp),
+            })
+            .collect())
+    }
+
+    /// Stores `key` as the new signing key and retires every other current one, atomically.
+    pub async fn rotate_in_key(&self, key: &StoredKey) -> Result<()> {
+        let txn = self.db().begin().await.map_err(db_error)?;
+        SigningKeys::update_many()
+            .col_expr(Column::RetiredAt, Expr::value(key.created_at.0))
+            .filter(Column::RetiredAt.is_null())
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        let model = signing_keys::ActiveModel {
+            kid: Set(key.kid.clone()),
+            algorithm: Set(key.algorithm.clone()),
+            public_key: Set(key.public_key.clone()),
+            sealed_private_key: Set(key.sealed_private_key.clone()),
+            created_at: Set(key.created_at.0),
+            retired_at: Set(None),
+        };
+        SigningKeys::insert(model).exec(&txn).await.map_err(db_error)?;
+        events::append(&txn, EventKind::KeysChanged, None, key.created_at).await.map_err(db_error)?;
+        txn.commit().await.map_err(db_error)
+    }
+
+    /// Deletes retired keys retired before `cutoff` (no unexpired token can carry their `kid`).
+    pub async fn delete_keys_retired_before(&self, cutoff: Timestamp) -> Result<u64> {
+        let result = SigningKeys::delete_many()
+            .filter(Column::RetiredAt.lt(cutoff.0))
+            .exec(self.db())
+            .await
+            .map_err(db_error)?;
+        Ok(result.rows_affected)
+    }
+}

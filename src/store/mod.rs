@@ -1,0 +1,162 @@
+//! Persistence: SeaORM entities and the repositories built on them. The only code that speaks SQL.
+//!
+//! Every function takes and returns domain types; callers never see a SeaORM model.
+
+pub mod enterprises;
+pub mod entities;
+pub mod events;
+pub mod keys;
+pub mod token_writer;
+pub mod tokens;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use sea_orm::{DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnector};
+
+pub use events::ChangeEvent;
+pub use keys::StoredKey;
+pub use token_writer::TokenWriter;
+pub use tokens::{DeniedToken, ListCursor, TokenUpdate};
+
+use crate::error::Error;
+
+/// Which database engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file (the default).
+    Sqlite,
+    /// PostgreSQL server (production; shared by replicas).
+    Postgres,
+}
+
+/// Connection settings for [`Store::connect`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// How long to wait for a connection before giving up.
+    pub connect_timeout: Duration,
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`). SQLite runs in WAL mode with
+    /// `synchronous=FULL`, so a committed token survives power loss.
+    pub async fn connect(url: &str, options: &StoreOptions) -> anyhow::Result<Self> {
+        let shown = redact_url(url);
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let connect = PgConnectOptions::from_str(url).with_context(|| format!("invalid database URL {shown}"))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.connect_timeout)
+                .connect_with(connect)
+                .await
+                .with_context(|| format!("database unreachable at {shown}"))?;
+            Ok(Self { db: SqlxPostgresConnector::from_sqlx_postgres_pool(pool), backend: Backend::Postgres })
+        } else if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("invalid database URL {shown}"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.connect_timeout)
+                .connect_with(connect)
+                .await
+                .with_context(|| format!("cannot open SQLite database {shown}"))?;
+            Ok(Self { db: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool), backend: Backend::Sqlite })
+        } else {
+            anyhow::bail!("unsupported database URL {shown}: expected sqlite:// or postgres://")
+        }
+    }
+
+    /// The SQLite URL for the embedded database in `data_dir`.
+    pub fn sqlite_url_in(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("tokenmint.db").display())
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        Migrator::up(&self.db, None).await.context("database migration failed")
+    }
+
+    /// The engine this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The underlying connection, for repositories.
+    pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Closes the pool (after pending writes are done).
+    pub async fn close(self) {
+        match self.backend {
+            Backend::Sqlite => self.db.get_sqlite_connection_pool().close().await,
+            Backend::Postgres => self.db.get_postgres_connection_pool().close().await,
+        }
+    }
+
+    /// Connections in use and idle, for metrics and diagnostics.
+    pub fn pool_usage(&self) -> (u32, usize) {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            Backend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        }
+    }
+}
+
+/// Hides the password of a database URL before it is shown anywhere.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Maps a database error to the API error (UNAVAILABLE; the cause is logged, not returned).
+pub(crate) fn db_error(err: DbErr) -> Error {
+    Error::store(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

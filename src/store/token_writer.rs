@@ -1,0 +1,61 @@
+//! Group commit for new tokens. CreateToken calls from many clients are queued to one writer task,
+//! which inserts whatever has queued up in a single transaction (one fsync for many tokens) and then
+//! answers each caller. A caller is told "created" only after its row is committed.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Store;
+use crate::domain::TokenRecord;
+use crate::error::{Error, Result};
+
+/// Most tokens committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+type Job = (TokenRecord, oneshot::Sender<Result<()>>);
+
+/// The handle CreateToken uses to persist a token durably.
+#[derive(Debug, Clone)]
+pub struct TokenWriter {
+    queue: mpsc::Sender<Job>,
+}
+
+impl TokenWriter {
+    /// Starts the writer task on `store`. It ends once every handle is dropped and the queue drained.
+    pub fn spawn(store: Store) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
+        let task = tokio::spawn(run(store, jobs));
+        (Self { queue }, task)
+    }
+
+    /// Inserts `record`; returns once it is committed.
+    pub async fn insert(&self, record: TokenRecord) -> Result<()> {
+        let (done, result) = oneshot::channel();
+        self.queue
+            .send((record, done))
+            .await
+            .map_err(|_| Error::store("the token writer has stopped"))?;
+        result.await.map_err(|_| Error::store("the token writer stopped before committing"))?
+    }
+}
+
+async fn run(store: Store, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let records: Vec<TokenRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let outcome = store.insert_tokens(&records).await;
+        tracing::debug!(batch = records.len(), ok = outcome.is_ok(), "token batch committed");
+        match outcome {
+            Ok(()) => {
+                for (_, done) in batch.drain(..) {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(err) => {
+                let error = crate::store::db_error(err);
+                for (_, done) in batch.drain(..) {
+                    let _ = done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The token repository: metadata rows, status changes (each with a change-log event in the same
+//! transaction), keyset-paginated listing, last-used updates and the start-up deny list.
+
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+
+use super::entities::tokens::{self, Column, Entity as Tokens};
+use super::events::{self, EventKind};
+use super::{Store, db_error};
+use crate::domain::{
+    Description, EnterpriseId, IpRestriction, Label, ScopeSet, StoredStatus, Timestamp, TokenId, TokenLimits,
+    TokenRecord, UserId,
+};
+use crate::error::{Error, Result};
+
+/// Where a ListTokens page starts: after the token with this creation time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    /// Creation time of the last token of the previous page.
+    pub created_at: Timestamp,
+    /// Id of the last token of the previous page.
+    pub id: TokenId,
+}
+
+/// Which tokens a list returns, by the status the caller sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Every non-deleted token.
+    Any,
+    /// Active and not expired.
+    Active,
+    /// Suspended and not expired.
+    Suspended,
+    /// Revoked.
+    Revoked,
+    /// Active or suspended, past expiry.
+    Expired,
+}
+
+/// A label/description change.
+#[derive(Debug, Clone, Default)]
+pub struct TokenUpdate {
+    /// New label, if it changes.
+    pub label: Option<Label>,
+    /// New description, if it changes.
+    pub description: Option<Description>,
+}
+
+/// A token that must not verify although it has not expired: suspended, revoked or deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedToken {
+    /// The token.
+    pub id: TokenId,
+    /// Its stored status.
+    pub status: StoredStatus,
+    /// Whether it was deleted.
+    pub deleted: bool,
+    /// When it expires (after which it can be forgotten).
+    pub expires_at: Timestamp,
+}
+
+impl Store {
+    /// Inserts tokens in one transaction (the group-commit writer's batch).
+    pub(crate) async fn insert_tokens(&self, records: &[TokenRecord]) -> Result<(), sea_orm::DbErr> {
+        let txn = self.db().begin().await?;
+        for chunk in records.chunks(64) {
+            Tokens::insert_many(chunk.iter().map(to_active_model)).exec(&txn).await?;
+        }
+        txn.commit().await
+    }
+
+    /// The token `id` if it exists and is not deleted, whoever owns it.
+    pub async fn find_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
+        let model = Tokens::find_by_id(id.to_string()).one(self.db()).await.map_err(db_error)?;
+        model.map(from_model).transpose()
+    }
+
+    /// `user`'s non-deleted tokens, newest first (ties by id, descending), after `cursor`.
+    pub async fn list_tokens(
+        &self,
+        user: &UserId,
+        filter: StatusFilter,
+        cursor: Option<ListCursor>,
+        limit: u64,
+        now: Timestamp,
+    ) -> Result<Vec<TokenRecord>> {
+        let mut query = Tokens::find()
+            .filter(Column::UserId.eq(user.as_str()))
+            .filter(Column::DeletedAt.is_null());
+        query = match filter {
+            StatusFilter::Any => query,
+            StatusFilter::Active => query.filter(Column::Status.eq("active")).filter(Column::ExpiresAt.gt(now.0)),
+            StatusFilter::Suspended => {
+                query.filter(Column::Status.eq("suspended")).filter(Column::ExpiresAt.gt(now.0))
+            }
+            StatusFilter::Revoked => query.filter(Column::Status.eq("revoked")),
+            StatusFilter::Expired => query.filter(Column::Status.ne("revoked")).filter(Column::ExpiresAt.lte(now.0)),
+        };
+        if let Some(c) = cursor {
+            query = query.filter(
+                Column::CreatedAt
+                    .lt(c.created_at.0)
+                    .or(Column::CreatedAt.eq(c.created_at.0).and(Column::Id.lt(c.id.to_string()))),
+            );
+        }
+        let models = query
+            .order_by_desc(Column::CreatedAt)
+            .order_by_desc(Column::Id)
+            .limit(limit)
+            .all(self.db())
+            .await
+            .map_err(db_error)?;
+        models.into_iter().map(from_model).collect()
+    }
+
+    /// Changes label/description of `user`'s non-deleted token; false if there is no such token.
+    pub async fn update_token_text(
+        &self,
+        id: TokenId,
+        user: &UserId,
+        update: &TokenUpdate,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let txn = self.db().begin().await.map_err(db_error)?;
+        let mut statement = Tokens::update_many()
+            .col_expr(Column::UpdatedAt, Expr::value(now.0))
+            .col_expr(Column::UpdatedBy, Expr::value(user.as_str()));
+        if let Some(label) = &update.label {
+            statement = statement.col_expr(Column::Label, Expr::value(label.as_str()));
+        }
+        if let Some(description) = &update.description {
+            statement = statement.col_expr(Column::Description, Expr::value(description.as_str()));
+        }
+        let result = statement
+            .filter(Column::Id.eq(id.to_string()))
+            .filter(Column::UserId.eq(user.as_str()))
+            .filter(Column::DeletedAt.is_null())
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Ok(false);
+        }
+        events::append(&txn, EventKind::TokenChanged, Some(id), now).await.map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    /// Moves `user`'s token from status `from` to `to` (compare-and-set: a concurrent change makes
+    /// this return false) and logs the change.
+    pub async fn set_token_status(
+        &self,
+        id: TokenId,
+        user: &UserId,
+        from: StoredStatus,
+        to: StoredStatus,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let txn = self.db().begin().await.map_err(db_error)?;
+        let result = Tokens::update_many()
+            .col_expr(Column::Status, Expr::value(to.as_str()))
+            .col_expr(Column::UpdatedAt, Expr::value(now.0))
+            .col_expr(Column::UpdatedBy, Expr::value(user.as_str()))
+            .filter(Column::Id.eq(id.to_string()))
+            .filter(Column::UserId.eq(user.as_str()))
+            .filter(Column::Status.eq(from.as_str()))
+            .filter(Column::DeletedAt.is_null())
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Ok(false);
+        }
+        events::append(&txn, EventKind::TokenChanged, Some(id), now).await.map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    /// Marks `user`'s token deleted (a tombstone that keeps id and expiry) and logs the change.
+    pub async fn delete_token(&self, id: TokenId, user: &UserId, now: Timestamp) -> Result<bool> {
+        let txn = self.db().begin().await.map_err(db_error)?;
+        let result = Tokens::update_many()
+            .col_expr(Column::DeletedAt, Expr::value(now.0))
+            .col_expr(Column::UpdatedAt, Expr::value(now.0))
+            .col_expr(Column::UpdatedBy, Expr::value(user.as_str()))
+            .filter(Column::Id.eq(id.to_string()))
+            .filter(Column::UserId.eq(user.as_str()))
+            .filter(Column::DeletedAt.is_null())
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Ok(false);
+        }
+        events::append(&txn, EventKind::TokenChanged, Some(id), now).await.map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    /// Writes a batch of last-used times and addresses in one transaction.
+    pub async fn record_last_used(&self, batch: &[(TokenId, Timestamp, Option<String>)]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db().begin().await.map_err(db_error)?;
+        for (id, at, ip) in batch {
+            Tokens::update_many()
+                .col_expr(Column::LastUsedAt, Expr::value(at.0))
+                .col_expr(Column::LastUsedIp, Expr::value(ip.clone()))
+                .filter(Column::Id.eq(id.to_string()))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+        }
+        txn.commit().await.map_err(db_error)
+    }
+
+    /// Every token that has not expired but must not verify (suspended, revoked or deleted).
+    pub async fn denied_tokens(&self, now: Timestamp) -> Result<Vec<DeniedToken>> {
+        let models = Tokens::find()
+            .select_only()
+            .columns([Column::Id, Column::Status, Column::DeletedAt, Column::ExpiresAt])
+            .filter(Column::ExpiresAt.gt(now.0))
+            .filter(Column::Status.ne("active").or(Column::DeletedAt.is_not_null()))
+            .into_tuple::<(String, String, Option<i64>, i64)>()
+            .all(self.db())
+            .await
+            .map_err(db_error)?;
+        Ok(models.into_iter().filter_map(denied_from_row).collect())
+    }
+
+    /// The current deny state of each of `ids` (for applying change-log events).
+    pub async fn token_states(&self, ids: &[TokenId]) -> Result<Vec<DeniedToken>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = Tokens::find()
+            .select_only()
+            .columns([Column::Id, Column::Status, Column::DeletedAt, Column::ExpiresAt])
+            .filter(Column::Id.is_in(ids.iter().map(ToString::to_string)))
+            .into_tuple::<(String, String, Option<i64>, i64)>()
+            .all(self.db())
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().filter_map(denied_from_row).collect())
+    }
+
+    /// Removes tombstones of tokens that expired before `cutoff` (nothing can verify them anymore).
+    pub async fn purge_expired_tombstones(&self, cutoff: Timestamp) -> Result<u64> {
+        let statement = Query::delete()
+            .from_table(Tokens)
+            .and_where(Expr::col(Column::DeletedAt).is_not_null())
+            .and_where(Expr::col(Column::ExpiresAt).lt(cutoff.0))
+            .to_owned();
+        let result = self.db().execute(&statement).await.map_err(db_error)?;
+        Ok(result.rows_affected())
+    }
+}
+
+fn denied_from_row((id, status, deleted_at, expires_at): (String, String, Option<i64>, i64)) -> Option<DeniedToken> {
+    Some(DeniedToken {
+        id: TokenId::parse(&id, "id").ok()?,
+        status: StoredStatus::parse(&status)?,
+        deleted: deleted_at.is_some(),
+        expires_at: Timestamp(expires_at),
+    })
+}
+
+fn to_active_model(r: &TokenRecord) -> tokens::ActiveModel {
+    tokens::ActiveModel {
+        id: Set(r.id.to_string()),
+        user_id: Set(r.user_id.to_string()),
+        label: Set(r.label.as_str().to_owned()),
+        description: Set(r.description.as_str().to_owned()),
+        scopes: Set(r.scopes.to_claim()),
+        enterprise_id: Set(r.enterprise_id.as_ref().map(ToString::to_string)),
+        ip_restrict: Set(serde_json::to_string(&r.ip_restrict.to_strings()).unwrap_or_else(|_| "[]".into())),
+        token_limits: Set(serde_json::to_string(&r.limits).unwrap_or_else(|_| "{}".into())),
+        admin: Set(r.admin),
+        template_id: Set(r.template_id.clone()),
+        template_version: Set(r.template_version),
+        status: Set(r.status.as_str().to_owned()),
+        checksum: Set(r.checksum.clone()),
+        key_id: Set(r.key_id.clone()),
+        created_by: Set(r.created_by.to_string()),
+        updated_by: Set(r.updated_by.to_string()),
+        created_at: Set(r.created_at.0),
+        updated_at: Set(r.updated_at.0),
+        expires_at: Set(r.expires_at.0),
+        last_used_at: Set(r.last_used_at.map(|t| t.0)),
+        last_used_ip: Set(r.last_used_ip.clone()),
+        deleted_at: Set(r.deleted_at.map(|t| t.0)),
+    }
+}
+
+fn from_model(m: tokens::Model) -> Result<TokenRecord> {
+    let corrupt = |what: &str| Error::internal(format!("token {} has an unreadable {what} column", m.id));
+    let ips: Vec<String> = serde_json::from_str(&m.ip_restrict).map_err(|_| corrupt("ip_restrict"))?;
+    let limits: TokenLimits = serde_json::from_str(&m.token_limits).map_err(|_| corrupt("token_limits"))?;
+    Ok(TokenRecord {
+        id: TokenId::parse(&m.id, "id").map_err(|_| corrupt("id"))?,
+        user_id: UserId::parse(&m.user_id).map_err(|_| corrupt("user_id"))?,
+        label: Label::from_stored(m.label.clone()),
+        description: Description::from_stored(m.description.clone()),
+        scopes: ScopeSet::from_claim(&m.scopes),
+        enterprise_id: m.enterprise_id.as_deref().map(|e| EnterpriseId::parse(e, "enterprise_id")).transpose()?,
+        ip_restrict: IpRestriction::from_trusted(&ips),
+        limits,
+        admin: m.admin,
+        template_id: m.template_id.clone(),
+        template_version: m.template_version,
+        status: StoredStatus::parse(&m.status).ok_or_else(|| corrupt("status"))?,
+        checksum: m.checksum.clone(),
+        key_id: m.key_id.clone(),
+        created_by: UserId::parse(&m.created_by).map_err(|_| corrupt("created_by"))?,
+        updated_by: UserId::parse(&m.updated_by).map_err(|_| corrupt("updated_by"))?,
+        created_at: Timestamp(m.created_at),
+        updated_at: Timestamp(m.updated_at),
+        expires_at: Timestamp(m.expires_at),
+        last_used_at: m.last_used_at.map(Timestamp),
+        last_used_ip: m.last_used_ip.clone(),
+        deleted_at: m.deleted_at.map(Timestamp),
+    })
+}
