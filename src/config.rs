@@ -31,6 +31,11 @@ pub enum Environment {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     /// The secret value (for the one place that needs it).
     pub fn expose(&self) -> &str {
         &self.0

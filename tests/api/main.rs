@@ -1,1 +1,3 @@
-
+mod helpers;
+mod create;
+mod server;

@@ -1,0 +1,264 @@
+//! Test harness: spawn servers, mint caller tokens, forge tokens, read error details.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sea_orm::sqlx::{Connection, Executor, PgConnection};
+use tokenmint::cli::{self, BootstrapRequest};
+use tokenmint::config::{Secret, Settings};
+use tokenmint::issuance::keys::KeyManager;
+use tokenmint::proto::v1::token_service_client::TokenServiceClient;
+use tokenmint::startup::{self, RunningServer};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Environment variable naming a PostgreSQL server (e.g. `postgres://postgres@127.0.0.1:5432`);
+/// when set, every test runs on its own new database there instead of SQLite.
+pub const PG_ENV: &str = "TOKENMINT_TEST_DATABASE_URL";
+
+/// A database for one test (shared by every server the test starts), dropped at the end.
+pub struct TestDatabase {
+    /// Data directory (SQLite file and master key).
+    pub dir: tempfile::TempDir,
+    /// PostgreSQL URL of this test's database, if on PostgreSQL.
+    pub pg_url: Option<String>,
+    pg_admin: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    /// A fresh database: SQLite by default, PostgreSQL when [`PG_ENV`] is set.
+    pub async fn create() -> Arc<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (pg_url, pg_admin) = match std::env::var(PG_ENV) {
+            Ok(server) if !server.is_empty() => {
+                let server = server.trim_end_matches('/').to_owned();
+                let name = format!("tokenmint_test_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = PgConnection::connect(&format!("{server}/postgres")).await.expect("connect to PostgreSQL");
+                admin.execute(sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))).await.expect("create test database");
+                admin.close().await.ok();
+                (Some(format!("{server}/{name}")), Some((server, name)))
+            }
+            _ => (None, None),
+        };
+        Arc::new(Self { dir, pg_url, pg_admin })
+    }
+
+    /// Settings for a server on this database, listening on port 0.
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::default();
+        settings.data_dir = self.dir.path().to_path_buf();
+        settings.server.listen = "127.0.0.1:0".into();
+        settings.server.shutdown_grace_secs = 2;
+        settings.database.url = self.pg_url.clone().map(Secret::new);
+        settings.background.change_poll_interval_ms = 100;
+        settings.background.last_used_flush_interval_ms = 100;
+        settings
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((server, name)) = self.pg_admin.take() else { return };
+        // Drop runs outside any runtime guarantee: use a private runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&format!("{server}/postgres")).await {
+                    let _ = admin.execute(sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running tokenmint and the database it uses.
+pub struct TestApp {
+    /// Address of the server.
+    pub addr: SocketAddr,
+    /// The settings it runs with.
+    pub settings: Settings,
+    /// Its database.
+    pub db: Arc<TestDatabase>,
+    server: Option<RunningServer>,
+}
+
+impl TestApp {
+    /// A server on a fresh database with default test settings.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A server on a fresh database, with `configure` applied to its settings.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let db = TestDatabase::create().await;
+        Self::spawn_on(db, configure).await
+    }
+
+    /// Another server on an existing database (a replica).
+    pub async fn spawn_on(db: Arc<TestDatabase>, configure: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = db.settings();
+        configure(&mut settings);
+        let server = startup::start(settings.clone()).await.expect("server starts");
+        Self { addr: server.addr, settings, db, server: Some(server) }
+    }
+
+    /// Stops the server (draining requests and flushing writes) and starts it again on the same database.
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean stop");
+        }
+        let server = startup::start(self.settings.clone()).await.expect("server restarts");
+        self.addr = server.addr;
+        self.server = Some(server);
+    }
+
+    /// Stops the server.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean stop");
+        }
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A connected TokenService client.
+    pub async fn client(&self) -> TokenServiceClient<Channel> {
+        TokenServiceClient::connect(self.url()).await.expect("connect")
+    }
+
+    /// A token for `user` with `scopes`, minted by the operator CLI path.
+    pub async fn bootstrap(&self, user: &str, scopes: &[&str]) -> String {
+        self.bootstrap_with(user, scopes, |_| {}).await
+    }
+
+    /// Like [`bootstrap`](Self::bootstrap), with the request adjusted by `adjust`.
+    pub async fn bootstrap_with(&self, user: &str, scopes: &[&str], adjust: impl FnOnce(&mut BootstrapRequest)) -> String {
+        let mut request = BootstrapRequest {
+            user: user.into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            admin: false,
+            ttl: None,
+            ips: vec![],
+            label: "test caller".into(),
+            enterprise: None,
+        };
+        adjust(&mut request);
+        cli::bootstrap(&self.settings, request).await.expect("bootstrap").expose().to_owned()
+    }
+
+    /// A `user_manage` + `token_introspect` caller for `user`.
+    pub async fn manager(&self, user: &str) -> String {
+        self.bootstrap(user, &["user_manage", "token_introspect", "wallet_view", "wallet_spend", "trade_view"]).await
+    }
+
+    /// Adds `user` to `enterprise` (the `tokenmint enterprise add-member` path).
+    pub async fn add_member(&self, enterprise: &str, user: &str) {
+        cli::add_enterprise_member(&self.settings, enterprise, user).await.expect("add member");
+    }
+
+    /// Signs arbitrary header and claims with the server's current signing key — for tokens the
+    /// API would never mint (expired, not yet valid, wrong issuer…). `header` may omit `kid`/`alg`.
+    pub async fn forge(&self, mut header: serde_json::Value, claims: serde_json::Value) -> String {
+        tokenmint::issuance::jwt_crypto::install();
+        let store = startup::open_store(&self.settings).await.expect("store");
+        let master = startup::master_key(&self.settings).expect("master key");
+        let keys = KeyManager::load(store.clone(), master, self.settings.keys.algorithm, 86_400).await.expect("keys");
+        let ring = keys.ring();
+        let object = header.as_object_mut().expect("header object");
+        object.entry("kid").or_insert_with(|| ring.signing.kid.clone().into());
+        object.entry("alg").or_insert_with(|| ring.signing.algorithm.name().into());
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = ring.signing.sign(signing_input.as_bytes()).expect("sign");
+        drop(ring);
+        drop(keys);
+        store.close().await;
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    /// The standard claims of a token for `user`, valid now, as the server would mint them.
+    pub fn claims(&self, user: &str, scope: &str) -> serde_json::Value {
+        let now = chrono::Utc::now().timestamp();
+        let id = uuid::Uuid::now_v7().to_string();
+        serde_json::json!({
+            "iss": self.settings.tokens.issuer, "aud": self.settings.tokens.audience, "sub": user,
+            "client_id": id, "jti": id, "iat": now, "nbf": now, "exp": now + 3600, "scope": scope, "adm": false
+        })
+    }
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+    request
+}
+
+/// Asserts `status` has `code` and ErrorInfo `reason` (domain tokenmint) and a RequestInfo; returns the details.
+#[track_caller]
+pub fn assert_error(status: &Status, code: Code, reason: &str) -> ErrorDetails {
+    assert_eq!(status.code(), code, "unexpected code; message: {}", status.message());
+    let details = status.get_error_details();
+    let info = details.error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "unexpected reason; message: {}", status.message());
+    assert_eq!(info.domain, "tokenmint");
+    let request_info = details.request_info().expect("RequestInfo detail");
+    assert!(!request_info.request_id.is_empty(), "request id must be set");
+    details
+}
+
+/// The BadRequest field names of `status`.
+pub fn bad_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// ErrorInfo metadata value `key` of `status`.
+pub fn error_meta(status: &Status, key: &str) -> Option<String> {
+    status.get_error_details().error_info().and_then(|i| i.metadata.get(key).cloned())
+}
+
+/// Polls `check` until it returns `Some` or `within` has passed.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Decodes the claims of a JWT without verifying it (for asserting what was minted).
+pub fn claims_of(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).expect("three parts");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("json claims")
+}
+
+/// Decodes the header of a JWT.
+pub fn header_of(token: &str) -> serde_json::Value {
+    let header = token.split('.').next().expect("header");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url")).expect("json header")
+}
