@@ -36,11 +36,14 @@ pub struct BootstrapRequest {
 /// All of CreateToken's validation applies, except that the operator may grant any scope.
 pub async fn bootstrap(settings: &Settings, request: BootstrapRequest) -> anyhow::Result<RawToken> {
     let core = Core::build(settings).await?;
-    let user = UserId::parse(&request.user).map_err(|e| anyhow::anyhow!("--user: {}", e.message))?;
+    let user =
+        UserId::parse(&request.user).map_err(|e| anyhow::anyhow!("--user: {}", e.message))?;
     let input = CreateTokenInput {
         label: request.label,
         scopes: request.scopes,
-        duration_seconds: request.ttl.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        duration_seconds: request
+            .ttl
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
         ip_restrict: request.ips,
         enterprise_id: request.enterprise.unwrap_or_default(),
         admin: request.admin,
@@ -49,7 +52,11 @@ pub async fn bootstrap(settings: &Settings, request: BootstrapRequest) -> anyhow
     let result = core.tokens.create(&Caller::operator(user), input).await;
     core.shutdown().await;
     let minted = result.map_err(|e| {
-        let fields: Vec<String> = e.violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect();
+        let fields: Vec<String> = e
+            .violations
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.description))
+            .collect();
         if fields.is_empty() {
             anyhow::anyhow!("{e}")
         } else {
@@ -79,7 +86,9 @@ pub async fn list_keys(settings: &Settings) -> anyhow::Result<Vec<String>> {
         .into_iter()
         .map(|k| {
             let when = |t: crate::domain::Timestamp| {
-                chrono::DateTime::from_timestamp(t.as_secs(), 0).map(|d| d.to_rfc3339()).unwrap_or_default()
+                chrono::DateTime::from_timestamp(t.as_secs(), 0)
+                    .map(|d| d.to_rfc3339())
+                    .unwrap_or_default()
             };
             format!(
                 "{}\t{}\t{}\t{}",
@@ -93,12 +102,20 @@ pub async fn list_keys(settings: &Settings) -> anyhow::Result<Vec<String>> {
 }
 
 /// Adds a user to an enterprise.
-pub async fn add_enterprise_member(settings: &Settings, enterprise: &str, user: &str) -> anyhow::Result<()> {
+pub async fn add_enterprise_member(
+    settings: &Settings,
+    enterprise: &str,
+    user: &str,
+) -> anyhow::Result<()> {
     settings.validate()?;
-    let enterprise = EnterpriseId::parse(enterprise, "enterprise").map_err(|e| anyhow::anyhow!("--enterprise: {}", e.message))?;
+    let enterprise = EnterpriseId::parse(enterprise, "enterprise")
+        .map_err(|e| anyhow::anyhow!("--enterprise: {}", e.message))?;
     let user = UserId::parse(user).map_err(|e| anyhow::anyhow!("--user: {}", e.message))?;
     let store = startup::open_store(settings).await?;
-    store.add_enterprise_member(&enterprise, &user).await.context("cannot add the member")?;
+    store
+        .add_enterprise_member(&enterprise, &user)
+        .await
+        .context("cannot add the member")?;
     store.close().await;
     Ok(())
 }

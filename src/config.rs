@@ -193,19 +193,30 @@ impl Default for Settings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:50051".into(), shutdown_grace_secs: 10 }
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            shutdown_grace_secs: 10,
+        }
     }
 }
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: None, max_connections: 10, connect_timeout_secs: 5 }
+        Self {
+            url: None,
+            max_connections: 10,
+            connect_timeout_secs: 5,
+        }
     }
 }
 
 impl Default for KeySettings {
     fn default() -> Self {
-        Self { algorithm: KeyAlgorithm::EdDSA, master_key: None, master_key_file: None }
+        Self {
+            algorithm: KeyAlgorithm::EdDSA,
+            master_key: None,
+            master_key_file: None,
+        }
     }
 }
 
@@ -224,32 +235,45 @@ impl Default for TokenSettings {
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self { verified_capacity: 100_000, metadata_capacity: 100_000, metadata_ttl_secs: 30 }
+        Self {
+            verified_capacity: 100_000,
+            metadata_capacity: 100_000,
+            metadata_ttl_secs: 30,
+        }
     }
 }
 
 impl Default for BackgroundSettings {
     fn default() -> Self {
-        Self { change_poll_interval_ms: 500, last_used_flush_interval_ms: 1000 }
+        Self {
+            change_poll_interval_ms: 500,
+            last_used_flush_interval_ms: 1000,
+        }
     }
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: LogFormat::Pretty, filter: "info,sqlx=warn,sea_orm_migration=warn".into() }
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info,sqlx=warn,sea_orm_migration=warn".into(),
+        }
     }
 }
 
 impl Settings {
     /// Layers defaults, the optional TOML `file` and the environment `vars` (`TOKENMINT__A__B=v`
     /// sets `a.b`; `DATABASE_URL` sets `database.url`).
-    pub fn load(file: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+    pub fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
         let mut merged = toml::Value::try_from(Settings::default()).context("default settings")?;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
-            let layer: toml::Value =
-                toml::from_str(&text).with_context(|| format!("invalid TOML in config file {}", path.display()))?;
+            let layer: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("invalid TOML in config file {}", path.display()))?;
             merge(&mut merged, layer);
         }
         for (name, value) in vars {
@@ -270,16 +294,34 @@ impl Settings {
     /// Checks values that parse but make no sense, with a message naming the option.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
-        anyhow::ensure!(self.tokens.max_lifetime_secs > 0, "tokens.max_lifetime_secs must be positive");
-        anyhow::ensure!(self.tokens.default_lifetime_secs > 0, "tokens.default_lifetime_secs must be positive");
+        anyhow::ensure!(
+            self.tokens.max_lifetime_secs > 0,
+            "tokens.max_lifetime_secs must be positive"
+        );
+        anyhow::ensure!(
+            self.tokens.default_lifetime_secs > 0,
+            "tokens.default_lifetime_secs must be positive"
+        );
         anyhow::ensure!(
             self.tokens.default_lifetime_secs <= self.tokens.max_lifetime_secs,
             "tokens.default_lifetime_secs must not exceed tokens.max_lifetime_secs"
         );
-        anyhow::ensure!(self.tokens.leeway_secs >= 0, "tokens.leeway_secs must not be negative");
-        anyhow::ensure!(!self.tokens.issuer.is_empty(), "tokens.issuer must not be empty");
-        anyhow::ensure!(!self.tokens.audience.is_empty(), "tokens.audience must not be empty");
-        anyhow::ensure!(self.database.max_connections > 0, "database.max_connections must be positive");
+        anyhow::ensure!(
+            self.tokens.leeway_secs >= 0,
+            "tokens.leeway_secs must not be negative"
+        );
+        anyhow::ensure!(
+            !self.tokens.issuer.is_empty(),
+            "tokens.issuer must not be empty"
+        );
+        anyhow::ensure!(
+            !self.tokens.audience.is_empty(),
+            "tokens.audience must not be empty"
+        );
+        anyhow::ensure!(
+            self.database.max_connections > 0,
+            "database.max_connections must be positive"
+        );
         if self.environment == Environment::Production {
             anyhow::ensure!(
                 self.keys.master_key.is_some() || self.keys.master_key_file.is_some(),
@@ -292,10 +334,12 @@ impl Settings {
 
     /// The parsed listen address.
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.server
-            .listen
-            .parse()
-            .with_context(|| format!("server.listen {:?} is not an address like 127.0.0.1:50051", self.server.listen))
+        self.server.listen.parse().with_context(|| {
+            format!(
+                "server.listen {:?} is not an address like 127.0.0.1:50051",
+                self.server.listen
+            )
+        })
     }
 
     /// The database URL: configured, or the SQLite file in `data_dir`.
@@ -311,7 +355,9 @@ impl Settings {
 fn env_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
         Ok(mut table) => match table.remove("v") {
-            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => v,
+            Some(
+                v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_)),
+            ) => v,
             _ => toml::Value::String(raw.to_owned()),
         },
         Err(_) => toml::Value::String(raw.to_owned()),
@@ -335,13 +381,21 @@ fn merge(base: &mut toml::Value, layer: toml::Value) {
 }
 
 fn set_path(root: &mut toml::Value, path: &[String], value: toml::Value) -> anyhow::Result<()> {
-    let (last, parents) = path.split_last().ok_or_else(|| anyhow::anyhow!("empty setting name"))?;
+    let (last, parents) = path
+        .split_last()
+        .ok_or_else(|| anyhow::anyhow!("empty setting name"))?;
     let mut node = root;
     for key in parents {
-        let table = node.as_table_mut().ok_or_else(|| anyhow::anyhow!("{key} is not a section"))?;
-        node = table.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| anyhow::anyhow!("{key} is not a section"))?;
+        node = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     }
-    let table = node.as_table_mut().ok_or_else(|| anyhow::anyhow!("{last} is not inside a section"))?;
+    let table = node
+        .as_table_mut()
+        .ok_or_else(|| anyhow::anyhow!("{last} is not inside a section"))?;
     table.insert(last.clone(), value);
     Ok(())
 }
@@ -351,7 +405,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -366,10 +423,18 @@ mod tests {
     fn file_then_env_override() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "environment = \"production\"\n[tokens]\nleeway_secs = 9\nissuer = \"a\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "environment = \"production\"\n[tokens]\nleeway_secs = 9\nissuer = \"a\"\n",
+        )
+        .unwrap();
         let s = Settings::load(
             Some(&file),
-            vars(&[("TOKENMINT__TOKENS__ISSUER", "b"), ("DATABASE_URL", "postgres://x"), ("OTHER", "1")]),
+            vars(&[
+                ("TOKENMINT__TOKENS__ISSUER", "b"),
+                ("DATABASE_URL", "postgres://x"),
+                ("OTHER", "1"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.environment, Environment::Production);
@@ -384,7 +449,12 @@ mod tests {
     fn unknown_settings_and_bad_values_are_refused() {
         assert!(Settings::load(None, vars(&[("TOKENMINT__NOPE", "1")])).is_err());
         let s = Settings::load(None, vars(&[("TOKENMINT__SERVER__LISTEN", "nowhere")])).unwrap();
-        assert!(s.validate().unwrap_err().to_string().contains("server.listen"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("server.listen")
+        );
     }
 
     #[test]

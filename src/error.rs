@@ -122,11 +122,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `code` with `reason` and `message`.
     pub fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), metadata: Vec::new(), violations: Vec::new() }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            metadata: Vec::new(),
+            violations: Vec::new(),
+        }
     }
 
     /// An INVALID_ARGUMENT error about one request field.
-    pub fn invalid(field: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(
+        field: impl Into<String>,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         let message = message.into();
         let field = field.into();
         Self::new(ErrorCode::InvalidArgument, reason, message.clone())
@@ -141,14 +151,22 @@ impl Error {
     /// A NOT_FOUND error for a token id.
     pub fn token_not_found(id: impl fmt::Display) -> Self {
         let id = id.to_string();
-        Self::new(ErrorCode::NotFound, reason::TOKEN_NOT_FOUND, format!("token {id} not found"))
-            .with_meta("token_id", id)
+        Self::new(
+            ErrorCode::NotFound,
+            reason::TOKEN_NOT_FOUND,
+            format!("token {id} not found"),
+        )
+        .with_meta("token_id", id)
     }
 
     /// An UNAVAILABLE error for a database failure; the cause is logged, not returned.
     pub fn store(cause: impl fmt::Display) -> Self {
         tracing::error!(error = %cause, "database operation failed");
-        Self::new(ErrorCode::Unavailable, reason::STORE_UNAVAILABLE, "the token store is unavailable; retry later")
+        Self::new(
+            ErrorCode::Unavailable,
+            reason::STORE_UNAVAILABLE,
+            "the token store is unavailable; retry later",
+        )
     }
 
     /// An INTERNAL error; the cause is logged, not returned.
@@ -164,8 +182,15 @@ impl Error {
     }
 
     /// Adds a BadRequest field violation.
-    pub fn with_violation(mut self, field: impl Into<String>, description: impl Into<String>) -> Self {
-        self.violations.push(FieldViolation { field: field.into(), description: description.into() });
+    pub fn with_violation(
+        mut self,
+        field: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        self.violations.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
         self
     }
 
@@ -219,7 +244,11 @@ impl Violations {
     pub fn finish(self) -> Result<()> {
         match self.first {
             Some(mut error) if error.violations.len() > 1 => {
-                let all: Vec<String> = error.violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect();
+                let all: Vec<String> = error
+                    .violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect();
                 error.message = format!("{} invalid fields: {}", all.len(), all.join("; "));
                 Err(error)
             }

@@ -105,7 +105,10 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("tokenmint: cannot start the async runtime: {error}");
@@ -133,7 +136,10 @@ fn settings_from(cli: &Cli) -> anyhow::Result<Settings> {
     if let Some(format) = cli.log_format {
         settings.log.format = format;
     }
-    if let Command::Serve { listen: Some(listen) } = &cli.command {
+    if let Command::Serve {
+        listen: Some(listen),
+    } = &cli.command
+    {
         settings.server.listen = listen.clone();
     }
     Ok(settings)
@@ -150,8 +156,24 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             });
             server.wait().await
         }
-        Command::Bootstrap { user, scopes, admin, ttl, ips, label, enterprise } => {
-            let request = BootstrapRequest { user, scopes, admin, ttl, ips, label, enterprise };
+        Command::Bootstrap {
+            user,
+            scopes,
+            admin,
+            ttl,
+            ips,
+            label,
+            enterprise,
+        } => {
+            let request = BootstrapRequest {
+                user,
+                scopes,
+                admin,
+                ttl,
+                ips,
+                label,
+                enterprise,
+            };
             let token = cli::bootstrap(&settings, request).await?;
             println!("{}", token.expose());
             Ok(())
@@ -161,18 +183,24 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             eprintln!("migrations applied");
             Ok(())
         }
-        Command::Keys { command: KeysCommand::Rotate } => {
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
             let kid = cli::rotate_keys(&settings).await?;
             println!("{kid}");
             Ok(())
         }
-        Command::Keys { command: KeysCommand::List } => {
+        Command::Keys {
+            command: KeysCommand::List,
+        } => {
             for line in cli::list_keys(&settings).await? {
                 println!("{line}");
             }
             Ok(())
         }
-        Command::Enterprise { command: EnterpriseCommand::AddMember { enterprise, user } } => {
+        Command::Enterprise {
+            command: EnterpriseCommand::AddMember { enterprise, user },
+        } => {
             cli::add_enterprise_member(&settings, &enterprise, &user).await?;
             eprintln!("user {user} added to enterprise {enterprise}");
             Ok(())
@@ -185,13 +213,14 @@ async fn wait_for_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

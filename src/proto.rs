@@ -6,4 +6,5 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of every tokenmint proto, served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tokenmint_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tokenmint_descriptor.bin"));

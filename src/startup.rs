@@ -47,8 +47,12 @@ pub struct Core {
 /// Opens (and migrates) the configured store.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     if settings.database.url.is_none() {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "cannot create data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
     }
     let options = StoreOptions {
         max_connections: settings.database.max_connections,
@@ -91,7 +95,9 @@ impl Core {
         let master = master_key(settings)?;
         let store = open_store(settings).await?;
         let retention = settings.tokens.max_lifetime_secs + settings.tokens.leeway_secs;
-        let keys = Arc::new(KeyManager::load(store.clone(), master, settings.keys.algorithm, retention).await?);
+        let keys = Arc::new(
+            KeyManager::load(store.clone(), master, settings.keys.algorithm, retention).await?,
+        );
         let deny = Arc::new(DenyList::default());
         deny.replace_all(&store.denied_tokens(Timestamp::now()).await?);
         let metadata = Arc::new(MetadataCache::new(
@@ -121,7 +127,15 @@ impl Core {
             metadata: metadata.clone(),
             last_used: last_used.clone(),
         }));
-        Ok(Self { store, tokens, keys, deny, metadata, last_used, writer_task })
+        Ok(Self {
+            store,
+            tokens,
+            keys,
+            deny,
+            metadata,
+            last_used,
+            writer_task,
+        })
     }
 
     /// Flushes pending writes and closes the store.
@@ -129,7 +143,12 @@ impl Core {
         if let Err(error) = self.last_used.flush(&self.store).await {
             tracing::warn!(%error, "could not flush last-used times at shutdown");
         }
-        let Self { store, tokens, writer_task, .. } = self;
+        let Self {
+            store,
+            tokens,
+            writer_task,
+            ..
+        } = self;
         drop(tokens);
         let _ = writer_task.await;
         store.close().await;
@@ -166,12 +185,18 @@ impl RunningServer {
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let addr = settings.listen_addr()?;
     let core = Core::build(&settings).await?;
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let (shutdown, signal) = watch::channel(false);
     let task = tokio::spawn(serve(settings, core, listener, signal));
     tracing::info!(%addr, "tokenmint listening");
-    Ok(RunningServer { addr, shutdown, task })
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        task,
+    })
 }
 
 /// Serves gRPC (TokenService, health, reflection v1 and v1alpha) and the HTTP routes on
@@ -184,9 +209,13 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let (stop_background, background) = spawn_background(&settings, &core);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<TokenServiceServer<TokenApi>>().await;
+    health_reporter
+        .set_serving::<TokenServiceServer<TokenApi>>()
+        .await;
     let reflection_v1 = reflection_builder().build_v1().context("reflection v1")?;
-    let reflection_v1alpha = reflection_builder().build_v1alpha().context("reflection v1alpha")?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("reflection v1alpha")?;
     let routes = tonic::service::Routes::from(grpc::http::router(core.keys.clone()))
         .add_service(TokenServiceServer::new(TokenApi::new(core.tokens.clone())))
         .add_service(health_service)
@@ -201,7 +230,9 @@ async fn serve(
             let mut shutdown = shutdown.clone();
             async move {
                 let _ = shutdown.wait_for(|stop| *stop).await;
-                health_reporter.set_not_serving::<TokenServiceServer<TokenApi>>().await;
+                health_reporter
+                    .set_not_serving::<TokenServiceServer<TokenApi>>()
+                    .await;
                 tracing::info!("shutting down: draining in-flight requests");
             }
         });
@@ -233,11 +264,19 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// Starts the change-feed poller, the last-used flusher and the housekeeping task.
-fn spawn_background(settings: &Settings, core: &Core) -> (watch::Sender<bool>, Vec<JoinHandle<()>>) {
+fn spawn_background(
+    settings: &Settings,
+    core: &Core,
+) -> (watch::Sender<bool>, Vec<JoinHandle<()>>) {
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let mut feed = ChangeFeed::new(core.store.clone(), core.deny.clone(), core.metadata.clone(), core.keys.clone());
+    let mut feed = ChangeFeed::new(
+        core.store.clone(),
+        core.deny.clone(),
+        core.metadata.clone(),
+        core.keys.clone(),
+    );
     let period = Duration::from_millis(settings.background.change_poll_interval_ms);
     let mut stop_feed = stopped.clone();
     tasks.push(tokio::spawn(async move {

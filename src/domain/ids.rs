@@ -19,11 +19,19 @@ impl TokenId {
     /// Parses the canonical hyphenated form; `field` names the request field for errors.
     pub fn parse(raw: &str, field: &str) -> Result<Self> {
         if raw.is_empty() {
-            return Err(Error::invalid(field, reason::INVALID_ID, format!("{field} is required")));
+            return Err(Error::invalid(
+                field,
+                reason::INVALID_ID,
+                format!("{field} is required"),
+            ));
         }
         Uuid::try_parse(raw).map(Self).map_err(|_| {
-            Error::invalid(field, reason::INVALID_ID, format!("{field} must be a token id (a UUID)"))
-                .with_meta("id", truncate(raw, 64))
+            Error::invalid(
+                field,
+                reason::INVALID_ID,
+                format!("{field} must be a token id (a UUID)"),
+            )
+            .with_meta("id", truncate(raw, 64))
         })
     }
 
@@ -94,7 +102,11 @@ impl EnterpriseId {
 
     /// Parses an optional enterprise id: empty means none.
     pub fn parse_optional(raw: &str, field: &str) -> Result<Option<Self>> {
-        if raw.is_empty() { Ok(None) } else { Self::parse(raw, field).map(Some) }
+        if raw.is_empty() {
+            Ok(None)
+        } else {
+            Self::parse(raw, field).map(Some)
+        }
     }
 
     /// The id as text.
@@ -111,7 +123,12 @@ impl fmt::Display for EnterpriseId {
 
 /// Builds an error for an id that is valid but unknown to the caller.
 pub fn not_found(code_reason: &'static str, what: &str, id: &str) -> Error {
-    Error::new(ErrorCode::NotFound, code_reason, format!("{what} {id} not found")).with_meta("id", id)
+    Error::new(
+        ErrorCode::NotFound,
+        code_reason,
+        format!("{what} {id} not found"),
+    )
+    .with_meta("id", id)
 }
 
 #[cfg(test)]

@@ -27,8 +27,12 @@ impl IpRestriction {
                     let shown = crate::domain::ids::truncate(raw, 64);
                     let message = format!("{shown:?} is not an IPv4/IPv6 address or CIDR block");
                     error = Some(match error {
-                        None => Error::invalid(format!("{field}[{i}]"), reason::INVALID_IP_ADDRESS, message)
-                            .with_meta("ip", shown),
+                        None => Error::invalid(
+                            format!("{field}[{i}]"),
+                            reason::INVALID_IP_ADDRESS,
+                            message,
+                        )
+                        .with_meta("ip", shown),
                         Some(e) => e.with_violation(format!("{field}[{i}]"), message),
                     });
                 }
@@ -42,7 +46,12 @@ impl IpRestriction {
 
     /// Networks read back from the store or a claim, skipping anything unparsable.
     pub fn from_trusted<S: AsRef<str>>(entries: &[S]) -> Self {
-        Self(entries.iter().filter_map(|s| parse_net(s.as_ref())).collect())
+        Self(
+            entries
+                .iter()
+                .filter_map(|s| parse_net(s.as_ref()))
+                .collect(),
+        )
     }
 
     /// Whether no restriction applies.
@@ -58,7 +67,9 @@ impl IpRestriction {
 
     /// Whether every network of `self` lies inside one of `outer`'s.
     pub fn is_within(&self, outer: &IpRestriction) -> bool {
-        self.0.iter().all(|net| outer.0.iter().any(|o| o.contains(net)))
+        self.0
+            .iter()
+            .all(|net| outer.0.iter().any(|o| o.contains(net)))
     }
 
     /// The normalised CIDR strings.
@@ -72,13 +83,18 @@ fn parse_net(raw: &str) -> Option<IpNet> {
     if let Ok(net) = raw.parse::<IpNet>() {
         return Some(net.trunc());
     }
-    raw.parse::<IpAddr>().ok().map(|addr| IpNet::from(canonical(addr)))
+    raw.parse::<IpAddr>()
+        .ok()
+        .map(|addr| IpNet::from(canonical(addr)))
 }
 
 /// Maps IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) to IPv4, as peers on dual-stack sockets appear.
 pub fn canonical(addr: IpAddr) -> IpAddr {
     match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
 }
@@ -88,13 +104,19 @@ mod tests {
     use super::*;
 
     fn parse(v: &[&str]) -> Result<IpRestriction> {
-        IpRestriction::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "ip_restrict")
+        IpRestriction::parse(
+            &v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "ip_restrict",
+        )
     }
 
     #[test]
     fn normalises_addresses_and_blocks() {
         let r = parse(&["10.0.0.1", "10.1.2.3/16", "2001:db8::1", "10.0.0.1/32"]).unwrap();
-        assert_eq!(r.to_strings(), vec!["10.0.0.1/32", "10.1.0.0/16", "2001:db8::1/128"]);
+        assert_eq!(
+            r.to_strings(),
+            vec!["10.0.0.1/32", "10.1.0.0/16", "2001:db8::1/128"]
+        );
     }
 
     #[test]

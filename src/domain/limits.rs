@@ -17,7 +17,9 @@ pub struct Amount(String);
 impl Amount {
     /// Parses a decimal integer string of 1-78 digits; leading zeros are dropped.
     pub fn parse(raw: &str, field: &str) -> Result<Self> {
-        let ok = !raw.is_empty() && raw.len() <= MAX_AMOUNT_DIGITS && raw.bytes().all(|b| b.is_ascii_digit());
+        let ok = !raw.is_empty()
+            && raw.len() <= MAX_AMOUNT_DIGITS
+            && raw.bytes().all(|b| b.is_ascii_digit());
         if !ok {
             let shown = crate::domain::ids::truncate(raw, 90);
             return Err(Error::invalid(
@@ -28,7 +30,11 @@ impl Amount {
             .with_meta("value", shown));
         }
         let trimmed = raw.trim_start_matches('0');
-        Ok(Self(if trimmed.is_empty() { "0".to_owned() } else { trimmed.to_owned() }))
+        Ok(Self(if trimmed.is_empty() {
+            "0".to_owned()
+        } else {
+            trimmed.to_owned()
+        }))
     }
 
     /// The amount as a decimal string.
@@ -46,7 +52,10 @@ impl PartialOrd for Amount {
 impl Ord for Amount {
     /// Numeric order: without leading zeros, a longer string is a larger number.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
+        self.0
+            .len()
+            .cmp(&other.0.len())
+            .then_with(|| self.0.cmp(&other.0))
     }
 }
 
@@ -79,7 +88,8 @@ impl TokenLimits {
         for (i, (coin, amount)) in spending.iter().enumerate() {
             let prefix = format!("{field}.spending_limits[{i}]");
             let coin = violations.check(parse_coin(coin, &format!("{prefix}.coin")));
-            let amount = violations.check(Amount::parse(amount, &format!("{prefix}.tx_value_limit")));
+            let amount =
+                violations.check(Amount::parse(amount, &format!("{prefix}.tx_value_limit")));
             if let (Some(coin), Some(amount)) = (coin, amount) {
                 if limits.iter().any(|l: &SpendingLimit| l.coin == coin) {
                     violations.check::<()>(Err(Error::invalid(
@@ -89,16 +99,25 @@ impl TokenLimits {
                     )
                     .with_meta("coin", coin.clone())));
                 } else {
-                    limits.push(SpendingLimit { coin, tx_value_limit: amount });
+                    limits.push(SpendingLimit {
+                        coin,
+                        tx_value_limit: amount,
+                    });
                 }
             }
         }
         let erc20 = match erc20 {
-            Some(raw) => violations.check(Amount::parse(raw, &format!("{field}.all_erc20_tokens_limit.tx_value_limit"))),
+            Some(raw) => violations.check(Amount::parse(
+                raw,
+                &format!("{field}.all_erc20_tokens_limit.tx_value_limit"),
+            )),
             None => None,
         };
         violations.finish()?;
-        Ok(Self { spending_limits: limits, all_erc20_tokens_limit: erc20 })
+        Ok(Self {
+            spending_limits: limits,
+            all_erc20_tokens_limit: erc20,
+        })
     }
 
     /// Whether there are no limits at all.
@@ -108,7 +127,10 @@ impl TokenLimits {
 
     /// The limit for `coin`, if any.
     pub fn limit_for(&self, coin: &str) -> Option<&Amount> {
-        self.spending_limits.iter().find(|l| l.coin == coin).map(|l| &l.tx_value_limit)
+        self.spending_limits
+            .iter()
+            .find(|l| l.coin == coin)
+            .map(|l| &l.tx_value_limit)
     }
 }
 
@@ -118,13 +140,19 @@ fn parse_coin(raw: &str, field: &str) -> Result<String> {
     let coin = raw.trim().to_ascii_lowercase();
     let ok = !coin.is_empty()
         && coin.len() <= 32
-        && coin.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | ':'));
+        && coin.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | ':')
+        });
     if ok {
         Ok(coin)
     } else {
         let shown = crate::domain::ids::truncate(raw, 40);
-        Err(Error::invalid(field, reason::INVALID_COIN, format!("{shown:?} is not a coin ticker"))
-            .with_meta("coin", shown))
+        Err(Error::invalid(
+            field,
+            reason::INVALID_COIN,
+            format!("{shown:?} is not a coin ticker"),
+        )
+        .with_meta("coin", shown))
     }
 }
 
@@ -143,21 +171,39 @@ mod tests {
         assert_eq!(a.as_str(), "99");
         assert!(a < b);
         assert!(Amount::parse(&"9".repeat(78), "f").is_ok());
-        assert_eq!(Amount::parse(&"9".repeat(79), "f").unwrap_err().reason, reason::INVALID_LIMIT);
-        assert_eq!(Amount::parse("-1", "f").unwrap_err().reason, reason::INVALID_LIMIT);
-        assert_eq!(Amount::parse("1.5", "f").unwrap_err().reason, reason::INVALID_LIMIT);
+        assert_eq!(
+            Amount::parse(&"9".repeat(79), "f").unwrap_err().reason,
+            reason::INVALID_LIMIT
+        );
+        assert_eq!(
+            Amount::parse("-1", "f").unwrap_err().reason,
+            reason::INVALID_LIMIT
+        );
+        assert_eq!(
+            Amount::parse("1.5", "f").unwrap_err().reason,
+            reason::INVALID_LIMIT
+        );
     }
 
     #[test]
     fn duplicate_coins_are_refused() {
-        let err = TokenLimits::parse(&[pair("btc", "1"), pair("BTC", "2")], None, "token_limits").unwrap_err();
+        let err = TokenLimits::parse(&[pair("btc", "1"), pair("BTC", "2")], None, "token_limits")
+            .unwrap_err();
         assert_eq!(err.reason, reason::DUPLICATE_COIN);
-        assert_eq!(err.violations[0].field, "token_limits.spending_limits[1].coin");
+        assert_eq!(
+            err.violations[0].field,
+            "token_limits.spending_limits[1].coin"
+        );
     }
 
     #[test]
     fn every_bad_field_is_reported() {
-        let err = TokenLimits::parse(&[pair("btc", "x"), pair("", "1")], Some("y"), "token_limits").unwrap_err();
+        let err = TokenLimits::parse(
+            &[pair("btc", "x"), pair("", "1")],
+            Some("y"),
+            "token_limits",
+        )
+        .unwrap_err();
         assert_eq!(err.violations.len(), 3);
     }
 }

@@ -51,7 +51,8 @@ impl ScopeCatalog {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read scope catalog {}: {e}", path.display()))?;
-        Self::from_toml(&text).map_err(|e| anyhow::anyhow!("invalid scope catalog {}: {e}", path.display()))
+        Self::from_toml(&text)
+            .map_err(|e| anyhow::anyhow!("invalid scope catalog {}: {e}", path.display()))
     }
 
     /// Parses a catalog from TOML text; names must be unique and well-formed.
@@ -59,11 +60,22 @@ impl ScopeCatalog {
         let file: CatalogFile = toml::from_str(text)?;
         let mut by_name = BTreeMap::new();
         for (i, entry) in file.scope.iter().enumerate() {
-            anyhow::ensure!(is_scope_name(&entry.name), "scope name {:?} is not well-formed", entry.name);
-            anyhow::ensure!(by_name.insert(entry.name.clone(), i).is_none(), "scope {} is listed twice", entry.name);
+            anyhow::ensure!(
+                is_scope_name(&entry.name),
+                "scope name {:?} is not well-formed",
+                entry.name
+            );
+            anyhow::ensure!(
+                by_name.insert(entry.name.clone(), i).is_none(),
+                "scope {} is listed twice",
+                entry.name
+            );
         }
         anyhow::ensure!(!file.scope.is_empty(), "the catalog lists no scope");
-        Ok(Self { entries: file.scope, by_name })
+        Ok(Self {
+            entries: file.scope,
+            by_name,
+        })
     }
 
     /// Every scope, in catalog order.
@@ -103,7 +115,11 @@ impl ScopeCatalog {
 
     /// The deprecated scopes among `scopes`.
     pub fn deprecated_in(&self, scopes: &ScopeSet) -> Vec<String> {
-        scopes.iter().filter(|s| self.get(s).is_some_and(|e| e.deprecated)).map(str::to_owned).collect()
+        scopes
+            .iter()
+            .filter(|s| self.get(s).is_some_and(|e| e.deprecated))
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -111,7 +127,9 @@ impl ScopeCatalog {
 fn is_scope_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
 }
 
 /// A de-duplicated, sorted set of scopes (validated against the catalog when built from a request).
@@ -190,10 +208,15 @@ mod tests {
     #[test]
     fn parse_scopes_dedupes_and_names_each_bad_one() {
         let catalog = ScopeCatalog::builtin();
-        let set = catalog.parse_scopes(&["wallet_view".into(), "wallet_view".into()], "scopes").unwrap();
+        let set = catalog
+            .parse_scopes(&["wallet_view".into(), "wallet_view".into()], "scopes")
+            .unwrap();
         assert_eq!(set.to_claim(), "wallet_view");
         let err = catalog
-            .parse_scopes(&["wallet_view".into(), "bogus".into(), "nope".into()], "scopes")
+            .parse_scopes(
+                &["wallet_view".into(), "bogus".into(), "nope".into()],
+                "scopes",
+            )
             .unwrap_err();
         assert_eq!(err.reason, reason::INVALID_SCOPE);
         assert_eq!(err.violations.len(), 2);
@@ -203,9 +226,16 @@ mod tests {
     #[test]
     fn all_grants_everything() {
         let holder = ScopeSet::from_claim("all");
-        assert!(holder.missing_from(&ScopeSet::from_claim("wallet_view trade_view")).is_empty());
+        assert!(
+            holder
+                .missing_from(&ScopeSet::from_claim("wallet_view trade_view"))
+                .is_empty()
+        );
         let weak = ScopeSet::from_claim("wallet_view");
-        assert_eq!(weak.missing_from(&ScopeSet::from_claim("wallet_view trade_view")), vec!["trade_view"]);
+        assert_eq!(
+            weak.missing_from(&ScopeSet::from_claim("wallet_view trade_view")),
+            vec!["trade_view"]
+        );
     }
 
     #[test]

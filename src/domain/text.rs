@@ -16,7 +16,11 @@ impl Label {
     pub fn parse(raw: &str) -> Result<Self> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
-            return Err(Error::invalid("label", reason::LABEL_REQUIRED, "label is required (1-100 characters)"));
+            return Err(Error::invalid(
+                "label",
+                reason::LABEL_REQUIRED,
+                "label is required (1-100 characters)",
+            ));
         }
         if trimmed.chars().count() > LABEL_MAX_CHARS {
             return Err(Error::invalid(
@@ -27,7 +31,11 @@ impl Label {
             .with_meta("max_chars", LABEL_MAX_CHARS.to_string()));
         }
         if trimmed.chars().any(char::is_control) {
-            return Err(Error::invalid("label", reason::INVALID_LABEL, "label must not contain control characters"));
+            return Err(Error::invalid(
+                "label",
+                reason::INVALID_LABEL,
+                "label must not contain control characters",
+            ));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -58,7 +66,10 @@ impl Description {
                 format!("description must be at most {DESCRIPTION_MAX_CHARS} characters"),
             ));
         }
-        if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        if trimmed
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
             return Err(Error::invalid(
                 "description",
                 reason::INVALID_DESCRIPTION,
@@ -86,10 +97,19 @@ mod tests {
     #[test]
     fn labels_are_trimmed_and_bounded() {
         assert_eq!(Label::parse("  ci bot ").unwrap().as_str(), "ci bot");
-        assert_eq!(Label::parse("   ").unwrap_err().reason, reason::LABEL_REQUIRED);
+        assert_eq!(
+            Label::parse("   ").unwrap_err().reason,
+            reason::LABEL_REQUIRED
+        );
         assert!(Label::parse(&"é".repeat(100)).is_ok());
-        assert_eq!(Label::parse(&"é".repeat(101)).unwrap_err().reason, reason::INVALID_LABEL);
-        assert_eq!(Label::parse("a\u{7}b").unwrap_err().reason, reason::INVALID_LABEL);
+        assert_eq!(
+            Label::parse(&"é".repeat(101)).unwrap_err().reason,
+            reason::INVALID_LABEL
+        );
+        assert_eq!(
+            Label::parse("a\u{7}b").unwrap_err().reason,
+            reason::INVALID_LABEL
+        );
     }
 
     #[test]

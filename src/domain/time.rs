@@ -9,7 +9,10 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// The current time.
     pub fn now() -> Self {
-        let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
         Self(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 
@@ -38,7 +41,11 @@ impl Timestamp {
 
     /// From a protobuf timestamp (sub-microsecond precision is dropped).
     pub fn from_proto(ts: &prost_types::Timestamp) -> Self {
-        Self(ts.seconds.saturating_mul(1_000_000).saturating_add(i64::from(ts.nanos) / 1000))
+        Self(
+            ts.seconds
+                .saturating_mul(1_000_000)
+                .saturating_add(i64::from(ts.nanos) / 1000),
+        )
     }
 }
 

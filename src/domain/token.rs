@@ -1,6 +1,9 @@
 //! A token's stored metadata and lifecycle states.
 
-use crate::domain::{Description, EnterpriseId, IpRestriction, Label, ScopeSet, Timestamp, TokenId, TokenLimits, UserId};
+use crate::domain::{
+    Description, EnterpriseId, IpRestriction, Label, ScopeSet, Timestamp, TokenId, TokenLimits,
+    UserId,
+};
 
 /// The status column: what an operator last did to the token. Expiry is derived from time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,7 +108,11 @@ impl TokenRecord {
 
 /// Combines a stored status with the expiry time: revoked stays revoked, anything else past its
 /// expiry is expired.
-pub fn effective_status(stored: StoredStatus, expires_at: Timestamp, now: Timestamp) -> TokenStatus {
+pub fn effective_status(
+    stored: StoredStatus,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> TokenStatus {
     match stored {
         StoredStatus::Revoked => TokenStatus::Revoked,
         _ if expires_at <= now => TokenStatus::Expired,

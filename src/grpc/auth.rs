@@ -6,7 +6,11 @@ use crate::error::{Error, ErrorCode, Result, reason};
 use crate::issuance::{Caller, TokenManager};
 
 /// Authenticates the caller of `request` and checks it holds `scope` (or `all`).
-pub fn caller_with_scope<T>(tokens: &TokenManager, request: &tonic::Request<T>, scope: &str) -> Result<Caller> {
+pub fn caller_with_scope<T>(
+    tokens: &TokenManager,
+    request: &tonic::Request<T>,
+    scope: &str,
+) -> Result<Caller> {
     let caller = caller(tokens, request)?;
     caller.require_scope(scope)?;
     Ok(caller)
@@ -34,6 +38,8 @@ pub fn caller<T>(tokens: &TokenManager, request: &tonic::Request<T>) -> Result<C
                 "the authorization metadata must be `Bearer <token>`",
             )
         })?;
-    let peer = request.remote_addr().map(|a| crate::domain::ip::canonical(a.ip()));
+    let peer = request
+        .remote_addr()
+        .map(|a| crate::domain::ip::canonical(a.ip()));
     tokens.authenticate(token, peer)
 }

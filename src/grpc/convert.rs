@@ -16,7 +16,11 @@ pub fn token_to_proto(record: &TokenRecord, now: Timestamp) -> pb::Token {
         label: record.label.as_str().to_owned(),
         description: record.description.as_str().to_owned(),
         scopes: record.scopes.iter().map(str::to_owned).collect(),
-        enterprise_id: record.enterprise_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+        enterprise_id: record
+            .enterprise_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         ip_restrict: record.ip_restrict.to_strings(),
         token_limits: (!record.limits.is_empty()).then(|| limits_to_proto(&record.limits)),
         admin: record.admin,
@@ -47,19 +51,27 @@ pub fn limits_to_proto(limits: &TokenLimits) -> pb::TokenLimits {
         spending_limits: limits
             .spending_limits
             .iter()
-            .map(|l| pb::SpendingLimit { coin: l.coin.clone(), tx_value_limit: l.tx_value_limit.as_str().to_owned() })
+            .map(|l| pb::SpendingLimit {
+                coin: l.coin.clone(),
+                tx_value_limit: l.tx_value_limit.as_str().to_owned(),
+            })
             .collect(),
-        all_erc20_tokens_limit: limits
-            .all_erc20_tokens_limit
-            .as_ref()
-            .map(|a| pb::AllErc20TokensLimit { tx_value_limit: a.as_str().to_owned() }),
+        all_erc20_tokens_limit: limits.all_erc20_tokens_limit.as_ref().map(|a| {
+            pb::AllErc20TokensLimit {
+                tx_value_limit: a.as_str().to_owned(),
+            }
+        }),
     }
 }
 
 /// Request limits, unvalidated, for the core to parse.
 pub fn limits_from_proto(limits: Option<pb::TokenLimits>) -> Option<LimitsInput> {
     limits.map(|l| LimitsInput {
-        spending: l.spending_limits.into_iter().map(|s| (s.coin, s.tx_value_limit)).collect(),
+        spending: l
+            .spending_limits
+            .into_iter()
+            .map(|s| (s.coin, s.tx_value_limit))
+            .collect(),
         all_erc20: l.all_erc20_tokens_limit.map(|a| a.tx_value_limit),
     })
 }

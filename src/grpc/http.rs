@@ -22,8 +22,14 @@ async fn jwks(keys: Arc<KeyManager>) -> Response {
     let document = serde_json::json!({ "keys": ring.verifying_keys().map(|k| k.to_jwk()).collect::<Vec<_>>() });
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
         ],
         document.to_string(),
     )
@@ -39,9 +45,18 @@ async fn fallback(headers: HeaderMap) -> Response {
         (
             StatusCode::OK,
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/grpc")),
-                (header::HeaderName::from_static("grpc-status"), HeaderValue::from_static("12")),
-                (header::HeaderName::from_static("grpc-message"), HeaderValue::from_static("unknown%20method")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                ),
+                (
+                    header::HeaderName::from_static("grpc-status"),
+                    HeaderValue::from_static("12"),
+                ),
+                (
+                    header::HeaderName::from_static("grpc-message"),
+                    HeaderValue::from_static("unknown%20method"),
+                ),
             ],
         )
             .into_response()

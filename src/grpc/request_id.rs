@@ -11,7 +11,12 @@ pub const HEADER: &str = "x-request-id";
 
 /// Reads the request id the layer put on the request (empty if the layer is absent).
 pub fn of<T>(request: &tonic::Request<T>) -> String {
-    request.metadata().get(HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    request
+        .metadata()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Whether a caller-supplied id is acceptable: 1-128 visible ASCII characters.
@@ -45,7 +50,9 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -54,7 +61,8 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let id = match request.headers().get(HEADER) {
             Some(value) if acceptable(value) => value.clone(),
-            _ => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            _ => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
         };
         request.headers_mut().insert(HEADER, id.clone());
         let future = self.inner.call(request);

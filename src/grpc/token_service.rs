@@ -32,7 +32,11 @@ impl TokenApi {
         auth::caller_with_scope(&self.tokens, request, scope::USER_MANAGE)
     }
 
-    async fn lifecycle(&self, request: Request<String>, action: Action) -> Result<pb::Token, Status> {
+    async fn lifecycle(
+        &self,
+        request: Request<String>,
+        action: Action,
+    ) -> Result<pb::Token, Status> {
         let rid = request_id::of(&request);
         let result = async {
             let caller = self.manager(&request)?;
@@ -40,7 +44,9 @@ impl TokenApi {
             self.tokens.transition(&caller, id, action).await
         }
         .await;
-        result.map(|t| convert::token_to_proto(&t, Timestamp::now())).map_err(|e| to_status(e, &rid))
+        result
+            .map(|t| convert::token_to_proto(&t, Timestamp::now()))
+            .map_err(|e| to_status(e, &rid))
     }
 }
 
@@ -76,13 +82,18 @@ impl TokenService for TokenApi {
         });
         if !minted.deprecated_scopes.is_empty() {
             if let Ok(value) = minted.deprecated_scopes.join(",").parse() {
-                response.metadata_mut().insert(DEPRECATED_SCOPES_HEADER, value);
+                response
+                    .metadata_mut()
+                    .insert(DEPRECATED_SCOPES_HEADER, value);
             }
         }
         Ok(response)
     }
 
-    async fn get_token(&self, request: Request<pb::GetTokenRequest>) -> Result<Response<pb::GetTokenResponse>, Status> {
+    async fn get_token(
+        &self,
+        request: Request<pb::GetTokenRequest>,
+    ) -> Result<Response<pb::GetTokenResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
             let caller = self.manager(&request)?;
@@ -91,7 +102,9 @@ impl TokenService for TokenApi {
         }
         .await;
         let token = result.map_err(|e| to_status(e, &rid))?;
-        Ok(Response::new(pb::GetTokenResponse { token: Some(convert::token_to_proto(&token, Timestamp::now())) }))
+        Ok(Response::new(pb::GetTokenResponse {
+            token: Some(convert::token_to_proto(&token, Timestamp::now())),
+        }))
     }
 
     async fn list_tokens(
@@ -103,15 +116,25 @@ impl TokenService for TokenApi {
             let caller = self.manager(&request)?;
             let req = request.get_ref();
             let status = convert::status_filter_from_proto(req.status).map_err(|n| {
-                Error::invalid("status", reason::INVALID_FILTER, format!("{n} is not a TokenStatus value"))
+                Error::invalid(
+                    "status",
+                    reason::INVALID_FILTER,
+                    format!("{n} is not a TokenStatus value"),
+                )
             })?;
-            self.tokens.list(&caller, req.page_size, &req.page_token, status).await
+            self.tokens
+                .list(&caller, req.page_size, &req.page_token, status)
+                .await
         }
         .await;
         let page = result.map_err(|e| to_status(e, &rid))?;
         let now = Timestamp::now();
         Ok(Response::new(pb::ListTokensResponse {
-            tokens: page.tokens.iter().map(|t| convert::token_to_proto(t, now)).collect(),
+            tokens: page
+                .tokens
+                .iter()
+                .map(|t| convert::token_to_proto(t, now))
+                .collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -129,35 +152,51 @@ impl TokenService for TokenApi {
                 Some(mask) if !mask.paths.is_empty() => UpdateMask::Paths(mask.paths.clone()),
                 _ => UpdateMask::NonEmpty,
             };
-            self.tokens.update(&caller, id, &req.label, &req.description, mask).await
+            self.tokens
+                .update(&caller, id, &req.label, &req.description, mask)
+                .await
         }
         .await;
         let token = result.map_err(|e| to_status(e, &rid))?;
-        Ok(Response::new(pb::UpdateTokenResponse { token: Some(convert::token_to_proto(&token, Timestamp::now())) }))
+        Ok(Response::new(pb::UpdateTokenResponse {
+            token: Some(convert::token_to_proto(&token, Timestamp::now())),
+        }))
     }
 
     async fn suspend_token(
         &self,
         request: Request<pb::SuspendTokenRequest>,
     ) -> Result<Response<pb::SuspendTokenResponse>, Status> {
-        let token = self.lifecycle(request.map(|r| r.id), Action::Suspend).await?;
-        Ok(Response::new(pb::SuspendTokenResponse { token: Some(token) }))
+        let token = self
+            .lifecycle(request.map(|r| r.id), Action::Suspend)
+            .await?;
+        Ok(Response::new(pb::SuspendTokenResponse {
+            token: Some(token),
+        }))
     }
 
     async fn activate_token(
         &self,
         request: Request<pb::ActivateTokenRequest>,
     ) -> Result<Response<pb::ActivateTokenResponse>, Status> {
-        let token = self.lifecycle(request.map(|r| r.id), Action::Activate).await?;
-        Ok(Response::new(pb::ActivateTokenResponse { token: Some(token) }))
+        let token = self
+            .lifecycle(request.map(|r| r.id), Action::Activate)
+            .await?;
+        Ok(Response::new(pb::ActivateTokenResponse {
+            token: Some(token),
+        }))
     }
 
     async fn revoke_token(
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        let token = self.lifecycle(request.map(|r| r.id), Action::Revoke).await?;
-        Ok(Response::new(pb::RevokeTokenResponse { token: Some(token) }))
+        let token = self
+            .lifecycle(request.map(|r| r.id), Action::Revoke)
+            .await?;
+        Ok(Response::new(pb::RevokeTokenResponse {
+            token: Some(token),
+        }))
     }
 
     async fn delete_token(
@@ -183,7 +222,9 @@ impl TokenService for TokenApi {
         let result = async {
             auth::caller_with_scope(&self.tokens, &request, scope::TOKEN_INTROSPECT)?;
             let req = request.get_ref();
-            self.tokens.verify(&req.token, &req.client_ip, &req.required_scopes).await
+            self.tokens
+                .verify(&req.token, &req.client_ip, &req.required_scopes)
+                .await
         }
         .await;
         let response = match result.map_err(|e| to_status(e, &rid))? {
@@ -212,18 +253,33 @@ impl TokenService for TokenApi {
             .catalog()
             .entries()
             .iter()
-            .map(|s| pb::Scope { name: s.name.clone(), description: s.description.clone(), deprecated: s.deprecated })
+            .map(|s| pb::Scope {
+                name: s.name.clone(),
+                description: s.description.clone(),
+                deprecated: s.deprecated,
+            })
             .collect();
         Ok(Response::new(pb::ListScopesResponse { scopes }))
     }
 
-    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
         let ring = self.tokens.keys().ring();
         let keys = ring
             .verifying_keys()
             .map(|k| {
                 let jwk = k.to_jwk();
-                pb::Jwk { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y, kid: jwk.kid, alg: jwk.alg, r#use: jwk.use_ }
+                pb::Jwk {
+                    kty: jwk.kty,
+                    crv: jwk.crv,
+                    x: jwk.x,
+                    y: jwk.y,
+                    kid: jwk.kid,
+                    alg: jwk.alg,
+                    r#use: jwk.use_,
+                }
             })
             .collect();
         Ok(Response::new(pb::GetJwksResponse { keys }))

@@ -33,7 +33,9 @@ pub struct VerifiedCache {
 impl VerifiedCache {
     /// A cache holding at most `capacity` tokens (0 disables it).
     pub fn new(capacity: usize) -> Self {
-        Self { cache: Cache::new(capacity.max(1)) }
+        Self {
+            cache: Cache::new(capacity.max(1)),
+        }
     }
 
     /// The verified token for `hash`, if cached.
@@ -56,12 +58,18 @@ pub struct MetadataCache {
 impl MetadataCache {
     /// A cache of at most `capacity` tokens whose entries live `ttl`.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        Self { cache: Cache::new(capacity.max(1)), ttl }
+        Self {
+            cache: Cache::new(capacity.max(1)),
+            ttl,
+        }
     }
 
     /// The cached record, if present and fresh.
     pub fn get(&self, id: &TokenId) -> Option<Arc<TokenRecord>> {
-        self.cache.get(id).filter(|(_, at)| at.elapsed() < self.ttl).map(|(r, _)| r)
+        self.cache
+            .get(id)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(r, _)| r)
     }
 
     /// Caches `record`.

@@ -19,7 +19,12 @@ pub struct Caller {
 impl Caller {
     /// The operator acting through the CLI (`tokenmint bootstrap`): holds every scope and admin.
     pub fn operator(user_id: UserId) -> Self {
-        Self { user_id, token_id: None, scopes: ScopeSet::from_trusted([scope::ALL]), admin: true }
+        Self {
+            user_id,
+            token_id: None,
+            scopes: ScopeSet::from_trusted([scope::ALL]),
+            admin: true,
+        }
     }
 
     /// Fails with PERMISSION_DENIED (MISSING_SCOPE) unless the caller holds `needed` or `all`.
@@ -42,12 +47,18 @@ impl Caller {
         if !missing.is_empty() {
             return Err(Error::denied(
                 reason::SCOPE_NOT_HELD,
-                format!("the calling token does not hold scope(s) {}", missing.join(", ")),
+                format!(
+                    "the calling token does not hold scope(s) {}",
+                    missing.join(", ")
+                ),
             )
             .with_meta("missing_scopes", missing.join(" ")));
         }
         if admin && !self.admin {
-            return Err(Error::denied(reason::ADMIN_REQUIRED, "only an admin token may grant or re-enable admin rights"));
+            return Err(Error::denied(
+                reason::ADMIN_REQUIRED,
+                "only an admin token may grant or re-enable admin rights",
+            ));
         }
         Ok(())
     }
@@ -58,17 +69,39 @@ mod tests {
     use super::*;
 
     fn caller(scopes: &str, admin: bool) -> Caller {
-        Caller { user_id: UserId::parse("u").unwrap(), token_id: None, scopes: ScopeSet::from_claim(scopes), admin }
+        Caller {
+            user_id: UserId::parse("u").unwrap(),
+            token_id: None,
+            scopes: ScopeSet::from_claim(scopes),
+            admin,
+        }
     }
 
     #[test]
     fn grant_rules() {
         let weak = caller("user_manage wallet_view", false);
-        assert!(weak.require_can_grant(&ScopeSet::from_claim("wallet_view"), false).is_ok());
-        let err = weak.require_can_grant(&ScopeSet::from_claim("wallet_view trade_view"), false).unwrap_err();
+        assert!(
+            weak.require_can_grant(&ScopeSet::from_claim("wallet_view"), false)
+                .is_ok()
+        );
+        let err = weak
+            .require_can_grant(&ScopeSet::from_claim("wallet_view trade_view"), false)
+            .unwrap_err();
         assert_eq!(err.reason, reason::SCOPE_NOT_HELD);
-        assert_eq!(weak.require_can_grant(&ScopeSet::from_claim("wallet_view"), true).unwrap_err().reason, reason::ADMIN_REQUIRED);
-        assert!(caller("all", true).require_can_grant(&ScopeSet::from_claim("trade_view"), true).is_ok());
-        assert_eq!(weak.require_scope("token_introspect").unwrap_err().reason, reason::MISSING_SCOPE);
+        assert_eq!(
+            weak.require_can_grant(&ScopeSet::from_claim("wallet_view"), true)
+                .unwrap_err()
+                .reason,
+            reason::ADMIN_REQUIRED
+        );
+        assert!(
+            caller("all", true)
+                .require_can_grant(&ScopeSet::from_claim("trade_view"), true)
+                .is_ok()
+        );
+        assert_eq!(
+            weak.require_scope("token_introspect").unwrap_err().reason,
+            reason::MISSING_SCOPE
+        );
     }
 }

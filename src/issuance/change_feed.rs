@@ -33,8 +33,19 @@ pub struct ChangeFeed {
 
 impl ChangeFeed {
     /// A feed that updates `deny`, `metadata` and `keys`.
-    pub fn new(store: Store, deny: Arc<DenyList>, metadata: Arc<MetadataCache>, keys: Arc<KeyManager>) -> Self {
-        Self { store, deny, metadata, keys, applied: BTreeMap::new() }
+    pub fn new(
+        store: Store,
+        deny: Arc<DenyList>,
+        metadata: Arc<MetadataCache>,
+        keys: Arc<KeyManager>,
+    ) -> Self {
+        Self {
+            store,
+            deny,
+            metadata,
+            keys,
+            applied: BTreeMap::new(),
+        }
     }
 
     /// Reads new events and applies them; returns how many were applied.
@@ -42,7 +53,10 @@ impl ChangeFeed {
         let now = Timestamp::now();
         let since = Timestamp(now.0 - WINDOW.as_micros() as i64);
         let events = self.store.events_since(since).await?;
-        let fresh: Vec<_> = events.into_iter().filter(|e| !self.applied.contains_key(&e.seq)).collect();
+        let fresh: Vec<_> = events
+            .into_iter()
+            .filter(|e| !self.applied.contains_key(&e.seq))
+            .collect();
         if fresh.is_empty() {
             self.forget_before(since);
             return Ok(0);
@@ -63,7 +77,10 @@ impl ChangeFeed {
             self.metadata.invalidate(id);
         }
         if keys_changed {
-            self.keys.reload().await.map_err(crate::error::Error::store)?;
+            self.keys
+                .reload()
+                .await
+                .map_err(crate::error::Error::store)?;
         }
         for event in &fresh {
             self.applied.insert(event.seq, event.created_at);

@@ -40,7 +40,11 @@ pub struct DenyList {
 impl DenyList {
     /// Whether (and why) `id` is denied.
     pub fn check(&self, id: &TokenId) -> Option<Denial> {
-        self.entries.read().unwrap_or_else(|e| e.into_inner()).get(id).map(|(d, _)| *d)
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .map(|(d, _)| *d)
     }
 
     /// Brings one token's entry in line with its stored state.
@@ -107,7 +111,12 @@ mod tests {
     use super::*;
 
     fn state(id: TokenId, status: StoredStatus, deleted: bool, exp: i64) -> DeniedToken {
-        DeniedToken { id, status, deleted, expires_at: Timestamp(exp) }
+        DeniedToken {
+            id,
+            status,
+            deleted,
+            expires_at: Timestamp(exp),
+        }
     }
 
     #[test]

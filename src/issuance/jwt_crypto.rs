@@ -68,8 +68,8 @@ pub fn install() {
     if PROVIDER.install_default().is_ok() {
         return;
     }
-    let ours_is_installed = CryptoProvider::try_get_default()
-        .is_some_and(|installed| ptr::eq(installed, &PROVIDER));
+    let ours_is_installed =
+        CryptoProvider::try_get_default().is_some_and(|installed| ptr::eq(installed, &PROVIDER));
     if !ours_is_installed {
         tracing::warn!(
             "another jsonwebtoken CryptoProvider was installed first; \
@@ -154,7 +154,10 @@ impl Es256Signer {
     fn new(key: &EncodingKey) -> errors::Result<Self> {
         let der = private_key_der(key, AlgorithmFamily::Ec)?;
         let key_pair = parse_es256_key_pair(der)?;
-        Ok(Self { key_pair, rng: SystemRandom::new() })
+        Ok(Self {
+            key_pair,
+            rng: SystemRandom::new(),
+        })
     }
 }
 
@@ -240,7 +243,9 @@ impl RingVerifier {
 
 impl Verifier<Vec<u8>> for RingVerifier {
     fn verify(&self, msg: &[u8], signature: &Vec<u8>) -> Result<(), SignatureError> {
-        self.public_key.verify(msg, signature).map_err(|_| SignatureError::new())
+        self.public_key
+            .verify(msg, signature)
+            .map_err(|_| SignatureError::new())
     }
 }
 
@@ -344,7 +349,10 @@ mod tests {
     }
 
     fn claims(sub: &str) -> Claims {
-        Claims { sub: sub.to_owned(), exp: get_current_timestamp() + 600 }
+        Claims {
+            sub: sub.to_owned(),
+            exp: get_current_timestamp() + 600,
+        }
     }
 
     fn ed25519_keys() -> TestKeys {
@@ -408,8 +416,8 @@ mod tests {
         let original = claims("alice");
         let token = sign(algorithm, &keys, &original);
 
-        let data = decode::<Claims>(&token, &keys.decoding, &validation(algorithm))
-            .expect("decode token");
+        let data =
+            decode::<Claims>(&token, &keys.decoding, &validation(algorithm)).expect("decode token");
 
         assert_eq!(data.claims, original);
         assert_eq!(data.header.alg, algorithm);
@@ -454,7 +462,9 @@ mod tests {
         let token = sign(Algorithm::ES256, &keys, &claims("alice"));
         let signature = token.rsplit('.').next().expect("signature segment");
 
-        let raw = URL_SAFE_NO_PAD.decode(signature).expect("base64url signature");
+        let raw = URL_SAFE_NO_PAD
+            .decode(signature)
+            .expect("base64url signature");
 
         assert_eq!(raw.len(), 2 * P256_COORDINATE_LEN);
     }
@@ -512,7 +522,11 @@ mod tests {
         let keys = es256_keys();
         install();
 
-        let result = encode(&Header::new(Algorithm::ES384), &claims("alice"), &keys.encoding);
+        let result = encode(
+            &Header::new(Algorithm::ES384),
+            &claims("alice"),
+            &keys.encoding,
+        );
 
         assert_eq!(error_kind(result), ErrorKind::UnsupportedAlgorithm);
     }
@@ -604,12 +618,18 @@ mod tests {
             (utils.ec_pub_components_from_private_key)(ec.encoding.as_bytes(), Algorithm::ES256)
                 .expect("P-256 public key");
 
-        assert_eq!(ed_public.as_slice(), ed.decoding.try_get_as_bytes().expect("raw key"));
+        assert_eq!(
+            ed_public.as_slice(),
+            ed.decoding.try_get_as_bytes().expect("raw key")
+        );
         assert_eq!(curve, EllipticCurve::P256);
         let mut point = vec![SEC1_UNCOMPRESSED_TAG];
         point.extend_from_slice(&x);
         point.extend_from_slice(&y);
-        assert_eq!(point.as_slice(), ec.decoding.try_get_as_bytes().expect("raw key"));
+        assert_eq!(
+            point.as_slice(),
+            ec.decoding.try_get_as_bytes().expect("raw key")
+        );
     }
 
     #[test]
@@ -633,7 +653,10 @@ mod tests {
             ErrorKind::UnsupportedAlgorithm
         );
         assert_eq!(
-            error_kind((utils.ed_pub_components_from_private_key)(b"der", &EllipticCurve::P256)),
+            error_kind((utils.ed_pub_components_from_private_key)(
+                b"der",
+                &EllipticCurve::P256
+            )),
             ErrorKind::UnsupportedAlgorithm
         );
     }

@@ -74,7 +74,10 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,17 +120,33 @@ impl VerifyingKey {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.leeway = 0;
-        Self { kid, algorithm, public_key, decoding_key, validation }
+        Self {
+            kid,
+            algorithm,
+            public_key,
+            decoding_key,
+            validation,
+        }
     }
 
     /// The public key as a JWK.
     pub fn to_jwk(&self) -> Jwk {
         let (kty, crv, x, y) = match self.algorithm {
-            KeyAlgorithm::EdDSA => ("OKP", "Ed25519", URL_SAFE_NO_PAD.encode(&self.public_key), String::new()),
+            KeyAlgorithm::EdDSA => (
+                "OKP",
+                "Ed25519",
+                URL_SAFE_NO_PAD.encode(&self.public_key),
+                String::new(),
+            ),
             KeyAlgorithm::ES256 => {
                 let point = self.public_key.get(1..).unwrap_or_default();
                 let (x, y) = point.split_at(point.len() / 2);
-                ("EC", "P-256", URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y))
+                (
+                    "EC",
+                    "P-256",
+                    URL_SAFE_NO_PAD.encode(x),
+                    URL_SAFE_NO_PAD.encode(y),
+                )
             }
         };
         Jwk {
@@ -186,7 +205,10 @@ impl KeyRing {
 
 impl fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -203,7 +225,9 @@ pub struct KeyManager {
 
 impl fmt::Debug for KeyManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyManager").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("KeyManager")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -223,7 +247,13 @@ impl KeyManager {
             stored = store.list_keys().await?;
         }
         let ring = build_ring(&master, &stored, retention_secs, Timestamp::now())?;
-        Ok(Self { store, master, algorithm, retention_secs, ring: RwLock::new(Arc::new(ring)) })
+        Ok(Self {
+            store,
+            master,
+            algorithm,
+            retention_secs,
+            ring: RwLock::new(Arc::new(ring)),
+        })
     }
 
     /// The current key ring.
@@ -249,7 +279,11 @@ impl KeyManager {
 }
 
 /// Rotates the signing key of `store` without a running server (the `keys rotate` command).
-pub async fn rotate_offline(store: &Store, master: &MasterKey, algorithm: KeyAlgorithm) -> anyhow::Result<String> {
+pub async fn rotate_offline(
+    store: &Store,
+    master: &MasterKey,
+    algorithm: KeyAlgorithm,
+) -> anyhow::Result<String> {
     let key = generate(master, algorithm)?;
     store.rotate_in_key(&key).await?;
     Ok(key.kid)
@@ -260,7 +294,8 @@ fn generate(master: &MasterKey, algorithm: KeyAlgorithm) -> anyhow::Result<Store
     let rng = SystemRandom::new();
     let now = Timestamp::now();
     let mut suffix = [0u8; 6];
-    rng.fill(&mut suffix).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    rng.fill(&mut suffix)
+        .map_err(|_| anyhow::anyhow!("no system randomness"))?;
     let kid = format!("{}-{}", chrono_date(now), hex::encode(suffix));
     let pkcs8 = match algorithm {
         KeyAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng),
@@ -294,22 +329,36 @@ fn parse_pair(algorithm: KeyAlgorithm, pkcs8: &[u8]) -> anyhow::Result<KeyPairKi
         KeyAlgorithm::EdDSA => Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
             .map(KeyPairKind::Ed25519)
             .map_err(|e| anyhow::anyhow!("invalid Ed25519 key: {e}")),
-        KeyAlgorithm::ES256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &SystemRandom::new())
-            .map(KeyPairKind::Es256)
-            .map_err(|e| anyhow::anyhow!("invalid P-256 key: {e}")),
+        KeyAlgorithm::ES256 => EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8,
+            &SystemRandom::new(),
+        )
+        .map(KeyPairKind::Es256)
+        .map_err(|e| anyhow::anyhow!("invalid P-256 key: {e}")),
     }
 }
 
 /// Builds the ring from stored keys: the newest unretired key signs; every key that is unretired
 /// or was retired less than `retention_secs` ago verifies.
-fn build_ring(master: &MasterKey, stored: &[StoredKey], retention_secs: i64, now: Timestamp) -> anyhow::Result<KeyRing> {
+fn build_ring(
+    master: &MasterKey,
+    stored: &[StoredKey],
+    retention_secs: i64,
+    now: Timestamp,
+) -> anyhow::Result<KeyRing> {
     let newest = stored
         .iter()
         .filter(|k| k.retired_at.is_none())
         .max_by_key(|k| (k.created_at, k.kid.clone()))
         .ok_or_else(|| anyhow::anyhow!("the store has no current signing key"))?;
-    let algorithm = KeyAlgorithm::parse(&newest.algorithm)
-        .ok_or_else(|| anyhow::anyhow!("signing key {} has unknown algorithm {}", newest.kid, newest.algorithm))?;
+    let algorithm = KeyAlgorithm::parse(&newest.algorithm).ok_or_else(|| {
+        anyhow::anyhow!(
+            "signing key {} has unknown algorithm {}",
+            newest.kid,
+            newest.algorithm
+        )
+    })?;
     let pkcs8 = master.open(&newest.kid, &newest.sealed_private_key)?;
     let pair = parse_pair(algorithm, &pkcs8)?;
     let header = serde_json::json!({ "alg": algorithm.name(), "kid": newest.kid, "typ": "at+jwt" });
@@ -323,12 +372,27 @@ fn build_ring(master: &MasterKey, stored: &[StoredKey], retention_secs: i64, now
     let mut verifying = HashMap::new();
     let mut order = Vec::new();
     for key in stored {
-        let still_needed = key.retired_at.is_none_or(|r| r.plus_secs(retention_secs) > now);
-        let Some(algorithm) = KeyAlgorithm::parse(&key.algorithm) else { continue };
+        let still_needed = key
+            .retired_at
+            .is_none_or(|r| r.plus_secs(retention_secs) > now);
+        let Some(algorithm) = KeyAlgorithm::parse(&key.algorithm) else {
+            continue;
+        };
         if still_needed {
             order.push(key.kid.clone());
-            verifying.insert(key.kid.clone(), Arc::new(VerifyingKey::new(key.kid.clone(), algorithm, key.public_key.clone())));
+            verifying.insert(
+                key.kid.clone(),
+                Arc::new(VerifyingKey::new(
+                    key.kid.clone(),
+                    algorithm,
+                    key.public_key.clone(),
+                )),
+            );
         }
     }
-    Ok(KeyRing { signing, verifying, order })
+    Ok(KeyRing {
+        signing,
+        verifying,
+        order,
+    })
 }

@@ -18,7 +18,10 @@ pub struct LastUsed {
 impl LastUsed {
     /// Notes that `id` was used at `at` from `ip`.
     pub fn record(&self, id: TokenId, at: Timestamp, ip: Option<String>) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (at, ip));
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (at, ip));
     }
 
     /// Number of tokens waiting to be written.

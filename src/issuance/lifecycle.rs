@@ -57,7 +57,9 @@ pub fn transition(status: TokenStatus, action: Action) -> Option<StoredStatus> {
     match (status, action) {
         (TokenStatus::Suspended, Action::Activate) => Some(StoredStatus::Active),
         (TokenStatus::Active, Action::Suspend) => Some(StoredStatus::Suspended),
-        (TokenStatus::Active | TokenStatus::Suspended, Action::Revoke) => Some(StoredStatus::Revoked),
+        (TokenStatus::Active | TokenStatus::Suspended, Action::Revoke) => {
+            Some(StoredStatus::Revoked)
+        }
         _ => None,
     }
 }
@@ -78,11 +80,25 @@ mod tests {
 
     #[test]
     fn transitions_match_available_actions() {
-        for status in [TokenStatus::Active, TokenStatus::Suspended, TokenStatus::Revoked, TokenStatus::Expired] {
+        for status in [
+            TokenStatus::Active,
+            TokenStatus::Suspended,
+            TokenStatus::Revoked,
+            TokenStatus::Expired,
+        ] {
             let available = available_actions(status);
-            assert_eq!(transition(status, Action::Activate).is_some(), available.activate);
-            assert_eq!(transition(status, Action::Suspend).is_some(), available.suspend);
-            assert_eq!(transition(status, Action::Revoke).is_some(), available.revoke);
+            assert_eq!(
+                transition(status, Action::Activate).is_some(),
+                available.activate
+            );
+            assert_eq!(
+                transition(status, Action::Suspend).is_some(),
+                available.suspend
+            );
+            assert_eq!(
+                transition(status, Action::Revoke).is_some(),
+                available.revoke
+            );
             assert!(available.delete);
         }
         assert_eq!(transition(TokenStatus::Revoked, Action::Activate), None);

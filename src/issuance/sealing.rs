@@ -26,15 +26,22 @@ impl fmt::Debug for MasterKey {
 impl MasterKey {
     /// Builds a master key from 32 raw bytes.
     pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
-        anyhow::ensure!(bytes.len() == MASTER_KEY_LEN, "the master key must be {MASTER_KEY_LEN} bytes");
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| anyhow::anyhow!("invalid master key"))?;
-        Ok(Self { key: LessSafeKey::new(unbound) })
+        anyhow::ensure!(
+            bytes.len() == MASTER_KEY_LEN,
+            "the master key must be {MASTER_KEY_LEN} bytes"
+        );
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes)
+            .map_err(|_| anyhow::anyhow!("invalid master key"))?;
+        Ok(Self {
+            key: LessSafeKey::new(unbound),
+        })
     }
 
     /// Parses the text form: 64 hex digits (surrounding whitespace ignored).
     pub fn from_hex(text: &str) -> anyhow::Result<Self> {
         let bytes = Zeroizing::new(
-            hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("the master key must be 64 hexadecimal digits"))?,
+            hex::decode(text.trim())
+                .map_err(|_| anyhow::anyhow!("the master key must be 64 hexadecimal digits"))?,
         );
         Self::from_bytes(&bytes)
     }
@@ -42,9 +49,11 @@ impl MasterKey {
     /// Reads a master key file (64 hex digits).
     pub fn read_file(path: &Path) -> anyhow::Result<Self> {
         let text = Zeroizing::new(
-            std::fs::read_to_string(path).with_context(|| format!("cannot read master key file {}", path.display()))?,
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read master key file {}", path.display()))?,
         );
-        Self::from_hex(&text).with_context(|| format!("unreadable master key file {}", path.display()))
+        Self::from_hex(&text)
+            .with_context(|| format!("unreadable master key file {}", path.display()))
     }
 
     /// Reads the master key file at `path`, creating it (0600, 32 random bytes) if it does not exist.
@@ -53,10 +62,13 @@ impl MasterKey {
             return Self::read_file(path);
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
         }
         let mut bytes = Zeroizing::new([0u8; MASTER_KEY_LEN]);
-        SystemRandom::new().fill(bytes.as_mut()).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+        SystemRandom::new()
+            .fill(bytes.as_mut())
+            .map_err(|_| anyhow::anyhow!("no system randomness"))?;
         let text = Zeroizing::new(hex::encode(bytes.as_ref()));
         write_private_file(path, text.as_bytes())
             .with_context(|| format!("cannot create master key file {}", path.display()))?;
@@ -66,10 +78,16 @@ impl MasterKey {
     /// Encrypts `plaintext`, binding it to `kid`. Output: nonce || ciphertext || tag.
     pub fn seal(&self, kid: &str, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| anyhow::anyhow!("no system randomness"))?;
         let mut buffer = plaintext.to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(kid.as_bytes()), &mut buffer)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(kid.as_bytes()),
+                &mut buffer,
+            )
             .map_err(|_| anyhow::anyhow!("sealing failed"))?;
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&buffer);
@@ -81,13 +99,16 @@ impl MasterKey {
     pub fn open(&self, kid: &str, sealed: &[u8]) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         anyhow::ensure!(sealed.len() > NONCE_LEN, "sealed key {kid} is truncated");
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow::anyhow!("bad nonce"))?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow::anyhow!("bad nonce"))?;
         let mut buffer = Zeroizing::new(ciphertext.to_vec());
         let plaintext_len = self
             .key
             .open_in_place(nonce, Aad::from(kid.as_bytes()), buffer.as_mut())
             .map_err(|_| {
-                anyhow::anyhow!("cannot unseal signing key {kid}: wrong master key or corrupted key material")
+                anyhow::anyhow!(
+                    "cannot unseal signing key {kid}: wrong master key or corrupted key material"
+                )
             })?
             .len();
         buffer.truncate(plaintext_len);
@@ -120,10 +141,17 @@ mod tests {
         let sealed = key.seal("k1", b"secret key").unwrap();
         assert_ne!(&sealed[NONCE_LEN..NONCE_LEN + 10], b"secret key");
         assert_eq!(key.open("k1", &sealed).unwrap().as_slice(), b"secret key");
-        assert!(key.open("k2", &sealed).is_err(), "a sealed key must not open under another kid");
+        assert!(
+            key.open("k2", &sealed).is_err(),
+            "a sealed key must not open under another kid"
+        );
         let other = MasterKey::from_bytes(&[8u8; 32]).unwrap();
         assert!(other.open("k1", &sealed).is_err());
-        assert_ne!(key.seal("k1", b"secret key").unwrap(), sealed, "nonces must be fresh");
+        assert_ne!(
+            key.seal("k1", b"secret key").unwrap(),
+            sealed,
+            "nonces must be fresh"
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::config::Environment;
 use crate::domain::{
-    Description, EnterpriseId, IpRestriction, Label, ScopeCatalog, ScopeSet, StoredStatus, Timestamp, TokenId,
-    TokenLimits, TokenRecord, TokenStatus, scope,
+    Description, EnterpriseId, IpRestriction, Label, ScopeCatalog, ScopeSet, StoredStatus,
+    Timestamp, TokenId, TokenLimits, TokenRecord, TokenStatus, scope,
 };
 use crate::error::{Error, ErrorCode, Result, Violations, reason};
 use crate::issuance::caches::{MetadataCache, VerifiedCache, token_hash};
@@ -184,15 +184,37 @@ impl TokenManager {
         let description = v.check(Description::parse(&input.description));
         let scopes = v.check(self.catalog.parse_scopes(&input.scopes, "scopes"));
         let ips = v.check(IpRestriction::parse(&input.ip_restrict, "ip_restrict"));
-        let enterprise = v.check(EnterpriseId::parse_optional(&input.enterprise_id, "enterprise_id"));
+        let enterprise = v.check(EnterpriseId::parse_optional(
+            &input.enterprise_id,
+            "enterprise_id",
+        ));
         let limits = match &input.limits {
-            Some(l) => v.check(TokenLimits::parse(&l.spending, l.all_erc20.as_deref(), "token_limits")),
+            Some(l) => v.check(TokenLimits::parse(
+                &l.spending,
+                l.all_erc20.as_deref(),
+                "token_limits",
+            )),
             None => Some(TokenLimits::default()),
         };
         let expires_at = v.check(self.expiry(input.duration_seconds, input.expires_at, now));
         v.finish()?;
-        let (Some(label), Some(description), Some(scopes), Some(ips), Some(enterprise), Some(limits), Some(expires_at)) =
-            (label, description, scopes, ips, enterprise, limits, expires_at)
+        let (
+            Some(label),
+            Some(description),
+            Some(scopes),
+            Some(ips),
+            Some(enterprise),
+            Some(limits),
+            Some(expires_at),
+        ) = (
+            label,
+            description,
+            scopes,
+            ips,
+            enterprise,
+            limits,
+            expires_at,
+        )
         else {
             return Err(Error::internal("validation passed without values"));
         };
@@ -200,20 +222,37 @@ impl TokenManager {
             return Err(Error::new(
                 ErrorCode::NotFound,
                 "TEMPLATE_NOT_FOUND",
-                format!("template {} not found", crate::domain::ids::truncate(&input.template_id, 64)),
+                format!(
+                    "template {} not found",
+                    crate::domain::ids::truncate(&input.template_id, 64)
+                ),
             )
-            .with_meta("template_id", crate::domain::ids::truncate(&input.template_id, 64)));
+            .with_meta(
+                "template_id",
+                crate::domain::ids::truncate(&input.template_id, 64),
+            ));
         }
         if scopes.is_empty() {
-            return Err(Error::invalid("scopes", reason::INVALID_SCOPE, "at least one scope is required"));
+            return Err(Error::invalid(
+                "scopes",
+                reason::INVALID_SCOPE,
+                "at least one scope is required",
+            ));
         }
         self.check_environment(&scopes, &ips)?;
         caller.require_can_grant(&scopes, input.admin)?;
         if let Some(enterprise) = &enterprise {
-            if !self.store.is_enterprise_member(enterprise, &caller.user_id).await? {
+            if !self
+                .store
+                .is_enterprise_member(enterprise, &caller.user_id)
+                .await?
+            {
                 return Err(Error::denied(
                     reason::NOT_ENTERPRISE_MEMBER,
-                    format!("user {} is not a member of enterprise {enterprise}", caller.user_id),
+                    format!(
+                        "user {} is not a member of enterprise {enterprise}",
+                        caller.user_id
+                    ),
                 )
                 .with_meta("enterprise_id", enterprise.to_string()));
             }
@@ -267,15 +306,28 @@ impl TokenManager {
         self.writer.insert(record.clone()).await?;
         let deprecated_scopes = self.catalog.deprecated_in(&record.scopes);
         tracing::info!(token_id = %id, key_id = %record.key_id, "token minted");
-        Ok(MintedToken { record, raw, deprecated_scopes })
+        Ok(MintedToken {
+            record,
+            raw,
+            deprecated_scopes,
+        })
     }
 
     /// The expiry from the two lifetime fields, defaulting and bounded by configuration.
-    fn expiry(&self, duration: Option<i64>, expires_at: Option<Timestamp>, now: Timestamp) -> Result<Timestamp> {
+    fn expiry(
+        &self,
+        duration: Option<i64>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Timestamp> {
         let max = self.policy.max_lifetime_secs;
         let too_long = |field: &str| {
-            Error::invalid(field, reason::LIFETIME_TOO_LONG, format!("the lifetime may be at most {max} seconds"))
-                .with_meta("max_lifetime_seconds", max.to_string())
+            Error::invalid(
+                field,
+                reason::LIFETIME_TOO_LONG,
+                format!("the lifetime may be at most {max} seconds"),
+            )
+            .with_meta("max_lifetime_seconds", max.to_string())
         };
         match (duration, expires_at) {
             (Some(_), Some(_)) => Err(Error::invalid(
@@ -283,14 +335,18 @@ impl TokenManager {
                 reason::CONFLICTING_LIFETIME,
                 "give duration_seconds or expires_at, not both",
             )),
-            (Some(secs), None) if secs <= 0 => {
-                Err(Error::invalid("duration_seconds", reason::INVALID_LIFETIME, "duration_seconds must be positive"))
-            }
+            (Some(secs), None) if secs <= 0 => Err(Error::invalid(
+                "duration_seconds",
+                reason::INVALID_LIFETIME,
+                "duration_seconds must be positive",
+            )),
             (Some(secs), None) if secs > max => Err(too_long("duration_seconds")),
             (Some(secs), None) => Ok(now.plus_secs(secs)),
-            (None, Some(at)) if at <= now => {
-                Err(Error::invalid("expires_at", reason::INVALID_LIFETIME, "expires_at must be in the future"))
-            }
+            (None, Some(at)) if at <= now => Err(Error::invalid(
+                "expires_at",
+                reason::INVALID_LIFETIME,
+                "expires_at must be in the future",
+            )),
             (None, Some(at)) if at > now.plus_secs(max) => Err(too_long("expires_at")),
             (None, Some(at)) => Ok(at),
             (None, None) => Ok(now.plus_secs(self.policy.default_lifetime_secs.min(max))),
@@ -310,8 +366,12 @@ impl TokenManager {
             ));
         }
         if scopes.has_all() {
-            return Err(Error::invalid("scopes", reason::SCOPE_NOT_ALLOWED, "scope \"all\" is not allowed in production")
-                .with_meta("scope", scope::ALL));
+            return Err(Error::invalid(
+                "scopes",
+                reason::SCOPE_NOT_ALLOWED,
+                "scope \"all\" is not allowed in production",
+            )
+            .with_meta("scope", scope::ALL));
         }
         Ok(())
     }
@@ -325,7 +385,9 @@ impl TokenManager {
     /// Loads `id` if it exists, is not deleted and belongs to `caller`; otherwise NOT_FOUND.
     async fn owned(&self, caller: &Caller, id: TokenId) -> Result<TokenRecord> {
         match self.store.find_token(id).await? {
-            Some(record) if record.deleted_at.is_none() && record.user_id == caller.user_id => Ok(record),
+            Some(record) if record.deleted_at.is_none() && record.user_id == caller.user_id => {
+                Ok(record)
+            }
             _ => Err(Error::token_not_found(id)),
         }
     }
@@ -341,10 +403,16 @@ impl TokenManager {
     ) -> Result<TokenPage> {
         let size = match page_size {
             n if n < 0 => {
-                return Err(Error::invalid("page_size", reason::INVALID_PAGE_SIZE, "page_size must not be negative"));
+                return Err(Error::invalid(
+                    "page_size",
+                    reason::INVALID_PAGE_SIZE,
+                    "page_size must not be negative",
+                ));
             }
             0 => DEFAULT_PAGE_SIZE,
-            n => usize::try_from(n).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE),
+            n => usize::try_from(n)
+                .unwrap_or(MAX_PAGE_SIZE)
+                .min(MAX_PAGE_SIZE),
         };
         let filter = match status {
             None => StatusFilter::Any,
@@ -353,16 +421,29 @@ impl TokenManager {
             Some(TokenStatus::Revoked) => StatusFilter::Revoked,
             Some(TokenStatus::Expired) => StatusFilter::Expired,
         };
-        let cursor = if page_token.is_empty() { None } else { Some(decode_cursor(page_token, filter)?) };
+        let cursor = if page_token.is_empty() {
+            None
+        } else {
+            Some(decode_cursor(page_token, filter)?)
+        };
         let now = Timestamp::now();
-        let mut tokens = self.store.list_tokens(&caller.user_id, filter, cursor, size as u64 + 1, now).await?;
+        let mut tokens = self
+            .store
+            .list_tokens(&caller.user_id, filter, cursor, size as u64 + 1, now)
+            .await?;
         let next_page_token = if tokens.len() > size {
             tokens.truncate(size);
-            tokens.last().map(|t| encode_cursor(t, filter)).unwrap_or_default()
+            tokens
+                .last()
+                .map(|t| encode_cursor(t, filter))
+                .unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(TokenPage { tokens, next_page_token })
+        Ok(TokenPage {
+            tokens,
+            next_page_token,
+        })
     }
 
     /// Changes label/description of `caller`'s token `id`.
@@ -390,7 +471,10 @@ impl TokenManager {
                     }
                 }
                 v.finish()?;
-                (paths.iter().any(|p| p == "label"), paths.iter().any(|p| p == "description"))
+                (
+                    paths.iter().any(|p| p == "label"),
+                    paths.iter().any(|p| p == "description"),
+                )
             }
         };
         if !set_label && !set_description {
@@ -402,12 +486,24 @@ impl TokenManager {
         }
         let mut v = Violations::default();
         let update = TokenUpdate {
-            label: if set_label { v.check(Label::parse(label)) } else { None },
-            description: if set_description { v.check(Description::parse(description)) } else { None },
+            label: if set_label {
+                v.check(Label::parse(label))
+            } else {
+                None
+            },
+            description: if set_description {
+                v.check(Description::parse(description))
+            } else {
+                None
+            },
         };
         v.finish()?;
         let now = Timestamp::now();
-        if !self.store.update_token_text(id, &caller.user_id, &update, now).await? {
+        if !self
+            .store
+            .update_token_text(id, &caller.user_id, &update, now)
+            .await?
+        {
             return Err(Error::token_not_found(id));
         }
         self.metadata.invalidate(&id);
@@ -416,7 +512,12 @@ impl TokenManager {
 
     /// Applies a lifecycle action (activate, suspend or revoke) to `caller`'s token `id`.
     #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id, action = action.as_str()))]
-    pub async fn transition(&self, caller: &Caller, id: TokenId, action: Action) -> Result<TokenRecord> {
+    pub async fn transition(
+        &self,
+        caller: &Caller,
+        id: TokenId,
+        action: Action,
+    ) -> Result<TokenRecord> {
         let record = self.owned(caller, id).await?;
         let now = Timestamp::now();
         let status = record.status_at(now);
@@ -426,12 +527,25 @@ impl TokenManager {
         if action == Action::Activate {
             caller.require_can_grant(&record.scopes, record.admin)?;
         }
-        if !self.store.set_token_status(id, &caller.user_id, record.status, target, now).await? {
+        if !self
+            .store
+            .set_token_status(id, &caller.user_id, record.status, target, now)
+            .await?
+        {
             // Changed (or deleted) concurrently: report against the state it has now.
             let current = self.owned(caller, id).await?;
-            return Err(invalid_transition(id, current.status_at(Timestamp::now()), action));
+            return Err(invalid_transition(
+                id,
+                current.status_at(Timestamp::now()),
+                action,
+            ));
         }
-        self.deny.apply(&DeniedToken { id, status: target, deleted: false, expires_at: record.expires_at });
+        self.deny.apply(&DeniedToken {
+            id,
+            status: target,
+            deleted: false,
+            expires_at: record.expires_at,
+        });
         self.metadata.invalidate(&id);
         tracing::info!(token_id = %id, action = action.as_str(), "token status changed");
         self.owned(caller, id).await
@@ -441,10 +555,19 @@ impl TokenManager {
     #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
     pub async fn delete(&self, caller: &Caller, id: TokenId) -> Result<()> {
         let record = self.owned(caller, id).await?;
-        if !self.store.delete_token(id, &caller.user_id, Timestamp::now()).await? {
+        if !self
+            .store
+            .delete_token(id, &caller.user_id, Timestamp::now())
+            .await?
+        {
             return Err(Error::token_not_found(id));
         }
-        self.deny.apply(&DeniedToken { id, status: record.status, deleted: true, expires_at: record.expires_at });
+        self.deny.apply(&DeniedToken {
+            id,
+            status: record.status,
+            deleted: true,
+            expires_at: record.expires_at,
+        });
         self.metadata.invalidate(&id);
         tracing::info!(token_id = %id, "token deleted");
         Ok(())
@@ -468,9 +591,16 @@ impl TokenManager {
     /// Introspects `raw` (VerifyToken). Status comes from memory; metadata from the cache (or one
     /// database read per token per cache lifetime).
     #[tracing::instrument(skip_all, fields(tokenmint.token_id))]
-    pub async fn verify(&self, raw: &str, client_ip: &str, required_scopes: &[String]) -> Result<Verification> {
+    pub async fn verify(
+        &self,
+        raw: &str,
+        client_ip: &str,
+        required_scopes: &[String],
+    ) -> Result<Verification> {
         let client_ip = parse_client_ip(client_ip)?;
-        let required = self.catalog.parse_scopes(required_scopes, "required_scopes")?;
+        let required = self
+            .catalog
+            .parse_scopes(required_scopes, "required_scopes")?;
         let token = match self.verified(raw) {
             Ok(token) => token,
             Err(reason) => return Ok(Verification::Inactive(reason)),
@@ -505,10 +635,13 @@ impl TokenManager {
         }
         match record.status {
             StoredStatus::Active => {}
-            StoredStatus::Suspended => return Ok(Verification::Inactive(InactiveReason::Suspended)),
+            StoredStatus::Suspended => {
+                return Ok(Verification::Inactive(InactiveReason::Suspended));
+            }
             StoredStatus::Revoked => return Ok(Verification::Inactive(InactiveReason::Revoked)),
         }
-        self.last_used.record(token.id, now, client_ip.map(|ip| ip.to_string()));
+        self.last_used
+            .record(token.id, now, client_ip.map(|ip| ip.to_string()));
         Ok(Verification::Active(record))
     }
 
@@ -519,13 +652,19 @@ impl TokenManager {
             Error::new(
                 ErrorCode::Unauthenticated,
                 reason::INVALID_CREDENTIALS,
-                format!("the bearer token is not valid ({})", why.as_str().to_ascii_lowercase().replace('_', " ")),
+                format!(
+                    "the bearer token is not valid ({})",
+                    why.as_str().to_ascii_lowercase().replace('_', " ")
+                ),
             )
             .with_meta("inactive_reason", why.as_str())
         };
         let token = self.verified(raw).map_err(unauthenticated)?;
         let now = Timestamp::now();
-        self.policy.jwt.check_time(&token, now).map_err(unauthenticated)?;
+        self.policy
+            .jwt
+            .check_time(&token, now)
+            .map_err(unauthenticated)?;
         if let Some(denial) = self.deny.check(&token.id) {
             return Err(unauthenticated(denial.reason()));
         }
@@ -536,7 +675,8 @@ impl TokenManager {
             )
             .with_meta("peer_ip", peer.map(|p| p.to_string()).unwrap_or_default()));
         }
-        self.last_used.record(token.id, now, peer.map(|p| p.to_string()));
+        self.last_used
+            .record(token.id, now, peer.map(|p| p.to_string()));
         Ok(Caller {
             user_id: token.user_id.clone(),
             token_id: Some(token.id),
@@ -550,7 +690,11 @@ fn invalid_transition(id: TokenId, status: TokenStatus, action: Action) -> Error
     Error::new(
         ErrorCode::FailedPrecondition,
         reason::INVALID_TRANSITION,
-        format!("cannot {} a token that is {}", action.as_str(), lifecycle::status_name(status)),
+        format!(
+            "cannot {} a token that is {}",
+            action.as_str(),
+            lifecycle::status_name(status)
+        ),
     )
     .with_meta("token_id", id.to_string())
     .with_meta("status", lifecycle::status_name(status))
@@ -562,10 +706,20 @@ fn parse_client_ip(raw: &str) -> Result<Option<IpAddr>> {
     if raw.is_empty() {
         return Ok(None);
     }
-    raw.trim().parse::<IpAddr>().map(|ip| Some(crate::domain::ip::canonical(ip))).map_err(|_| {
-        Error::invalid("client_ip", reason::INVALID_IP_ADDRESS, format!("{:?} is not an IP address", crate::domain::ids::truncate(raw, 64)))
+    raw.trim()
+        .parse::<IpAddr>()
+        .map(|ip| Some(crate::domain::ip::canonical(ip)))
+        .map_err(|_| {
+            Error::invalid(
+                "client_ip",
+                reason::INVALID_IP_ADDRESS,
+                format!(
+                    "{:?} is not an IP address",
+                    crate::domain::ids::truncate(raw, 64)
+                ),
+            )
             .with_meta("ip", crate::domain::ids::truncate(raw, 64))
-    })
+        })
 }
 
 fn filter_tag(filter: StatusFilter) -> &'static str {
@@ -580,14 +734,24 @@ fn filter_tag(filter: StatusFilter) -> &'static str {
 
 /// Page tokens are opaque to clients: base64url of `v1|filter|created_at|id`.
 fn encode_cursor(last: &TokenRecord, filter: StatusFilter) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1|{}|{}|{}", filter_tag(filter), last.created_at.0, last.id))
+    URL_SAFE_NO_PAD.encode(format!(
+        "v1|{}|{}|{}",
+        filter_tag(filter),
+        last.created_at.0,
+        last.id
+    ))
 }
 
 fn decode_cursor(token: &str, filter: StatusFilter) -> Result<ListCursor> {
     let bad = || {
-        Error::invalid("page_token", reason::INVALID_PAGE_TOKEN, "page_token is not one this service issued for this query")
+        Error::invalid(
+            "page_token",
+            reason::INVALID_PAGE_TOKEN,
+            "page_token is not one this service issued for this query",
+        )
     };
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
+    let text =
+        String::from_utf8(URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
     let parts: Vec<&str> = text.split('|').collect();
     match parts.as_slice() {
         ["v1", tag, created_at, id] if *tag == filter_tag(filter) => Ok(ListCursor {

@@ -114,27 +114,37 @@ pub struct JwtPolicy {
 
 impl JwtPolicy {
     /// Checks form, key, algorithm, signature, `typ`, `iss` and `aud`, in that order.
-    pub fn verify_signature(&self, raw: &str, ring: &KeyRing) -> Result<VerifiedToken, InactiveReason> {
+    pub fn verify_signature(
+        &self,
+        raw: &str,
+        ring: &KeyRing,
+    ) -> Result<VerifiedToken, InactiveReason> {
         let mut parts = raw.split('.');
-        let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(header), Some(_), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(InactiveReason::Malformed);
         };
-        let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| InactiveReason::Malformed)?;
-        let header: Header = serde_json::from_slice(&header_json).map_err(|_| InactiveReason::Malformed)?;
+        let header_json = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| InactiveReason::Malformed)?;
+        let header: Header =
+            serde_json::from_slice(&header_json).map_err(|_| InactiveReason::Malformed)?;
         let kid = header.kid.as_deref().ok_or(InactiveReason::UnknownKey)?;
         let key = ring.verifying_key(kid).ok_or(InactiveReason::UnknownKey)?;
         if header.alg != key.algorithm.name() {
             return Err(InactiveReason::BadSignature);
         }
-        let data = jsonwebtoken::decode::<Claims>(raw, &key.decoding_key, &key.validation).map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature
-            | ErrorKind::InvalidAlgorithm
-            | ErrorKind::InvalidAlgorithmName
-            | ErrorKind::InvalidKeyFormat
-            | ErrorKind::InvalidEddsaKey
-            | ErrorKind::InvalidEcdsaKey => InactiveReason::BadSignature,
-            _ => InactiveReason::Malformed,
-        })?;
+        let data = jsonwebtoken::decode::<Claims>(raw, &key.decoding_key, &key.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature
+                | ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidAlgorithmName
+                | ErrorKind::InvalidKeyFormat
+                | ErrorKind::InvalidEddsaKey
+                | ErrorKind::InvalidEcdsaKey => InactiveReason::BadSignature,
+                _ => InactiveReason::Malformed,
+            })?;
         let claims = data.claims;
         if !header.typ.as_deref().is_some_and(is_access_token_typ) {
             return Err(InactiveReason::InvalidClaims);

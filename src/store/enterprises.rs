@@ -9,7 +9,11 @@ use crate::error::Result;
 
 impl Store {
     /// Whether `user` is a member of `enterprise`.
-    pub async fn is_enterprise_member(&self, enterprise: &EnterpriseId, user: &UserId) -> Result<bool> {
+    pub async fn is_enterprise_member(
+        &self,
+        enterprise: &EnterpriseId,
+        user: &UserId,
+    ) -> Result<bool> {
         let found = Members::find_by_id((enterprise.to_string(), user.to_string()))
             .one(self.db())
             .await
@@ -18,14 +22,22 @@ impl Store {
     }
 
     /// Adds `user` to `enterprise` (no-op if already a member).
-    pub async fn add_enterprise_member(&self, enterprise: &EnterpriseId, user: &UserId) -> Result<()> {
+    pub async fn add_enterprise_member(
+        &self,
+        enterprise: &EnterpriseId,
+        user: &UserId,
+    ) -> Result<()> {
         let member = enterprise_members::ActiveModel {
             enterprise_id: Set(enterprise.to_string()),
             user_id: Set(user.to_string()),
             created_at: Set(Timestamp::now().0),
         };
         Members::insert(member)
-            .on_conflict(OnConflict::columns([Column::EnterpriseId, Column::UserId]).do_nothing().to_owned())
+            .on_conflict(
+                OnConflict::columns([Column::EnterpriseId, Column::UserId])
+                    .do_nothing()
+                    .to_owned(),
+            )
             .exec_without_returning(self.db())
             .await
             .map_err(db_error)?;

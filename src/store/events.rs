@@ -2,7 +2,9 @@
 //! is appended in the same transaction as the change itself. Servers poll it (see
 //! `issuance::change_feed`) so that changes made elsewhere reach their in-memory state.
 
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+};
 
 use super::entities::token_events::{self, Column, Entity as TokenEvents};
 use super::{Store, db_error};
@@ -69,8 +71,15 @@ impl Store {
             .into_iter()
             .map(|m| ChangeEvent {
                 seq: m.seq,
-                kind: if m.kind == "keys" { EventKind::KeysChanged } else { EventKind::TokenChanged },
-                token_id: m.token_id.as_deref().and_then(|id| TokenId::parse(id, "token_id").ok()),
+                kind: if m.kind == "keys" {
+                    EventKind::KeysChanged
+                } else {
+                    EventKind::TokenChanged
+                },
+                token_id: m
+                    .token_id
+                    .as_deref()
+                    .and_then(|id| TokenId::parse(id, "token_id").ok()),
                 created_at: Timestamp(m.created_at),
             })
             .collect())

@@ -2,7 +2,9 @@
 //! plaintext key material.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+};
 
 use super::entities::signing_keys::{self, Column, Entity as SigningKeys};
 use super::events::{self, EventKind};
@@ -41,7 +43,11 @@ impl std::fmt::Debug for StoredKey {
 impl Store {
     /// Every key, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<StoredKey>> {
-        let models = SigningKeys::find().order_by_asc(Column::CreatedAt).all(self.db()).await.map_err(db_error)?;
+        let models = SigningKeys::find()
+            .order_by_asc(Column::CreatedAt)
+            .all(self.db())
+            .await
+            .map_err(db_error)?;
         Ok(models
             .into_iter()
             .map(|m| StoredKey {
@@ -72,8 +78,13 @@ impl Store {
             created_at: Set(key.created_at.0),
             retired_at: Set(None),
         };
-        SigningKeys::insert(model).exec(&txn).await.map_err(db_error)?;
-        events::append(&txn, EventKind::KeysChanged, None, key.created_at).await.map_err(db_error)?;
+        SigningKeys::insert(model)
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        events::append(&txn, EventKind::KeysChanged, None, key.created_at)
+            .await
+            .map_err(db_error)?;
         txn.commit().await.map_err(db_error)
     }
 

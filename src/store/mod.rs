@@ -59,14 +59,18 @@ impl Store {
     pub async fn connect(url: &str, options: &StoreOptions) -> anyhow::Result<Self> {
         let shown = redact_url(url);
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let connect = PgConnectOptions::from_str(url).with_context(|| format!("invalid database URL {shown}"))?;
+            let connect = PgConnectOptions::from_str(url)
+                .with_context(|| format!("invalid database URL {shown}"))?;
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.connect_timeout)
                 .connect_with(connect)
                 .await
                 .with_context(|| format!("database unreachable at {shown}"))?;
-            Ok(Self { db: SqlxPostgresConnector::from_sqlx_postgres_pool(pool), backend: Backend::Postgres })
+            Ok(Self {
+                db: SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
+                backend: Backend::Postgres,
+            })
         } else if url.starts_with("sqlite:") {
             let connect = SqliteConnectOptions::from_str(url)
                 .with_context(|| format!("invalid database URL {shown}"))?
@@ -81,7 +85,10 @@ impl Store {
                 .connect_with(connect)
                 .await
                 .with_context(|| format!("cannot open SQLite database {shown}"))?;
-            Ok(Self { db: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool), backend: Backend::Sqlite })
+            Ok(Self {
+                db: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool),
+                backend: Backend::Sqlite,
+            })
         } else {
             anyhow::bail!("unsupported database URL {shown}: expected sqlite:// or postgres://")
         }
@@ -94,7 +101,9 @@ impl Store {
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        Migrator::up(&self.db, None).await.context("database migration failed")
+        Migrator::up(&self.db, None)
+            .await
+            .context("database migration failed")
     }
 
     /// The engine this store runs on.
@@ -136,7 +145,12 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
             match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -155,7 +169,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
     }

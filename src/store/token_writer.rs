@@ -34,7 +34,9 @@ impl TokenWriter {
             .send((record, done))
             .await
             .map_err(|_| Error::store("the token writer has stopped"))?;
-        result.await.map_err(|_| Error::store("the token writer stopped before committing"))?
+        result
+            .await
+            .map_err(|_| Error::store("the token writer stopped before committing"))?
     }
 }
 
@@ -43,7 +45,11 @@ async fn run(store: Store, mut jobs: mpsc::Receiver<Job>) {
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let records: Vec<TokenRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
         let outcome = store.insert_tokens(&records).await;
-        tracing::debug!(batch = records.len(), ok = outcome.is_ok(), "token batch committed");
+        tracing::debug!(
+            batch = records.len(),
+            ok = outcome.is_ok(),
+            "token batch committed"
+        );
         match outcome {
             Ok(()) => {
                 for (_, done) in batch.drain(..) {

@@ -3,16 +3,16 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 
 use super::entities::tokens::{self, Column, Entity as Tokens};
 use super::events::{self, EventKind};
 use super::{Store, db_error};
 use crate::domain::{
-    Description, EnterpriseId, IpRestriction, Label, ScopeSet, StoredStatus, Timestamp, TokenId, TokenLimits,
-    TokenRecord, UserId,
+    Description, EnterpriseId, IpRestriction, Label, ScopeSet, StoredStatus, Timestamp, TokenId,
+    TokenLimits, TokenRecord, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -64,17 +64,25 @@ pub struct DeniedToken {
 
 impl Store {
     /// Inserts tokens in one transaction (the group-commit writer's batch).
-    pub(crate) async fn insert_tokens(&self, records: &[TokenRecord]) -> Result<(), sea_orm::DbErr> {
+    pub(crate) async fn insert_tokens(
+        &self,
+        records: &[TokenRecord],
+    ) -> Result<(), sea_orm::DbErr> {
         let txn = self.db().begin().await?;
         for chunk in records.chunks(64) {
-            Tokens::insert_many(chunk.iter().map(to_active_model)).exec(&txn).await?;
+            Tokens::insert_many(chunk.iter().map(to_active_model))
+                .exec(&txn)
+                .await?;
         }
         txn.commit().await
     }
 
     /// The token `id` if it exists and is not deleted, whoever owns it.
     pub async fn find_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
-        let model = Tokens::find_by_id(id.to_string()).one(self.db()).await.map_err(db_error)?;
+        let model = Tokens::find_by_id(id.to_string())
+            .one(self.db())
+            .await
+            .map_err(db_error)?;
         model.map(from_model).transpose()
     }
 
@@ -92,18 +100,22 @@ impl Store {
             .filter(Column::DeletedAt.is_null());
         query = match filter {
             StatusFilter::Any => query,
-            StatusFilter::Active => query.filter(Column::Status.eq("active")).filter(Column::ExpiresAt.gt(now.0)),
-            StatusFilter::Suspended => {
-                query.filter(Column::Status.eq("suspended")).filter(Column::ExpiresAt.gt(now.0))
-            }
+            StatusFilter::Active => query
+                .filter(Column::Status.eq("active"))
+                .filter(Column::ExpiresAt.gt(now.0)),
+            StatusFilter::Suspended => query
+                .filter(Column::Status.eq("suspended"))
+                .filter(Column::ExpiresAt.gt(now.0)),
             StatusFilter::Revoked => query.filter(Column::Status.eq("revoked")),
-            StatusFilter::Expired => query.filter(Column::Status.ne("revoked")).filter(Column::ExpiresAt.lte(now.0)),
+            StatusFilter::Expired => query
+                .filter(Column::Status.ne("revoked"))
+                .filter(Column::ExpiresAt.lte(now.0)),
         };
         if let Some(c) = cursor {
             query = query.filter(
-                Column::CreatedAt
-                    .lt(c.created_at.0)
-                    .or(Column::CreatedAt.eq(c.created_at.0).and(Column::Id.lt(c.id.to_string()))),
+                Column::CreatedAt.lt(c.created_at.0).or(Column::CreatedAt
+                    .eq(c.created_at.0)
+                    .and(Column::Id.lt(c.id.to_string()))),
             );
         }
         let models = query
@@ -144,7 +156,9 @@ impl Store {
         if result.rows_affected == 0 {
             return Ok(false);
         }
-        events::append(&txn, EventKind::TokenChanged, Some(id), now).await.map_err(db_error)?;
+        events::append(&txn, EventKind::TokenChanged, Some(id), now)
+            .await
+            .map_err(db_error)?;
         txn.commit().await.map_err(db_error)?;
         Ok(true)
     }
@@ -174,7 +188,9 @@ impl Store {
         if result.rows_affected == 0 {
             return Ok(false);
         }
-        events::append(&txn, EventKind::TokenChanged, Some(id), now).await.map_err(db_error)?;
+        events::append(&txn, EventKind::TokenChanged, Some(id), now)
+            .await
+            .map_err(db_error)?;
         txn.commit().await.map_err(db_error)?;
         Ok(true)
     }
@@ -195,13 +211,18 @@ impl Store {
         if result.rows_affected == 0 {
             return Ok(false);
         }
-        events::append(&txn, EventKind::TokenChanged, Some(id), now).await.map_err(db_error)?;
+        events::append(&txn, EventKind::TokenChanged, Some(id), now)
+            .await
+            .map_err(db_error)?;
         txn.commit().await.map_err(db_error)?;
         Ok(true)
     }
 
     /// Writes a batch of last-used times and addresses in one transaction.
-    pub async fn record_last_used(&self, batch: &[(TokenId, Timestamp, Option<String>)]) -> Result<()> {
+    pub async fn record_last_used(
+        &self,
+        batch: &[(TokenId, Timestamp, Option<String>)],
+    ) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -222,9 +243,18 @@ impl Store {
     pub async fn denied_tokens(&self, now: Timestamp) -> Result<Vec<DeniedToken>> {
         let models = Tokens::find()
             .select_only()
-            .columns([Column::Id, Column::Status, Column::DeletedAt, Column::ExpiresAt])
+            .columns([
+                Column::Id,
+                Column::Status,
+                Column::DeletedAt,
+                Column::ExpiresAt,
+            ])
             .filter(Column::ExpiresAt.gt(now.0))
-            .filter(Column::Status.ne("active").or(Column::DeletedAt.is_not_null()))
+            .filter(
+                Column::Status
+                    .ne("active")
+                    .or(Column::DeletedAt.is_not_null()),
+            )
             .into_tuple::<(String, String, Option<i64>, i64)>()
             .all(self.db())
             .await
@@ -239,7 +269,12 @@ impl Store {
         }
         let rows = Tokens::find()
             .select_only()
-            .columns([Column::Id, Column::Status, Column::DeletedAt, Column::ExpiresAt])
+            .columns([
+                Column::Id,
+                Column::Status,
+                Column::DeletedAt,
+                Column::ExpiresAt,
+            ])
             .filter(Column::Id.is_in(ids.iter().map(ToString::to_string)))
             .into_tuple::<(String, String, Option<i64>, i64)>()
             .all(self.db())
@@ -260,7 +295,9 @@ impl Store {
     }
 }
 
-fn denied_from_row((id, status, deleted_at, expires_at): (String, String, Option<i64>, i64)) -> Option<DeniedToken> {
+fn denied_from_row(
+    (id, status, deleted_at, expires_at): (String, String, Option<i64>, i64),
+) -> Option<DeniedToken> {
     Some(DeniedToken {
         id: TokenId::parse(&id, "id").ok()?,
         status: StoredStatus::parse(&status)?,
@@ -277,7 +314,9 @@ fn to_active_model(r: &TokenRecord) -> tokens::ActiveModel {
         description: Set(r.description.as_str().to_owned()),
         scopes: Set(r.scopes.to_claim()),
         enterprise_id: Set(r.enterprise_id.as_ref().map(ToString::to_string)),
-        ip_restrict: Set(serde_json::to_string(&r.ip_restrict.to_strings()).unwrap_or_else(|_| "[]".into())),
+        ip_restrict: Set(
+            serde_json::to_string(&r.ip_restrict.to_strings()).unwrap_or_else(|_| "[]".into())
+        ),
         token_limits: Set(serde_json::to_string(&r.limits).unwrap_or_else(|_| "{}".into())),
         admin: Set(r.admin),
         template_id: Set(r.template_id.clone()),
@@ -297,16 +336,23 @@ fn to_active_model(r: &TokenRecord) -> tokens::ActiveModel {
 }
 
 fn from_model(m: tokens::Model) -> Result<TokenRecord> {
-    let corrupt = |what: &str| Error::internal(format!("token {} has an unreadable {what} column", m.id));
-    let ips: Vec<String> = serde_json::from_str(&m.ip_restrict).map_err(|_| corrupt("ip_restrict"))?;
-    let limits: TokenLimits = serde_json::from_str(&m.token_limits).map_err(|_| corrupt("token_limits"))?;
+    let corrupt =
+        |what: &str| Error::internal(format!("token {} has an unreadable {what} column", m.id));
+    let ips: Vec<String> =
+        serde_json::from_str(&m.ip_restrict).map_err(|_| corrupt("ip_restrict"))?;
+    let limits: TokenLimits =
+        serde_json::from_str(&m.token_limits).map_err(|_| corrupt("token_limits"))?;
     Ok(TokenRecord {
         id: TokenId::parse(&m.id, "id").map_err(|_| corrupt("id"))?,
         user_id: UserId::parse(&m.user_id).map_err(|_| corrupt("user_id"))?,
         label: Label::from_stored(m.label.clone()),
         description: Description::from_stored(m.description.clone()),
         scopes: ScopeSet::from_claim(&m.scopes),
-        enterprise_id: m.enterprise_id.as_deref().map(|e| EnterpriseId::parse(e, "enterprise_id")).transpose()?,
+        enterprise_id: m
+            .enterprise_id
+            .as_deref()
+            .map(|e| EnterpriseId::parse(e, "enterprise_id"))
+            .transpose()?,
         ip_restrict: IpRestriction::from_trusted(&ips),
         limits,
         admin: m.admin,

@@ -38,14 +38,25 @@ impl TestDatabase {
             Ok(server) if !server.is_empty() => {
                 let server = server.trim_end_matches('/').to_owned();
                 let name = format!("tokenmint_test_{}", uuid::Uuid::new_v4().simple());
-                let mut admin = PgConnection::connect(&format!("{server}/postgres")).await.expect("connect to PostgreSQL");
-                admin.execute(sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))).await.expect("create test database");
+                let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+                    .await
+                    .expect("connect to PostgreSQL");
+                admin
+                    .execute(sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(
+                        format!("CREATE DATABASE {name}"),
+                    )))
+                    .await
+                    .expect("create test database");
                 admin.close().await.ok();
                 (Some(format!("{server}/{name}")), Some((server, name)))
             }
             _ => (None, None),
         };
-        Arc::new(Self { dir, pg_url, pg_admin })
+        Arc::new(Self {
+            dir,
+            pg_url,
+            pg_admin,
+        })
     }
 
     /// Settings for a server on this database, listening on port 0.
@@ -63,13 +74,22 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some((server, name)) = self.pg_admin.take() else { return };
+        let Some((server, name)) = self.pg_admin.take() else {
+            return;
+        };
         // Drop runs outside any runtime guarantee: use a private runtime on its own thread.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async {
                 if let Ok(mut admin) = PgConnection::connect(&format!("{server}/postgres")).await {
-                    let _ = admin.execute(sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))).await;
+                    let _ = admin
+                        .execute(sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(
+                            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                        )))
+                        .await;
                 }
             });
         })
@@ -104,8 +124,15 @@ impl TestApp {
     pub async fn spawn_on(db: Arc<TestDatabase>, configure: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = db.settings();
         configure(&mut settings);
-        let server = startup::start(settings.clone()).await.expect("server starts");
-        Self { addr: server.addr, settings, db, server: Some(server) }
+        let server = startup::start(settings.clone())
+            .await
+            .expect("server starts");
+        Self {
+            addr: server.addr,
+            settings,
+            db,
+            server: Some(server),
+        }
     }
 
     /// Stops the server (draining requests and flushing writes) and starts it again on the same database.
@@ -113,7 +140,9 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("clean stop");
         }
-        let server = startup::start(self.settings.clone()).await.expect("server restarts");
+        let server = startup::start(self.settings.clone())
+            .await
+            .expect("server restarts");
         self.addr = server.addr;
         self.server = Some(server);
     }
@@ -132,7 +161,9 @@ impl TestApp {
 
     /// A connected TokenService client.
     pub async fn client(&self) -> TokenServiceClient<Channel> {
-        TokenServiceClient::connect(self.url()).await.expect("connect")
+        TokenServiceClient::connect(self.url())
+            .await
+            .expect("connect")
     }
 
     /// A token for `user` with `scopes`, minted by the operator CLI path.
@@ -141,7 +172,12 @@ impl TestApp {
     }
 
     /// Like [`bootstrap`](Self::bootstrap), with the request adjusted by `adjust`.
-    pub async fn bootstrap_with(&self, user: &str, scopes: &[&str], adjust: impl FnOnce(&mut BootstrapRequest)) -> String {
+    pub async fn bootstrap_with(
+        &self,
+        user: &str,
+        scopes: &[&str],
+        adjust: impl FnOnce(&mut BootstrapRequest),
+    ) -> String {
         let mut request = BootstrapRequest {
             user: user.into(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
@@ -152,17 +188,33 @@ impl TestApp {
             enterprise: None,
         };
         adjust(&mut request);
-        cli::bootstrap(&self.settings, request).await.expect("bootstrap").expose().to_owned()
+        cli::bootstrap(&self.settings, request)
+            .await
+            .expect("bootstrap")
+            .expose()
+            .to_owned()
     }
 
     /// A `user_manage` + `token_introspect` caller for `user`.
     pub async fn manager(&self, user: &str) -> String {
-        self.bootstrap(user, &["user_manage", "token_introspect", "wallet_view", "wallet_spend", "trade_view"]).await
+        self.bootstrap(
+            user,
+            &[
+                "user_manage",
+                "token_introspect",
+                "wallet_view",
+                "wallet_spend",
+                "trade_view",
+            ],
+        )
+        .await
     }
 
     /// Adds `user` to `enterprise` (the `tokenmint enterprise add-member` path).
     pub async fn add_member(&self, enterprise: &str, user: &str) {
-        cli::add_enterprise_member(&self.settings, enterprise, user).await.expect("add member");
+        cli::add_enterprise_member(&self.settings, enterprise, user)
+            .await
+            .expect("add member");
     }
 
     /// Signs arbitrary header and claims with the server's current signing key — for tokens the
@@ -171,11 +223,17 @@ impl TestApp {
         tokenmint::issuance::jwt_crypto::install();
         let store = startup::open_store(&self.settings).await.expect("store");
         let master = startup::master_key(&self.settings).expect("master key");
-        let keys = KeyManager::load(store.clone(), master, self.settings.keys.algorithm, 86_400).await.expect("keys");
+        let keys = KeyManager::load(store.clone(), master, self.settings.keys.algorithm, 86_400)
+            .await
+            .expect("keys");
         let ring = keys.ring();
         let object = header.as_object_mut().expect("header object");
-        object.entry("kid").or_insert_with(|| ring.signing.kid.clone().into());
-        object.entry("alg").or_insert_with(|| ring.signing.algorithm.name().into());
+        object
+            .entry("kid")
+            .or_insert_with(|| ring.signing.kid.clone().into());
+        object
+            .entry("alg")
+            .or_insert_with(|| ring.signing.algorithm.name().into());
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -202,20 +260,38 @@ impl TestApp {
 /// A request carrying `authorization: Bearer <token>`.
 pub fn authed<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
     request
 }
 
 /// Asserts `status` has `code` and ErrorInfo `reason` (domain tokenmint) and a RequestInfo; returns the details.
 #[track_caller]
 pub fn assert_error(status: &Status, code: Code, reason: &str) -> ErrorDetails {
-    assert_eq!(status.code(), code, "unexpected code; message: {}", status.message());
+    assert_eq!(
+        status.code(),
+        code,
+        "unexpected code; message: {}",
+        status.message()
+    );
     let details = status.get_error_details();
-    let info = details.error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.reason, reason, "unexpected reason; message: {}", status.message());
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(
+        info.reason,
+        reason,
+        "unexpected reason; message: {}",
+        status.message()
+    );
     assert_eq!(info.domain, "tokenmint");
     let request_info = details.request_info().expect("RequestInfo detail");
-    assert!(!request_info.request_id.is_empty(), "request id must be set");
+    assert!(
+        !request_info.request_id.is_empty(),
+        "request id must be set"
+    );
     details
 }
 
@@ -230,7 +306,10 @@ pub fn bad_fields(status: &Status) -> Vec<String> {
 
 /// ErrorInfo metadata value `key` of `status`.
 pub fn error_meta(status: &Status, key: &str) -> Option<String> {
-    status.get_error_details().error_info().and_then(|i| i.metadata.get(key).cloned())
+    status
+        .get_error_details()
+        .error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
 }
 
 /// Polls `check` until it returns `Some` or `within` has passed.
@@ -254,11 +333,13 @@ where
 /// Decodes the claims of a JWT without verifying it (for asserting what was minted).
 pub fn claims_of(token: &str) -> serde_json::Value {
     let payload = token.split('.').nth(1).expect("three parts");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("json claims")
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url"))
+        .expect("json claims")
 }
 
 /// Decodes the header of a JWT.
 pub fn header_of(token: &str) -> serde_json::Value {
     let header = token.split('.').next().expect("header");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url")).expect("json header")
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url"))
+        .expect("json header")
 }

@@ -1,3 +1,3 @@
-mod helpers;
 mod create;
+mod helpers;
 mod server;

@@ -10,35 +10,74 @@ use crate::helpers::{TestApp, authed};
 #[tokio::test]
 async fn health_reports_serving() {
     let app = TestApp::spawn().await;
-    let channel = tonic::transport::Endpoint::from_shared(app.url()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = HealthClient::new(channel);
-    let overall = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    let overall = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(overall.status, ServingStatus::Serving as i32);
-    let service = HealthCheckRequest { service: "tokenmint.v1.TokenService".into() };
-    assert_eq!(health.check(service).await.unwrap().into_inner().status, ServingStatus::Serving as i32);
+    let service = HealthCheckRequest {
+        service: "tokenmint.v1.TokenService".into(),
+    };
+    assert_eq!(
+        health.check(service).await.unwrap().into_inner().status,
+        ServingStatus::Serving as i32
+    );
 }
 
 #[tokio::test]
 async fn reflection_lists_the_token_service_in_v1_and_v1alpha() {
     use tokio_stream::StreamExt;
     let app = TestApp::spawn().await;
-    let channel = tonic::transport::Endpoint::from_shared(app.url()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
 
-    let mut v1 = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let mut v1 = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+        channel.clone(),
+    );
     let request = tonic_reflection::pb::v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
     };
-    let mut stream = v1.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let mut stream = v1
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
     let response = stream.next().await.unwrap().unwrap();
-    let Some(tonic_reflection::pb::v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        response.message_response
+    let Some(
+        tonic_reflection::pb::v1::server_reflection_response::MessageResponse::ListServicesResponse(
+            list,
+        ),
+    ) = response.message_response
     else {
         panic!("unexpected reflection response");
     };
-    assert!(list.service.iter().any(|s| s.name == "tokenmint.v1.TokenService"));
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "tokenmint.v1.TokenService")
+    );
 
-    let mut v1alpha = tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut v1alpha =
+        tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
+            channel,
+        );
     let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(
@@ -47,7 +86,11 @@ async fn reflection_lists_the_token_service_in_v1_and_v1alpha() {
             ),
         ),
     };
-    let mut stream = v1alpha.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let mut stream = v1alpha
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
     let response = stream.next().await.unwrap().unwrap();
     assert!(matches!(
         response.message_response,
@@ -60,13 +103,22 @@ async fn jwks_is_served_over_plain_http() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::spawn().await;
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    stream.write_all(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let body = response.split("\r\n\r\n").nth(1).unwrap();
     let jwks: serde_json::Value = serde_json::from_str(body).unwrap();
-    let grpc = app.client().await.get_jwks(pb::GetJwksRequest {}).await.unwrap().into_inner();
+    let grpc = app
+        .client()
+        .await
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), grpc.keys.len());
     assert_eq!(jwks["keys"][0]["kid"], grpc.keys[0].kid);
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
@@ -79,12 +131,19 @@ async fn jwks_is_served_over_plain_http() {
 #[tokio::test]
 async fn unknown_grpc_methods_are_unimplemented() {
     let app = TestApp::spawn().await;
-    let channel = tonic::transport::Endpoint::from_shared(app.url()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let path = http::uri::PathAndQuery::from_static("/tokenmint.v1.NoSuchService/Nope");
     let codec = tonic_prost::ProstCodec::<pb::GetJwksRequest, pb::GetJwksResponse>::default();
-    let status = grpc.unary(tonic::Request::new(pb::GetJwksRequest {}), path, codec).await.unwrap_err();
+    let status = grpc
+        .unary(tonic::Request::new(pb::GetJwksRequest {}), path, codec)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
 }
 
@@ -93,10 +152,25 @@ async fn request_ids_are_echoed_or_generated() {
     let app = TestApp::spawn().await;
     let caller = app.manager("alice").await;
     let mut request = authed(&caller, pb::ListTokensRequest::default());
-    request.metadata_mut().insert("x-request-id", "trace-123".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "trace-123".parse().unwrap());
     let response = app.client().await.list_tokens(request).await.unwrap();
-    assert_eq!(response.metadata().get("x-request-id").unwrap(), "trace-123");
-    let response = app.client().await.list_tokens(authed(&caller, pb::ListTokensRequest::default())).await.unwrap();
-    let generated = response.metadata().get("x-request-id").unwrap().to_str().unwrap();
+    assert_eq!(
+        response.metadata().get("x-request-id").unwrap(),
+        "trace-123"
+    );
+    let response = app
+        .client()
+        .await
+        .list_tokens(authed(&caller, pb::ListTokensRequest::default()))
+        .await
+        .unwrap();
+    let generated = response
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
 }
