@@ -67,6 +67,8 @@ pub mod reason {
     pub const EMPTY_UPDATE: &str = "EMPTY_UPDATE";
     /// A filter value is not allowed.
     pub const INVALID_FILTER: &str = "INVALID_FILTER";
+    /// The template does not exist or belongs to someone else.
+    pub const TEMPLATE_NOT_FOUND: &str = "TEMPLATE_NOT_FOUND";
     /// The token does not exist, was deleted, or belongs to someone else.
     pub const TOKEN_NOT_FOUND: &str = "TOKEN_NOT_FOUND";
     /// The lifecycle transition is not allowed from the token's current state.

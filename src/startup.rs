@@ -305,17 +305,42 @@ fn spawn_background(
     }));
 
     let (store, deny) = (core.store.clone(), core.deny.clone());
+    let retention = settings.tokens.max_lifetime_secs + settings.tokens.leeway_secs;
+    let leeway = settings.tokens.leeway_secs;
     tasks.push(every(Duration::from_secs(60), stopped, move || {
         let (store, deny) = (store.clone(), deny.clone());
-        async move {
-            let now = Timestamp::now();
-            deny.prune(now);
-            if let Err(error) = store.prune_events(now.plus_secs(-3600)).await {
-                tracing::warn!(%error, "change log pruning failed");
-            }
-        }
+        async move { housekeeping(&store, &deny, retention, leeway).await }
     }));
     (stop, tasks)
+}
+
+/// Forgets what can no longer matter: deny-list entries and tombstones of expired tokens, old
+/// change-log entries, and retired keys past the longest token lifetime.
+async fn housekeeping(store: &Store, deny: &DenyList, key_retention_secs: i64, leeway_secs: i64) {
+    let now = Timestamp::now();
+    deny.prune(now.plus_secs(-leeway_secs));
+    let results = [
+        ("change log", store.prune_events(now.plus_secs(-3600)).await),
+        (
+            "tombstones",
+            store
+                .purge_expired_tombstones(now.plus_secs(-leeway_secs))
+                .await,
+        ),
+        (
+            "retired keys",
+            store
+                .delete_keys_retired_before(now.plus_secs(-key_retention_secs))
+                .await,
+        ),
+    ];
+    for (what, result) in results {
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(what, removed = n, "housekeeping"),
+            Err(error) => tracing::warn!(what, %error, "housekeeping failed"),
+        }
+    }
 }
 
 /// Runs `tick` every `period` until `stop` turns true.

@@ -80,12 +80,12 @@ impl TokenService for TokenApi {
             token: Some(convert::token_to_proto(&minted.record, Timestamp::now())),
             raw_token: minted.raw.expose().to_owned(),
         });
-        if !minted.deprecated_scopes.is_empty() {
-            if let Ok(value) = minted.deprecated_scopes.join(",").parse() {
-                response
-                    .metadata_mut()
-                    .insert(DEPRECATED_SCOPES_HEADER, value);
-            }
+        if !minted.deprecated_scopes.is_empty()
+            && let Ok(value) = minted.deprecated_scopes.join(",").parse()
+        {
+            response
+                .metadata_mut()
+                .insert(DEPRECATED_SCOPES_HEADER, value);
         }
         Ok(response)
     }

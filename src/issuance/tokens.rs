@@ -221,7 +221,7 @@ impl TokenManager {
         if !input.template_id.is_empty() {
             return Err(Error::new(
                 ErrorCode::NotFound,
-                "TEMPLATE_NOT_FOUND",
+                reason::TEMPLATE_NOT_FOUND,
                 format!(
                     "template {} not found",
                     crate::domain::ids::truncate(&input.template_id, 64)
@@ -241,21 +241,20 @@ impl TokenManager {
         }
         self.check_environment(&scopes, &ips)?;
         caller.require_can_grant(&scopes, input.admin)?;
-        if let Some(enterprise) = &enterprise {
-            if !self
+        if let Some(enterprise) = &enterprise
+            && !self
                 .store
                 .is_enterprise_member(enterprise, &caller.user_id)
                 .await?
-            {
-                return Err(Error::denied(
-                    reason::NOT_ENTERPRISE_MEMBER,
-                    format!(
-                        "user {} is not a member of enterprise {enterprise}",
-                        caller.user_id
-                    ),
-                )
-                .with_meta("enterprise_id", enterprise.to_string()));
-            }
+        {
+            return Err(Error::denied(
+                reason::NOT_ENTERPRISE_MEMBER,
+                format!(
+                    "user {} is not a member of enterprise {enterprise}",
+                    caller.user_id
+                ),
+            )
+            .with_meta("enterprise_id", enterprise.to_string()));
         }
         let id = TokenId::generate();
         tracing::Span::current().record("tokenmint.token_id", tracing::field::display(id));

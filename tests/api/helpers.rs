@@ -61,8 +61,10 @@ impl TestDatabase {
 
     /// Settings for a server on this database, listening on port 0.
     pub fn settings(&self) -> Settings {
-        let mut settings = Settings::default();
-        settings.data_dir = self.dir.path().to_path_buf();
+        let mut settings = Settings {
+            data_dir: self.dir.path().to_path_buf(),
+            ..Settings::default()
+        };
         settings.server.listen = "127.0.0.1:0".into();
         settings.server.shutdown_grace_secs = 2;
         settings.database.url = self.pg_url.clone().map(Secret::new);

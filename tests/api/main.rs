@@ -1,3 +1,4 @@
 mod create;
 mod helpers;
+mod process;
 mod server;

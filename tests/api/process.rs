@@ -1,0 +1,185 @@
+//! The real `tokenmint` binary: `bootstrap` prints only the token, `serve` answers, and a token whose
+//! CreateToken was answered OK survives `kill -9`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokenmint::proto::v1 as pb;
+
+use crate::helpers::{TestDatabase, authed, eventually};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
+
+/// Runs the binary with the test database's data dir (and PostgreSQL URL, if any).
+fn command(db: &TestDatabase, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .arg("--data-dir")
+        .arg(db.dir.path())
+        .env_remove("RUST_LOG");
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("TOKENMINT__")) {
+        cmd.env_remove(name);
+    }
+    match &db.pg_url {
+        Some(url) => cmd.env("DATABASE_URL", url),
+        None => cmd.env_remove("DATABASE_URL"),
+    };
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn serve(db: &TestDatabase, port: u16) -> Child {
+    let listen = format!("127.0.0.1:{port}");
+    let child = command(db, &["serve", "--listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tokenmint serve");
+    let url = format!("http://{listen}");
+    let up = eventually(Duration::from_secs(20), || {
+        let url = url.clone();
+        async move {
+            pb::token_service_client::TokenServiceClient::connect(url)
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert!(up.is_some(), "tokenmint serve did not come up on {listen}");
+    child
+}
+
+#[tokio::test]
+async fn bootstrap_prints_only_the_token_on_stdout() {
+    let db = TestDatabase::create().await;
+    let output = command(
+        &db,
+        &[
+            "bootstrap",
+            "--user",
+            "alice",
+            "--scopes",
+            "user_manage,wallet_view",
+            "--ttl",
+            "1h",
+        ],
+    )
+    .output()
+    .expect("run bootstrap");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "stdout must hold the token alone: {stdout:?}"
+    );
+    assert_eq!(lines[0].split('.').count(), 3, "a JWT");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains(lines[0]),
+        "the token must not appear in the logs"
+    );
+}
+
+#[tokio::test]
+async fn bootstrap_refuses_bad_input_with_a_clear_message() {
+    let db = TestDatabase::create().await;
+    let output = command(
+        &db,
+        &["bootstrap", "--user", "alice", "--scopes", "no_such_scope"],
+    )
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no_such_scope"));
+}
+
+#[tokio::test]
+async fn created_tokens_survive_kill_dash_nine() {
+    let db = TestDatabase::create().await;
+    let caller = command(
+        &db,
+        &[
+            "bootstrap",
+            "--user",
+            "alice",
+            "--scopes",
+            "user_manage,wallet_view",
+        ],
+    )
+    .output()
+    .expect("bootstrap");
+    assert!(caller.status.success());
+    let caller = String::from_utf8(caller.stdout).unwrap().trim().to_owned();
+    let port = free_port();
+    let mut server = serve(&db, port).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut handles = Vec::new();
+    for i in 0..25 {
+        let (url, caller) = (url.clone(), caller.clone());
+        handles.push(tokio::spawn(async move {
+            let mut client = pb::token_service_client::TokenServiceClient::connect(url)
+                .await
+                .unwrap();
+            let request = pb::CreateTokenRequest {
+                label: format!("t{i}"),
+                scopes: vec!["wallet_view".into()],
+                ..Default::default()
+            };
+            client
+                .create_token(authed(&caller, request))
+                .await
+                .unwrap()
+                .into_inner()
+                .token
+                .unwrap()
+                .id
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for handle in handles {
+        acknowledged.push(handle.await.unwrap());
+    }
+    server.kill().expect("SIGKILL");
+    server.wait().unwrap();
+
+    let port = free_port();
+    let mut server = serve(&db, port).await;
+    let mut client =
+        pb::token_service_client::TokenServiceClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+    let listed = client
+        .list_tokens(authed(
+            &caller,
+            pb::ListTokensRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    for id in &acknowledged {
+        assert!(
+            listed.iter().any(|t| &t.id == id),
+            "acknowledged token {id} was lost"
+        );
+    }
+    server.kill().ok();
+    server.wait().ok();
+}
