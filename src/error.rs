@@ -59,7 +59,7 @@ pub mod reason {
     pub const INVALID_ENTERPRISE_ID: &str = "INVALID_ENTERPRISE_ID";
     /// A page token is not one this service issued.
     pub const INVALID_PAGE_TOKEN: &str = "INVALID_PAGE_TOKEN";
-    /// A page size is negative or above the maximum.
+    /// A page size is negative (sizes above the maximum are reduced to it).
     pub const INVALID_PAGE_SIZE: &str = "INVALID_PAGE_SIZE";
     /// An update mask names a field that cannot be updated.
     pub const INVALID_UPDATE_MASK: &str = "INVALID_UPDATE_MASK";
@@ -67,6 +67,18 @@ pub mod reason {
     pub const EMPTY_UPDATE: &str = "EMPTY_UPDATE";
     /// A filter value is not allowed.
     pub const INVALID_FILTER: &str = "INVALID_FILTER";
+    /// A template name is missing or blank.
+    pub const TEMPLATE_NAME_REQUIRED: &str = "TEMPLATE_NAME_REQUIRED";
+    /// A template name is too long or contains control characters.
+    pub const INVALID_TEMPLATE_NAME: &str = "INVALID_TEMPLATE_NAME";
+    /// The caller already has a template with this name.
+    pub const TEMPLATE_NAME_TAKEN: &str = "TEMPLATE_NAME_TAKEN";
+    /// The template changed since the version the caller read.
+    pub const TEMPLATE_VERSION_MISMATCH: &str = "TEMPLATE_VERSION_MISMATCH";
+    /// A token minted from a template asks for more than the template allows.
+    pub const EXCEEDS_TEMPLATE: &str = "EXCEEDS_TEMPLATE";
+    /// The template message is missing from an update.
+    pub const TEMPLATE_REQUIRED: &str = "TEMPLATE_REQUIRED";
     /// The template does not exist or belongs to someone else.
     pub const TEMPLATE_NOT_FOUND: &str = "TEMPLATE_NOT_FOUND";
     /// The token does not exist, was deleted, or belongs to someone else.
@@ -87,6 +99,8 @@ pub mod reason {
     pub const CREDENTIALS_MISSING: &str = "CREDENTIALS_MISSING";
     /// The bearer token is not valid (the metadata says why).
     pub const INVALID_CREDENTIALS: &str = "INVALID_CREDENTIALS";
+    /// The resource changed concurrently too often; retrying may succeed.
+    pub const CONCURRENT_CHANGE: &str = "CONCURRENT_CHANGE";
     /// The database could not be reached or failed.
     pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
     /// An unexpected internal failure.
@@ -159,6 +173,17 @@ impl Error {
             format!("token {id} not found"),
         )
         .with_meta("token_id", id)
+    }
+
+    /// A NOT_FOUND error for a template id.
+    pub fn template_not_found(id: impl fmt::Display) -> Self {
+        let id = crate::domain::ids::truncate(&id.to_string(), 64);
+        Self::new(
+            ErrorCode::NotFound,
+            reason::TEMPLATE_NOT_FOUND,
+            format!("template {id} not found"),
+        )
+        .with_meta("template_id", id)
     }
 
     /// An UNAVAILABLE error for a database failure; the cause is logged, not returned.

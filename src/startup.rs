@@ -99,7 +99,9 @@ impl Core {
             KeyManager::load(store.clone(), master, settings.keys.algorithm, retention).await?,
         );
         let deny = Arc::new(DenyList::default());
-        deny.replace_all(&store.denied_tokens(Timestamp::now()).await?);
+        // Keep tokens that expired within the leeway: they still pass the time check.
+        let horizon = Timestamp::now().plus_secs(-settings.tokens.leeway_secs);
+        deny.replace_all(&store.denied_tokens(horizon).await?);
         let metadata = Arc::new(MetadataCache::new(
             settings.cache.metadata_capacity,
             Duration::from_secs(settings.cache.metadata_ttl_secs),

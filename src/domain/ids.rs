@@ -4,47 +4,66 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::error::{Error, ErrorCode, Result, reason};
+use crate::error::{Error, Result, reason};
 
-/// A token's id: a UUIDv7, so ids sort roughly by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TokenId(Uuid);
+/// Defines a UUIDv7 id newtype (time-ordered, so ids sort roughly by creation time).
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Uuid);
 
-impl TokenId {
-    /// A fresh, time-ordered id.
-    pub fn generate() -> Self {
-        Self(Uuid::now_v7())
-    }
+        impl $name {
+            /// A fresh, time-ordered id.
+            pub fn generate() -> Self {
+                Self(Uuid::now_v7())
+            }
 
-    /// Parses the canonical hyphenated form; `field` names the request field for errors.
-    pub fn parse(raw: &str, field: &str) -> Result<Self> {
-        if raw.is_empty() {
-            return Err(Error::invalid(
-                field,
-                reason::INVALID_ID,
-                format!("{field} is required"),
-            ));
+            /// Parses a UUID (any form `uuid` accepts; displayed hyphenated); `field` names the
+            /// request field for errors.
+            pub fn parse(raw: &str, field: &str) -> Result<Self> {
+                parse_uuid(raw, field).map(Self)
+            }
+
+            /// The underlying UUID.
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
         }
-        Uuid::try_parse(raw).map(Self).map_err(|_| {
-            Error::invalid(
-                field,
-                reason::INVALID_ID,
-                format!("{field} must be a token id (a UUID)"),
-            )
-            .with_meta("id", truncate(raw, 64))
-        })
-    }
 
-    /// The underlying UUID.
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+    };
 }
 
-impl fmt::Display for TokenId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
+uuid_id!(
+    /// A token's id (the JWT's `jti`).
+    TokenId
+);
+uuid_id!(
+    /// A template's id.
+    TemplateId
+);
+
+fn parse_uuid(raw: &str, field: &str) -> Result<Uuid> {
+    if raw.is_empty() {
+        return Err(Error::invalid(
+            field,
+            reason::INVALID_ID,
+            format!("{field} is required"),
+        ));
     }
+    Uuid::try_parse(raw).map_err(|_| {
+        Error::invalid(
+            field,
+            reason::INVALID_ID,
+            format!("{field} must be an id (a UUID)"),
+        )
+        .with_meta("id", truncate(raw, 64))
+    })
 }
 
 /// Checks the shape shared by user and enterprise ids: 1-128 printable characters, no whitespace.
@@ -119,16 +138,6 @@ impl fmt::Display for EnterpriseId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Builds an error for an id that is valid but unknown to the caller.
-pub fn not_found(code_reason: &'static str, what: &str, id: &str) -> Error {
-    Error::new(
-        ErrorCode::NotFound,
-        code_reason,
-        format!("{what} {id} not found"),
-    )
-    .with_meta("id", id)
 }
 
 #[cfg(test)]

@@ -5,14 +5,16 @@ pub mod ids;
 pub mod ip;
 pub mod limits;
 pub mod scope;
+pub mod template;
 pub mod text;
 pub mod time;
 pub mod token;
 
-pub use ids::{EnterpriseId, TokenId, UserId};
+pub use ids::{EnterpriseId, TemplateId, TokenId, UserId};
 pub use ip::IpRestriction;
 pub use limits::TokenLimits;
 pub use scope::{ScopeCatalog, ScopeSet};
+pub use template::{TemplateName, TemplateRecord};
 pub use text::{Description, Label};
 pub use time::Timestamp;
 pub use token::{StoredStatus, TokenRecord, TokenStatus};

@@ -26,6 +26,11 @@ impl Timestamp {
         self.0.div_euclid(1_000_000)
     }
 
+    /// Whole seconds since the epoch, rounded up.
+    pub fn ceil_secs(&self) -> i64 {
+        self.0.div_euclid(1_000_000) + i64::from(self.0.rem_euclid(1_000_000) != 0)
+    }
+
     /// This time plus `secs` seconds.
     pub fn plus_secs(&self, secs: i64) -> Self {
         Self(self.0.saturating_add(secs.saturating_mul(1_000_000)))

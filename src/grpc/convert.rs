@@ -6,7 +6,7 @@ use crate::issuance::lifecycle::available_actions;
 use crate::issuance::tokens::LimitsInput;
 use crate::proto::v1 as pb;
 
-/// The protobuf form of a token as seen at `now`.
+/// The protobuf form of a token whose status is judged at `now` (the core's expiry clock).
 pub fn token_to_proto(record: &TokenRecord, now: Timestamp) -> pb::Token {
     let status = record.status_at(now);
     let actions = available_actions(status);

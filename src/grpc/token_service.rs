@@ -45,7 +45,7 @@ impl TokenApi {
         }
         .await;
         result
-            .map(|t| convert::token_to_proto(&t, Timestamp::now()))
+            .map(|t| convert::token_to_proto(&t, self.tokens.expiry_clock()))
             .map_err(|e| to_status(e, &rid))
     }
 }
@@ -77,7 +77,10 @@ impl TokenService for TokenApi {
         .await;
         let minted = result.map_err(|e| to_status(e, &rid))?;
         let mut response = Response::new(pb::CreateTokenResponse {
-            token: Some(convert::token_to_proto(&minted.record, Timestamp::now())),
+            token: Some(convert::token_to_proto(
+                &minted.record,
+                self.tokens.expiry_clock(),
+            )),
             raw_token: minted.raw.expose().to_owned(),
         });
         if !minted.deprecated_scopes.is_empty()
@@ -103,7 +106,7 @@ impl TokenService for TokenApi {
         .await;
         let token = result.map_err(|e| to_status(e, &rid))?;
         Ok(Response::new(pb::GetTokenResponse {
-            token: Some(convert::token_to_proto(&token, Timestamp::now())),
+            token: Some(convert::token_to_proto(&token, self.tokens.expiry_clock())),
         }))
     }
 
@@ -128,7 +131,7 @@ impl TokenService for TokenApi {
         }
         .await;
         let page = result.map_err(|e| to_status(e, &rid))?;
-        let now = Timestamp::now();
+        let now = self.tokens.expiry_clock();
         Ok(Response::new(pb::ListTokensResponse {
             tokens: page
                 .tokens
@@ -159,7 +162,7 @@ impl TokenService for TokenApi {
         .await;
         let token = result.map_err(|e| to_status(e, &rid))?;
         Ok(Response::new(pb::UpdateTokenResponse {
-            token: Some(convert::token_to_proto(&token, Timestamp::now())),
+            token: Some(convert::token_to_proto(&token, self.tokens.expiry_clock())),
         }))
     }
 
@@ -231,7 +234,7 @@ impl TokenService for TokenApi {
             Verification::Active(record) => pb::VerifyTokenResponse {
                 active: true,
                 reason: pb::InactiveReason::Unspecified as i32,
-                token: Some(convert::token_to_proto(&record, Timestamp::now())),
+                token: Some(convert::token_to_proto(&record, self.tokens.expiry_clock())),
             },
             Verification::Inactive(why) => pb::VerifyTokenResponse {
                 active: false,

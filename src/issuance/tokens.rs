@@ -165,6 +165,12 @@ impl TokenManager {
         }
     }
 
+    /// "Now" for judging expiry: the current time minus the clock leeway, so that a token reads
+    /// EXPIRED exactly when it stops verifying (and can be revoked until then).
+    pub fn expiry_clock(&self) -> Timestamp {
+        Timestamp::now().plus_secs(-self.policy.jwt.leeway_secs)
+    }
+
     /// The scope catalog.
     pub fn catalog(&self) -> &ScopeCatalog {
         &self.catalog
@@ -297,7 +303,7 @@ impl TokenManager {
             updated_by: caller.user_id.clone(),
             created_at: now,
             updated_at: now,
-            expires_at: Timestamp::from_secs(expires_at.as_secs()),
+            expires_at,
             last_used_at: None,
             last_used_ip: None,
             deleted_at: None,
@@ -340,15 +346,18 @@ impl TokenManager {
                 "duration_seconds must be positive",
             )),
             (Some(secs), None) if secs > max => Err(too_long("duration_seconds")),
-            (Some(secs), None) => Ok(now.plus_secs(secs)),
+            (Some(secs), None) => Ok(Timestamp::from_secs(now.plus_secs(secs).ceil_secs())),
             (None, Some(at)) if at <= now => Err(Error::invalid(
                 "expires_at",
                 reason::INVALID_LIFETIME,
                 "expires_at must be in the future",
             )),
             (None, Some(at)) if at > now.plus_secs(max) => Err(too_long("expires_at")),
-            (None, Some(at)) => Ok(at),
-            (None, None) => Ok(now.plus_secs(self.policy.default_lifetime_secs.min(max))),
+            (None, Some(at)) => Ok(Timestamp::from_secs(at.as_secs())),
+            (None, None) => Ok(Timestamp::from_secs(
+                now.plus_secs(self.policy.default_lifetime_secs.min(max))
+                    .ceil_secs(),
+            )),
         }
     }
 
@@ -425,7 +434,7 @@ impl TokenManager {
         } else {
             Some(decode_cursor(page_token, filter)?)
         };
-        let now = Timestamp::now();
+        let now = self.expiry_clock();
         let mut tokens = self
             .store
             .list_tokens(&caller.user_id, filter, cursor, size as u64 + 1, now)
@@ -456,7 +465,7 @@ impl TokenManager {
         mask: UpdateMask,
     ) -> Result<TokenRecord> {
         let (set_label, set_description) = match &mask {
-            UpdateMask::NonEmpty => (!label.is_empty(), !description.is_empty()),
+            UpdateMask::NonEmpty => (!label.trim().is_empty(), !description.trim().is_empty()),
             UpdateMask::Paths(paths) => {
                 let mut v = Violations::default();
                 for (i, path) in paths.iter().enumerate() {
@@ -517,28 +526,35 @@ impl TokenManager {
         id: TokenId,
         action: Action,
     ) -> Result<TokenRecord> {
-        let record = self.owned(caller, id).await?;
-        let now = Timestamp::now();
-        let status = record.status_at(now);
-        let Some(target) = lifecycle::transition(status, action) else {
-            return Err(invalid_transition(id, status, action));
+        // Compare-and-set on the stored status; a concurrent change makes us re-decide against
+        // the new state (a few times at most) rather than fail with a stale reason.
+        let mut attempts = 0;
+        let (record, target) = loop {
+            attempts += 1;
+            let record = self.owned(caller, id).await?;
+            let status = record.status_at(self.expiry_clock());
+            let Some(target) = lifecycle::transition(status, action) else {
+                return Err(invalid_transition(id, status, action));
+            };
+            if action == Action::Activate {
+                caller.require_can_grant(&record.scopes, record.admin)?;
+            }
+            let changed = self
+                .store
+                .set_token_status(id, &caller.user_id, record.status, target, Timestamp::now())
+                .await?;
+            if changed {
+                break (record, target);
+            }
+            if attempts >= 3 {
+                return Err(Error::new(
+                    ErrorCode::Unavailable,
+                    reason::CONCURRENT_CHANGE,
+                    "the token kept changing concurrently; retry",
+                )
+                .with_meta("token_id", id.to_string()));
+            }
         };
-        if action == Action::Activate {
-            caller.require_can_grant(&record.scopes, record.admin)?;
-        }
-        if !self
-            .store
-            .set_token_status(id, &caller.user_id, record.status, target, now)
-            .await?
-        {
-            // Changed (or deleted) concurrently: report against the state it has now.
-            let current = self.owned(caller, id).await?;
-            return Err(invalid_transition(
-                id,
-                current.status_at(Timestamp::now()),
-                action,
-            ));
-        }
         self.deny.apply(&DeniedToken {
             id,
             status: target,

@@ -77,7 +77,7 @@ impl Store {
         txn.commit().await
     }
 
-    /// The token `id` if it exists and is not deleted, whoever owns it.
+    /// The token `id` if its row exists (deleted tokens included: check `deleted_at`), whoever owns it.
     pub async fn find_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
         let model = Tokens::find_by_id(id.to_string())
             .one(self.db())

@@ -11,6 +11,7 @@ use sea_orm::sqlx::{Connection, Executor, PgConnection};
 use tokenmint::cli::{self, BootstrapRequest};
 use tokenmint::config::{Secret, Settings};
 use tokenmint::issuance::keys::KeyManager;
+use tokenmint::proto::v1::template_service_client::TemplateServiceClient;
 use tokenmint::proto::v1::token_service_client::TokenServiceClient;
 use tokenmint::startup::{self, RunningServer};
 use tonic::transport::Channel;
@@ -164,6 +165,13 @@ impl TestApp {
     /// A connected TokenService client.
     pub async fn client(&self) -> TokenServiceClient<Channel> {
         TokenServiceClient::connect(self.url())
+            .await
+            .expect("connect")
+    }
+
+    /// A connected TemplateService client.
+    pub async fn templates(&self) -> TemplateServiceClient<Channel> {
+        TemplateServiceClient::connect(self.url())
             .await
             .expect("connect")
     }

@@ -1,6 +1,6 @@
-//! Signing keys: rotation through the operator CLI while the server runs, persistence of keys and
-//! token states across restarts, the JWKS document (gRPC and `GET /.well-known/jwks.json`), ES256
-//! servers, and verifying minted tokens offline with jsonwebtoken and the published keys.
+//! Signing keys: rotation through the operator CLI while the server runs, keys and token states
+//! across restarts, the JWKS document (GetJwks and `GET /.well-known/jwks.json`), ES256 servers,
+//! and verifying minted tokens offline with jsonwebtoken and the published keys.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+use tokenmint::config::Settings;
 use tokenmint::issuance::keys::KeyAlgorithm;
 use tokenmint::proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,6 +23,14 @@ type Client = pb::token_service_client::TokenServiceClient<Channel>;
 /// The user of every caller token here.
 const USER: &str = "svc";
 
+/// How long a rotation may take to reach the server (it polls the change log every 100 ms).
+const PROPAGATION: Duration = Duration::from_secs(2);
+
+/// Makes a server generate ES256 (P-256) keys.
+fn es256(settings: &mut Settings) {
+    settings.keys.algorithm = KeyAlgorithm::ES256;
+}
+
 /// Mints a `wallet_view` token for the caller through CreateToken.
 async fn mint(client: &Client, caller: &str) -> pb::CreateTokenResponse {
     let request = pb::CreateTokenRequest {
@@ -29,18 +38,24 @@ async fn mint(client: &Client, caller: &str) -> pb::CreateTokenResponse {
         scopes: vec!["wallet_view".into()],
         ..Default::default()
     };
-    client.clone().create_token(authed(caller, request)).await.expect("CreateToken").into_inner()
+    let response = client.clone().create_token(authed(caller, request)).await;
+    response.expect("CreateToken").into_inner()
 }
 
 /// VerifyToken without client address or required scopes.
 async fn verify(client: &Client, caller: &str, token: &str) -> pb::VerifyTokenResponse {
-    let request = pb::VerifyTokenRequest { token: token.into(), ..Default::default() };
-    client.clone().verify_token(authed(caller, request)).await.expect("VerifyToken").into_inner()
+    let request = pb::VerifyTokenRequest {
+        token: token.into(),
+        ..Default::default()
+    };
+    let response = client.clone().verify_token(authed(caller, request)).await;
+    response.expect("VerifyToken").into_inner()
 }
 
 /// The keys GetJwks returns.
 async fn jwks(client: &Client) -> Vec<pb::Jwk> {
-    client.clone().get_jwks(pb::GetJwksRequest {}).await.expect("GetJwks").into_inner().keys
+    let response = client.clone().get_jwks(pb::GetJwksRequest {}).await;
+    response.expect("GetJwks").into_inner().keys
 }
 
 /// The kids GetJwks returns, sorted.
@@ -50,9 +65,17 @@ async fn jwks_kids(client: &Client) -> Vec<String> {
     kids
 }
 
+/// The GetJwks entry of the key that signed `token`.
+async fn jwk_of(client: &Client, token: &str) -> pb::Jwk {
+    let kid = kid_of(token);
+    let key = jwks(client).await.into_iter().find(|k| k.kid == kid);
+    key.unwrap_or_else(|| panic!("no JWK with kid {kid}"))
+}
+
 /// The `kid` header of a JWT.
 fn kid_of(token: &str) -> String {
-    header_of(token)["kid"].as_str().expect("kid header").to_owned()
+    let header = header_of(token);
+    header["kid"].as_str().expect("kid header").to_owned()
 }
 
 /// The id of a CreateToken response.
@@ -60,36 +83,57 @@ fn id_of(minted: &pb::CreateTokenResponse) -> String {
     minted.token.as_ref().expect("token metadata").id.clone()
 }
 
-/// Rotates the signing key through the CLI and waits (at most 2 s) until the server signs new
-/// tokens with it; returns the new kid.
+/// Rotates the signing key through the operator CLI; returns the new kid.
+async fn rotate(app: &TestApp) -> String {
+    let kid = tokenmint::cli::rotate_keys(&app.settings).await;
+    kid.expect("rotate keys")
+}
+
+/// Rotates the signing key and waits until the server signs new tokens with it; returns its kid.
 async fn rotate_and_wait(app: &TestApp, client: &Client, caller: &str) -> String {
-    let new_kid = tokenmint::cli::rotate_keys(&app.settings).await.expect("rotate keys");
+    let new_kid = rotate(app).await;
     let kid = new_kid.as_str();
-    eventually(Duration::from_secs(2), move || async move {
+    let switched = eventually(PROPAGATION, move || async move {
         let raw = mint(client, caller).await.raw_token;
         (kid_of(&raw) == kid).then_some(())
     })
-    .await
-    .unwrap_or_else(|| panic!("the server signs with the rotated key {new_kid} within 2 s"));
+    .await;
+    assert!(switched.is_some(), "signs with {new_kid} within 2 s");
     new_kid
 }
 
-/// A plain HTTP/1.1 GET on the server's port; returns the status line, the lower-cased head and the body.
+/// Third-party validation of tokenmint's tokens with jsonwebtoken.
+fn offline_validation(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_audience(&["tokenmint"]);
+    validation.set_issuer(&["tokenmint"]);
+    validation
+}
+
+/// A plain HTTP/1.1 GET on the server's port: the status line, the lower-cased head and the body.
 async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("write request");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("read response");
-        raw
+        let written = stream.write_all(request.as_bytes()).await;
+        written.expect("write the request");
+        let mut response = Vec::new();
+        let read = stream.read_to_end(&mut response).await;
+        read.expect("read the response");
+        response
     };
-    let raw = tokio::time::timeout(Duration::from_secs(5), exchange).await.expect("HTTP response within 5 s");
-    let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a blank line ends the response head");
+    let limit = Duration::from_secs(5);
+    let response = tokio::time::timeout(limit, exchange).await;
+    let response = response.expect("a response within 5 s");
+    let text = String::from_utf8(response).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("end of head");
     let status_line = head.lines().next().unwrap_or_default().to_owned();
     let head = head.to_ascii_lowercase();
-    let body = if head.contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     (status_line, head, body)
 }
 
@@ -104,13 +148,11 @@ fn dechunk(mut rest: &str) -> String {
             return body;
         }
         body.push_str(&after[..size]);
-        rest = after[size..].strip_prefix("\r\n").expect("CRLF after chunk");
+        rest = after[size..].strip_prefix("\r\n").expect("CRLF");
     }
 }
 
-// ---------------------------------------------------------------------------------------------
 // Rotation while the server runs
-// ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn rotation_switches_new_tokens_to_the_new_kid() {
@@ -119,17 +161,18 @@ async fn rotation_switches_new_tokens_to_the_new_kid() {
     let client = app.client().await;
     let old_kid = kid_of(&mint(&client, &caller).await.raw_token);
 
-    let new_kid = tokenmint::cli::rotate_keys(&app.settings).await.expect("rotate keys");
-    assert_ne!(new_kid, old_kid, "rotation makes a new key");
+    let new_kid = rotate(&app).await;
 
-    let (client_ref, caller_ref, kid) = (&client, caller.as_str(), new_kid.as_str());
-    let minted = eventually(Duration::from_secs(2), move || async move {
-        let minted = mint(client_ref, caller_ref).await;
+    assert_ne!(new_kid, old_kid, "rotation makes a new key");
+    let (client, caller, kid) = (&client, caller.as_str(), new_kid.as_str());
+    let minted = eventually(PROPAGATION, move || async move {
+        let minted = mint(client, caller).await;
         (kid_of(&minted.raw_token) == kid).then_some(minted)
     })
     .await
     .expect("a token minted within 2 s of the rotation carries the new kid");
-    assert_eq!(minted.token.expect("token metadata").key_id, new_kid, "key_id records the signing key");
+    let token = minted.token.expect("token metadata");
+    assert_eq!(token.key_id, new_kid, "key_id names the signing key");
 }
 
 #[tokio::test]
@@ -138,14 +181,15 @@ async fn tokens_signed_before_rotation_still_verify() {
     let caller = app.manager(USER).await;
     let client = app.client().await;
     let before = mint(&client, &caller).await;
-    let old_kid = kid_of(&before.raw_token);
 
     let new_kid = rotate_and_wait(&app, &client, &caller).await;
 
+    let old_kid = kid_of(&before.raw_token);
     assert_ne!(new_kid, old_kid);
     let response = verify(&client, &caller, &before.raw_token).await;
-    assert!(response.active, "a token of the retired key still verifies, reason {}", response.reason);
-    assert_eq!(response.token.expect("token metadata").key_id, old_kid);
+    assert!(response.active, "reason {}", response.reason);
+    let token = response.token.expect("token metadata");
+    assert_eq!(token.key_id, old_kid);
 }
 
 #[tokio::test]
@@ -154,7 +198,7 @@ async fn grpc_jwks_lists_the_old_and_new_keys_after_rotation() {
     let caller = app.manager(USER).await;
     let client = app.client().await;
     let old_kid = kid_of(&caller);
-    assert_eq!(jwks_kids(&client).await, vec![old_kid.clone()], "one key before rotation");
+    assert_eq!(jwks_kids(&client).await, vec![old_kid.clone()]);
 
     let new_kid = rotate_and_wait(&app, &client, &caller).await;
 
@@ -173,11 +217,12 @@ async fn http_jwks_document_lists_both_keys_as_ed25519_jwks() {
 
     let (status_line, head, body) = http_get(app.addr, "/.well-known/jwks.json").await;
 
-    assert!(status_line.starts_with("HTTP/1.1 200"), "status line: {status_line}");
-    assert!(head.contains("content-type: application/jwk-set+json"), "head: {head}");
-    let document: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("JSON JWKS ({e}): {body}"));
-    let keys = document["keys"].as_array().expect("a `keys` array");
-    let mut kids: Vec<&str> = keys.iter().map(|k| k["kid"].as_str().expect("kid")).collect();
+    assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line}");
+    let content_type = "content-type: application/jwk-set+json";
+    assert!(head.contains(content_type), "{head}");
+    let document: Value = serde_json::from_str(&body).expect("a JSON document");
+    let keys = document["keys"].as_array().expect("a keys array");
+    let mut kids: Vec<&str> = keys.iter().filter_map(|k| k["kid"].as_str()).collect();
     kids.sort();
     let mut expected = vec![old_kid.as_str(), new_kid.as_str()];
     expected.sort();
@@ -188,46 +233,53 @@ async fn http_jwks_document_lists_both_keys_as_ed25519_jwks() {
         assert_eq!(key["alg"], "EdDSA", "{key}");
         assert_eq!(key["use"], "sig", "{key}");
         assert!(key.get("y").is_none(), "an OKP key has no y: {key}");
-        let x = URL_SAFE_NO_PAD.decode(key["x"].as_str().expect("x")).expect("base64url x");
-        assert_eq!(x.len(), 32, "Ed25519 public key length: {key}");
+        let x = key["x"].as_str().expect("x");
+        assert_eq!(URL_SAFE_NO_PAD.decode(x).expect("base64url x").len(), 32);
     }
 }
 
-// ---------------------------------------------------------------------------------------------
 // Restart
-// ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn keys_and_active_tokens_survive_a_restart() {
     let mut app = TestApp::spawn().await;
     let caller = app.manager(USER).await;
-    let minted = mint(&app.client().await, &caller).await;
-    let kids_before = jwks_kids(&app.client().await).await;
+    let client = app.client().await;
+    let minted = mint(&client, &caller).await;
+    let kids_before = jwks_kids(&client).await;
+    drop(client);
 
     app.restart().await;
 
     let client = app.client().await;
-    assert_eq!(jwks_kids(&client).await, kids_before, "the same keys after restart");
+    assert_eq!(jwks_kids(&client).await, kids_before, "same keys");
     let response = verify(&client, &caller, &minted.raw_token).await;
-    assert!(response.active, "a token minted before the restart still verifies, reason {}", response.reason);
-    assert_eq!(response.token.expect("token metadata").id, id_of(&minted));
-    assert_eq!(kid_of(&mint(&client, &caller).await.raw_token), kids_before[0], "still signs with the same key");
+    assert!(response.active, "reason {}", response.reason);
+    let token = response.token.expect("token metadata");
+    assert_eq!(token.id, id_of(&minted));
+    let after = mint(&client, &caller).await;
+    assert_eq!(kid_of(&after.raw_token), kids_before[0], "same key");
 }
 
 #[tokio::test]
 async fn revoked_token_stays_revoked_after_restart() {
     let mut app = TestApp::spawn().await;
     let caller = app.manager(USER).await;
-    let client = app.client().await;
+    let mut client = app.client().await;
     let minted = mint(&client, &caller).await;
-    let request = pb::RevokeTokenRequest { id: id_of(&minted) };
-    client.clone().revoke_token(authed(&caller, request)).await.expect("RevokeToken");
+    let id = id_of(&minted);
+    let request = pb::RevokeTokenRequest { id };
+    let outcome = client.revoke_token(authed(&caller, request)).await;
+    outcome.expect("RevokeToken");
+    drop(client);
 
     app.restart().await;
 
-    let response = verify(&app.client().await, &caller, &minted.raw_token).await;
+    let client = app.client().await;
+    let response = verify(&client, &caller, &minted.raw_token).await;
+    let revoked = pb::InactiveReason::Revoked as i32;
     assert!(!response.active);
-    assert_eq!(response.reason, pb::InactiveReason::Revoked as i32, "reason {}", response.reason);
+    assert_eq!(response.reason, revoked, "reason {}", response.reason);
     assert!(response.token.is_none());
 }
 
@@ -235,30 +287,29 @@ async fn revoked_token_stays_revoked_after_restart() {
 async fn deleted_token_stays_unknown_after_restart() {
     let mut app = TestApp::spawn().await;
     let caller = app.manager(USER).await;
-    let client = app.client().await;
+    let mut client = app.client().await;
     let minted = mint(&client, &caller).await;
-    let request = pb::DeleteTokenRequest { id: id_of(&minted) };
-    client.clone().delete_token(authed(&caller, request)).await.expect("DeleteToken");
+    let id = id_of(&minted);
+    let request = pb::DeleteTokenRequest { id };
+    let outcome = client.delete_token(authed(&caller, request)).await;
+    outcome.expect("DeleteToken");
+    drop(client);
 
     app.restart().await;
 
-    let response = verify(&app.client().await, &caller, &minted.raw_token).await;
+    let client = app.client().await;
+    let response = verify(&client, &caller, &minted.raw_token).await;
+    let unknown = pb::InactiveReason::UnknownToken as i32;
     assert!(!response.active);
-    assert_eq!(response.reason, pb::InactiveReason::UnknownToken as i32, "reason {}", response.reason);
+    assert_eq!(response.reason, unknown, "reason {}", response.reason);
     assert!(response.token.is_none());
 }
 
-// ---------------------------------------------------------------------------------------------
 // ES256
-// ---------------------------------------------------------------------------------------------
-
-async fn spawn_es256() -> TestApp {
-    TestApp::spawn_with(|s| s.keys.algorithm = KeyAlgorithm::ES256).await
-}
 
 #[tokio::test]
 async fn es256_server_signs_es256_and_publishes_a_p256_key() {
-    let app = spawn_es256().await;
+    let app = TestApp::spawn_with(es256).await;
     let caller = app.manager(USER).await;
     let client = app.client().await;
 
@@ -275,13 +326,14 @@ async fn es256_server_signs_es256_and_publishes_a_p256_key() {
     assert_eq!(key.crv, "P-256");
     assert_eq!(key.alg, "ES256");
     assert_eq!(key.r#use, "sig");
-    assert_eq!(URL_SAFE_NO_PAD.decode(&key.x).expect("base64url x").len(), 32, "x coordinate");
-    assert_eq!(URL_SAFE_NO_PAD.decode(&key.y).expect("base64url y").len(), 32, "y coordinate");
+    let x = URL_SAFE_NO_PAD.decode(&key.x).expect("base64url x");
+    let y = URL_SAFE_NO_PAD.decode(&key.y).expect("base64url y");
+    assert_eq!((x.len(), y.len()), (32, 32), "P-256 coordinates");
 }
 
 #[tokio::test]
 async fn es256_token_verifies_through_the_server() {
-    let app = spawn_es256().await;
+    let app = TestApp::spawn_with(es256).await;
     let caller = app.manager(USER).await;
     let client = app.client().await;
     let minted = mint(&client, &caller).await;
@@ -289,34 +341,32 @@ async fn es256_token_verifies_through_the_server() {
     let response = verify(&client, &caller, &minted.raw_token).await;
 
     assert!(response.active, "reason {}", response.reason);
-    assert_eq!(response.token.expect("token metadata").id, id_of(&minted));
+    let token = response.token.expect("token metadata");
+    assert_eq!(token.id, id_of(&minted));
 }
 
 #[tokio::test]
 async fn es256_token_verifies_offline_with_the_published_coordinates() {
     tokenmint::issuance::jwt_crypto::install();
-    let app = spawn_es256().await;
+    let app = TestApp::spawn_with(es256).await;
     let caller = app.manager(USER).await;
     let client = app.client().await;
     let minted = mint(&client, &caller).await;
-    let kid = kid_of(&minted.raw_token);
-    let key = jwks(&client).await.into_iter().find(|k| k.kid == kid).expect("JWK for the token's kid");
+    let key = jwk_of(&client, &minted.raw_token).await;
 
-    let decoding = DecodingKey::from_ec_components(&key.x, &key.y).expect("EC decoding key");
-    let mut validation = Validation::new(Algorithm::ES256);
-    validation.set_audience(&["tokenmint"]);
-    validation.set_issuer(&["tokenmint"]);
-    let data = jsonwebtoken::decode::<Value>(&minted.raw_token, &decoding, &validation).expect("verifies offline");
+    let decoding = DecodingKey::from_ec_components(&key.x, &key.y);
+    let decoding = decoding.expect("EC decoding key");
+    let validation = offline_validation(Algorithm::ES256);
+    let data = jsonwebtoken::decode::<Value>(&minted.raw_token, &decoding, &validation);
 
+    let data = data.expect("the token verifies offline");
     assert_eq!(data.header.alg, Algorithm::ES256);
     assert_eq!(data.claims, claims_of(&minted.raw_token));
     assert_eq!(data.claims["jti"], id_of(&minted));
     assert_eq!(data.claims["sub"], USER);
 }
 
-// ---------------------------------------------------------------------------------------------
 // EdDSA offline
-// ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn eddsa_token_verifies_offline_with_the_published_key() {
@@ -325,24 +375,25 @@ async fn eddsa_token_verifies_offline_with_the_published_key() {
     let caller = app.manager(USER).await;
     let client = app.client().await;
     let minted = mint(&client, &caller).await;
-    let kid = kid_of(&minted.raw_token);
-    let key = jwks(&client).await.into_iter().find(|k| k.kid == kid).expect("JWK for the token's kid");
+    let key = jwk_of(&client, &minted.raw_token).await;
 
-    let decoding = DecodingKey::from_ed_components(&key.x).expect("Ed25519 decoding key");
-    let mut validation = Validation::new(Algorithm::EdDSA);
-    validation.set_audience(&["tokenmint"]);
-    validation.set_issuer(&["tokenmint"]);
-    let data = jsonwebtoken::decode::<Value>(&minted.raw_token, &decoding, &validation).expect("verifies offline");
+    let decoding = DecodingKey::from_ed_components(&key.x);
+    let decoding = decoding.expect("Ed25519 decoding key");
+    let validation = offline_validation(Algorithm::EdDSA);
+    let data = jsonwebtoken::decode::<Value>(&minted.raw_token, &decoding, &validation);
 
+    let data = data.expect("the token verifies offline");
     assert_eq!(data.header.alg, Algorithm::EdDSA);
     assert_eq!(data.claims, claims_of(&minted.raw_token));
     assert_eq!(data.claims["jti"], id_of(&minted));
     assert_eq!(data.claims["sub"], USER);
 
-    // The published key does not verify a token whose payload was changed.
+    // Control: the published key refuses the same token with a changed payload.
     let parts: Vec<&str> = minted.raw_token.split('.').collect();
     let mut claims = data.claims.clone();
     claims["scope"] = "all".into();
-    let tampered = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2]);
-    assert!(jsonwebtoken::decode::<Value>(&tampered, &decoding, &validation).is_err(), "tampered token is refused");
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let tampered = format!("{}.{payload}.{}", parts[0], parts[2]);
+    let refused = jsonwebtoken::decode::<Value>(&tampered, &decoding, &validation);
+    assert!(refused.is_err(), "a tampered token is refused");
 }

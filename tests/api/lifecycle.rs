@@ -15,14 +15,26 @@ use crate::helpers::{TestApp, assert_error, authed, bad_fields, error_meta, even
 type Client = TokenServiceClient<Channel>;
 
 /// What an active token allows.
-const ACTIVE_ACTIONS: pb::AvailableActions =
-    pb::AvailableActions { activate: false, suspend: true, revoke: true, delete: true };
+const ACTIVE_ACTIONS: pb::AvailableActions = pb::AvailableActions {
+    activate: false,
+    suspend: true,
+    revoke: true,
+    delete: true,
+};
 /// What a suspended token allows.
-const SUSPENDED_ACTIONS: pb::AvailableActions =
-    pb::AvailableActions { activate: true, suspend: false, revoke: true, delete: true };
+const SUSPENDED_ACTIONS: pb::AvailableActions = pb::AvailableActions {
+    activate: true,
+    suspend: false,
+    revoke: true,
+    delete: true,
+};
 /// What a revoked or expired token allows: deletion only.
-const FINAL_ACTIONS: pb::AvailableActions =
-    pb::AvailableActions { activate: false, suspend: false, revoke: false, delete: true };
+const FINAL_ACTIONS: pb::AvailableActions = pb::AvailableActions {
+    activate: false,
+    suspend: false,
+    revoke: false,
+    delete: true,
+};
 
 /// Scopes of the strong caller in the activation tests (which is also admin).
 const STRONG_SCOPES: &[&str] = &["user_manage", "wallet_view", "trade_trade"];
@@ -68,7 +80,12 @@ const EVERY_RPC: [Rpc; 6] = [
 ];
 
 /// Sends `action` for token `id` as `caller`; the token the RPC returns.
-async fn apply(client: &mut Client, caller: &str, action: Action, id: &str) -> Result<pb::Token, Status> {
+async fn apply(
+    client: &mut Client,
+    caller: &str,
+    action: Action,
+    id: &str,
+) -> Result<pb::Token, Status> {
     let id = id.to_owned();
     let token = match action {
         Action::Suspend => {
@@ -91,18 +108,32 @@ async fn apply(client: &mut Client, caller: &str, action: Action, id: &str) -> R
 async fn call(client: &mut Client, caller: &str, rpc: Rpc, id: &str) -> Result<(), Status> {
     let id = id.to_owned();
     match rpc {
-        Rpc::Get => client.get_token(authed(caller, pb::GetTokenRequest { id })).await.map(drop),
+        Rpc::Get => client
+            .get_token(authed(caller, pb::GetTokenRequest { id }))
+            .await
+            .map(drop),
         Rpc::Update => {
-            let request = pb::UpdateTokenRequest { id, label: "changed by someone".into(), ..Default::default() };
+            let request = pb::UpdateTokenRequest {
+                id,
+                label: "changed by someone".into(),
+                ..Default::default()
+            };
             client.update_token(authed(caller, request)).await.map(drop)
         }
-        Rpc::Delete => client.delete_token(authed(caller, pb::DeleteTokenRequest { id })).await.map(drop),
+        Rpc::Delete => client
+            .delete_token(authed(caller, pb::DeleteTokenRequest { id }))
+            .await
+            .map(drop),
         Rpc::Transition(action) => apply(client, caller, action, &id).await.map(drop),
     }
 }
 
 /// Creates a token from `request` as `caller`.
-async fn create_with(client: &mut Client, caller: &str, request: pb::CreateTokenRequest) -> pb::Token {
+async fn create_with(
+    client: &mut Client,
+    caller: &str,
+    request: pb::CreateTokenRequest,
+) -> pb::Token {
     client
         .create_token(authed(caller, request))
         .await
@@ -124,20 +155,38 @@ async fn create(client: &mut Client, caller: &str) -> pb::Token {
 
 /// GetToken as `caller`.
 async fn get(client: &mut Client, caller: &str, id: &str) -> Result<pb::Token, Status> {
-    let response = client.get_token(authed(caller, pb::GetTokenRequest { id: id.to_owned() })).await?;
-    Ok(response.into_inner().token.expect("GetToken returns the token"))
+    let response = client
+        .get_token(authed(caller, pb::GetTokenRequest { id: id.to_owned() }))
+        .await?;
+    Ok(response
+        .into_inner()
+        .token
+        .expect("GetToken returns the token"))
 }
 
 /// DeleteToken as `caller`.
 async fn delete(client: &mut Client, caller: &str, id: &str) -> Result<(), Status> {
-    client.delete_token(authed(caller, pb::DeleteTokenRequest { id: id.to_owned() })).await.map(drop)
+    client
+        .delete_token(authed(caller, pb::DeleteTokenRequest { id: id.to_owned() }))
+        .await
+        .map(drop)
 }
 
 /// Ids of every token `caller` can list (any status).
 async fn listed_ids(client: &mut Client, caller: &str) -> Vec<String> {
-    let request = pb::ListTokensRequest { page_size: 1000, ..Default::default() };
-    let page = client.list_tokens(authed(caller, request)).await.expect("ListTokens").into_inner();
-    assert!(page.next_page_token.is_empty(), "everything fits in one page");
+    let request = pb::ListTokensRequest {
+        page_size: 1000,
+        ..Default::default()
+    };
+    let page = client
+        .list_tokens(authed(caller, request))
+        .await
+        .expect("ListTokens")
+        .into_inner();
+    assert!(
+        page.next_page_token.is_empty(),
+        "everything fits in one page"
+    );
     page.tokens.into_iter().map(|t| t.id).collect()
 }
 
@@ -151,25 +200,51 @@ fn micros(ts: Option<prost_types::Timestamp>) -> i64 {
 #[track_caller]
 fn assert_state(token: &pb::Token, status: pb::TokenStatus, actions: pb::AvailableActions) {
     assert_eq!(token.status, status as i32, "status of token {}", token.id);
-    assert_eq!(token.available_actions, Some(actions), "available_actions of token {}", token.id);
+    assert_eq!(
+        token.available_actions,
+        Some(actions),
+        "available_actions of token {}",
+        token.id
+    );
 }
 
 /// Asserts `action` on `id` is refused with INVALID_TRANSITION from `status`, and changes nothing.
 async fn assert_refused(client: &mut Client, caller: &str, id: &str, action: Action, status: &str) {
     let before = get(client, caller, id).await.expect("GetToken before");
-    let err = apply(client, caller, action, id).await.expect_err("the transition must be refused");
+    let err = apply(client, caller, action, id)
+        .await
+        .expect_err("the transition must be refused");
     assert_error(&err, Code::FailedPrecondition, "INVALID_TRANSITION");
-    assert_eq!(error_meta(&err, "status").as_deref(), Some(status), "status metadata");
-    assert_eq!(error_meta(&err, "action").as_deref(), Some(action.name()), "action metadata");
-    assert_eq!(error_meta(&err, "token_id").as_deref(), Some(id), "token_id metadata");
+    assert_eq!(
+        error_meta(&err, "status").as_deref(),
+        Some(status),
+        "status metadata"
+    );
+    assert_eq!(
+        error_meta(&err, "action").as_deref(),
+        Some(action.name()),
+        "action metadata"
+    );
+    assert_eq!(
+        error_meta(&err, "token_id").as_deref(),
+        Some(id),
+        "token_id metadata"
+    );
     let after = get(client, caller, id).await.expect("GetToken after");
-    assert_eq!(after, before, "a refused {} must not change the token", action.name());
+    assert_eq!(
+        after,
+        before,
+        "a refused {} must not change the token",
+        action.name()
+    );
 }
 
 /// Deletes `id` and asserts it is gone for GetToken.
 async fn assert_deleted(client: &mut Client, caller: &str, id: &str) {
     delete(client, caller, id).await.expect("DeleteToken");
-    let err = get(client, caller, id).await.expect_err("a deleted token is not found");
+    let err = get(client, caller, id)
+        .await
+        .expect_err("a deleted token is not found");
     assert_error(&err, Code::NotFound, "TOKEN_NOT_FOUND");
     assert_eq!(error_meta(&err, "token_id").as_deref(), Some(id));
 }
@@ -185,7 +260,12 @@ async fn expired_token(client: &mut Client, caller: &str) -> pb::Token {
     let created = create_with(client, caller, request).await;
     eventually(Duration::from_secs(5), || {
         let mut client = client.clone();
-        let request = authed(caller, pb::GetTokenRequest { id: created.id.clone() });
+        let request = authed(
+            caller,
+            pb::GetTokenRequest {
+                id: created.id.clone(),
+            },
+        );
         async move {
             let token = client.get_token(request).await.ok()?.into_inner().token?;
             (token.status == pb::TokenStatus::Expired as i32).then_some(token)
@@ -202,7 +282,9 @@ async fn spawn_without_leeway() -> TestApp {
 
 /// Two callers of user "u": a strong admin one and a weaker non-admin one.
 async fn strong_and_weak_callers(app: &TestApp) -> (String, String) {
-    let strong = app.bootstrap_with("u", STRONG_SCOPES, |r| r.admin = true).await;
+    let strong = app
+        .bootstrap_with("u", STRONG_SCOPES, |r| r.admin = true)
+        .await;
     let weak = app.bootstrap("u", WEAK_SCOPES).await;
     (strong, weak)
 }
@@ -216,7 +298,9 @@ async fn suspended_admin_token(client: &mut Client, strong: &str, scopes: &[&str
         ..Default::default()
     };
     let created = create_with(client, strong, request).await;
-    let suspended = apply(client, strong, Action::Suspend, &created.id).await.expect("strong caller suspends");
+    let suspended = apply(client, strong, Action::Suspend, &created.id)
+        .await
+        .expect("strong caller suspends");
     assert_state(&suspended, pb::TokenStatus::Suspended, SUSPENDED_ACTIONS);
     suspended
 }
@@ -229,15 +313,26 @@ async fn assert_hidden_from_other_user(rpc: Rpc, suspend_first: bool) {
     let mut client = app.client().await;
     let token = create(&mut client, &alice).await;
     if suspend_first {
-        apply(&mut client, &alice, Action::Suspend, &token.id).await.expect("alice suspends her token");
+        apply(&mut client, &alice, Action::Suspend, &token.id)
+            .await
+            .expect("alice suspends her token");
     }
-    let before = get(&mut client, &alice, &token.id).await.expect("alice reads her token");
+    let before = get(&mut client, &alice, &token.id)
+        .await
+        .expect("alice reads her token");
 
-    let err = call(&mut client, &bob, rpc, &token.id).await.expect_err("bob must not reach alice's token");
+    let err = call(&mut client, &bob, rpc, &token.id)
+        .await
+        .expect_err("bob must not reach alice's token");
     assert_error(&err, Code::NotFound, "TOKEN_NOT_FOUND");
 
-    let after = get(&mut client, &alice, &token.id).await.expect("alice still reads her token");
-    assert_eq!(after, before, "{rpc:?} by another user must not change the token");
+    let after = get(&mut client, &alice, &token.id)
+        .await
+        .expect("alice still reads her token");
+    assert_eq!(
+        after, before,
+        "{rpc:?} by another user must not change the token"
+    );
 }
 
 #[tokio::test]
@@ -248,7 +343,9 @@ async fn new_token_is_active_with_suspend_revoke_and_delete_available() {
 
     let created = create(&mut client, &caller).await;
     assert_state(&created, pb::TokenStatus::Active, ACTIVE_ACTIONS);
-    let read = get(&mut client, &caller, &created.id).await.expect("GetToken");
+    let read = get(&mut client, &caller, &created.id)
+        .await
+        .expect("GetToken");
     assert_state(&read, pb::TokenStatus::Active, ACTIVE_ACTIONS);
 }
 
@@ -259,11 +356,21 @@ async fn suspending_active_token_returns_it_suspended_with_activate_revoke_and_d
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
 
-    let suspended = apply(&mut client, &caller, Action::Suspend, &created.id).await.expect("SuspendToken");
+    let suspended = apply(&mut client, &caller, Action::Suspend, &created.id)
+        .await
+        .expect("SuspendToken");
     assert_state(&suspended, pb::TokenStatus::Suspended, SUSPENDED_ACTIONS);
-    assert!(micros(suspended.updated_at) > micros(created.updated_at), "updated_at advances");
+    assert!(
+        micros(suspended.updated_at) > micros(created.updated_at),
+        "updated_at advances"
+    );
     assert_eq!(suspended.updated_by, "alice");
-    assert_eq!(get(&mut client, &caller, &created.id).await.expect("GetToken"), suspended);
+    assert_eq!(
+        get(&mut client, &caller, &created.id)
+            .await
+            .expect("GetToken"),
+        suspended
+    );
 }
 
 #[tokio::test]
@@ -272,11 +379,20 @@ async fn activating_suspended_token_returns_it_active_again() {
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Suspend, &created.id).await.expect("SuspendToken");
+    apply(&mut client, &caller, Action::Suspend, &created.id)
+        .await
+        .expect("SuspendToken");
 
-    let activated = apply(&mut client, &caller, Action::Activate, &created.id).await.expect("ActivateToken");
+    let activated = apply(&mut client, &caller, Action::Activate, &created.id)
+        .await
+        .expect("ActivateToken");
     assert_state(&activated, pb::TokenStatus::Active, ACTIVE_ACTIONS);
-    assert_eq!(get(&mut client, &caller, &created.id).await.expect("GetToken"), activated);
+    assert_eq!(
+        get(&mut client, &caller, &created.id)
+            .await
+            .expect("GetToken"),
+        activated
+    );
 }
 
 #[tokio::test]
@@ -286,9 +402,16 @@ async fn revoking_active_token_leaves_only_delete_available() {
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
 
-    let revoked = apply(&mut client, &caller, Action::Revoke, &created.id).await.expect("RevokeToken");
+    let revoked = apply(&mut client, &caller, Action::Revoke, &created.id)
+        .await
+        .expect("RevokeToken");
     assert_state(&revoked, pb::TokenStatus::Revoked, FINAL_ACTIONS);
-    assert_eq!(get(&mut client, &caller, &created.id).await.expect("GetToken"), revoked);
+    assert_eq!(
+        get(&mut client, &caller, &created.id)
+            .await
+            .expect("GetToken"),
+        revoked
+    );
 }
 
 #[tokio::test]
@@ -297,11 +420,20 @@ async fn revoking_suspended_token_leaves_only_delete_available() {
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Suspend, &created.id).await.expect("SuspendToken");
+    apply(&mut client, &caller, Action::Suspend, &created.id)
+        .await
+        .expect("SuspendToken");
 
-    let revoked = apply(&mut client, &caller, Action::Revoke, &created.id).await.expect("RevokeToken");
+    let revoked = apply(&mut client, &caller, Action::Revoke, &created.id)
+        .await
+        .expect("RevokeToken");
     assert_state(&revoked, pb::TokenStatus::Revoked, FINAL_ACTIONS);
-    assert_eq!(get(&mut client, &caller, &created.id).await.expect("GetToken"), revoked);
+    assert_eq!(
+        get(&mut client, &caller, &created.id)
+            .await
+            .expect("GetToken"),
+        revoked
+    );
 }
 
 #[tokio::test]
@@ -311,7 +443,14 @@ async fn activating_active_token_is_invalid_transition() {
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
 
-    assert_refused(&mut client, &caller, &created.id, Action::Activate, "active").await;
+    assert_refused(
+        &mut client,
+        &caller,
+        &created.id,
+        Action::Activate,
+        "active",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -320,9 +459,18 @@ async fn suspending_suspended_token_is_invalid_transition() {
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Suspend, &created.id).await.expect("SuspendToken");
+    apply(&mut client, &caller, Action::Suspend, &created.id)
+        .await
+        .expect("SuspendToken");
 
-    assert_refused(&mut client, &caller, &created.id, Action::Suspend, "suspended").await;
+    assert_refused(
+        &mut client,
+        &caller,
+        &created.id,
+        Action::Suspend,
+        "suspended",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -331,9 +479,18 @@ async fn suspending_revoked_token_is_invalid_transition() {
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Revoke, &created.id).await.expect("RevokeToken");
+    apply(&mut client, &caller, Action::Revoke, &created.id)
+        .await
+        .expect("RevokeToken");
 
-    assert_refused(&mut client, &caller, &created.id, Action::Suspend, "revoked").await;
+    assert_refused(
+        &mut client,
+        &caller,
+        &created.id,
+        Action::Suspend,
+        "revoked",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -342,9 +499,18 @@ async fn activating_revoked_token_is_invalid_transition() {
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Revoke, &created.id).await.expect("RevokeToken");
+    apply(&mut client, &caller, Action::Revoke, &created.id)
+        .await
+        .expect("RevokeToken");
 
-    assert_refused(&mut client, &caller, &created.id, Action::Activate, "revoked").await;
+    assert_refused(
+        &mut client,
+        &caller,
+        &created.id,
+        Action::Activate,
+        "revoked",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -353,7 +519,9 @@ async fn revoking_revoked_token_is_invalid_transition() {
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Revoke, &created.id).await.expect("RevokeToken");
+    apply(&mut client, &caller, Action::Revoke, &created.id)
+        .await
+        .expect("RevokeToken");
 
     assert_refused(&mut client, &caller, &created.id, Action::Revoke, "revoked").await;
 }
@@ -374,7 +542,9 @@ async fn deleting_suspended_token_makes_it_not_found() {
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Suspend, &created.id).await.expect("SuspendToken");
+    apply(&mut client, &caller, Action::Suspend, &created.id)
+        .await
+        .expect("SuspendToken");
 
     assert_deleted(&mut client, &caller, &created.id).await;
 }
@@ -385,7 +555,9 @@ async fn deleting_revoked_token_makes_it_not_found() {
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Revoke, &created.id).await.expect("RevokeToken");
+    apply(&mut client, &caller, Action::Revoke, &created.id)
+        .await
+        .expect("RevokeToken");
 
     assert_deleted(&mut client, &caller, &created.id).await;
 }
@@ -397,12 +569,20 @@ async fn deleted_token_is_absent_from_list_tokens() {
     let mut client = app.client().await;
     let kept = create(&mut client, &caller).await;
     let deleted = create(&mut client, &caller).await;
-    assert!(listed_ids(&mut client, &caller).await.contains(&deleted.id), "listed before deletion");
+    assert!(
+        listed_ids(&mut client, &caller).await.contains(&deleted.id),
+        "listed before deletion"
+    );
 
-    delete(&mut client, &caller, &deleted.id).await.expect("DeleteToken");
+    delete(&mut client, &caller, &deleted.id)
+        .await
+        .expect("DeleteToken");
 
     let ids = listed_ids(&mut client, &caller).await;
-    assert!(!ids.contains(&deleted.id), "a deleted token must not be listed: {ids:?}");
+    assert!(
+        !ids.contains(&deleted.id),
+        "a deleted token must not be listed: {ids:?}"
+    );
     assert!(ids.contains(&kept.id), "other tokens stay listed: {ids:?}");
 }
 
@@ -412,9 +592,13 @@ async fn deleting_deleted_token_is_not_found() {
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
-    delete(&mut client, &caller, &created.id).await.expect("first DeleteToken");
+    delete(&mut client, &caller, &created.id)
+        .await
+        .expect("first DeleteToken");
 
-    let err = delete(&mut client, &caller, &created.id).await.expect_err("a second delete must fail");
+    let err = delete(&mut client, &caller, &created.id)
+        .await
+        .expect_err("a second delete must fail");
     assert_error(&err, Code::NotFound, "TOKEN_NOT_FOUND");
 }
 
@@ -424,10 +608,14 @@ async fn every_rpc_on_deleted_token_is_not_found() {
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
-    delete(&mut client, &caller, &created.id).await.expect("DeleteToken");
+    delete(&mut client, &caller, &created.id)
+        .await
+        .expect("DeleteToken");
 
     for rpc in EVERY_RPC {
-        let err = call(&mut client, &caller, rpc, &created.id).await.expect_err("a deleted token is gone");
+        let err = call(&mut client, &caller, rpc, &created.id)
+            .await
+            .expect_err("a deleted token is gone");
         assert_eq!(err.code(), Code::NotFound, "{rpc:?}: {}", err.message());
         assert_error(&err, Code::NotFound, "TOKEN_NOT_FOUND");
     }
@@ -460,7 +648,14 @@ async fn suspending_expired_token_is_invalid_transition() {
     let mut client = app.client().await;
     let expired = expired_token(&mut client, &caller).await;
 
-    assert_refused(&mut client, &caller, &expired.id, Action::Suspend, "expired").await;
+    assert_refused(
+        &mut client,
+        &caller,
+        &expired.id,
+        Action::Suspend,
+        "expired",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -486,9 +681,13 @@ async fn weaker_caller_can_suspend_revoke_and_delete_a_stronger_token() {
     };
     let token = create_with(&mut client, &strong, request).await;
 
-    let suspended = apply(&mut client, &weak, Action::Suspend, &token.id).await.expect("weak caller suspends");
+    let suspended = apply(&mut client, &weak, Action::Suspend, &token.id)
+        .await
+        .expect("weak caller suspends");
     assert_state(&suspended, pb::TokenStatus::Suspended, SUSPENDED_ACTIONS);
-    let revoked = apply(&mut client, &weak, Action::Revoke, &token.id).await.expect("weak caller revokes");
+    let revoked = apply(&mut client, &weak, Action::Revoke, &token.id)
+        .await
+        .expect("weak caller revokes");
     assert_state(&revoked, pb::TokenStatus::Revoked, FINAL_ACTIONS);
     assert_deleted(&mut client, &weak, &token.id).await;
 }
@@ -500,10 +699,19 @@ async fn weaker_caller_cannot_activate_token_with_scopes_it_does_not_hold() {
     let mut client = app.client().await;
     let token = suspended_admin_token(&mut client, &strong, &["trade_trade"]).await;
 
-    let err = apply(&mut client, &weak, Action::Activate, &token.id).await.expect_err("weak caller lacks a scope");
+    let err = apply(&mut client, &weak, Action::Activate, &token.id)
+        .await
+        .expect_err("weak caller lacks a scope");
     assert_error(&err, Code::PermissionDenied, "SCOPE_NOT_HELD");
-    assert_eq!(error_meta(&err, "missing_scopes").as_deref(), Some("trade_trade"));
-    assert_eq!(get(&mut client, &weak, &token.id).await.expect("GetToken"), token, "the token stays suspended");
+    assert_eq!(
+        error_meta(&err, "missing_scopes").as_deref(),
+        Some("trade_trade")
+    );
+    assert_eq!(
+        get(&mut client, &weak, &token.id).await.expect("GetToken"),
+        token,
+        "the token stays suspended"
+    );
 }
 
 #[tokio::test]
@@ -513,9 +721,15 @@ async fn weaker_caller_cannot_activate_admin_token_holding_only_its_own_scopes()
     let mut client = app.client().await;
     let token = suspended_admin_token(&mut client, &strong, WEAK_SCOPES).await;
 
-    let err = apply(&mut client, &weak, Action::Activate, &token.id).await.expect_err("weak caller is not admin");
+    let err = apply(&mut client, &weak, Action::Activate, &token.id)
+        .await
+        .expect_err("weak caller is not admin");
     assert_error(&err, Code::PermissionDenied, "ADMIN_REQUIRED");
-    assert_eq!(get(&mut client, &weak, &token.id).await.expect("GetToken"), token, "the token stays suspended");
+    assert_eq!(
+        get(&mut client, &weak, &token.id).await.expect("GetToken"),
+        token,
+        "the token stays suspended"
+    );
 }
 
 #[tokio::test]
@@ -527,8 +741,12 @@ async fn stronger_caller_can_activate_tokens_the_weaker_caller_cannot() {
     let admin_only = suspended_admin_token(&mut client, &strong, WEAK_SCOPES).await;
 
     for token in [&scoped, &admin_only] {
-        apply(&mut client, &weak, Action::Activate, &token.id).await.expect_err("weak caller is refused");
-        let activated = apply(&mut client, &strong, Action::Activate, &token.id).await.expect("strong activates");
+        apply(&mut client, &weak, Action::Activate, &token.id)
+            .await
+            .expect_err("weak caller is refused");
+        let activated = apply(&mut client, &strong, Action::Activate, &token.id)
+            .await
+            .expect("strong activates");
         assert_state(&activated, pb::TokenStatus::Active, ACTIVE_ACTIONS);
     }
 }
@@ -570,8 +788,15 @@ async fn malformed_id_is_invalid_id_for_every_rpc() {
     let mut client = app.client().await;
 
     for rpc in EVERY_RPC {
-        let err = call(&mut client, &caller, rpc, "nope").await.expect_err("a malformed id must be refused");
-        assert_eq!(err.code(), Code::InvalidArgument, "{rpc:?}: {}", err.message());
+        let err = call(&mut client, &caller, rpc, "nope")
+            .await
+            .expect_err("a malformed id must be refused");
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{rpc:?}: {}",
+            err.message()
+        );
         assert_error(&err, Code::InvalidArgument, "INVALID_ID");
         assert_eq!(bad_fields(&err), ["id"], "{rpc:?}");
         assert_eq!(error_meta(&err, "id").as_deref(), Some("nope"), "{rpc:?}");
@@ -585,8 +810,15 @@ async fn empty_id_is_invalid_id_for_every_rpc() {
     let mut client = app.client().await;
 
     for rpc in EVERY_RPC {
-        let err = call(&mut client, &caller, rpc, "").await.expect_err("an empty id must be refused");
-        assert_eq!(err.code(), Code::InvalidArgument, "{rpc:?}: {}", err.message());
+        let err = call(&mut client, &caller, rpc, "")
+            .await
+            .expect_err("an empty id must be refused");
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{rpc:?}: {}",
+            err.message()
+        );
         assert_error(&err, Code::InvalidArgument, "INVALID_ID");
         assert_eq!(bad_fields(&err), ["id"], "{rpc:?}");
     }

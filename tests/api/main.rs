@@ -1,4 +1,16 @@
-mod create;
+//! Integration tests: every test spawns a real tokenmint server on port 0 with its own database
+//! (a new SQLite file, or a new PostgreSQL database when `TOKENMINT_TEST_DATABASE_URL` names a
+//! server) and talks to it through the generated gRPC client.
+
 mod helpers;
+
+mod auth;
+mod create;
+mod keys;
+mod lifecycle;
+mod list;
 mod process;
+mod replicas;
 mod server;
+mod update;
+mod verify;

@@ -1,18 +1,18 @@
 //! Two servers on one database (replicas): a token minted on one verifies on the other, and
-//! lifecycle changes, caller revocations and key rotations made elsewhere reach every server
-//! through the change feed within 2 s (the poll interval in tests is 100 ms).
+//! lifecycle changes, a caller's revocation and key rotations made elsewhere reach every server
+//! through the change feed within 2 s (it polls the change log every 100 ms in tests).
 
 use std::time::Duration;
 
 use tokenmint::proto::v1 as pb;
-use tonic::Code;
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 
 use crate::helpers::{TestApp, assert_error, authed, claims_of, error_meta, eventually, header_of};
 
 type Client = pb::token_service_client::TokenServiceClient<Channel>;
 
-/// The user of the caller token, and owner of every token minted here.
+/// The caller's user, who owns every token minted here.
 const USER: &str = "svc";
 
 /// How long a change made on one server may take to reach the other.
@@ -34,7 +34,13 @@ impl Replicas {
         let caller = a.manager(USER).await;
         let client_a = a.client().await;
         let client_b = b.client().await;
-        Self { a, b, client_a, client_b, caller }
+        Self {
+            a,
+            b,
+            client_a,
+            client_b,
+            caller,
+        }
     }
 }
 
@@ -45,17 +51,64 @@ async fn mint(client: &Client, caller: &str) -> pb::CreateTokenResponse {
         scopes: vec!["wallet_view".into()],
         ..Default::default()
     };
-    client.clone().create_token(authed(caller, request)).await.expect("CreateToken").into_inner()
+    let mut client = client.clone();
+    let response = client.create_token(authed(caller, request)).await;
+    response.expect("CreateToken").into_inner()
 }
 
 /// VerifyToken without client address or required scopes.
 async fn verify(client: &Client, caller: &str, token: &str) -> pb::VerifyTokenResponse {
-    let request = pb::VerifyTokenRequest { token: token.into(), ..Default::default() };
-    client.clone().verify_token(authed(caller, request)).await.expect("VerifyToken").into_inner()
+    let request = pb::VerifyTokenRequest {
+        token: token.into(),
+        ..Default::default()
+    };
+    let mut client = client.clone();
+    let response = client.verify_token(authed(caller, request)).await;
+    response.expect("VerifyToken").into_inner()
 }
 
-/// Polls VerifyToken on `client` until it answers with `reason` (UNSPECIFIED: active), for at most
-/// [`PROPAGATION`].
+/// ListTokens: a call that only needs the caller's token to authenticate.
+async fn list(client: &Client, caller: &str) -> Result<pb::ListTokensResponse, Status> {
+    let request = pb::ListTokensRequest::default();
+    let mut client = client.clone();
+    let response = client.list_tokens(authed(caller, request)).await;
+    response.map(|r| r.into_inner())
+}
+
+/// RevokeToken on `id`.
+async fn revoke(client: &Client, caller: &str, id: String) {
+    let request = pb::RevokeTokenRequest { id };
+    let mut client = client.clone();
+    let response = client.revoke_token(authed(caller, request)).await;
+    response.expect("RevokeToken");
+}
+
+/// SuspendToken on `id`.
+async fn suspend(client: &Client, caller: &str, id: String) {
+    let request = pb::SuspendTokenRequest { id };
+    let mut client = client.clone();
+    let response = client.suspend_token(authed(caller, request)).await;
+    response.expect("SuspendToken");
+}
+
+/// ActivateToken on `id`.
+async fn activate(client: &Client, caller: &str, id: String) {
+    let request = pb::ActivateTokenRequest { id };
+    let mut client = client.clone();
+    let response = client.activate_token(authed(caller, request)).await;
+    response.expect("ActivateToken");
+}
+
+/// DeleteToken on `id`.
+async fn delete(client: &Client, caller: &str, id: String) {
+    let request = pb::DeleteTokenRequest { id };
+    let mut client = client.clone();
+    let response = client.delete_token(authed(caller, request)).await;
+    response.expect("DeleteToken");
+}
+
+/// Polls VerifyToken on `client` until it answers with `reason` (UNSPECIFIED: active); `None` if
+/// it does not within [`PROPAGATION`].
 async fn verify_until(
     client: &Client,
     caller: &str,
@@ -76,18 +129,19 @@ fn id_of(minted: &pb::CreateTokenResponse) -> String {
 
 /// The `kid` header of a JWT.
 fn kid_of(token: &str) -> String {
-    header_of(token)["kid"].as_str().expect("kid header").to_owned()
+    let header = header_of(token);
+    header["kid"].as_str().expect("kid header").to_owned()
 }
 
 #[tokio::test]
 async fn token_minted_on_one_replica_verifies_on_the_other() {
     let r = Replicas::start().await;
-    assert_ne!(r.a.addr, r.b.addr, "two separate servers");
+    assert_ne!(r.a.addr, r.b.addr, "two servers");
     let minted = mint(&r.client_a, &r.caller).await;
 
     let response = verify(&r.client_b, &r.caller, &minted.raw_token).await;
 
-    assert!(response.active, "B verifies A's token, reason {}", response.reason);
+    assert!(response.active, "reason {}", response.reason);
     let token = response.token.expect("token metadata");
     assert_eq!(token.id, id_of(&minted));
     assert_eq!(token.user_id, USER);
@@ -97,14 +151,16 @@ async fn token_minted_on_one_replica_verifies_on_the_other() {
 async fn revocation_on_one_replica_reaches_the_other() {
     let r = Replicas::start().await;
     let minted = mint(&r.client_a, &r.caller).await;
-    assert!(verify(&r.client_a, &r.caller, &minted.raw_token).await.active, "active on A before");
-    assert!(verify(&r.client_b, &r.caller, &minted.raw_token).await.active, "active on B before");
+    let raw = minted.raw_token.as_str();
+    let before_a = verify(&r.client_a, &r.caller, raw).await;
+    let before_b = verify(&r.client_b, &r.caller, raw).await;
+    assert!(before_a.active && before_b.active, "active on A and B");
 
-    let request = pb::RevokeTokenRequest { id: id_of(&minted) };
-    r.client_b.clone().revoke_token(authed(&r.caller, request)).await.expect("RevokeToken on B");
+    revoke(&r.client_b, &r.caller, id_of(&minted)).await;
 
-    let seen = verify_until(&r.client_a, &r.caller, &minted.raw_token, pb::InactiveReason::Revoked).await;
-    let response = seen.expect("A reports REVOKED within 2 s of the revocation on B");
+    let revoked = pb::InactiveReason::Revoked;
+    let seen = verify_until(&r.client_a, &r.caller, raw, revoked).await;
+    let response = seen.expect("A reports REVOKED within 2 s");
     assert!(!response.active);
     assert!(response.token.is_none());
 }
@@ -113,54 +169,61 @@ async fn revocation_on_one_replica_reaches_the_other() {
 async fn suspension_and_activation_on_one_replica_reach_the_other() {
     let r = Replicas::start().await;
     let minted = mint(&r.client_a, &r.caller).await;
-    let id = id_of(&minted);
-    assert!(verify(&r.client_a, &r.caller, &minted.raw_token).await.active, "active on A before");
+    let (id, raw) = (id_of(&minted), minted.raw_token.as_str());
+    let before = verify(&r.client_a, &r.caller, raw).await;
+    assert!(before.active, "active on A");
 
-    let request = pb::SuspendTokenRequest { id: id.clone() };
-    r.client_b.clone().suspend_token(authed(&r.caller, request)).await.expect("SuspendToken on B");
-    let suspended = verify_until(&r.client_a, &r.caller, &minted.raw_token, pb::InactiveReason::Suspended).await;
-    assert!(suspended.is_some(), "A reports SUSPENDED within 2 s of the suspension on B");
+    suspend(&r.client_b, &r.caller, id.clone()).await;
+    let suspended = pb::InactiveReason::Suspended;
+    let seen = verify_until(&r.client_a, &r.caller, raw, suspended).await;
+    assert!(seen.is_some(), "A reports SUSPENDED within 2 s");
 
-    let request = pb::ActivateTokenRequest { id };
-    r.client_b.clone().activate_token(authed(&r.caller, request)).await.expect("ActivateToken on B");
-    let active = verify_until(&r.client_a, &r.caller, &minted.raw_token, pb::InactiveReason::Unspecified).await;
-    let response = active.expect("A reports the token active again within 2 s of the activation on B");
+    activate(&r.client_b, &r.caller, id).await;
+    let active = pb::InactiveReason::Unspecified;
+    let seen = verify_until(&r.client_a, &r.caller, raw, active).await;
+    let response = seen.expect("A reports the token active again within 2 s");
     assert!(response.active);
-    assert_eq!(response.token.expect("token metadata").status, pb::TokenStatus::Active as i32);
+    let token = response.token.expect("token metadata");
+    assert_eq!(token.status, pb::TokenStatus::Active as i32);
 }
 
 #[tokio::test]
 async fn deletion_on_one_replica_reaches_the_other() {
     let r = Replicas::start().await;
     let minted = mint(&r.client_a, &r.caller).await;
-    assert!(verify(&r.client_a, &r.caller, &minted.raw_token).await.active, "active on A before");
+    let raw = minted.raw_token.as_str();
+    let before = verify(&r.client_a, &r.caller, raw).await;
+    assert!(before.active, "active on A");
 
-    let request = pb::DeleteTokenRequest { id: id_of(&minted) };
-    r.client_b.clone().delete_token(authed(&r.caller, request)).await.expect("DeleteToken on B");
+    delete(&r.client_b, &r.caller, id_of(&minted)).await;
 
-    let seen = verify_until(&r.client_a, &r.caller, &minted.raw_token, pb::InactiveReason::UnknownToken).await;
-    assert!(seen.is_some(), "A reports UNKNOWN_TOKEN within 2 s of the deletion on B");
+    let unknown = pb::InactiveReason::UnknownToken;
+    let seen = verify_until(&r.client_a, &r.caller, raw, unknown).await;
+    let response = seen.expect("A reports UNKNOWN_TOKEN within 2 s");
+    assert!(response.token.is_none());
 }
 
 #[tokio::test]
 async fn caller_token_revoked_on_one_replica_is_refused_by_the_other() {
     let r = Replicas::start().await;
-    let own_id = claims_of(&r.caller)["jti"].as_str().expect("jti").to_owned();
-    let request = pb::ListTokensRequest::default();
-    r.client_a.clone().list_tokens(authed(&r.caller, request)).await.expect("A accepts the caller before");
+    let claims = claims_of(&r.caller);
+    let own_id = claims["jti"].as_str().expect("jti").to_owned();
+    let before = list(&r.client_a, &r.caller).await;
+    before.expect("A accepts the caller");
 
-    let request = pb::RevokeTokenRequest { id: own_id };
-    r.client_b.clone().revoke_token(authed(&r.caller, request)).await.expect("the caller revokes itself on B");
+    revoke(&r.client_b, &r.caller, own_id).await;
 
     let (client, caller) = (&r.client_a, r.caller.as_str());
     let status = eventually(PROPAGATION, move || async move {
-        let request = pb::ListTokensRequest::default();
-        client.clone().list_tokens(authed(caller, request)).await.err().filter(|s| s.code() == Code::Unauthenticated)
+        let refused = list(client, caller).await.err()?;
+        let unauthenticated = refused.code() == Code::Unauthenticated;
+        unauthenticated.then_some(refused)
     })
     .await
     .expect("A refuses the revoked caller within 2 s");
     assert_error(&status, Code::Unauthenticated, "INVALID_CREDENTIALS");
-    assert_eq!(error_meta(&status, "inactive_reason").as_deref(), Some("REVOKED"));
+    let why = error_meta(&status, "inactive_reason");
+    assert_eq!(why.as_deref(), Some("REVOKED"));
 }
 
 #[tokio::test]
@@ -168,23 +231,20 @@ async fn key_rotation_through_the_cli_reaches_every_replica() {
     let r = Replicas::start().await;
     let old_kid = kid_of(&r.caller);
 
-    let new_kid = tokenmint::cli::rotate_keys(&r.a.settings).await.expect("rotate keys");
-    assert_ne!(new_kid, old_kid);
+    let new_kid = tokenmint::cli::rotate_keys(&r.a.settings).await;
 
-    let caller = r.caller.as_str();
+    let new_kid = new_kid.expect("rotate keys");
+    assert_ne!(new_kid, old_kid);
+    let (caller, kid) = (r.caller.as_str(), new_kid.as_str());
     for (name, client) in [("A", &r.client_a), ("B", &r.client_b)] {
-        let kid = new_kid.as_str();
-        let minted = eventually(PROPAGATION, move || async move {
-            let minted = mint(client, caller).await;
-            (kid_of(&minted.raw_token) == kid).then_some(minted)
+        let switched = eventually(PROPAGATION, move || async move {
+            let raw = mint(client, caller).await.raw_token;
+            (kid_of(&raw) == kid).then_some(())
         })
         .await;
-        assert!(minted.is_some(), "{name} signs with the new kid {new_kid} within 2 s of the rotation");
-    }
-    // Tokens of the retired key keep verifying on both.
-    let signed_before_rotation = caller;
-    for (name, client) in [("A", &r.client_a), ("B", &r.client_b)] {
-        let response = verify(client, caller, signed_before_rotation).await;
-        assert!(response.active, "{name} still verifies a token of the retired key, reason {}", response.reason);
+        assert!(switched.is_some(), "{name} signs with {kid} within 2 s");
+        // The caller's token, signed by the retired key, still verifies.
+        let response = verify(client, caller, caller).await;
+        assert!(response.active, "{name}: reason {}", response.reason);
     }
 }

@@ -28,31 +28,53 @@ async fn setup() -> (TestApp, Client, String, pb::Token) {
         scopes: vec!["wallet_view".into()],
         ..Default::default()
     };
-    let response = client.create_token(authed(&caller, request)).await.expect("CreateToken").into_inner();
+    let response = client
+        .create_token(authed(&caller, request))
+        .await
+        .expect("CreateToken")
+        .into_inner();
     let token = response.token.expect("CreateToken returns the token");
     (app, client, caller, token)
 }
 
 /// An update of `id` to `label` and `description` with `mask` (no mask when `None`).
-fn update_request(id: &str, label: &str, description: &str, mask: Option<&[&str]>) -> pb::UpdateTokenRequest {
+fn update_request(
+    id: &str,
+    label: &str,
+    description: &str,
+    mask: Option<&[&str]>,
+) -> pb::UpdateTokenRequest {
     pb::UpdateTokenRequest {
         id: id.to_owned(),
         label: label.to_owned(),
         description: description.to_owned(),
-        update_mask: mask.map(|paths| FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() }),
+        update_mask: mask.map(|paths| FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }),
     }
 }
 
 /// UpdateToken as `caller`; the token it returns.
-async fn update(client: &mut Client, caller: &str, request: pb::UpdateTokenRequest) -> Result<pb::Token, Status> {
-    let response = client.update_token(authed(caller, request)).await?.into_inner();
+async fn update(
+    client: &mut Client,
+    caller: &str,
+    request: pb::UpdateTokenRequest,
+) -> Result<pb::Token, Status> {
+    let response = client
+        .update_token(authed(caller, request))
+        .await?
+        .into_inner();
     Ok(response.token.expect("UpdateToken returns the token"))
 }
 
 /// GetToken as `caller`.
 async fn get(client: &mut Client, caller: &str, id: &str) -> pb::Token {
     let request = authed(caller, pb::GetTokenRequest { id: id.to_owned() });
-    let response = client.get_token(request).await.expect("GetToken").into_inner();
+    let response = client
+        .get_token(request)
+        .await
+        .expect("GetToken")
+        .into_inner();
     response.token.expect("GetToken returns the token")
 }
 
@@ -76,7 +98,11 @@ async fn update_without_mask_changes_label_and_keeps_description_when_it_is_empt
     let updated = update(&mut client, &caller, request).await.expect("update");
     assert_eq!(updated.label, "new label");
     assert_eq!(updated.description, DESCRIPTION);
-    assert_eq!(get(&mut client, &caller, &token.id).await, updated, "the change is stored");
+    assert_eq!(
+        get(&mut client, &caller, &token.id).await,
+        updated,
+        "the change is stored"
+    );
 }
 
 #[tokio::test]
@@ -87,7 +113,11 @@ async fn update_without_mask_changes_description_and_keeps_label_when_it_is_empt
     let updated = update(&mut client, &caller, request).await.expect("update");
     assert_eq!(updated.label, LABEL);
     assert_eq!(updated.description, "new description");
-    assert_eq!(get(&mut client, &caller, &token.id).await, updated, "the change is stored");
+    assert_eq!(
+        get(&mut client, &caller, &token.id).await,
+        updated,
+        "the change is stored"
+    );
 }
 
 #[tokio::test]
@@ -98,7 +128,11 @@ async fn update_without_mask_changes_both_fields_when_both_are_given() {
     let updated = update(&mut client, &caller, request).await.expect("update");
     assert_eq!(updated.label, "new label");
     assert_eq!(updated.description, "new description");
-    assert_eq!(get(&mut client, &caller, &token.id).await, updated, "the change is stored");
+    assert_eq!(
+        get(&mut client, &caller, &token.id).await,
+        updated,
+        "the change is stored"
+    );
 }
 
 #[tokio::test]
@@ -107,9 +141,15 @@ async fn update_advances_updated_at_and_records_the_caller_as_updated_by() {
 
     let request = update_request(&token.id, "new label", "", None);
     let updated = update(&mut client, &caller, request).await.expect("update");
-    assert!(micros(updated.updated_at) > micros(token.updated_at), "updated_at advances");
+    assert!(
+        micros(updated.updated_at) > micros(token.updated_at),
+        "updated_at advances"
+    );
     assert_eq!(updated.updated_by, "alice");
-    assert_eq!(updated.created_at, token.created_at, "created_at never changes");
+    assert_eq!(
+        updated.created_at, token.created_at,
+        "created_at never changes"
+    );
     assert_eq!(updated.created_by, token.created_by);
 }
 
@@ -137,14 +177,23 @@ async fn description_mask_with_empty_description_clears_it_and_keeps_label() {
     let updated = update(&mut client, &caller, request).await.expect("update");
     assert_eq!(updated.description, "");
     assert_eq!(updated.label, LABEL);
-    assert_eq!(get(&mut client, &caller, &token.id).await, updated, "the change is stored");
+    assert_eq!(
+        get(&mut client, &caller, &token.id).await,
+        updated,
+        "the change is stored"
+    );
 }
 
 #[tokio::test]
 async fn mask_ignores_fields_it_does_not_name() {
     let (_app, mut client, caller, token) = setup().await;
 
-    let request = update_request(&token.id, "not in the mask", "new description", Some(&["description"]));
+    let request = update_request(
+        &token.id,
+        "not in the mask",
+        "new description",
+        Some(&["description"]),
+    );
     let updated = update(&mut client, &caller, request).await.expect("update");
     assert_eq!(updated.label, LABEL);
     assert_eq!(updated.description, "new description");
@@ -155,7 +204,9 @@ async fn label_mask_with_empty_label_is_label_required() {
     let (_app, mut client, caller, token) = setup().await;
 
     let request = update_request(&token.id, "", "", Some(&["label"]));
-    let err = update(&mut client, &caller, request).await.expect_err("an empty label cannot be set");
+    let err = update(&mut client, &caller, request)
+        .await
+        .expect_err("an empty label cannot be set");
     assert_error(&err, Code::InvalidArgument, "LABEL_REQUIRED");
     assert_eq!(bad_fields(&err), ["label"]);
     assert_unchanged(&mut client, &caller, &token).await;
@@ -166,7 +217,9 @@ async fn mask_naming_a_field_that_cannot_change_is_invalid_update_mask() {
     let (_app, mut client, caller, token) = setup().await;
 
     let request = update_request(&token.id, "new label", "", Some(&["scopes"]));
-    let err = update(&mut client, &caller, request).await.expect_err("scopes cannot be updated");
+    let err = update(&mut client, &caller, request)
+        .await
+        .expect_err("scopes cannot be updated");
     assert_error(&err, Code::InvalidArgument, "INVALID_UPDATE_MASK");
     assert_eq!(bad_fields(&err), ["update_mask.paths[0]"]);
     assert_eq!(error_meta(&err, "path").as_deref(), Some("scopes"));
@@ -178,7 +231,9 @@ async fn mask_with_a_valid_and_an_invalid_path_names_only_the_invalid_one() {
     let (_app, mut client, caller, token) = setup().await;
 
     let request = update_request(&token.id, "new label", "", Some(&["label", "admin"]));
-    let err = update(&mut client, &caller, request).await.expect_err("admin cannot be updated");
+    let err = update(&mut client, &caller, request)
+        .await
+        .expect_err("admin cannot be updated");
     assert_error(&err, Code::InvalidArgument, "INVALID_UPDATE_MASK");
     assert_eq!(bad_fields(&err), ["update_mask.paths[1]"]);
     assert_unchanged(&mut client, &caller, &token).await;
@@ -189,7 +244,9 @@ async fn update_without_mask_and_without_values_is_empty_update() {
     let (_app, mut client, caller, token) = setup().await;
 
     let request = update_request(&token.id, "", "", None);
-    let err = update(&mut client, &caller, request).await.expect_err("nothing to update");
+    let err = update(&mut client, &caller, request)
+        .await
+        .expect_err("nothing to update");
     assert_error(&err, Code::InvalidArgument, "EMPTY_UPDATE");
     assert_eq!(bad_fields(&err), ["update_mask"]);
     assert_unchanged(&mut client, &caller, &token).await;
@@ -200,7 +257,9 @@ async fn label_of_101_characters_is_invalid_label() {
     let (_app, mut client, caller, token) = setup().await;
 
     let request = update_request(&token.id, &"x".repeat(101), "", None);
-    let err = update(&mut client, &caller, request).await.expect_err("labels hold at most 100 characters");
+    let err = update(&mut client, &caller, request)
+        .await
+        .expect_err("labels hold at most 100 characters");
     assert_error(&err, Code::InvalidArgument, "INVALID_LABEL");
     assert_eq!(bad_fields(&err), ["label"]);
     assert_unchanged(&mut client, &caller, &token).await;
@@ -223,16 +282,26 @@ async fn label_is_trimmed() {
     let request = update_request(&token.id, "   padded label \t ", "", None);
     let updated = update(&mut client, &caller, request).await.expect("update");
     assert_eq!(updated.label, "padded label");
-    assert_eq!(get(&mut client, &caller, &token.id).await.label, "padded label");
+    assert_eq!(
+        get(&mut client, &caller, &token.id).await.label,
+        "padded label"
+    );
 }
 
 #[tokio::test]
 async fn updating_a_deleted_token_is_not_found() {
     let (_app, mut client, caller, token) = setup().await;
-    let delete = pb::DeleteTokenRequest { id: token.id.clone() };
-    client.delete_token(authed(&caller, delete)).await.expect("DeleteToken");
+    let delete = pb::DeleteTokenRequest {
+        id: token.id.clone(),
+    };
+    client
+        .delete_token(authed(&caller, delete))
+        .await
+        .expect("DeleteToken");
 
     let request = update_request(&token.id, "new label", "", None);
-    let err = update(&mut client, &caller, request).await.expect_err("a deleted token cannot be updated");
+    let err = update(&mut client, &caller, request)
+        .await
+        .expect_err("a deleted token cannot be updated");
     assert_error(&err, Code::NotFound, "TOKEN_NOT_FOUND");
 }
