@@ -11,6 +11,8 @@ const PROTOS: &[&str] = &[
     "proto/tokenmint/v1/limits.proto",
     "proto/tokenmint/v1/token.proto",
     "proto/tokenmint/v1/token_service.proto",
+    "proto/tokenmint/v1/template.proto",
+    "proto/tokenmint/v1/template_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -14,16 +14,18 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{Environment, Settings};
 use crate::domain::{ScopeCatalog, Timestamp};
-use crate::grpc::{self, TokenApi, request_id::RequestIdLayer};
+use crate::grpc::{self, TemplateApi, TokenApi, request_id::RequestIdLayer};
 use crate::issuance::caches::MetadataCache;
 use crate::issuance::change_feed::ChangeFeed;
 use crate::issuance::deny_list::DenyList;
 use crate::issuance::keys::KeyManager;
 use crate::issuance::last_used::LastUsed;
 use crate::issuance::sealing::MasterKey;
+use crate::issuance::templates::TemplateManager;
 use crate::issuance::tokens::{IssuancePolicy, TokenManagerParts};
 use crate::issuance::verifier::JwtPolicy;
 use crate::issuance::{TokenManager, jwt_crypto};
+use crate::proto::v1::template_service_server::TemplateServiceServer;
 use crate::proto::v1::token_service_server::TokenServiceServer;
 use crate::store::{Store, StoreOptions, TokenWriter};
 
@@ -33,6 +35,8 @@ pub struct Core {
     pub store: Store,
     /// The token core.
     pub tokens: Arc<TokenManager>,
+    /// The template core.
+    pub templates: Arc<TemplateManager>,
     /// Signing keys.
     pub keys: Arc<KeyManager>,
     /// Denied tokens.
@@ -118,10 +122,17 @@ impl Core {
                 leeway_secs: settings.tokens.leeway_secs,
             },
         };
+        let templates = Arc::new(TemplateManager::new(
+            store.clone(),
+            catalog.clone(),
+            settings.environment,
+            settings.tokens.max_lifetime_secs,
+        ));
         let tokens = Arc::new(TokenManager::new(TokenManagerParts {
             store: store.clone(),
             writer,
             keys: keys.clone(),
+            templates: templates.clone(),
             catalog,
             policy,
             deny: deny.clone(),
@@ -132,6 +143,7 @@ impl Core {
         Ok(Self {
             store,
             tokens,
+            templates,
             keys,
             deny,
             metadata,
@@ -220,6 +232,10 @@ async fn serve(
         .context("reflection v1alpha")?;
     let routes = tonic::service::Routes::from(grpc::http::router(core.keys.clone()))
         .add_service(TokenServiceServer::new(TokenApi::new(core.tokens.clone())))
+        .add_service(TemplateServiceServer::new(TemplateApi::new(
+            core.tokens.clone(),
+            core.templates.clone(),
+        )))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -9,6 +9,7 @@ mod m20261201_000001_create_signing_keys;
 mod m20261201_000002_create_tokens;
 mod m20261201_000003_create_token_events;
 mod m20261201_000004_create_enterprise_members;
+mod m20261201_000005_create_templates;
 
 /// Applies every migration in order; `Migrator::up(&db, None)` brings a database up to date.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000002_create_tokens::Migration),
             Box::new(m20261201_000003_create_token_events::Migration),
             Box::new(m20261201_000004_create_enterprise_members::Migration),
+            Box::new(m20261201_000005_create_templates::Migration),
         ]
     }
 }

@@ -1,6 +1,6 @@
 //! Conversions between protobuf messages and domain types.
 
-use crate::domain::{Timestamp, TokenLimits, TokenRecord, TokenStatus};
+use crate::domain::{TemplateRecord, Timestamp, TokenLimits, TokenRecord, TokenStatus};
 use crate::issuance::InactiveReason;
 use crate::issuance::lifecycle::available_actions;
 use crate::issuance::tokens::LimitsInput;
@@ -42,6 +42,30 @@ pub fn token_to_proto(record: &TokenRecord, now: Timestamp) -> pb::Token {
             delete: actions.delete,
         }),
         template_version: record.template_version,
+    }
+}
+
+/// The protobuf form of a template.
+pub fn template_to_proto(record: &TemplateRecord) -> pb::Template {
+    pb::Template {
+        id: record.id.to_string(),
+        name: record.name.as_str().to_owned(),
+        user_id: record.user_id.to_string(),
+        enterprise_id: record
+            .enterprise_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        description: record.description.as_str().to_owned(),
+        token_scopes: record.scopes.iter().map(str::to_owned).collect(),
+        allowed_ips: record.allowed_ips.to_strings(),
+        token_limits: (!record.limits.is_empty()).then(|| limits_to_proto(&record.limits)),
+        default_duration_seconds: record.default_duration_secs,
+        version: record.version,
+        created_at: Some(record.created_at.to_proto()),
+        updated_at: Some(record.updated_at.to_proto()),
+        created_by: record.created_by.to_string(),
+        updated_by: record.updated_by.to_string(),
     }
 }
 

@@ -4,9 +4,12 @@
 
 pub mod auth;
 pub mod convert;
+pub mod headers;
 pub mod http;
 pub mod request_id;
 pub mod status;
+pub mod template_service;
 pub mod token_service;
 
+pub use template_service::TemplateApi;
 pub use token_service::TokenApi;

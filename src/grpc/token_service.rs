@@ -6,14 +6,11 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{Timestamp, TokenId, scope};
 use crate::error::{Error, reason};
-use crate::grpc::{auth, convert, request_id, status::to_status};
+use crate::grpc::{auth, convert, headers, request_id, status::to_status};
 use crate::issuance::lifecycle::Action;
 use crate::issuance::tokens::{CreateTokenInput, UpdateMask};
 use crate::issuance::{TokenManager, Verification};
 use crate::proto::v1::{self as pb, token_service_server::TokenService};
-
-/// Response header listing deprecated scopes a new token carries.
-pub const DEPRECATED_SCOPES_HEADER: &str = "x-deprecated-scopes";
 
 /// The TokenService implementation.
 #[derive(Clone)]
@@ -83,13 +80,7 @@ impl TokenService for TokenApi {
             )),
             raw_token: minted.raw.expose().to_owned(),
         });
-        if !minted.deprecated_scopes.is_empty()
-            && let Ok(value) = minted.deprecated_scopes.join(",").parse()
-        {
-            response
-                .metadata_mut()
-                .insert(DEPRECATED_SCOPES_HEADER, value);
-        }
+        headers::announce_deprecated_scopes(&mut response, &minted.deprecated_scopes);
         Ok(response)
     }
 

@@ -10,7 +10,10 @@ pub mod jwt_crypto;
 pub mod keys;
 pub mod last_used;
 pub mod lifecycle;
+pub mod paging;
+pub mod rules;
 pub mod sealing;
+pub mod templates;
 pub mod tokens;
 pub mod verifier;
 

@@ -4,13 +4,10 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 use crate::config::Environment;
 use crate::domain::{
-    Description, EnterpriseId, IpRestriction, Label, ScopeCatalog, ScopeSet, StoredStatus,
-    Timestamp, TokenId, TokenLimits, TokenRecord, TokenStatus, scope,
+    Description, EnterpriseId, IpRestriction, Label, ScopeCatalog, StoredStatus, TemplateId,
+    Timestamp, TokenId, TokenLimits, TokenRecord, TokenStatus,
 };
 use crate::error::{Error, ErrorCode, Result, Violations, reason};
 use crate::issuance::caches::{MetadataCache, VerifiedCache, token_hash};
@@ -20,14 +17,12 @@ use crate::issuance::deny_list::DenyList;
 use crate::issuance::keys::KeyManager;
 use crate::issuance::last_used::LastUsed;
 use crate::issuance::lifecycle::{self, Action};
+use crate::issuance::paging::Page;
+use crate::issuance::rules;
+use crate::issuance::templates::{Grant, Requested, TemplateManager, narrow};
 use crate::issuance::verifier::{InactiveReason, JwtPolicy, VerifiedToken};
 use crate::store::tokens::StatusFilter;
-use crate::store::{DeniedToken, ListCursor, Store, TokenUpdate, TokenWriter};
-
-/// Default page size of ListTokens.
-pub const DEFAULT_PAGE_SIZE: usize = 50;
-/// Largest page size of ListTokens (larger requests are reduced to it).
-pub const MAX_PAGE_SIZE: usize = 1000;
+use crate::store::{DeniedToken, Store, TokenUpdate, TokenWriter};
 
 /// Issuance rules from configuration.
 #[derive(Debug, Clone)]
@@ -119,6 +114,7 @@ pub struct TokenManager {
     store: Store,
     writer: TokenWriter,
     keys: Arc<KeyManager>,
+    templates: Arc<TemplateManager>,
     catalog: Arc<ScopeCatalog>,
     policy: IssuancePolicy,
     deny: Arc<DenyList>,
@@ -135,6 +131,8 @@ pub struct TokenManagerParts {
     pub writer: TokenWriter,
     /// Signing keys.
     pub keys: Arc<KeyManager>,
+    /// Templates (for minting from one).
+    pub templates: Arc<TemplateManager>,
     /// Scope catalog.
     pub catalog: Arc<ScopeCatalog>,
     /// Rules.
@@ -156,6 +154,7 @@ impl TokenManager {
             store: parts.store,
             writer: parts.writer,
             keys: parts.keys,
+            templates: parts.templates,
             catalog: parts.catalog,
             policy: parts.policy,
             deny: parts.deny,
@@ -185,8 +184,19 @@ impl TokenManager {
     #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id))]
     pub async fn create(&self, caller: &Caller, input: CreateTokenInput) -> Result<MintedToken> {
         let now = Timestamp::now();
+        let template = match input.template_id.as_str() {
+            "" => None,
+            raw => Some(
+                self.templates
+                    .owned(caller, TemplateId::parse(raw, "template_id")?)
+                    .await?,
+            ),
+        };
         let mut v = Violations::default();
-        let label = v.check(Label::parse(&input.label));
+        let label = match &template {
+            Some(t) if input.label.trim().is_empty() => v.check(Label::parse(t.name.as_str())),
+            _ => v.check(Label::parse(&input.label)),
+        };
         let description = v.check(Description::parse(&input.description));
         let scopes = v.check(self.catalog.parse_scopes(&input.scopes, "scopes"));
         let ips = v.check(IpRestriction::parse(&input.ip_restrict, "ip_restrict"));
@@ -195,14 +205,26 @@ impl TokenManager {
             "enterprise_id",
         ));
         let limits = match &input.limits {
-            Some(l) => v.check(TokenLimits::parse(
-                &l.spending,
-                l.all_erc20.as_deref(),
-                "token_limits",
-            )),
-            None => Some(TokenLimits::default()),
+            Some(l) => v
+                .check(TokenLimits::parse(
+                    &l.spending,
+                    l.all_erc20.as_deref(),
+                    "token_limits",
+                ))
+                .map(Some),
+            None => Some(None),
         };
-        let expires_at = v.check(self.expiry(input.duration_seconds, input.expires_at, now));
+        let default_lifetime = template
+            .as_ref()
+            .map(|t| t.default_duration_secs)
+            .filter(|secs| *secs > 0)
+            .unwrap_or(self.policy.default_lifetime_secs);
+        let expires_at = v.check(self.expiry(
+            input.duration_seconds,
+            input.expires_at,
+            now,
+            default_lifetime,
+        ));
         v.finish()?;
         let (
             Some(label),
@@ -224,43 +246,40 @@ impl TokenManager {
         else {
             return Err(Error::internal("validation passed without values"));
         };
-        if !input.template_id.is_empty() {
-            return Err(Error::new(
-                ErrorCode::NotFound,
-                reason::TEMPLATE_NOT_FOUND,
-                format!(
-                    "template {} not found",
-                    crate::domain::ids::truncate(&input.template_id, 64)
-                ),
-            )
-            .with_meta(
-                "template_id",
-                crate::domain::ids::truncate(&input.template_id, 64),
-            ));
-        }
-        if scopes.is_empty() {
-            return Err(Error::invalid(
-                "scopes",
-                reason::INVALID_SCOPE,
-                "at least one scope is required",
-            ));
-        }
-        self.check_environment(&scopes, &ips)?;
+        let grant = match &template {
+            Some(t) => narrow(
+                t,
+                Requested {
+                    scopes,
+                    ips,
+                    limits,
+                    enterprise,
+                },
+            )?,
+            None => Grant {
+                scopes,
+                ips,
+                limits: limits.unwrap_or_default(),
+                enterprise,
+            },
+        };
+        let Grant {
+            scopes,
+            ips,
+            limits,
+            enterprise,
+        } = grant;
+        rules::require_scopes(&scopes, "scopes")?;
+        rules::check_environment(
+            self.policy.environment,
+            &scopes,
+            &ips,
+            "scopes",
+            "ip_restrict",
+        )?;
         caller.require_can_grant(&scopes, input.admin)?;
-        if let Some(enterprise) = &enterprise
-            && !self
-                .store
-                .is_enterprise_member(enterprise, &caller.user_id)
-                .await?
-        {
-            return Err(Error::denied(
-                reason::NOT_ENTERPRISE_MEMBER,
-                format!(
-                    "user {} is not a member of enterprise {enterprise}",
-                    caller.user_id
-                ),
-            )
-            .with_meta("enterprise_id", enterprise.to_string()));
+        if let Some(enterprise) = &enterprise {
+            rules::require_member(&self.store, enterprise, &caller.user_id).await?;
         }
         let id = TokenId::generate();
         tracing::Span::current().record("tokenmint.token_id", tracing::field::display(id));
@@ -277,7 +296,7 @@ impl TokenManager {
             scope: scopes.to_claim(),
             ent: enterprise.as_ref().map(ToString::to_string),
             adm: input.admin,
-            tpl: None,
+            tpl: template.as_ref().map(|t| t.id.to_string()),
             ips: (!ips.is_unrestricted()).then(|| ips.to_strings()),
         };
         let raw = {
@@ -294,8 +313,8 @@ impl TokenManager {
             ip_restrict: ips,
             limits,
             admin: input.admin,
-            template_id: None,
-            template_version: 0,
+            template_id: template.as_ref().map(|t| t.id.to_string()),
+            template_version: template.as_ref().map_or(0, |t| t.version),
             status: StoredStatus::Active,
             checksum: raw.checksum(),
             key_id: ring.signing.kid.clone(),
@@ -324,6 +343,7 @@ impl TokenManager {
         duration: Option<i64>,
         expires_at: Option<Timestamp>,
         now: Timestamp,
+        default_lifetime_secs: i64,
     ) -> Result<Timestamp> {
         let max = self.policy.max_lifetime_secs;
         let too_long = |field: &str| {
@@ -355,33 +375,9 @@ impl TokenManager {
             (None, Some(at)) if at > now.plus_secs(max) => Err(too_long("expires_at")),
             (None, Some(at)) => Ok(Timestamp::from_secs(at.as_secs())),
             (None, None) => Ok(Timestamp::from_secs(
-                now.plus_secs(self.policy.default_lifetime_secs.min(max))
-                    .ceil_secs(),
+                now.plus_secs(default_lifetime_secs.min(max)).ceil_secs(),
             )),
         }
-    }
-
-    /// Production rules: tokens must be IP-restricted and may not hold `all`.
-    fn check_environment(&self, scopes: &ScopeSet, ips: &IpRestriction) -> Result<()> {
-        if self.policy.environment != Environment::Production {
-            return Ok(());
-        }
-        if ips.is_unrestricted() {
-            return Err(Error::invalid(
-                "ip_restrict",
-                reason::IP_RESTRICTION_REQUIRED,
-                "in production a token must be restricted to IP addresses or CIDR blocks",
-            ));
-        }
-        if scopes.has_all() {
-            return Err(Error::invalid(
-                "scopes",
-                reason::SCOPE_NOT_ALLOWED,
-                "scope \"all\" is not allowed in production",
-            )
-            .with_meta("scope", scope::ALL));
-        }
-        Ok(())
     }
 
     /// `caller`'s token `id`.
@@ -409,19 +405,6 @@ impl TokenManager {
         page_token: &str,
         status: Option<TokenStatus>,
     ) -> Result<TokenPage> {
-        let size = match page_size {
-            n if n < 0 => {
-                return Err(Error::invalid(
-                    "page_size",
-                    reason::INVALID_PAGE_SIZE,
-                    "page_size must not be negative",
-                ));
-            }
-            0 => DEFAULT_PAGE_SIZE,
-            n => usize::try_from(n)
-                .unwrap_or(MAX_PAGE_SIZE)
-                .min(MAX_PAGE_SIZE),
-        };
         let filter = match status {
             None => StatusFilter::Any,
             Some(TokenStatus::Active) => StatusFilter::Active,
@@ -429,25 +412,23 @@ impl TokenManager {
             Some(TokenStatus::Revoked) => StatusFilter::Revoked,
             Some(TokenStatus::Expired) => StatusFilter::Expired,
         };
-        let cursor = if page_token.is_empty() {
-            None
-        } else {
-            Some(decode_cursor(page_token, filter)?)
-        };
+        let page = Page::parse(
+            page_size,
+            page_token,
+            format!("tokens:{}", filter_tag(filter)),
+        )?;
         let now = self.expiry_clock();
         let mut tokens = self
             .store
-            .list_tokens(&caller.user_id, filter, cursor, size as u64 + 1, now)
+            .list_tokens(
+                &caller.user_id,
+                filter,
+                page.cursor.clone(),
+                page.fetch_limit(),
+                now,
+            )
             .await?;
-        let next_page_token = if tokens.len() > size {
-            tokens.truncate(size);
-            tokens
-                .last()
-                .map(|t| encode_cursor(t, filter))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = page.finish(&mut tokens, |t| (t.created_at, t.id.to_string()));
         Ok(TokenPage {
             tokens,
             next_page_token,
@@ -744,35 +725,5 @@ fn filter_tag(filter: StatusFilter) -> &'static str {
         StatusFilter::Suspended => "suspended",
         StatusFilter::Revoked => "revoked",
         StatusFilter::Expired => "expired",
-    }
-}
-
-/// Page tokens are opaque to clients: base64url of `v1|filter|created_at|id`.
-fn encode_cursor(last: &TokenRecord, filter: StatusFilter) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "v1|{}|{}|{}",
-        filter_tag(filter),
-        last.created_at.0,
-        last.id
-    ))
-}
-
-fn decode_cursor(token: &str, filter: StatusFilter) -> Result<ListCursor> {
-    let bad = || {
-        Error::invalid(
-            "page_token",
-            reason::INVALID_PAGE_TOKEN,
-            "page_token is not one this service issued for this query",
-        )
-    };
-    let text =
-        String::from_utf8(URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
-    let parts: Vec<&str> = text.split('|').collect();
-    match parts.as_slice() {
-        ["v1", tag, created_at, id] if *tag == filter_tag(filter) => Ok(ListCursor {
-            created_at: Timestamp(created_at.parse().map_err(|_| bad())?),
-            id: TokenId::parse(id, "page_token").map_err(|_| bad())?,
-        }),
-        _ => Err(bad()),
     }
 }

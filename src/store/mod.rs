@@ -6,6 +6,7 @@ pub mod enterprises;
 pub mod entities;
 pub mod events;
 pub mod keys;
+pub mod templates;
 pub mod token_writer;
 pub mod tokens;
 
@@ -24,9 +25,20 @@ use sea_orm::{DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnec
 pub use events::ChangeEvent;
 pub use keys::StoredKey;
 pub use token_writer::TokenWriter;
-pub use tokens::{DeniedToken, ListCursor, TokenUpdate};
+pub use tokens::{DeniedToken, TokenUpdate};
 
+use crate::domain::Timestamp;
 use crate::error::Error;
+
+/// Where a keyset-paginated list continues: after the row with this creation time and id
+/// (lists are ordered by creation time, then id, both descending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    /// Creation time of the last row of the previous page.
+    pub created_at: Timestamp,
+    /// Id of the last row of the previous page.
+    pub id: String,
+}
 
 /// Which database engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +168,14 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Whether a database error is a unique-constraint violation.
+pub(crate) fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }
 
 /// Maps a database error to the API error (UNAVAILABLE; the cause is logged, not returned).

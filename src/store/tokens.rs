@@ -9,21 +9,12 @@ use sea_orm::{
 
 use super::entities::tokens::{self, Column, Entity as Tokens};
 use super::events::{self, EventKind};
-use super::{Store, db_error};
+use super::{ListCursor, Store, db_error};
 use crate::domain::{
     Description, EnterpriseId, IpRestriction, Label, ScopeSet, StoredStatus, Timestamp, TokenId,
     TokenLimits, TokenRecord, UserId,
 };
 use crate::error::{Error, Result};
-
-/// Where a ListTokens page starts: after the token with this creation time and id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListCursor {
-    /// Creation time of the last token of the previous page.
-    pub created_at: Timestamp,
-    /// Id of the last token of the previous page.
-    pub id: TokenId,
-}
 
 /// Which tokens a list returns, by the status the caller sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +106,7 @@ impl Store {
             query = query.filter(
                 Column::CreatedAt.lt(c.created_at.0).or(Column::CreatedAt
                     .eq(c.created_at.0)
-                    .and(Column::Id.lt(c.id.to_string()))),
+                    .and(Column::Id.lt(c.id))),
             );
         }
         let models = query

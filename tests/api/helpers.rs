@@ -150,13 +150,6 @@ impl TestApp {
         self.server = Some(server);
     }
 
-    /// Stops the server.
-    pub async fn stop(mut self) {
-        if let Some(server) = self.server.take() {
-            server.stop().await.expect("clean stop");
-        }
-    }
-
     /// The server's URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

@@ -2,5 +2,6 @@
 
 pub mod enterprise_members;
 pub mod signing_keys;
+pub mod templates;
 pub mod token_events;
 pub mod tokens;

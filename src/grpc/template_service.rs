@@ -1,0 +1,165 @@
+//! `tokenmint.v1.TemplateService` handlers.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::domain::{TemplateId, scope};
+use crate::error::{Error, reason};
+use crate::grpc::{auth, convert, headers, request_id, status::to_status};
+use crate::issuance::templates::{TemplateInput, TemplateManager};
+use crate::issuance::{Caller, TokenManager};
+use crate::proto::v1::{self as pb, template_service_server::TemplateService};
+
+/// The TemplateService implementation.
+#[derive(Clone)]
+pub struct TemplateApi {
+    tokens: Arc<TokenManager>,
+    templates: Arc<TemplateManager>,
+}
+
+impl TemplateApi {
+    /// Serves `templates`, authenticating callers through `tokens`.
+    pub fn new(tokens: Arc<TokenManager>, templates: Arc<TemplateManager>) -> Self {
+        Self { tokens, templates }
+    }
+
+    /// Authenticates a template call (scope `user_manage`).
+    fn manager<T>(&self, request: &Request<T>) -> Result<Caller, Error> {
+        auth::caller_with_scope(&self.tokens, request, scope::USER_MANAGE)
+    }
+}
+
+/// The core's input from a protobuf template.
+fn input_from(template: pb::Template) -> TemplateInput {
+    TemplateInput {
+        name: template.name,
+        enterprise_id: template.enterprise_id,
+        description: template.description,
+        token_scopes: template.token_scopes,
+        allowed_ips: template.allowed_ips,
+        limits: convert::limits_from_proto(template.token_limits),
+        default_duration_seconds: template.default_duration_seconds,
+    }
+}
+
+#[tonic::async_trait]
+impl TemplateService for TemplateApi {
+    async fn create_template(
+        &self,
+        request: Request<pb::CreateTemplateRequest>,
+    ) -> Result<Response<pb::CreateTemplateResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request)?;
+            let req = request.into_inner();
+            let input = TemplateInput {
+                name: req.name,
+                enterprise_id: req.enterprise_id,
+                description: req.description,
+                token_scopes: req.token_scopes,
+                allowed_ips: req.allowed_ips,
+                limits: convert::limits_from_proto(req.token_limits),
+                default_duration_seconds: req.default_duration_seconds,
+            };
+            self.templates.create(&caller, input).await
+        }
+        .await;
+        let saved = result.map_err(|e| to_status(e, &rid))?;
+        let mut response = Response::new(pb::CreateTemplateResponse {
+            template: Some(convert::template_to_proto(&saved.record)),
+        });
+        headers::announce_deprecated_scopes(&mut response, &saved.deprecated_scopes);
+        Ok(response)
+    }
+
+    async fn get_template(
+        &self,
+        request: Request<pb::GetTemplateRequest>,
+    ) -> Result<Response<pb::GetTemplateResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request)?;
+            let id = TemplateId::parse(&request.get_ref().id, "id")?;
+            self.templates.owned(&caller, id).await
+        }
+        .await;
+        let template = result.map_err(|e| to_status(e, &rid))?;
+        Ok(Response::new(pb::GetTemplateResponse {
+            template: Some(convert::template_to_proto(&template)),
+        }))
+    }
+
+    async fn list_templates(
+        &self,
+        request: Request<pb::ListTemplatesRequest>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request)?;
+            let req = request.get_ref();
+            self.templates
+                .list(&caller, req.page_size, &req.page_token, &req.enterprise_id)
+                .await
+        }
+        .await;
+        let page = result.map_err(|e| to_status(e, &rid))?;
+        Ok(Response::new(pb::ListTemplatesResponse {
+            templates: page
+                .templates
+                .iter()
+                .map(convert::template_to_proto)
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_template(
+        &self,
+        request: Request<pb::UpdateTemplateRequest>,
+    ) -> Result<Response<pb::UpdateTemplateResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request)?;
+            let req = request.into_inner();
+            let template = req.template.ok_or_else(|| {
+                Error::invalid(
+                    "template",
+                    reason::TEMPLATE_REQUIRED,
+                    "template is required (with its id and the new values)",
+                )
+            })?;
+            let id = TemplateId::parse(&template.id, "template.id")?;
+            let expected_version = template.version;
+            let mask = req
+                .update_mask
+                .filter(|m| !m.paths.is_empty())
+                .map(|m| m.paths);
+            self.templates
+                .update(&caller, id, input_from(template), expected_version, mask)
+                .await
+        }
+        .await;
+        let saved = result.map_err(|e| to_status(e, &rid))?;
+        let mut response = Response::new(pb::UpdateTemplateResponse {
+            template: Some(convert::template_to_proto(&saved.record)),
+        });
+        headers::announce_deprecated_scopes(&mut response, &saved.deprecated_scopes);
+        Ok(response)
+    }
+
+    async fn delete_template(
+        &self,
+        request: Request<pb::DeleteTemplateRequest>,
+    ) -> Result<Response<pb::DeleteTemplateResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request)?;
+            let id = TemplateId::parse(&request.get_ref().id, "id")?;
+            self.templates.delete(&caller, id).await
+        }
+        .await;
+        result.map_err(|e| to_status(e, &rid))?;
+        Ok(Response::new(pb::DeleteTemplateResponse {}))
+    }
+}
