@@ -2,7 +2,7 @@
 //!
 //! A request travels proto → [`grpc`] handler → [`issuance`] core → [`store`] → database.
 //! [`domain`] holds the validated value types all layers share; [`config`] and [`startup`] build
-//! the running service; [`cli`] implements the operator commands.
+//! the running service; [`cli`] implements the operator commands; [`loadgen`] is `tokenmint bench`.
 
 pub mod cli;
 pub mod config;
@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod issuance;
+pub mod loadgen;
 pub mod proto;
 pub mod startup;
 pub mod store;

@@ -1,0 +1,87 @@
+//! Single-core crypto floors measured with raw ring: what signing and verification cost on this
+//! machine, so the server's throughput can be stated as a fraction of what its crypto allows.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
+    Ed25519KeyPair, KeyPair, UnparsedPublicKey,
+};
+use serde::Serialize;
+
+/// Nanoseconds per operation and operations per second, single thread.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Rate {
+    /// ns per operation.
+    pub ns_per_op: f64,
+    /// Operations per second.
+    pub ops_per_sec: f64,
+}
+
+/// The floors of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Floors {
+    /// Ed25519 signing (ring key pair parsed once).
+    pub ed25519_sign: Rate,
+    /// Ed25519 verification.
+    pub ed25519_verify: Rate,
+    /// ES256 signing.
+    pub es256_sign: Rate,
+    /// ES256 verification.
+    pub es256_verify: Rate,
+}
+
+/// A message the size of a typical token's signing input.
+const MESSAGE: &[u8] = &[b'x'; 420];
+
+/// Measures each operation for about `each`.
+pub fn measure(each: Duration) -> Floors {
+    let rng = SystemRandom::new();
+    let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("ed25519 key");
+    let ed = Ed25519KeyPair::from_pkcs8(ed_pkcs8.as_ref()).expect("ed25519 key");
+    let ed_sig = ed.sign(MESSAGE);
+    let ed_pub = UnparsedPublicKey::new(&ED25519, ed.public_key().as_ref().to_vec());
+    let ec_pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("p256 key");
+    let ec = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec_pkcs8.as_ref(), &rng)
+        .expect("p256 key");
+    let ec_sig = ec.sign(&rng, MESSAGE).expect("sign");
+    let ec_pub =
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, ec.public_key().as_ref().to_vec());
+    Floors {
+        ed25519_sign: rate(each, || {
+            black_box(ed.sign(black_box(MESSAGE)));
+        }),
+        ed25519_verify: rate(each, || {
+            black_box(ed_pub.verify(black_box(MESSAGE), ed_sig.as_ref())).expect("valid");
+        }),
+        es256_sign: rate(each, || {
+            black_box(ec.sign(&rng, black_box(MESSAGE))).expect("sign");
+        }),
+        es256_verify: rate(each, || {
+            black_box(ec_pub.verify(black_box(MESSAGE), ec_sig.as_ref())).expect("valid");
+        }),
+    }
+}
+
+/// Runs `op` repeatedly for about `budget` and returns its rate.
+fn rate(budget: Duration, mut op: impl FnMut()) -> Rate {
+    for _ in 0..100 {
+        op();
+    }
+    let started = Instant::now();
+    let mut n: u64 = 0;
+    while started.elapsed() < budget {
+        for _ in 0..100 {
+            op();
+        }
+        n += 100;
+    }
+    let ns = started.elapsed().as_nanos() as f64 / n as f64;
+    Rate {
+        ns_per_op: ns,
+        ops_per_sec: 1e9 / ns,
+    }
+}

@@ -1,0 +1,196 @@
+//! `tokenmint bench`: a gRPC load generator for a running tokenmint, and the single-core crypto
+//! floors that bound it, measured in the same run so results can be stated as ratios.
+//!
+//! Each scenario drives the server over `connections` HTTP/2 connections with `concurrency`
+//! requests in flight for a duration (or a request count). Latencies of OK responses go into an
+//! HdrHistogram; any other outcome counts as an error by gRPC code, never as throughput.
+
+pub mod floors;
+pub mod report;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use tonic::transport::{Channel, Endpoint};
+
+pub use report::{Report, ScenarioResult};
+pub use workload::{Scenario, VerifyMix};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Server address, e.g. `http://127.0.0.1:50051`.
+    pub addr: String,
+    /// Scenarios, in order.
+    pub scenarios: Vec<Scenario>,
+    /// HTTP/2 connections to open.
+    pub connections: usize,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// How long each scenario runs (ignored when `requests` is set).
+    pub duration: Duration,
+    /// A fixed number of requests per scenario instead of a duration.
+    pub requests: Option<u64>,
+    /// Warm-up before measuring each scenario.
+    pub warmup: Duration,
+    /// Caller token (scopes `user_manage`, `token_introspect` and those of the create request).
+    pub token: String,
+    /// Distinct tokens in the verify pool.
+    pub pool: usize,
+    /// Valid tokens only, or a share of revoked / expired / tampered ones.
+    pub verify_mix: VerifyMix,
+    /// Measure the crypto floors too.
+    pub floors: bool,
+    /// Cores the server runs on (for the per-core ratio).
+    pub server_cores: usize,
+    /// Write the report as JSON here.
+    pub json: Option<PathBuf>,
+}
+
+/// Runs every requested scenario (and the floors) and returns the report.
+pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
+    let channels = connect(&options.addr, options.connections.max(1)).await?;
+    let mut report = Report::new(options);
+    if options.floors {
+        eprintln!("measuring single-core crypto floors…");
+        report.floors = Some(floors::measure(Duration::from_millis(1500)));
+    }
+    for scenario in &options.scenarios {
+        let workload =
+            Arc::new(workload::Workload::prepare(*scenario, options, &channels[0]).await?);
+        if !options.warmup.is_zero() && options.requests.is_none() {
+            drive(
+                &workload,
+                &channels,
+                options.concurrency,
+                Some(options.warmup),
+                None,
+                None,
+            )
+            .await;
+        }
+        let result = drive(
+            &workload,
+            &channels,
+            options.concurrency,
+            Some(options.duration),
+            options.requests,
+            Some(scenario.name()),
+        )
+        .await;
+        eprintln!();
+        report.scenarios.push(result);
+    }
+    report.compute_ratios();
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// Opens `count` separate HTTP/2 connections.
+async fn connect(addr: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+    let endpoint = Endpoint::from_shared(addr.to_owned())
+        .with_context(|| format!("invalid address {addr}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5));
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {addr}"))?,
+        );
+    }
+    Ok(channels)
+}
+
+/// Runs `workload` with `concurrency` workers until `duration` passes or `requests` are done.
+async fn drive(
+    workload: &Arc<workload::Workload>,
+    channels: &[Channel],
+    concurrency: usize,
+    duration: Option<Duration>,
+    requests: Option<u64>,
+    progress_label: Option<&'static str>,
+) -> ScenarioResult {
+    let started = Instant::now();
+    let deadline = duration.map(|d| started + d);
+    let issued = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let ticker = progress_label.map(|label| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                let n = done.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64();
+                eprint!("\r{label}: {n} requests, {:.0} req/s   ", n as f64 / secs);
+            }
+        })
+    });
+    let mut workers = Vec::with_capacity(concurrency);
+    for i in 0..concurrency.max(1) {
+        let (workload, channel) = (workload.clone(), channels[i % channels.len()].clone());
+        let (issued, done) = (issued.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let mut client = workload::Client::new(channel);
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut errors = std::collections::BTreeMap::<String, u64>::new();
+            let mut sequence = i as u64;
+            loop {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                if let Some(limit) = requests
+                    && issued.fetch_add(1, Ordering::Relaxed) >= limit
+                {
+                    break;
+                }
+                sequence = sequence.wrapping_add(concurrency as u64);
+                let begun = Instant::now();
+                let outcome = workload.call(&mut client, sequence).await;
+                let micros = begun.elapsed().as_micros() as u64;
+                match outcome {
+                    Ok(()) => {
+                        let _ = histogram.record(micros.max(1));
+                    }
+                    Err(code) => *errors.entry(format!("{code:?}")).or_default() += 1,
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            (histogram, errors)
+        }));
+    }
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let mut errors = std::collections::BTreeMap::<String, u64>::new();
+    for worker in workers {
+        if let Ok((h, e)) = worker.await {
+            let _ = histogram.add(&h);
+            for (code, n) in e {
+                *errors.entry(code).or_default() += n;
+            }
+        }
+    }
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    ScenarioResult::from_histogram(
+        workload.scenario,
+        workload.mix_label(),
+        started.elapsed(),
+        &histogram,
+        errors,
+    )
+}
