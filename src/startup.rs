@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::{Environment, Settings};
 use crate::domain::{ScopeCatalog, Timestamp};
@@ -240,11 +240,13 @@ async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+    // Small gRPC frames must not wait for Nagle's algorithm (a 40 ms stall against delayed ACKs).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(RequestIdLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+        .serve_with_incoming_shutdown(incoming, {
             let mut shutdown = shutdown.clone();
             async move {
                 let _ = shutdown.wait_for(|stop| *stop).await;

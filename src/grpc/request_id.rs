@@ -19,6 +19,17 @@ pub fn of<T>(request: &tonic::Request<T>) -> String {
         .to_owned()
 }
 
+/// A fresh request id: UUID-shaped, a random per-process prefix and a counter (unique without a
+/// system call per request).
+fn generate() -> uuid::Uuid {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    uuid::Uuid::from_u64_pair(prefix, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Whether a caller-supplied id is acceptable: 1-128 visible ASCII characters.
 fn acceptable(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
@@ -61,7 +72,7 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let id = match request.headers().get(HEADER) {
             Some(value) if acceptable(value) => value.clone(),
-            _ => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+            _ => HeaderValue::from_str(&generate().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown")),
         };
         request.headers_mut().insert(HEADER, id.clone());

@@ -55,6 +55,12 @@ impl KeyAlgorithm {
     }
 }
 
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 enum KeyPairKind {
     Ed25519(Ed25519KeyPair),
     Es256(EcdsaKeyPair),
@@ -192,6 +198,17 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
+    /// A ring with one freshly generated key that exists only in memory (benchmarks and tests).
+    pub fn ephemeral(algorithm: KeyAlgorithm) -> anyhow::Result<Self> {
+        let mut bytes = [0u8; crate::issuance::sealing::MASTER_KEY_LEN];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+        let master = MasterKey::from_bytes(&bytes)?;
+        let key = generate(&master, algorithm)?;
+        build_ring(&master, &[key], 0, Timestamp::now())
+    }
+
     /// The verifying key named `kid`.
     pub fn verifying_key(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
         self.verifying.get(kid)

@@ -181,7 +181,7 @@ impl TokenManager {
     }
 
     /// Mints a token for `caller`.
-    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id))]
     pub async fn create(&self, caller: &Caller, input: CreateTokenInput) -> Result<MintedToken> {
         let now = Timestamp::now();
         let template = match input.template_id.as_str() {
@@ -300,7 +300,7 @@ impl TokenManager {
             ips: (!ips.is_unrestricted()).then(|| ips.to_strings()),
         };
         let raw = {
-            let _span = tracing::info_span!("sign_token", kid = %ring.signing.kid).entered();
+            let _span = tracing::debug_span!("sign_token", kid = %ring.signing.kid).entered();
             claims::sign(&claims, &ring.signing)?
         };
         let record = TokenRecord {
@@ -329,7 +329,7 @@ impl TokenManager {
         };
         self.writer.insert(record.clone()).await?;
         let deprecated_scopes = self.catalog.deprecated_in(&record.scopes);
-        tracing::info!(token_id = %id, key_id = %record.key_id, "token minted");
+        tracing::debug!(token_id = %id, key_id = %record.key_id, "token minted");
         Ok(MintedToken {
             record,
             raw,
@@ -381,7 +381,7 @@ impl TokenManager {
     }
 
     /// `caller`'s token `id`.
-    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
     pub async fn get(&self, caller: &Caller, id: TokenId) -> Result<TokenRecord> {
         self.owned(caller, id).await
     }
@@ -397,7 +397,7 @@ impl TokenManager {
     }
 
     /// A page of `caller`'s tokens, newest first.
-    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id))]
     pub async fn list(
         &self,
         caller: &Caller,
@@ -586,7 +586,7 @@ impl TokenManager {
 
     /// Introspects `raw` (VerifyToken). Status comes from memory; metadata from the cache (or one
     /// database read per token per cache lifetime).
-    #[tracing::instrument(skip_all, fields(tokenmint.token_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.token_id))]
     pub async fn verify(
         &self,
         raw: &str,

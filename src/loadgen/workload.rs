@@ -49,6 +49,9 @@ pub enum VerifyMix {
     Mixed,
 }
 
+/// The client address verify requests present (inside the tokens' `ip_restrict`).
+const CLIENT_IP: &str = "10.1.2.3";
+
 /// Scopes of the realistic create request.
 pub const CREATE_SCOPES: [&str; 5] = [
     "wallet_view",
@@ -179,7 +182,7 @@ impl Workload {
         let (token, expected) = &self.pool[(sequence as usize) % self.pool.len()];
         let request = pb::VerifyTokenRequest {
             token: token.clone(),
-            client_ip: "10.1.2.3".into(),
+            client_ip: CLIENT_IP.into(),
             required_scopes: vec![],
         };
         let response = client
@@ -282,25 +285,27 @@ impl Workload {
         if expiring > 0 {
             // Wait until the short-lived tokens read as inactive (expiry plus the server's leeway).
             let deadline = Instant::now() + Duration::from_secs(30);
-            let probe = shaped[0].0.clone();
-            loop {
-                let request = pb::VerifyTokenRequest {
-                    token: probe.clone(),
-                    ..Default::default()
-                };
-                let active = client
-                    .verify_token(self.authed(request))
-                    .await?
-                    .into_inner()
-                    .active;
-                if !active {
-                    break;
+            for (probe, _) in &shaped[..expiring] {
+                loop {
+                    let request = pb::VerifyTokenRequest {
+                        token: probe.clone(),
+                        client_ip: CLIENT_IP.into(),
+                        required_scopes: vec![],
+                    };
+                    let active = client
+                        .verify_token(self.authed(request))
+                        .await?
+                        .into_inner()
+                        .active;
+                    if !active {
+                        break;
+                    }
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "short-lived tokens did not expire in 30 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "short-lived tokens did not expire in 30 s"
-                );
-                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
         Ok(shaped)

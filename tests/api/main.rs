@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod bench;
 mod create;
 mod keys;
 mod lifecycle;

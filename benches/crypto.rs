@@ -1,0 +1,97 @@
+//! Micro-benchmarks of the signing and verification paths against raw ring (divan).
+//!
+//! `cargo bench --bench crypto`. Compare within one run: `mint_*` vs `ring_*_sign` is what claims
+//! assembly and encoding add to a signature; `jsonwebtoken_encode` shows what re-parsing the
+//! PKCS#8 key on every call (jsonwebtoken's `encode`) would cost; `policy_verify_*` vs
+//! `ring_*_verify` is what our verification policy adds to the raw signature check.
+
+use std::hint::black_box;
+
+use divan::Bencher;
+use tokenmint::issuance::claims::{self, Audience, Claims};
+use tokenmint::issuance::jwt_crypto;
+use tokenmint::issuance::keys::{KeyAlgorithm, KeyRing};
+use tokenmint::issuance::verifier::JwtPolicy;
+
+fn main() {
+    jwt_crypto::install();
+    divan::main();
+}
+
+fn claims() -> Claims {
+    let now = 1_800_000_000;
+    let id = "01a23174-39ed-7634-95d9-31fce35eb30c".to_owned();
+    Claims {
+        iss: "tokenmint".into(),
+        aud: Audience::One("tokenmint".into()),
+        sub: "bench-user".into(),
+        client_id: id.clone(),
+        jti: id,
+        iat: now,
+        nbf: now,
+        exp: now + 3600,
+        scope: "trade_trade trade_view wallet_create wallet_spend wallet_view".into(),
+        ent: None,
+        adm: false,
+        tpl: None,
+        ips: Some(vec!["10.0.0.0/8".into(), "192.168.0.0/16".into()]),
+    }
+}
+
+fn policy() -> JwtPolicy {
+    JwtPolicy {
+        issuer: "tokenmint".into(),
+        audience: "tokenmint".into(),
+        leeway_secs: 5,
+    }
+}
+
+#[divan::bench(args = [KeyAlgorithm::EdDSA, KeyAlgorithm::ES256])]
+fn mint(bencher: Bencher, algorithm: KeyAlgorithm) {
+    let ring = KeyRing::ephemeral(algorithm).unwrap();
+    let claims = claims();
+    bencher.bench_local(|| claims::sign(black_box(&claims), &ring.signing).unwrap());
+}
+
+#[divan::bench(args = [KeyAlgorithm::EdDSA, KeyAlgorithm::ES256])]
+fn ring_sign(bencher: Bencher, algorithm: KeyAlgorithm) {
+    let ring = KeyRing::ephemeral(algorithm).unwrap();
+    let message = vec![b'x'; 420];
+    bencher.bench_local(|| ring.signing.sign(black_box(&message)).unwrap());
+}
+
+#[divan::bench]
+fn jsonwebtoken_encode_eddsa(bencher: Bencher) {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref());
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    let claims = claims();
+    bencher.bench_local(|| jsonwebtoken::encode(&header, black_box(&claims), &key).unwrap());
+}
+
+#[divan::bench(args = [KeyAlgorithm::EdDSA, KeyAlgorithm::ES256])]
+fn policy_verify(bencher: Bencher, algorithm: KeyAlgorithm) {
+    let ring = KeyRing::ephemeral(algorithm).unwrap();
+    let token = claims::sign(&claims(), &ring.signing).unwrap();
+    let policy = policy();
+    bencher.bench_local(|| {
+        policy
+            .verify_signature(black_box(token.expose()), &ring)
+            .unwrap()
+    });
+}
+
+#[divan::bench(args = [KeyAlgorithm::EdDSA, KeyAlgorithm::ES256])]
+fn ring_verify(bencher: Bencher, algorithm: KeyAlgorithm) {
+    let ring = KeyRing::ephemeral(algorithm).unwrap();
+    let message = vec![b'x'; 420];
+    let signature = ring.signing.sign(&message).unwrap();
+    let key = ring.verifying_key(&ring.signing.kid).unwrap();
+    let verification: &dyn ring::signature::VerificationAlgorithm = match algorithm {
+        KeyAlgorithm::EdDSA => &ring::signature::ED25519,
+        KeyAlgorithm::ES256 => &ring::signature::ECDSA_P256_SHA256_FIXED,
+    };
+    let public = ring::signature::UnparsedPublicKey::new(verification, key.public_key.clone());
+    bencher.bench_local(|| public.verify(black_box(&message), &signature).unwrap());
+}

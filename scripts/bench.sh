@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Reproduces BENCHMARKS.md: a release tokenmint pinned to core 0, `tokenmint bench` pinned to
+# core 1, every scenario plus the crypto floors in one run, on SQLite or PostgreSQL.
+#   scripts/bench.sh sqlite|postgres [extra tokenmint bench flags…]
+# Server settings can be changed through TOKENMINT__* variables (e.g. TOKENMINT__CACHE__VERIFIED_CAPACITY=1
+# to measure verification without the verified-signature cache).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+store=${1:-sqlite}
+shift || true
+cargo build --release --quiet
+bin=$PWD/target/release/tokenmint
+work=$(mktemp -d)
+port=50090
+server=""
+cleanup() {
+  [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  [ "$store" = postgres ] && dropdb -h 127.0.0.1 -U postgres --if-exists tokenmint_bench 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+case "$store" in
+  sqlite) unset DATABASE_URL ;;
+  postgres)
+    dropdb -h 127.0.0.1 -U postgres --if-exists tokenmint_bench
+    createdb -h 127.0.0.1 -U postgres tokenmint_bench
+    export DATABASE_URL=postgres://postgres@127.0.0.1:5432/tokenmint_bench ;;
+  *) echo "usage: $0 sqlite|postgres" >&2; exit 2 ;;
+esac
+scopes=user_manage,token_introspect,wallet_view,wallet_spend,wallet_create,trade_view,trade_trade
+token=$("$bin" bootstrap --data-dir "$work" --user bench --scopes "$scopes" --ttl 2h --label bench 2>/dev/null)
+cores=$(nproc)
+pin_server=""; pin_bench=""
+if [ "$cores" -ge 2 ]; then pin_server="taskset -c 0"; pin_bench="taskset -c 1"; fi
+TOKENMINT__LOG__FILTER=warn $pin_server "$bin" serve --data-dir "$work" --listen 127.0.0.1:$port 2> "$work/server.log" &
+server=$!
+for _ in $(seq 1 100); do
+  "$bin" bench --addr http://127.0.0.1:$port --scenario health --requests 1 --warmup 0s > /dev/null 2>&1 && break
+  sleep 0.1
+done
+echo "store: $store; server: ${pin_server:-unpinned}; load generator: ${pin_bench:-unpinned}; $(nproc) cores"
+$pin_bench "$bin" bench --addr http://127.0.0.1:$port --token "$token" --floors \
+  --scenario health,verify,create,mixed --json "bench-$store.json" "$@"
+echo "server resident set: $(ps -o rss= -p "$server") KiB"

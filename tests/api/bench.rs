@@ -1,0 +1,113 @@
+//! `tokenmint bench` itself: a short run reports throughput and no errors against a healthy
+//! server, and failed responses count as errors, never as throughput. No timing assertions.
+
+use std::time::Duration;
+
+use tokenmint::loadgen::{self, BenchOptions, Scenario, VerifyMix};
+
+use crate::helpers::TestApp;
+
+const BENCH_SCOPES: &[&str] = &[
+    "user_manage",
+    "token_introspect",
+    "wallet_view",
+    "wallet_spend",
+    "wallet_create",
+    "trade_view",
+    "trade_trade",
+];
+
+fn options(app: &TestApp, token: String, scenarios: Vec<Scenario>) -> BenchOptions {
+    BenchOptions {
+        addr: app.url(),
+        scenarios,
+        connections: 2,
+        concurrency: 8,
+        duration: Duration::from_secs(60),
+        requests: Some(200),
+        warmup: Duration::ZERO,
+        token,
+        pool: 50,
+        verify_mix: VerifyMix::Valid,
+        floors: false,
+        server_cores: 1,
+        json: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_of_every_scenario_reports_throughput_and_no_errors() {
+    let app = TestApp::spawn().await;
+    let token = app.bootstrap("bench", BENCH_SCOPES).await;
+    let all = vec![
+        Scenario::Health,
+        Scenario::Verify,
+        Scenario::Create,
+        Scenario::Mixed,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(&app, token, all);
+    options.json = Some(dir.path().join("report.json"));
+    let report = loadgen::run(&options).await.unwrap();
+    assert_eq!(report.scenarios.len(), 4);
+    for result in &report.scenarios {
+        let name = result.scenario.name();
+        assert_eq!(result.ok, 200, "{name}: every request should succeed");
+        assert!(result.errors.is_empty(), "{name}: {:?}", result.errors);
+        assert!(result.requests_per_sec > 0.0, "{name}");
+        assert!(
+            result.p50_us > 0 && result.p50_us <= result.p99_us,
+            "{name}"
+        );
+    }
+    let ratios = report.ratios.as_ref().unwrap();
+    assert!(ratios.verify_over_health.is_some());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["scenarios"][1]["scenario"], "verify");
+    assert_eq!(json["scenarios"][1]["ok"], 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mixed_verify_pool_expects_inactive_answers_for_bad_tokens() {
+    let app = TestApp::spawn_with(|s| s.tokens.leeway_secs = 0).await;
+    let token = app.bootstrap("bench", BENCH_SCOPES).await;
+    let mut options = options(&app, token, vec![Scenario::Verify]);
+    options.verify_mix = VerifyMix::Mixed;
+    options.pool = 40;
+    let report = loadgen::run(&options).await.unwrap();
+    let verify = &report.scenarios[0];
+    assert_eq!(verify.mix, Some("mixed"));
+    assert!(
+        verify.errors.is_empty(),
+        "inactive tokens are expected answers: {:?}",
+        verify.errors
+    );
+    assert_eq!(verify.ok, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_responses_count_as_errors_not_throughput() {
+    let app = TestApp::spawn().await;
+    // Health works for anyone; the create request asks for scopes this caller does not hold.
+    let token = app
+        .bootstrap("bench", &["user_manage", "wallet_view"])
+        .await;
+    let report = loadgen::run(&options(&app, token.clone(), vec![Scenario::Health]))
+        .await
+        .unwrap();
+    assert_eq!(report.scenarios[0].ok, 200);
+    let mut creates = options(&app, token, vec![Scenario::Create]);
+    creates.requests = Some(50);
+    let report = loadgen::run(&creates).await.unwrap();
+    let create = &report.scenarios[0];
+    assert_eq!(create.ok, 0, "refused creates are not throughput");
+    assert_eq!(
+        create.errors.get("PermissionDenied"),
+        Some(&50),
+        "{:?}",
+        create.errors
+    );
+    assert_eq!(create.requests_per_sec, 0.0);
+}
