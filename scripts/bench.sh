@@ -40,5 +40,5 @@ for _ in $(seq 1 100); do
 done
 echo "store: $store; server: ${pin_server:-unpinned}; load generator: ${pin_bench:-unpinned}; $(nproc) cores"
 $pin_bench "$bin" bench --addr http://127.0.0.1:$port --token "$token" --floors \
-  --scenario health,verify,create,mixed --json "bench-$store.json" "$@"
+  --scenario health,verify,create,mixed --json "target/bench-$store.json" "$@"
 echo "server resident set: $(ps -o rss= -p "$server") KiB"

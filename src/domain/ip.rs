@@ -8,7 +8,12 @@ use crate::error::{Error, Result, reason};
 
 /// A normalised, de-duplicated list of networks a token may be used from. Empty means "anywhere".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct IpRestriction(Vec<IpNet>);
+pub struct IpRestriction {
+    nets: Vec<IpNet>,
+    /// Set when stored or claimed entries could not be read: such a restriction allows nothing
+    /// (it fails closed rather than turning into "anywhere").
+    unreadable: bool,
+}
 
 impl IpRestriction {
     /// Parses addresses (`10.0.0.1` becomes `10.0.0.1/32`) and CIDR blocks (host bits are cleared:
@@ -40,41 +45,50 @@ impl IpRestriction {
         }
         match error {
             Some(e) => Err(e),
-            None => Ok(Self(nets)),
+            None => Ok(Self {
+                nets,
+                unreadable: false,
+            }),
         }
     }
 
-    /// Networks read back from the store or a claim, skipping anything unparsable.
+    /// Networks read back from the store or a claim. An entry that does not parse makes the
+    /// whole restriction allow nothing (fail closed), never "anywhere".
     pub fn from_trusted<S: AsRef<str>>(entries: &[S]) -> Self {
-        Self(
-            entries
-                .iter()
-                .filter_map(|s| parse_net(s.as_ref()))
-                .collect(),
-        )
+        let nets: Vec<IpNet> = entries
+            .iter()
+            .filter_map(|s| parse_net(s.as_ref()))
+            .collect();
+        let unreadable = nets.len() != entries.len();
+        if unreadable {
+            tracing::error!("an IP restriction holds unreadable entries; it allows no address");
+        }
+        Self { nets, unreadable }
     }
 
     /// Whether no restriction applies.
     pub fn is_unrestricted(&self) -> bool {
-        self.0.is_empty()
+        self.nets.is_empty() && !self.unreadable
     }
 
     /// Whether `addr` is allowed (always, when unrestricted).
     pub fn allows(&self, addr: IpAddr) -> bool {
         let addr = canonical(addr);
-        self.is_unrestricted() || self.0.iter().any(|net| net.contains(&addr))
+        !self.unreadable && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(&addr)))
     }
 
     /// Whether every network of `self` lies inside one of `outer`'s.
     pub fn is_within(&self, outer: &IpRestriction) -> bool {
-        self.0
-            .iter()
-            .all(|net| outer.0.iter().any(|o| o.contains(net)))
+        !self.unreadable
+            && self
+                .nets
+                .iter()
+                .all(|net| outer.nets.iter().any(|o| o.contains(net)))
     }
 
     /// The normalised CIDR strings.
     pub fn to_strings(&self) -> Vec<String> {
-        self.0.iter().map(ToString::to_string).collect()
+        self.nets.iter().map(ToString::to_string).collect()
     }
 }
 
@@ -125,6 +139,15 @@ mod tests {
         assert_eq!(err.reason, reason::INVALID_IP_ADDRESS);
         assert_eq!(err.violations.len(), 2);
         assert_eq!(err.violations[1].field, "ip_restrict[2]");
+    }
+
+    #[test]
+    fn unreadable_stored_entries_fail_closed() {
+        let r = IpRestriction::from_trusted(&["not-an-ip"]);
+        assert!(!r.is_unrestricted());
+        assert!(!r.allows("10.0.0.1".parse().unwrap()));
+        let mixed = IpRestriction::from_trusted(&["10.0.0.0/8", "garbage"]);
+        assert!(!mixed.allows("10.0.0.1".parse().unwrap()));
     }
 
     #[test]

@@ -26,10 +26,11 @@ pub fn caller<T>(tokens: &TokenManager, request: &tonic::Request<T>) -> Result<C
         )
     })?;
     let value = header.to_str().ok().unwrap_or_default();
+    // The scheme name is case-insensitive (RFC 7235 §2.1).
     let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        .map(|_| value[7..].trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
             Error::new(

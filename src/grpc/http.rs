@@ -28,7 +28,7 @@ async fn jwks(keys: Arc<KeyManager>) -> Response {
             ),
             (
                 header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=300"),
+                HeaderValue::from_static("public, max-age=60"),
             ),
         ],
         document.to_string(),

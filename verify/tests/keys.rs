@@ -1,0 +1,211 @@
+//! Key rotation and refresh: an unknown `kid` triggers one rate-limited refresh, old keys keep
+//! verifying, the background refresh picks up new keys and stops with the verifier.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokenmint_verify::{JwksSource, Verifier, VerifyError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::helpers::{TestApp, eventually, header_of};
+
+/// Rotates the signing key with the operator command and waits until the running server
+/// publishes the new key (it learns of it through its change feed). Returns the new kid.
+async fn rotate(app: &TestApp) -> String {
+    let kid = tokenmint::cli::rotate_keys(&app.settings)
+        .await
+        .expect("rotate keys");
+    let client = app.client().await;
+    let published = eventually(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let kid = kid.clone();
+        async move {
+            let keys = client
+                .get_jwks(tokenmint::proto::v1::GetJwksRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .keys;
+            keys.iter().any(|k| k.kid == kid).then_some(())
+        }
+    })
+    .await;
+    assert!(published.is_some(), "the server publishes the rotated key");
+    kid
+}
+
+#[tokio::test]
+async fn rotated_key_verifies_after_an_unknown_kid_refresh_and_old_tokens_still_verify() {
+    let app = TestApp::spawn().await;
+    let verifier = Verifier::builder(JwksSource::grpc(app.url()))
+        .min_refresh_interval(Duration::ZERO)
+        .build()
+        .await
+        .expect("verifier builds");
+    let old = app.bootstrap("alice", &["wallet_view"]).await;
+    let old_kid = header_of(&old)["kid"].as_str().unwrap().to_owned();
+
+    let new_kid = rotate(&app).await;
+    let new = app.bootstrap("alice", &["wallet_view"]).await;
+
+    assert_eq!(header_of(&new)["kid"], new_kid.as_str());
+    assert_eq!(
+        verifier.key_ids(),
+        vec![old_kid.clone()],
+        "not refreshed yet"
+    );
+    assert_eq!(
+        verifier.verify(&new).await.map(|c| c.sub),
+        Ok("alice".into()),
+        "the unknown kid triggers a refresh"
+    );
+    let mut both = vec![old_kid, new_kid];
+    both.sort();
+    assert_eq!(verifier.key_ids(), both);
+    assert!(
+        verifier.verify(&old).await.is_ok(),
+        "the old key still verifies"
+    );
+}
+
+#[tokio::test]
+async fn unknown_kid_refreshes_are_rate_limited() {
+    let app = TestApp::spawn().await;
+    let verifier = Verifier::builder(JwksSource::http(app.jwks_url()))
+        .min_refresh_interval(Duration::from_secs(3600))
+        .build()
+        .await
+        .expect("verifier builds");
+
+    rotate(&app).await;
+    let new = app.bootstrap("alice", &["wallet_view"]).await;
+
+    assert_eq!(
+        verifier.verify(&new).await,
+        Err(VerifyError::UnknownKey),
+        "the build fetched the keys less than min_refresh_interval ago"
+    );
+    assert_eq!(
+        verifier.refresh().await,
+        Ok(2),
+        "an explicit refresh is not rate-limited"
+    );
+    assert!(verifier.verify(&new).await.is_ok());
+}
+
+#[tokio::test]
+async fn background_refresh_picks_up_rotated_keys() {
+    let app = TestApp::spawn().await;
+    let verifier = Verifier::builder(JwksSource::grpc(app.url()))
+        .refresh_interval(Duration::from_millis(100))
+        .min_refresh_interval(Duration::from_secs(3600))
+        .build()
+        .await
+        .expect("verifier builds");
+
+    let new_kid = rotate(&app).await;
+    let refreshed = eventually(Duration::from_secs(10), || async {
+        verifier.key_ids().contains(&new_kid).then_some(())
+    })
+    .await;
+
+    assert!(
+        refreshed.is_some(),
+        "the background refresh fetched the new key"
+    );
+    let new = app.bootstrap("alice", &["wallet_view"]).await;
+    assert!(verifier.verify(&new).await.is_ok());
+}
+
+#[tokio::test]
+async fn background_refresh_stops_when_the_verifier_is_dropped() {
+    let app = TestApp::spawn().await;
+    let (jwks_url, fetches) = counting_jwks_proxy(app.addr).await;
+    let verifier = Verifier::builder(JwksSource::http(jwks_url))
+        .refresh_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .expect("verifier builds");
+    let clone = verifier.clone();
+
+    let running = eventually(Duration::from_secs(10), || async {
+        (fetches.load(Ordering::SeqCst) >= 3).then_some(())
+    })
+    .await;
+    assert!(running.is_some(), "the background refresh runs");
+
+    drop(verifier);
+    let before = fetches.load(Ordering::SeqCst);
+    let still_running = eventually(Duration::from_secs(10), || async {
+        (fetches.load(Ordering::SeqCst) >= before + 2).then_some(())
+    })
+    .await;
+    assert!(
+        still_running.is_some(),
+        "a live clone keeps the refresh running"
+    );
+
+    drop(clone);
+    let stopped_at = fetches.load(Ordering::SeqCst);
+    // Proving that nothing happens takes a wait: four refresh periods.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        fetches.load(Ordering::SeqCst) <= stopped_at + 1,
+        "at most a fetch already in flight completes after the last clone is dropped"
+    );
+}
+
+/// A one-route HTTP/1.1 server that answers every request with tokenmint's JWKS document (read
+/// from `tokenmint`) and counts the requests. Returns its URL and the counter.
+async fn counting_jwks_proxy(tokenmint: std::net::SocketAddr) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let document = fetch_jwks(tokenmint).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{document}",
+                    document.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (format!("http://{addr}/jwks.json"), count)
+}
+
+/// tokenmint's JWKS document, fetched with a bare HTTP/1.1 request.
+async fn fetch_jwks(tokenmint: std::net::SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(tokenmint)
+        .await
+        .expect("connect to tokenmint");
+    stream
+        .write_all(
+            b"GET /.well-known/jwks.json HTTP/1.1\r\nhost: tokenmint\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("receive");
+    let (_, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    body.to_owned()
+}
