@@ -3,7 +3,8 @@
 # core 1, every scenario plus the crypto floors in one run, on SQLite or PostgreSQL.
 #   scripts/bench.sh sqlite|postgres [extra tokenmint bench flags…]
 # Server settings can be changed through TOKENMINT__* variables (e.g. TOKENMINT__CACHE__VERIFIED_CAPACITY=1
-# to measure verification without the verified-signature cache).
+# to measure verification without the verified-signature cache), the scenarios with
+# BENCH_SCENARIOS (default health,verify,create,mixed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store=${1:-sqlite}
@@ -40,5 +41,5 @@ for _ in $(seq 1 100); do
 done
 echo "store: $store; server: ${pin_server:-unpinned}; load generator: ${pin_bench:-unpinned}; $(nproc) cores"
 $pin_bench "$bin" bench --addr http://127.0.0.1:$port --token "$token" --floors \
-  --scenario health,verify,create,mixed --json "target/bench-$store.json" "$@"
+  --scenario "${BENCH_SCENARIOS:-health,verify,create,mixed}" --json "target/bench-$store.json" "$@"
 echo "server resident set: $(ps -o rss= -p "$server") KiB"

@@ -95,7 +95,7 @@ pub struct DatabaseSettings {
     /// `sqlite://…` or `postgres://…`; default: SQLite file `tokenmint.db` in `data_dir`.
     /// Also read from `DATABASE_URL`.
     pub url: Option<Secret>,
-    /// Pool size. Default 10.
+    /// Pool size. Default 10 (SQLite uses at most 4: it has a single writer).
     pub max_connections: u32,
     /// Seconds to wait for a connection before failing. Default 5.
     pub connect_timeout_secs: u64,
@@ -136,9 +136,12 @@ pub struct TokenSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheSettings {
-    /// Tokens whose verified signature is remembered (by hash). Default 100000.
+    /// VerifyToken subjects whose verified signature is remembered (by hash). Default 10000
+    /// (about 0.7 KiB each).
     pub verified_capacity: usize,
-    /// Tokens whose metadata VerifyToken keeps in memory. Default 100000.
+    /// Callers' bearer tokens whose verified signature is remembered (by hash). Default 10000.
+    pub caller_capacity: usize,
+    /// Tokens whose metadata VerifyToken keeps in memory. Default 10000 (about 1.3 KiB each).
     pub metadata_capacity: usize,
     /// Seconds a cached metadata entry lives. Default 30.
     pub metadata_ttl_secs: u64,
@@ -236,8 +239,9 @@ impl Default for TokenSettings {
 impl Default for CacheSettings {
     fn default() -> Self {
         Self {
-            verified_capacity: 100_000,
-            metadata_capacity: 100_000,
+            verified_capacity: 10_000,
+            caller_capacity: 10_000,
+            metadata_capacity: 10_000,
             metadata_ttl_secs: 30,
         }
     }

@@ -137,6 +137,7 @@ impl Core {
             policy,
             deny: deny.clone(),
             verified_cache_capacity: settings.cache.verified_capacity,
+            caller_cache_capacity: settings.cache.caller_capacity,
             metadata: metadata.clone(),
             last_used: last_used.clone(),
         }));

@@ -118,7 +118,10 @@ pub struct TokenManager {
     catalog: Arc<ScopeCatalog>,
     policy: IssuancePolicy,
     deny: Arc<DenyList>,
+    /// Verified subjects of VerifyToken.
     verified: VerifiedCache,
+    /// Verified bearer tokens of callers (kept apart so that many subjects never evict them).
+    callers: VerifiedCache,
     metadata: Arc<MetadataCache>,
     last_used: Arc<LastUsed>,
 }
@@ -141,6 +144,8 @@ pub struct TokenManagerParts {
     pub deny: Arc<DenyList>,
     /// Verified-signature cache capacity.
     pub verified_cache_capacity: usize,
+    /// Caller (bearer) cache capacity.
+    pub caller_cache_capacity: usize,
     /// Metadata cache.
     pub metadata: Arc<MetadataCache>,
     /// Last-used recorder.
@@ -159,6 +164,7 @@ impl TokenManager {
             policy: parts.policy,
             deny: parts.deny,
             verified: VerifiedCache::new(parts.verified_cache_capacity),
+            callers: VerifiedCache::new(parts.caller_cache_capacity),
             metadata: parts.metadata,
             last_used: parts.last_used,
         }
@@ -569,10 +575,14 @@ impl TokenManager {
         Ok(())
     }
 
-    /// Checks signature and static claims, through the verified-signature cache.
-    fn verified(&self, raw: &str) -> Result<Arc<VerifiedToken>, InactiveReason> {
+    /// Checks signature and static claims, through `cache` (the callers' or the subjects').
+    fn verified(
+        &self,
+        raw: &str,
+        cache: &VerifiedCache,
+    ) -> Result<Arc<VerifiedToken>, InactiveReason> {
         let hash = token_hash(raw);
-        if let Some(hit) = self.verified.get(&hash) {
+        if let Some(hit) = cache.get(&hash) {
             return Ok(hit);
         }
         let ring = self.keys.ring();
@@ -580,7 +590,7 @@ impl TokenManager {
             let _span = tracing::debug_span!("verify_signature").entered();
             Arc::new(self.policy.jwt.verify_signature(raw, &ring)?)
         };
-        self.verified.insert(hash, token.clone());
+        cache.insert(hash, token.clone());
         Ok(token)
     }
 
@@ -597,7 +607,7 @@ impl TokenManager {
         let required = self
             .catalog
             .parse_scopes(required_scopes, "required_scopes")?;
-        let token = match self.verified(raw) {
+        let token = match self.verified(raw, &self.verified) {
             Ok(token) => token,
             Err(reason) => return Ok(Verification::Inactive(reason)),
         };
@@ -655,7 +665,7 @@ impl TokenManager {
             )
             .with_meta("inactive_reason", why.as_str())
         };
-        let token = self.verified(raw).map_err(unauthenticated)?;
+        let token = self.verified(raw, &self.callers).map_err(unauthenticated)?;
         let now = Timestamp::now();
         self.policy
             .jwt

@@ -78,7 +78,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             &workload,
             &channels,
             options.concurrency,
-            Some(options.duration),
+            options.requests.is_none().then_some(options.duration),
             options.requests,
             Some(scenario.name()),
         )

@@ -49,6 +49,10 @@ pub enum Backend {
     Postgres,
 }
 
+/// Most pooled connections to an SQLite file: it has a single writer, and each connection costs
+/// a worker thread and its own page cache.
+pub const SQLITE_MAX_CONNECTIONS: u32 = 4;
+
 /// Connection settings for [`Store::connect`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -90,9 +94,13 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // 1 MiB of page cache per connection (SQLite's default is 2 MiB): the hot rows
+                // live in tokenmint's own caches, and memory is budgeted (BENCHMARKS.md).
+                .pragma("cache_size", "-1024");
+            // SQLite has one writer; a few connections serve the readers of WAL mode.
             let pool = SqlitePoolOptions::new()
-                .max_connections(options.max_connections)
+                .max_connections(options.max_connections.min(SQLITE_MAX_CONNECTIONS))
                 .acquire_timeout(options.connect_timeout)
                 .connect_with(connect)
                 .await
