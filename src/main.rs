@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokenmint::cli::{self, BootstrapRequest};
 use tokenmint::config::{Environment, LogFormat, Settings};
-use tokenmint::loadgen::{self, BenchOptions, Scenario, VerifyMix};
+use tokenmint::loadgen::{self, BenchOptions};
 use tokenmint::{startup, telemetry};
 
 /// tokenmint: mints, stores, verifies and revokes API access tokens over gRPC.
@@ -69,53 +69,7 @@ enum Command {
         command: KeysCommand,
     },
     /// Load-test a running server and measure the crypto floors (see BENCHMARKS.md).
-    Bench {
-        /// Server address.
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
-        addr: String,
-        /// Scenarios to run, comma-separated (default: all; with --floors and no scenario: none).
-        #[arg(long, value_delimiter = ',')]
-        scenario: Option<Vec<Scenario>>,
-        /// HTTP/2 connections.
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-        /// Requests in flight.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Measured duration of each scenario.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: std::time::Duration,
-        /// Run a fixed number of requests per scenario instead of a duration.
-        #[arg(long)]
-        requests: Option<u64>,
-        /// Warm-up before each scenario (not measured).
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-        warmup: std::time::Duration,
-        /// Caller token: scopes user_manage, token_introspect, wallet_view, wallet_spend,
-        /// wallet_create, trade_view, trade_trade.
-        #[arg(
-            long,
-            env = "TOKENMINT_BENCH_TOKEN",
-            default_value = "",
-            hide_env_values = true
-        )]
-        token: String,
-        /// Distinct tokens in the verify pool.
-        #[arg(long, default_value_t = 1000)]
-        pool: usize,
-        /// Verify pool: valid tokens only, or a share of revoked/expired/tampered ones.
-        #[arg(long, default_value = "valid")]
-        verify_mix: VerifyMix,
-        /// Also measure single-core ring sign/verify floors.
-        #[arg(long)]
-        floors: bool,
-        /// Cores the server runs on (for the per-core ratio).
-        #[arg(long, default_value_t = 1)]
-        server_cores: usize,
-        /// Write the report as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
+    Bench(BenchOptions),
     /// Manage enterprise membership.
     Enterprise {
         #[command(subcommand)]
@@ -247,48 +201,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench {
-            addr,
-            scenario,
-            connections,
-            concurrency,
-            duration,
-            requests,
-            warmup,
-            token,
-            pool,
-            verify_mix,
-            floors,
-            server_cores,
-            json,
-        } => {
-            let scenarios = match (scenario, floors) {
-                (Some(list), _) => list,
-                (None, true) => Vec::new(),
-                (None, false) => {
-                    vec![
-                        Scenario::Health,
-                        Scenario::Verify,
-                        Scenario::Create,
-                        Scenario::Mixed,
-                    ]
-                }
-            };
-            let options = BenchOptions {
-                addr,
-                scenarios,
-                connections,
-                concurrency,
-                duration,
-                requests,
-                warmup,
-                token,
-                pool,
-                verify_mix,
-                floors,
-                server_cores,
-                json,
-            };
+        Command::Bench(options) => {
             let report = loadgen::run(&options).await?;
             println!("{report}");
             Ok(())

@@ -21,35 +21,70 @@ use tonic::transport::{Channel, Endpoint};
 pub use report::{Report, ScenarioResult};
 pub use workload::{Scenario, VerifyMix};
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run: the arguments of `tokenmint bench`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
-    /// Server address, e.g. `http://127.0.0.1:50051`.
+    /// Server address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub addr: String,
-    /// Scenarios, in order.
+    /// Scenarios to run, comma-separated (default: all; with --floors and none given: none).
+    #[arg(long = "scenario", value_delimiter = ',')]
     pub scenarios: Vec<Scenario>,
     /// HTTP/2 connections to open.
+    #[arg(long, default_value_t = 4)]
     pub connections: usize,
     /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// How long each scenario runs (ignored when `requests` is set).
+    /// How long each scenario is measured (ignored when `requests` is set).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// A fixed number of requests per scenario instead of a duration.
+    #[arg(long)]
     pub requests: Option<u64>,
     /// Warm-up before measuring each scenario.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
-    /// Caller token (scopes `user_manage`, `token_introspect` and those of the create request).
+    /// Caller token: scopes user_manage, token_introspect, wallet_view, wallet_spend,
+    /// wallet_create, trade_view, trade_trade.
+    #[arg(
+        long,
+        env = "TOKENMINT_BENCH_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub token: String,
     /// Distinct tokens in the verify pool.
+    #[arg(long, default_value_t = 1000)]
     pub pool: usize,
     /// Valid tokens only, or a share of revoked / expired / tampered ones.
+    #[arg(long, default_value = "valid")]
     pub verify_mix: VerifyMix,
-    /// Measure the crypto floors too.
+    /// Measure the single-core crypto floors too.
+    #[arg(long)]
     pub floors: bool,
     /// Cores the server runs on (for the per-core ratio).
+    #[arg(long, default_value_t = 1)]
     pub server_cores: usize,
     /// Write the report as JSON here.
+    #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+impl BenchOptions {
+    /// The scenarios to run: those asked for, else all of them (none with `--floors` alone).
+    fn scenarios(&self) -> Vec<Scenario> {
+        match (self.scenarios.is_empty(), self.floors) {
+            (false, _) => self.scenarios.clone(),
+            (true, true) => Vec::new(),
+            (true, false) => vec![
+                Scenario::Health,
+                Scenario::Verify,
+                Scenario::Create,
+                Scenario::Mixed,
+            ],
+        }
+    }
 }
 
 /// Runs every requested scenario (and the floors) and returns the report.
@@ -60,7 +95,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         eprintln!("measuring single-core crypto floors…");
         report.floors = Some(floors::measure(Duration::from_millis(1500)));
     }
-    for scenario in &options.scenarios {
+    for scenario in &options.scenarios() {
         let workload =
             Arc::new(workload::Workload::prepare(*scenario, options, &channels[0]).await?);
         if !options.warmup.is_zero() && options.requests.is_none() {

@@ -16,11 +16,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migrations::{Migrator, MigratorTrait};
+use sea_orm::sea_query::ExprTrait;
 use sea_orm::sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
-use sea_orm::{DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnector};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Select, SqlxPostgresConnector, SqlxSqliteConnector,
+};
 
 pub use events::ChangeEvent;
 pub use keys::StoredKey;
@@ -38,6 +42,29 @@ pub struct ListCursor {
     pub created_at: Timestamp,
     /// Id of the last row of the previous page.
     pub id: String,
+}
+
+/// Orders `query` newest first (creation time, then id, both descending), continues after
+/// `cursor` and takes `limit` rows: the keyset pagination of every list.
+pub(crate) fn newest_first_page<E: EntityTrait>(
+    query: Select<E>,
+    created_at: E::Column,
+    id: E::Column,
+    cursor: Option<ListCursor>,
+    limit: u64,
+) -> Select<E> {
+    let query = match cursor {
+        Some(c) => query.filter(
+            created_at
+                .lt(c.created_at.0)
+                .or(created_at.eq(c.created_at.0).and(id.lt(c.id))),
+        ),
+        None => query,
+    };
+    query
+        .order_by_desc(created_at)
+        .order_by_desc(id)
+        .limit(limit)
 }
 
 /// Which database engine a store runs on.
@@ -100,7 +127,7 @@ impl Store {
                 .pragma("cache_size", "-1024");
             // SQLite has one writer; a few connections serve the readers of WAL mode.
             let pool = SqlitePoolOptions::new()
-                .max_connections(options.max_connections.min(SQLITE_MAX_CONNECTIONS))
+                .max_connections(Ord::min(options.max_connections, SQLITE_MAX_CONNECTIONS))
                 .acquire_timeout(options.connect_timeout)
                 .connect_with(connect)
                 .await

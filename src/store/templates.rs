@@ -1,13 +1,10 @@
 //! The template repository. Name uniqueness per user is the `uq_templates_user_name` index;
 //! its violation is reported as [`TemplateWriteError::NameTaken`] with the existing template's id.
 
-use sea_orm::sea_query::ExprTrait;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::templates::{self, Column, Entity as Templates};
-use super::{ListCursor, Store, db_error, is_unique_violation};
+use super::{ListCursor, Store, db_error, is_unique_violation, newest_first_page};
 use crate::domain::{
     Description, EnterpriseId, IpRestriction, ScopeSet, TemplateId, TemplateName, TemplateRecord,
     Timestamp, TokenLimits, UserId,
@@ -110,17 +107,7 @@ impl Store {
         if let Some(enterprise) = enterprise {
             query = query.filter(Column::EnterpriseId.eq(enterprise.as_str()));
         }
-        if let Some(c) = cursor {
-            query = query.filter(
-                Column::CreatedAt.lt(c.created_at.0).or(Column::CreatedAt
-                    .eq(c.created_at.0)
-                    .and(Column::Id.lt(c.id))),
-            );
-        }
-        let models = query
-            .order_by_desc(Column::CreatedAt)
-            .order_by_desc(Column::Id)
-            .limit(limit)
+        let models = newest_first_page(query, Column::CreatedAt, Column::Id, cursor, limit)
             .all(self.db())
             .await
             .map_err(db_error)?;

@@ -3,13 +3,13 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
 };
 
 use super::entities::tokens::{self, Column, Entity as Tokens};
 use super::events::{self, EventKind};
-use super::{ListCursor, Store, db_error};
+use super::{ListCursor, Store, db_error, newest_first_page};
 use crate::domain::{
     Description, EnterpriseId, IpRestriction, Label, ScopeSet, StoredStatus, Timestamp, TokenId,
     TokenLimits, TokenRecord, UserId,
@@ -107,17 +107,7 @@ impl Store {
                 .filter(Column::Status.ne("revoked"))
                 .filter(Column::ExpiresAt.lte(now.0)),
         };
-        if let Some(c) = cursor {
-            query = query.filter(
-                Column::CreatedAt.lt(c.created_at.0).or(Column::CreatedAt
-                    .eq(c.created_at.0)
-                    .and(Column::Id.lt(c.id))),
-            );
-        }
-        let models = query
-            .order_by_desc(Column::CreatedAt)
-            .order_by_desc(Column::Id)
-            .limit(limit)
+        let models = newest_first_page(query, Column::CreatedAt, Column::Id, cursor, limit)
             .all(self.db())
             .await
             .map_err(db_error)?;
