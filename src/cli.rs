@@ -120,6 +120,50 @@ pub async fn add_enterprise_member(
     Ok(())
 }
 
+/// Asks the gRPC health service at `addr` about `service`; fails unless it answers SERVING
+/// within `timeout`.
+pub async fn health_probe(addr: &str, service: &str, timeout: Duration) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let probe = async {
+        let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
+            .with_context(|| format!("invalid address {addr}"))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let response = HealthClient::new(channel)
+            .check(request)
+            .await
+            .context("health check failed")?;
+        let status =
+            ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown);
+        anyhow::ensure!(
+            status == ServingStatus::Serving,
+            "{addr} is {}",
+            status.as_str_name()
+        );
+        Ok(())
+    };
+    tokio::time::timeout(timeout, probe)
+        .await
+        .map_err(|_| anyhow::anyhow!("no health answer from {addr} within {timeout:?}"))?
+}
+
+/// Validates the configuration without starting anything (the master key and the scope catalog
+/// are read when configured; the database is not contacted) and returns the effective
+/// configuration as TOML, secrets redacted.
+pub fn check_config(settings: &Settings) -> anyhow::Result<String> {
+    settings.validate()?;
+    startup::scope_catalog(settings)?;
+    if settings.keys.master_key.is_some() || settings.keys.master_key_file.is_some() {
+        startup::master_key(settings)?;
+    }
+    Ok(toml::to_string_pretty(settings)?)
+}
+
 /// Applies pending migrations.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     settings.validate()?;

@@ -68,6 +68,23 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Probe a server's gRPC health (for container HEALTHCHECKs): exit 0 when it is SERVING.
+    Health {
+        /// Server address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Service to ask about (empty: the server as a whole).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Load-test a running server and measure the crypto floors (see BENCHMARKS.md).
     Bench(BenchOptions),
     /// Manage enterprise membership.
@@ -83,6 +100,12 @@ enum KeysCommand {
     Rotate,
     /// List the signing keys.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print the effective one (secrets redacted).
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +222,17 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             for line in cli::list_keys(&settings).await? {
                 println!("{line}");
             }
+            Ok(())
+        }
+        Command::Health {
+            addr,
+            service,
+            timeout,
+        } => cli::health_probe(&addr, &service, timeout).await,
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            print!("{}", cli::check_config(&settings)?);
             Ok(())
         }
         Command::Bench(options) => {

@@ -227,6 +227,9 @@ async fn serve(
     health_reporter
         .set_serving::<TokenServiceServer<TokenApi>>()
         .await;
+    health_reporter
+        .set_serving::<TemplateServiceServer<TemplateApi>>()
+        .await;
     let reflection_v1 = reflection_builder().build_v1().context("reflection v1")?;
     let reflection_v1alpha = reflection_builder()
         .build_v1alpha()
@@ -253,6 +256,9 @@ async fn serve(
                 let _ = shutdown.wait_for(|stop| *stop).await;
                 health_reporter
                     .set_not_serving::<TokenServiceServer<TokenApi>>()
+                    .await;
+                health_reporter
+                    .set_not_serving::<TemplateServiceServer<TemplateApi>>()
                     .await;
                 tracing::info!("shutting down: draining in-flight requests");
             }

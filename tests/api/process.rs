@@ -1,5 +1,6 @@
-//! The real `tokenmint` binary: `bootstrap` prints only the token, `serve` answers, and a token whose
-//! CreateToken was answered OK survives `kill -9`.
+//! The real `tokenmint` binary: `bootstrap` prints only the token, `serve` answers, a token whose
+//! CreateToken was answered OK survives `kill -9`, `health` probes, and `config check` validates and
+//! prints the effective configuration without secrets.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -182,4 +183,83 @@ async fn created_tokens_survive_kill_dash_nine() {
     }
     server.kill().ok();
     server.wait().ok();
+}
+
+#[tokio::test]
+async fn health_probe_succeeds_against_a_server_and_fails_without_one() {
+    let db = TestDatabase::create().await;
+    let port = free_port();
+    let mut server = serve(&db, port).await;
+    let addr = format!("http://127.0.0.1:{port}");
+    let ok = Command::new(BIN)
+        .args(["health", "--addr", &addr])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let service = [
+        "health",
+        "--addr",
+        &addr,
+        "--service",
+        "tokenmint.v1.TemplateService",
+    ];
+    assert!(
+        Command::new(BIN)
+            .args(service)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    server.kill().ok();
+    server.wait().ok();
+    let down = Command::new(BIN)
+        .args(["health", "--addr", &addr, "--timeout", "1s"])
+        .output()
+        .unwrap();
+    assert!(!down.status.success(), "no server must fail the probe");
+    assert!(String::from_utf8_lossy(&down.stderr).contains("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn config_check_prints_the_effective_config_with_secrets_redacted() {
+    let db = TestDatabase::create().await;
+    let secret = "ab".repeat(32);
+    let output = command(&db, &["config", "check"])
+        .env("TOKENMINT__KEYS__MASTER_KEY", &secret)
+        .env("TOKENMINT__TOKENS__ISSUER", "https://issuer.example")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("issuer = \"https://issuer.example\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+    assert!(
+        !stdout.contains(&secret),
+        "the master key must not be printed"
+    );
+
+    let bad = command(&db, &["config", "check"])
+        .env("TOKENMINT__SERVER__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("server.listen"));
+
+    let unknown = command(&db, &["config", "check"])
+        .env("TOKENMINT__NO_SUCH", "1")
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success(), "unknown settings are refused");
 }
