@@ -333,7 +333,7 @@ impl TokenManager {
             last_used_ip: None,
             deleted_at: None,
         };
-        self.writer.insert(record.clone()).await?;
+        let record = self.writer.insert(record).await?;
         let deprecated_scopes = self.catalog.deprecated_in(&record.scopes);
         tracing::debug!(token_id = %id, key_id = %record.key_id, "token minted");
         Ok(MintedToken {

@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 /// Most tokens committed in one transaction.
 const MAX_BATCH: usize = 256;
 
-type Job = (TokenRecord, oneshot::Sender<Result<()>>);
+/// A record to insert and where to hand it back once committed.
+type Job = (TokenRecord, oneshot::Sender<Result<TokenRecord>>);
 
 /// The handle CreateToken uses to persist a token durably.
 #[derive(Debug, Clone)]
@@ -27,8 +28,8 @@ impl TokenWriter {
         (Self { queue }, task)
     }
 
-    /// Inserts `record`; returns once it is committed.
-    pub async fn insert(&self, record: TokenRecord) -> Result<()> {
+    /// Inserts `record`; returns it once it is committed.
+    pub async fn insert(&self, record: TokenRecord) -> Result<TokenRecord> {
         let (done, result) = oneshot::channel();
         self.queue
             .send((record, done))
@@ -42,8 +43,13 @@ impl TokenWriter {
 
 async fn run(store: Store, mut jobs: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut records: Vec<TokenRecord> = Vec::with_capacity(MAX_BATCH);
+    let mut waiters = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let records: Vec<TokenRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+        for (record, done) in batch.drain(..) {
+            records.push(record);
+            waiters.push(done);
+        }
         let outcome = store.insert_tokens(&records).await;
         tracing::debug!(
             batch = records.len(),
@@ -52,13 +58,14 @@ async fn run(store: Store, mut jobs: mpsc::Receiver<Job>) {
         );
         match outcome {
             Ok(()) => {
-                for (_, done) in batch.drain(..) {
-                    let _ = done.send(Ok(()));
+                for (record, done) in records.drain(..).zip(waiters.drain(..)) {
+                    let _ = done.send(Ok(record));
                 }
             }
             Err(err) => {
                 let error = crate::store::db_error(err);
-                for (_, done) in batch.drain(..) {
+                records.clear();
+                for done in waiters.drain(..) {
                     let _ = done.send(Err(error.clone()));
                 }
             }
