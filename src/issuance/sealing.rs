@@ -70,9 +70,24 @@ impl MasterKey {
             .fill(bytes.as_mut())
             .map_err(|_| anyhow::anyhow!("no system randomness"))?;
         let text = Zeroizing::new(hex::encode(bytes.as_ref()));
-        write_private_file(path, text.as_bytes())
+        // Write a private temporary file, then link it into place: the link fails if another
+        // process created the key first, and nobody ever reads a half-written key.
+        let mut random = [0u8; 8];
+        SystemRandom::new()
+            .fill(&mut random)
+            .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+        let temporary = path.with_extension(format!("tmp-{}", hex::encode(random)));
+        write_private_file(&temporary, text.as_bytes())
             .with_context(|| format!("cannot create master key file {}", path.display()))?;
-        Self::from_bytes(bytes.as_ref())
+        let linked = std::fs::hard_link(&temporary, path);
+        let _ = std::fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => Self::from_bytes(bytes.as_ref()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::read_file(path),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot create master key file {}", path.display()))
+            }
+        }
     }
 
     /// Encrypts `plaintext`, binding it to `kid`. Output: nonce || ciphertext || tag.
@@ -152,6 +167,34 @@ mod tests {
             sealed,
             "nonces must be fresh"
         );
+    }
+
+    #[test]
+    fn concurrent_first_starts_agree_on_one_master_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = std::sync::Arc::new(dir.path().join("master.key"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    MasterKey::load_or_create(&path).map(|key| key.seal("k", b"x").unwrap())
+                })
+            })
+            .collect();
+        let sealed: Vec<Vec<u8>> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().expect("every first start succeeds"))
+            .collect();
+        let key = MasterKey::read_file(&path).unwrap();
+        for s in &sealed {
+            assert_eq!(
+                key.open("k", s).unwrap().as_slice(),
+                b"x",
+                "all processes use the same key"
+            );
+        }
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub enum Backend {
 /// a worker thread and its own page cache.
 pub const SQLITE_MAX_CONNECTIONS: u32 = 4;
 
+/// Key of the PostgreSQL advisory lock that serialises migrations across replicas
+/// (the bytes of "tokenmnt").
+const MIGRATION_LOCK_ID: i64 = 0x746f_6b65_6e6d_6e74;
+
 /// Connection settings for [`Store::connect`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -147,10 +151,40 @@ impl Store {
     }
 
     /// Applies pending migrations.
+    ///
+    /// Replicas starting together must not race: on PostgreSQL a session advisory lock, held on
+    /// one connection for the whole run, lets one process migrate while the others wait (and
+    /// then find nothing to do); on SQLite the migration runs under the database's write lock.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        Migrator::up(&self.db, None)
-            .await
-            .context("database migration failed")
+        match self.backend {
+            Backend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                let mut lock = pool.acquire().await.context("database unreachable")?;
+                sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(MIGRATION_LOCK_ID)
+                    .execute(&mut *lock)
+                    .await
+                    .context("cannot take the migration lock")?;
+                let result = Migrator::up(&self.db, None).await;
+                let unlocked = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(MIGRATION_LOCK_ID)
+                    .execute(&mut *lock)
+                    .await;
+                result.context("database migration failed")?;
+                unlocked.context("cannot release the migration lock")?;
+                Ok(())
+            }
+            Backend::Sqlite => {
+                // A second process may have applied the same migrations a moment earlier;
+                // retry once, when its work is visible and ours is a no-op.
+                match Migrator::up(&self.db, None).await {
+                    Ok(()) => Ok(()),
+                    Err(_) => Migrator::up(&self.db, None)
+                        .await
+                        .context("database migration failed"),
+                }
+            }
+        }
     }
 
     /// The engine this store runs on.

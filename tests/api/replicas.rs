@@ -248,3 +248,25 @@ async fn key_rotation_through_the_cli_reaches_every_replica() {
         assert!(response.active, "{name}: reason {}", response.reason);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_on_a_fresh_database_do_not_race_on_migrations() {
+    let db = crate::helpers::TestDatabase::create().await;
+    let starts = (0..6).map(|_| {
+        let db = db.clone();
+        tokio::spawn(async move { TestApp::spawn_on(db, |_| {}).await })
+    });
+    let mut apps = Vec::new();
+    for start in starts {
+        apps.push(start.await.expect("every replica starts"));
+    }
+    let token = apps[0].manager("alice").await;
+    for app in &apps {
+        let listed = app
+            .client()
+            .await
+            .list_tokens(authed(&token, pb::ListTokensRequest::default()))
+            .await;
+        assert!(listed.is_ok(), "{listed:?}");
+    }
+}
