@@ -436,94 +436,43 @@ async fn revoking_suspended_token_leaves_only_delete_available() {
     );
 }
 
-#[tokio::test]
-async fn activating_active_token_is_invalid_transition() {
+/// Puts a fresh token through `setup`, then checks that `refused` is refused while it is `status`.
+async fn assert_forbidden_after(setup: &[Action], refused: Action, status: &str) {
     let app = TestApp::spawn().await;
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let created = create(&mut client, &caller).await;
+    for action in setup {
+        apply(&mut client, &caller, *action, &created.id)
+            .await
+            .unwrap_or_else(|e| panic!("{action:?} during setup: {e:?}"));
+    }
+    assert_refused(&mut client, &caller, &created.id, refused, status).await;
+}
 
-    assert_refused(
-        &mut client,
-        &caller,
-        &created.id,
-        Action::Activate,
-        "active",
-    )
-    .await;
+#[tokio::test]
+async fn activating_active_token_is_invalid_transition() {
+    assert_forbidden_after(&[], Action::Activate, "active").await;
 }
 
 #[tokio::test]
 async fn suspending_suspended_token_is_invalid_transition() {
-    let app = TestApp::spawn().await;
-    let caller = app.manager("alice").await;
-    let mut client = app.client().await;
-    let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Suspend, &created.id)
-        .await
-        .expect("SuspendToken");
-
-    assert_refused(
-        &mut client,
-        &caller,
-        &created.id,
-        Action::Suspend,
-        "suspended",
-    )
-    .await;
+    assert_forbidden_after(&[Action::Suspend], Action::Suspend, "suspended").await;
 }
 
 #[tokio::test]
 async fn suspending_revoked_token_is_invalid_transition() {
-    let app = TestApp::spawn().await;
-    let caller = app.manager("alice").await;
-    let mut client = app.client().await;
-    let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Revoke, &created.id)
-        .await
-        .expect("RevokeToken");
-
-    assert_refused(
-        &mut client,
-        &caller,
-        &created.id,
-        Action::Suspend,
-        "revoked",
-    )
-    .await;
+    assert_forbidden_after(&[Action::Revoke], Action::Suspend, "revoked").await;
 }
 
 #[tokio::test]
 async fn activating_revoked_token_is_invalid_transition() {
-    let app = TestApp::spawn().await;
-    let caller = app.manager("alice").await;
-    let mut client = app.client().await;
-    let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Revoke, &created.id)
-        .await
-        .expect("RevokeToken");
-
-    assert_refused(
-        &mut client,
-        &caller,
-        &created.id,
-        Action::Activate,
-        "revoked",
-    )
-    .await;
+    assert_forbidden_after(&[Action::Revoke], Action::Activate, "revoked").await;
 }
 
 #[tokio::test]
 async fn revoking_revoked_token_is_invalid_transition() {
-    let app = TestApp::spawn().await;
-    let caller = app.manager("alice").await;
-    let mut client = app.client().await;
-    let created = create(&mut client, &caller).await;
-    apply(&mut client, &caller, Action::Revoke, &created.id)
-        .await
-        .expect("RevokeToken");
-
-    assert_refused(&mut client, &caller, &created.id, Action::Revoke, "revoked").await;
+    assert_forbidden_after(&[Action::Revoke], Action::Revoke, "revoked").await;
 }
 
 #[tokio::test]
