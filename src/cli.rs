@@ -101,6 +101,90 @@ pub async fn list_keys(settings: &Settings) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// The outcome of `keys retire`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetiredKey {
+    /// Live tokens signed by the key (non-zero only with `--force`): they no longer verify.
+    pub dependent_tokens: u64,
+}
+
+/// Withdraws the key `kid`: it is deleted (private key included), leaves the JWKS, and running
+/// servers stop accepting its signatures through the change feed. Refused for the current
+/// signing key, and while live tokens depend on it unless `force`.
+pub async fn retire_key(settings: &Settings, kid: &str, force: bool) -> anyhow::Result<RetiredKey> {
+    settings.validate()?;
+    let store = startup::open_store(settings).await?;
+    let result = async {
+        let keys = store.list_keys().await?;
+        let key = keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| anyhow::anyhow!("no signing key {kid} (see `tokenmint keys list`)"))?;
+        anyhow::ensure!(
+            key.retired_at.is_some(),
+            "key {kid} signs new tokens: run `tokenmint keys rotate` first, then retire it"
+        );
+        let horizon = crate::domain::Timestamp::now().plus_secs(-settings.tokens.leeway_secs);
+        let dependent_tokens = store.count_live_tokens_signed_by(kid, horizon).await?;
+        anyhow::ensure!(
+            dependent_tokens == 0 || force,
+            "{dependent_tokens} unexpired, unrevoked token(s) were signed by key {kid} and would \
+             stop verifying; revoke them or wait until they expire, or pass --force"
+        );
+        anyhow::ensure!(
+            store
+                .delete_key(kid, crate::domain::Timestamp::now())
+                .await?,
+            "key {kid} was removed meanwhile"
+        );
+        Ok(RetiredKey { dependent_tokens })
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// TLS options of `tokenmint health`, for a server with TLS or mutual TLS.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ProbeTls {
+    /// CA certificate (PEM) that issued the server's certificate (implies TLS).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for a server requiring mutual TLS.
+    #[arg(long, requires = "key_file")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, requires = "cert_file")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Name to verify the server certificate against (default: the address's host).
+    #[arg(long)]
+    pub server_name: Option<String>,
+}
+
+impl ProbeTls {
+    /// The client TLS configuration, or `None` when no TLS option is given.
+    fn client_config(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        if self.ca_file.is_none() && self.cert_file.is_none() && self.server_name.is_none() {
+            return Ok(None);
+        }
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = &self.ca_file {
+            config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
+        }
+        Ok(Some(config))
+    }
+}
+
 /// Adds a user to an enterprise.
 pub async fn add_enterprise_member(
     settings: &Settings,
@@ -122,12 +206,21 @@ pub async fn add_enterprise_member(
 
 /// Asks the gRPC health service at `addr` about `service`; fails unless it answers SERVING
 /// within `timeout`.
-pub async fn health_probe(addr: &str, service: &str, timeout: Duration) -> anyhow::Result<()> {
+pub async fn health_probe(
+    addr: &str,
+    tls: &ProbeTls,
+    service: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let probe = async {
-        let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
-            .with_context(|| format!("invalid address {addr}"))?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
+            .with_context(|| format!("invalid address {addr}"))?;
+        if let Some(config) = tls.client_config()? {
+            endpoint = endpoint.tls_config(config).context("invalid TLS options")?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
@@ -156,8 +249,11 @@ pub async fn health_probe(addr: &str, service: &str, timeout: Duration) -> anyho
 /// are read when configured; the database is not contacted) and returns the effective
 /// configuration as TOML, secrets redacted.
 pub fn check_config(settings: &Settings) -> anyhow::Result<String> {
-    settings.validate()?;
+    settings.validate_server()?;
     startup::scope_catalog(settings)?;
+    if let Some(tls) = &settings.server.tls {
+        crate::tls::load(tls)?;
+    }
     if settings.keys.master_key.is_some() || settings.keys.master_key_file.is_some() {
         startup::master_key(settings)?;
     }

@@ -76,6 +76,8 @@ pub struct Settings {
     pub background: BackgroundSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Trace export.
+    pub telemetry: TelemetrySettings,
 }
 
 /// gRPC server settings.
@@ -86,6 +88,60 @@ pub struct ServerSettings {
     pub listen: String,
     /// Seconds to wait for in-flight RPCs at shutdown. Default 10.
     pub shutdown_grace_secs: u64,
+    /// TLS (and, with `client_ca_file`, mutual TLS). Required in production unless
+    /// `allow_plaintext` is set.
+    pub tls: Option<TlsSettings>,
+    /// Let a production server listen without TLS (behind a TLS-terminating sidecar). Default false.
+    pub allow_plaintext: bool,
+    /// Largest request message accepted, in bytes (larger: RESOURCE_EXHAUSTED). Default 1 MiB.
+    pub max_message_bytes: usize,
+    /// Longest time an RPC may run, in seconds; a caller's shorter `grpc-timeout` wins. Default 30.
+    pub request_timeout_secs: u64,
+    /// Concurrent streams a client may open on one HTTP/2 connection. Default 1024.
+    pub max_concurrent_streams: u32,
+    /// RPCs served at once per connection (more wait for a slot). Default 1024.
+    pub concurrency_limit_per_connection: usize,
+    /// TCP keepalive idle time, in seconds (0: off). Default 60.
+    pub tcp_keepalive_secs: u64,
+    /// Interval of HTTP/2 PING keepalives, in seconds (0: off). Default 30.
+    pub http2_keepalive_interval_secs: u64,
+    /// Seconds to wait for a PING answer before closing the connection. Default 20.
+    pub http2_keepalive_timeout_secs: u64,
+}
+
+/// Server certificate, key and optional client CA, as PEM files. The files are re-read when they
+/// change, so certificates can be renewed without a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) a client certificate must chain to. When set, clients without such a
+    /// certificate fail the handshake (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the files are checked for changes, in seconds. Default 10.
+    #[serde(default = "default_tls_reload_secs")]
+    pub reload_interval_secs: u64,
+}
+
+fn default_tls_reload_secs() -> u64 {
+    10
+}
+
+/// OpenTelemetry trace export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`. The standard
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` variables win over it. Unset: no export.
+    pub otlp_endpoint: Option<String>,
+    /// Which spans and events are exported (`RUST_LOG` syntax).
+    /// Default `info,tokenmint=debug,h2=warn,hyper=warn,tonic=warn,tower=warn,sqlx=warn`.
+    pub span_filter: String,
+    /// Time limit of one export, in ms. Default 10000.
+    pub export_timeout_ms: u64,
 }
 
 /// Database settings.
@@ -190,6 +246,7 @@ impl Default for Settings {
             cache: CacheSettings::default(),
             background: BackgroundSettings::default(),
             log: LogSettings::default(),
+            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -199,6 +256,15 @@ impl Default for ServerSettings {
         Self {
             listen: "127.0.0.1:50051".into(),
             shutdown_grace_secs: 10,
+            tls: None,
+            allow_plaintext: false,
+            max_message_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            max_concurrent_streams: 1024,
+            concurrency_limit_per_connection: 1024,
+            tcp_keepalive_secs: 60,
+            http2_keepalive_interval_secs: 30,
+            http2_keepalive_timeout_secs: 20,
         }
     }
 }
@@ -252,6 +318,17 @@ impl Default for BackgroundSettings {
         Self {
             change_poll_interval_ms: 500,
             last_used_flush_interval_ms: 1000,
+        }
+    }
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            span_filter: "info,tokenmint=debug,h2=warn,hyper=warn,tonic=warn,tower=warn,sqlx=warn"
+                .into(),
+            export_timeout_ms: 10_000,
         }
     }
 }
@@ -326,6 +403,25 @@ impl Settings {
             self.database.max_connections > 0,
             "database.max_connections must be positive"
         );
+        anyhow::ensure!(
+            self.server.max_message_bytes >= 1024,
+            "server.max_message_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            self.server.request_timeout_secs > 0,
+            "server.request_timeout_secs must be positive"
+        );
+        anyhow::ensure!(
+            self.server.max_concurrent_streams > 0
+                && self.server.concurrency_limit_per_connection > 0,
+            "server.max_concurrent_streams and server.concurrency_limit_per_connection must be positive"
+        );
+        if let Some(tls) = &self.server.tls {
+            anyhow::ensure!(
+                tls.reload_interval_secs > 0,
+                "server.tls.reload_interval_secs must be positive"
+            );
+        }
         if self.environment == Environment::Production {
             anyhow::ensure!(
                 self.keys.master_key.is_some() || self.keys.master_key_file.is_some(),
@@ -333,6 +429,21 @@ impl Settings {
                  or keys.master_key_file"
             );
         }
+        Ok(())
+    }
+
+    /// [`Settings::validate`], plus what only a server needs: production listens with TLS unless
+    /// `server.allow_plaintext` says a proxy terminates it.
+    pub fn validate_server(&self) -> anyhow::Result<()> {
+        self.validate()?;
+        anyhow::ensure!(
+            self.environment != Environment::Production
+                || self.server.tls.is_some()
+                || self.server.allow_plaintext,
+            "production requires TLS: set server.tls.cert_file and server.tls.key_file \
+             (TOKENMINT__SERVER__TLS__CERT_FILE, TOKENMINT__SERVER__TLS__KEY_FILE), or set \
+             server.allow_plaintext = true when a proxy terminates TLS"
+        );
         Ok(())
     }
 
@@ -447,6 +558,48 @@ mod tests {
         assert_eq!(s.database_url(), "postgres://x");
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("master key"), "{err}");
+    }
+
+    #[test]
+    fn the_example_configuration_is_a_valid_production_server_configuration() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/tokenmint.example.toml");
+        let key = "ab".repeat(32);
+        let s = Settings::load(
+            Some(&example),
+            vars(&[("TOKENMINT__KEYS__MASTER_KEY", key.as_str())]),
+        )
+        .unwrap();
+        assert_eq!(s.environment, Environment::Production);
+        assert!(s.server.tls.is_some());
+        s.validate_server().unwrap();
+    }
+
+    #[test]
+    fn production_servers_need_tls_or_an_explicit_plaintext_allowance() {
+        let key = "ab".repeat(32);
+        let production = [
+            ("TOKENMINT__ENVIRONMENT", "production"),
+            ("TOKENMINT__KEYS__MASTER_KEY", key.as_str()),
+        ];
+        let s = Settings::load(None, vars(&production)).unwrap();
+        s.validate().expect("commands other than serve need no TLS");
+        let error = s.validate_server().unwrap_err().to_string();
+        assert!(error.contains("production requires TLS"), "{error}");
+        let mut allowed = production.to_vec();
+        allowed.push(("TOKENMINT__SERVER__ALLOW_PLAINTEXT", "true"));
+        let s = Settings::load(None, vars(&allowed)).unwrap();
+        s.validate_server().unwrap();
+        let mut with_tls = production.to_vec();
+        with_tls.push(("TOKENMINT__SERVER__TLS__CERT_FILE", "/tls/cert.pem"));
+        with_tls.push(("TOKENMINT__SERVER__TLS__KEY_FILE", "/tls/key.pem"));
+        let s = Settings::load(None, vars(&with_tls)).unwrap();
+        let tls = s
+            .server
+            .tls
+            .as_ref()
+            .expect("nested TLS settings from the environment");
+        assert_eq!(tls.reload_interval_secs, 10);
+        s.validate_server().unwrap();
     }
 
     #[test]

@@ -188,7 +188,7 @@ impl Error {
 
     /// An UNAVAILABLE error for a database failure; the cause is logged, not returned.
     pub fn store(cause: impl fmt::Display) -> Self {
-        tracing::error!(error = %cause, "database operation failed");
+        tracing::error!(error = format!("{cause:#}"), "database operation failed");
         Self::new(
             ErrorCode::Unavailable,
             reason::STORE_UNAVAILABLE,
@@ -198,7 +198,7 @@ impl Error {
 
     /// An INTERNAL error; the cause is logged, not returned.
     pub fn internal(cause: impl fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
+        tracing::error!(error = format!("{cause:#}"), "internal error");
         Self::new(ErrorCode::Internal, reason::INTERNAL, "internal error")
     }
 

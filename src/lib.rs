@@ -15,3 +15,4 @@ pub mod proto;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -70,9 +70,11 @@ enum Command {
     },
     /// Probe a server's gRPC health (for container HEALTHCHECKs): exit 0 when it is SERVING.
     Health {
-        /// Server address.
+        /// Server address (`https://…` for a TLS server).
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         addr: String,
+        #[command(flatten)]
+        tls: cli::ProbeTls,
         /// Service to ask about (empty: the server as a whole).
         #[arg(long, default_value = "")]
         service: String,
@@ -100,6 +102,15 @@ enum KeysCommand {
     Rotate,
     /// List the signing keys.
     List,
+    /// Withdraw a key: it leaves the JWKS and tokens it signed stop verifying. Refused for the
+    /// current signing key, and while unexpired, unrevoked tokens depend on it unless `--force`.
+    Retire {
+        /// The key id (see `keys list`).
+        kid: String,
+        /// Retire even though live tokens depend on the key (they stop verifying).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,7 +141,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,7 +151,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, settings)) {
+    // Only the server exports spans (a health probe every few seconds should not set up an
+    // exporter). The OTLP exporter needs the runtime's reactor when it is built.
+    let export = matches!(cli.command, Command::Serve { .. });
+    let telemetry = match runtime.block_on(async { telemetry::init(&settings, export) }) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("tokenmint: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(run(cli.command, settings));
+    // Flush the spans of the last requests before the process ends.
+    runtime
+        .block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await })
+        .ok();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tokenmint: {error:#}");
@@ -224,11 +249,26 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Keys {
+            command: KeysCommand::Retire { kid, force },
+        } => {
+            let retired = cli::retire_key(&settings, &kid, force).await?;
+            if retired.dependent_tokens > 0 {
+                eprintln!(
+                    "key {kid} retired; {} live token(s) signed by it no longer verify",
+                    retired.dependent_tokens
+                );
+            } else {
+                eprintln!("key {kid} retired");
+            }
+            Ok(())
+        }
         Command::Health {
             addr,
+            tls,
             service,
             timeout,
-        } => cli::health_probe(&addr, &service, timeout).await,
+        } => cli::health_probe(&addr, &tls, &service, timeout).await,
         Command::Config {
             command: ConfigCommand::Check,
         } => {

@@ -14,6 +14,8 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::config::{Environment, Settings};
 use crate::domain::{ScopeCatalog, Timestamp};
+use crate::grpc::http::MetricsSource;
+use crate::grpc::observe::ObserveLayer;
 use crate::grpc::{self, TemplateApi, TokenApi, request_id::RequestIdLayer};
 use crate::issuance::caches::MetadataCache;
 use crate::issuance::change_feed::ChangeFeed;
@@ -28,6 +30,8 @@ use crate::issuance::{TokenManager, jwt_crypto};
 use crate::proto::v1::template_service_server::TemplateServiceServer;
 use crate::proto::v1::token_service_server::TokenServiceServer;
 use crate::store::{Store, StoreOptions, TokenWriter};
+use crate::telemetry::Metrics;
+use crate::tls;
 
 /// Everything a running tokenmint holds, built from settings.
 pub struct Core {
@@ -197,16 +201,29 @@ impl RunningServer {
 }
 
 /// Builds everything and starts serving on `settings.server.listen` (port 0 picks a free port).
+/// Fails fast on unusable settings, TLS files or database.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let addr = settings.listen_addr()?;
+    settings.validate_server()?;
+    let tls = settings
+        .server
+        .tls
+        .as_ref()
+        .map(tls::ReloadingConfig::load)
+        .transpose()?;
     let core = Core::build(&settings).await?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
+    let transport = match &settings.server.tls {
+        None => "plaintext",
+        Some(t) if t.client_ca_file.is_some() => "mutual TLS",
+        Some(_) => "TLS",
+    };
     let (shutdown, signal) = watch::channel(false);
-    let task = tokio::spawn(serve(settings, core, listener, signal));
-    tracing::info!(%addr, "tokenmint listening");
+    let task = tokio::spawn(serve(settings, core, listener, tls, signal));
+    tracing::info!(%addr, transport, "tokenmint listening");
     Ok(RunningServer {
         addr,
         shutdown,
@@ -214,15 +231,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// Serves gRPC (TokenService, health, reflection v1 and v1alpha) and the HTTP routes on
-/// `listener` until `shutdown` turns true; in-flight RPCs then get `server.shutdown_grace_secs`.
+/// Serves gRPC (TokenService, TemplateService, health, reflection v1 and v1alpha) and the HTTP
+/// routes (JWKS, metrics) on `listener` until `shutdown` turns true; in-flight RPCs then get
+/// `server.shutdown_grace_secs`.
 async fn serve(
     settings: Settings,
     core: Core,
     listener: TcpListener,
+    tls: Option<tls::ReloadingConfig>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let (stop_background, background) = spawn_background(&settings, &core);
+    let (stop_background, mut background) = spawn_background(&settings, &core);
+    let metrics = Arc::new(Metrics::new());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<TokenServiceServer<TokenApi>>()
@@ -234,36 +254,77 @@ async fn serve(
     let reflection_v1alpha = reflection_builder()
         .build_v1alpha()
         .context("reflection v1alpha")?;
-    let routes = tonic::service::Routes::from(grpc::http::router(core.keys.clone()))
-        .add_service(TokenServiceServer::new(TokenApi::new(core.tokens.clone())))
-        .add_service(TemplateServiceServer::new(TemplateApi::new(
-            core.tokens.clone(),
-            core.templates.clone(),
-        )))
+    let limit = settings.server.max_message_bytes;
+    let http_routes = grpc::http::router(
+        core.keys.clone(),
+        MetricsSource {
+            metrics: metrics.clone(),
+            keys: core.keys.clone(),
+            store: core.store.clone(),
+            last_used: core.last_used.clone(),
+        },
+    );
+    let routes = tonic::service::Routes::from(http_routes)
+        .add_service(
+            TokenServiceServer::new(TokenApi::new(core.tokens.clone(), metrics.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            TemplateServiceServer::new(TemplateApi::new(
+                core.tokens.clone(),
+                core.templates.clone(),
+            ))
+            .max_decoding_message_size(limit),
+        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-    // Small gRPC frames must not wait for Nagle's algorithm (a 40 ms stall against delayed ACKs).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let served = tonic::transport::Server::builder()
+    let server = &settings.server;
+    let secs = |n: u64| (n > 0).then(|| Duration::from_secs(n));
+    let router = tonic::transport::Server::builder()
         .accept_http1(true)
-        .layer(RequestIdLayer)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, {
-            let mut shutdown = shutdown.clone();
-            async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-                health_reporter
-                    .set_not_serving::<TokenServiceServer<TokenApi>>()
-                    .await;
-                health_reporter
-                    .set_not_serving::<TemplateServiceServer<TemplateApi>>()
-                    .await;
-                tracing::info!("shutting down: draining in-flight requests");
+        .timeout(Duration::from_secs(server.request_timeout_secs))
+        .concurrency_limit_per_connection(server.concurrency_limit_per_connection)
+        .max_concurrent_streams(server.max_concurrent_streams)
+        .http2_keepalive_interval(secs(server.http2_keepalive_interval_secs))
+        .http2_keepalive_timeout(secs(server.http2_keepalive_timeout_secs))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(RequestIdLayer)
+                .layer(ObserveLayer::new(metrics)),
+        )
+        .add_routes(routes);
+    let drain = {
+        let mut shutdown = shutdown.clone();
+        async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            health_reporter
+                .set_not_serving::<TokenServiceServer<TokenApi>>()
+                .await;
+            health_reporter
+                .set_not_serving::<TemplateServiceServer<TemplateApi>>()
+                .await;
+            tracing::info!("shutting down: draining in-flight requests");
+        }
+    };
+    // Small gRPC frames must not wait for Nagle's algorithm (a 40 ms stall against delayed ACKs).
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(secs(server.tcp_keepalive_secs));
+    if let (Some(config), Some(files)) = (&tls, &settings.server.tls) {
+        background.push(config.watch(files.clone(), shutdown.clone()));
+    }
+    let served = async {
+        match tls {
+            Some(config) => {
+                let incoming = tls::incoming(incoming, config, shutdown.clone());
+                router.serve_with_incoming_shutdown(incoming, drain).await
             }
-        });
-    let mut deadline = shutdown;
+            None => router.serve_with_incoming_shutdown(incoming, drain).await,
+        }
+    };
+    let mut deadline = shutdown.clone();
     let result = tokio::select! {
         result = served => result.context("gRPC server failed"),
         _ = async move {

@@ -42,5 +42,7 @@ pub fn caller<T>(tokens: &TokenManager, request: &tonic::Request<T>) -> Result<C
     let peer = request
         .remote_addr()
         .map(|a| crate::domain::ip::canonical(a.ip()));
-    tokens.authenticate(token, peer)
+    let caller = tokens.authenticate(token, peer)?;
+    crate::grpc::observe::record_user(&caller.user_id);
+    Ok(caller)
 }

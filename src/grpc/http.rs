@@ -1,5 +1,5 @@
 //! Plain HTTP routes on the gRPC port: `GET /.well-known/jwks.json` for ordinary JWT libraries,
-//! and a fallback that answers unknown gRPC methods with `grpc-status: 12` (UNIMPLEMENTED).
+//! `GET /metrics` for Prometheus, and a fallback that answers unknown gRPC methods with `grpc-status: 12` (UNIMPLEMENTED).
 
 use std::sync::Arc;
 
@@ -8,13 +8,52 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::domain::Timestamp;
 use crate::issuance::keys::KeyManager;
+use crate::issuance::last_used::LastUsed;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::Gauges;
+
+/// What `/metrics` reads: the registry, and the state behind the gauges.
+#[derive(Clone)]
+pub struct MetricsSource {
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// For the signing-key age.
+    pub keys: Arc<KeyManager>,
+    /// For the pool usage.
+    pub store: Store,
+    /// For the write-behind queue depth.
+    pub last_used: Arc<LastUsed>,
+}
 
 /// The HTTP router sharing the gRPC port.
-pub fn router(keys: Arc<KeyManager>) -> Router {
+pub fn router(keys: Arc<KeyManager>, metrics: MetricsSource) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(move || jwks(keys.clone())))
+        .route("/metrics", get(move || render_metrics(metrics.clone())))
         .fallback(fallback)
+}
+
+async fn render_metrics(source: MetricsSource) -> Response {
+    let signing_key_created = source.keys.ring().signing.created_at;
+    let pool = source.store.pool_usage();
+    let gauges = Gauges {
+        signing_key_age_secs: (Timestamp::now().0 - signing_key_created.0).max(0) as f64 / 1e6,
+        pool_in_use: pool.in_use,
+        pool_idle: pool.idle,
+        pool_max: pool.max,
+        last_used_pending: source.last_used.queue_depth(),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        source.metrics.render(gauges),
+    )
+        .into_response()
 }
 
 async fn jwks(keys: Arc<KeyManager>) -> Response {

@@ -30,10 +30,7 @@ pub fn to_status(error: Error, request_id: &str) -> Status {
         details.add_bad_request_violation(violation.field, violation.description);
     }
     details.set_request_info(request_id, "");
-    if matches!(code, Code::Internal | Code::Unavailable) {
-        tracing::error!(code = ?code, reason = error.reason, request_id, "request failed");
-    } else {
-        tracing::debug!(code = ?code, reason = error.reason, request_id, "request refused");
-    }
+    // The RPC's span (and so its log line) carries the reason; causes were logged where they arose.
+    tracing::Span::current().record("tokenmint.error_reason", error.reason);
     Status::with_error_details(code, error.message, details)
 }

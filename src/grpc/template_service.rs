@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{TemplateId, scope};
 use crate::error::{Error, reason};
+use crate::grpc::observe::record_template;
 use crate::grpc::{auth, convert, headers, request_id, status::to_status};
 use crate::issuance::templates::{TemplateInput, TemplateManager};
 use crate::issuance::{Caller, TokenManager};
@@ -66,6 +67,7 @@ impl TemplateService for TemplateApi {
         }
         .await;
         let saved = result.map_err(|e| to_status(e, &rid))?;
+        record_template(saved.record.id);
         let mut response = Response::new(pb::CreateTemplateResponse {
             template: Some(convert::template_to_proto(&saved.record)),
         });
@@ -81,6 +83,7 @@ impl TemplateService for TemplateApi {
         let result = async {
             let caller = self.manager(&request)?;
             let id = TemplateId::parse(&request.get_ref().id, "id")?;
+            record_template(id);
             self.templates.owned(&caller, id).await
         }
         .await;
@@ -130,6 +133,7 @@ impl TemplateService for TemplateApi {
                 )
             })?;
             let id = TemplateId::parse(&template.id, "template.id")?;
+            record_template(id);
             let expected_version = template.version;
             let mask = req
                 .update_mask
@@ -156,6 +160,7 @@ impl TemplateService for TemplateApi {
         let result = async {
             let caller = self.manager(&request)?;
             let id = TemplateId::parse(&request.get_ref().id, "id")?;
+            record_template(id);
             self.templates.delete(&caller, id).await
         }
         .await;

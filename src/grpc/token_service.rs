@@ -6,22 +6,25 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{Timestamp, TokenId, scope};
 use crate::error::{Error, reason};
+use crate::grpc::observe::{record_template, record_token};
 use crate::grpc::{auth, convert, headers, request_id, status::to_status};
 use crate::issuance::lifecycle::Action;
 use crate::issuance::tokens::{CreateTokenInput, UpdateMask};
 use crate::issuance::{TokenManager, Verification};
 use crate::proto::v1::{self as pb, token_service_server::TokenService};
+use crate::telemetry::Metrics;
 
 /// The TokenService implementation.
 #[derive(Clone)]
 pub struct TokenApi {
     tokens: Arc<TokenManager>,
+    metrics: Arc<Metrics>,
 }
 
 impl TokenApi {
-    /// Serves `tokens`.
-    pub fn new(tokens: Arc<TokenManager>) -> Self {
-        Self { tokens }
+    /// Serves `tokens`, counting mints, verifications and revocations in `metrics`.
+    pub fn new(tokens: Arc<TokenManager>, metrics: Arc<Metrics>) -> Self {
+        Self { tokens, metrics }
     }
 
     /// Authenticates a token-management call (scope `user_manage`).
@@ -38,9 +41,13 @@ impl TokenApi {
         let result = async {
             let caller = self.manager(&request)?;
             let id = TokenId::parse(request.get_ref(), "id")?;
+            record_token(id);
             self.tokens.transition(&caller, id, action).await
         }
         .await;
+        if result.is_ok() && action == Action::Revoke {
+            self.metrics.revoked();
+        }
         result
             .map(|t| convert::token_to_proto(&t, self.tokens.expiry_clock()))
             .map_err(|e| to_status(e, &rid))
@@ -57,6 +64,9 @@ impl TokenService for TokenApi {
         let result = async {
             let caller = self.manager(&request)?;
             let req = request.into_inner();
+            if !req.template_id.is_empty() {
+                record_template(&req.template_id);
+            }
             let input = CreateTokenInput {
                 label: req.label,
                 description: req.description,
@@ -72,7 +82,12 @@ impl TokenService for TokenApi {
             self.tokens.create(&caller, input).await
         }
         .await;
+        self.metrics.minted(match &result {
+            Ok(_) => "minted",
+            Err(error) => error.reason,
+        });
         let minted = result.map_err(|e| to_status(e, &rid))?;
+        record_token(minted.record.id);
         let mut response = Response::new(pb::CreateTokenResponse {
             token: Some(convert::token_to_proto(
                 &minted.record,
@@ -92,6 +107,7 @@ impl TokenService for TokenApi {
         let result = async {
             let caller = self.manager(&request)?;
             let id = TokenId::parse(&request.get_ref().id, "id")?;
+            record_token(id);
             self.tokens.get(&caller, id).await
         }
         .await;
@@ -142,6 +158,7 @@ impl TokenService for TokenApi {
             let caller = self.manager(&request)?;
             let req = request.get_ref();
             let id = TokenId::parse(&req.id, "id")?;
+            record_token(id);
             let mask = match &req.update_mask {
                 Some(mask) if !mask.paths.is_empty() => UpdateMask::Paths(mask.paths.clone()),
                 _ => UpdateMask::NonEmpty,
@@ -201,6 +218,7 @@ impl TokenService for TokenApi {
         let result = async {
             let caller = self.manager(&request)?;
             let id = TokenId::parse(&request.get_ref().id, "id")?;
+            record_token(id);
             self.tokens.delete(&caller, id).await
         }
         .await;
@@ -221,12 +239,20 @@ impl TokenService for TokenApi {
                 .await
         }
         .await;
+        self.metrics.verified(match &result {
+            Ok(Verification::Active(_)) => "active",
+            Ok(Verification::Inactive(why)) => why.as_str(),
+            Err(error) => error.reason,
+        });
         let response = match result.map_err(|e| to_status(e, &rid))? {
-            Verification::Active(record) => pb::VerifyTokenResponse {
-                active: true,
-                reason: pb::InactiveReason::Unspecified as i32,
-                token: Some(convert::token_to_proto(&record, self.tokens.expiry_clock())),
-            },
+            Verification::Active(record) => {
+                record_token(&record.id);
+                pb::VerifyTokenResponse {
+                    active: true,
+                    reason: pb::InactiveReason::Unspecified as i32,
+                    token: Some(convert::token_to_proto(&record, self.tokens.expiry_clock())),
+                }
+            }
             Verification::Inactive(why) => pb::VerifyTokenResponse {
                 active: false,
                 reason: convert::reason_to_proto(why) as i32,

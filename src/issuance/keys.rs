@@ -74,6 +74,8 @@ pub struct SigningKey {
     pub algorithm: KeyAlgorithm,
     /// base64url of the JWS header `{"alg","kid","typ":"at+jwt"}`.
     pub encoded_header: String,
+    /// When the key was made.
+    pub created_at: Timestamp,
     pair: KeyPairKind,
     rng: SystemRandom,
 }
@@ -383,6 +385,7 @@ fn build_ring(
         kid: newest.kid.clone(),
         algorithm,
         encoded_header: URL_SAFE_NO_PAD.encode(header.to_string()),
+        created_at: newest.created_at,
         pair,
         rng: SystemRandom::new(),
     });

@@ -328,7 +328,7 @@ impl TemplateManager {
     }
 
     /// Creates a template for `caller`.
-    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.template_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.template_id))]
     pub async fn create(&self, caller: &Caller, input: TemplateInput) -> Result<SavedTemplate> {
         let fields = self.parse_all(&input)?;
         self.check_rules(caller, &fields, true, true).await?;
@@ -398,7 +398,7 @@ impl TemplateManager {
 
     /// Applies `input` to the fields named by `mask` (or its non-empty fields when `mask` is
     /// `None`). A non-zero `expected_version` must match the stored one.
-    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.template_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.template_id = %id))]
     pub async fn update(
         &self,
         caller: &Caller,
@@ -525,7 +525,7 @@ impl TemplateManager {
     }
 
     /// Deletes `caller`'s template `id`. Tokens minted from it are not touched.
-    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.template_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.template_id = %id))]
     pub async fn delete(&self, caller: &Caller, id: TemplateId) -> Result<()> {
         if self.store.delete_template(id, &caller.user_id).await? {
             tracing::info!(template_id = %id, "template deleted");

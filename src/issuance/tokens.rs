@@ -442,7 +442,7 @@ impl TokenManager {
     }
 
     /// Changes label/description of `caller`'s token `id`.
-    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
     pub async fn update(
         &self,
         caller: &Caller,
@@ -506,7 +506,7 @@ impl TokenManager {
     }
 
     /// Applies a lifecycle action (activate, suspend or revoke) to `caller`'s token `id`.
-    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id, action = action.as_str()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id, action = action.as_str()))]
     pub async fn transition(
         &self,
         caller: &Caller,
@@ -554,7 +554,7 @@ impl TokenManager {
     }
 
     /// Deletes `caller`'s token `id` (any state): it never verifies again.
-    #[tracing::instrument(skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
     pub async fn delete(&self, caller: &Caller, id: TokenId) -> Result<()> {
         let record = self.owned(caller, id).await?;
         if !self
@@ -582,10 +582,14 @@ impl TokenManager {
         cache: &VerifiedCache,
     ) -> Result<Arc<VerifiedToken>, InactiveReason> {
         let hash = token_hash(raw);
-        if let Some(hit) = cache.get(&hash) {
-            return Ok(hit);
-        }
         let ring = self.keys.ring();
+        if let Some(hit) = cache.get(&hash) {
+            // A retired key takes its signatures with it, cached or not.
+            return match ring.verifying_key(&hit.kid) {
+                Some(_) => Ok(hit),
+                None => Err(InactiveReason::UnknownKey),
+            };
+        }
         let token = {
             let _span = tracing::debug_span!("verify_signature").entered();
             Arc::new(self.policy.jwt.verify_signature(raw, &ring)?)

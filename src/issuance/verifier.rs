@@ -80,6 +80,8 @@ pub struct VerifiedToken {
     pub nbf: Timestamp,
     /// Expiry.
     pub exp: Timestamp,
+    /// The key that signed it (a cached verification holds only while that key is in the ring).
+    pub kid: String,
 }
 
 impl VerifiedToken {
@@ -162,6 +164,7 @@ impl JwtPolicy {
             admin: claims.adm,
             nbf: Timestamp::from_secs(claims.nbf),
             exp: Timestamp::from_secs(claims.exp),
+            kid: kid.to_owned(),
         })
     }
 

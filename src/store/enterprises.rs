@@ -9,6 +9,7 @@ use crate::error::Result;
 
 impl Store {
     /// Whether `user` is a member of `enterprise`.
+    #[tracing::instrument(level = "debug", name = "db.is_enterprise_member", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn is_enterprise_member(
         &self,
         enterprise: &EnterpriseId,

@@ -3,7 +3,8 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
 };
 
 use super::entities::signing_keys::{self, Column, Entity as SigningKeys};
@@ -96,5 +97,39 @@ impl Store {
             .await
             .map_err(db_error)?;
         Ok(result.rows_affected)
+    }
+
+    /// Tokens signed by `kid` that could still verify: not revoked, not deleted, and not expired
+    /// before `horizon` (now minus the leeway).
+    pub async fn count_live_tokens_signed_by(&self, kid: &str, horizon: Timestamp) -> Result<u64> {
+        use super::entities::tokens::{Column as T, Entity as Tokens};
+        Tokens::find()
+            .filter(T::KeyId.eq(kid))
+            .filter(T::Status.ne("revoked"))
+            .filter(T::DeletedAt.is_null())
+            .filter(T::ExpiresAt.gt(horizon.0))
+            .count(self.db())
+            .await
+            .map_err(db_error)
+    }
+
+    /// Deletes the key `kid` and records the change for running servers, atomically. Returns
+    /// false when there is no such key.
+    pub async fn delete_key(&self, kid: &str, at: Timestamp) -> Result<bool> {
+        let txn = self.db().begin().await.map_err(db_error)?;
+        let deleted = SigningKeys::delete_many()
+            .filter(Column::Kid.eq(kid))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?
+            .rows_affected;
+        if deleted == 0 {
+            return Ok(false);
+        }
+        events::append(&txn, EventKind::KeysChanged, None, at)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(true)
     }
 }

@@ -76,6 +76,16 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The OpenTelemetry `db.system.name` of the engine.
+    pub fn otel_name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgresql",
+        }
+    }
+}
+
 /// Most pooled connections to an SQLite file: it has a single writer, and each connection costs
 /// a worker thread and its own page cache.
 pub const SQLITE_MAX_CONNECTIONS: u32 = 4;
@@ -205,19 +215,44 @@ impl Store {
         }
     }
 
-    /// Connections in use and idle, for metrics and diagnostics.
-    pub fn pool_usage(&self) -> (u32, usize) {
-        match self.backend {
+    /// The connection pool's state, for metrics and diagnostics.
+    pub fn pool_usage(&self) -> PoolUsage {
+        let (open, idle, max) = match self.backend {
             Backend::Sqlite => {
                 let pool = self.db.get_sqlite_connection_pool();
-                (pool.size(), pool.num_idle())
+                (
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                )
             }
             Backend::Postgres => {
                 let pool = self.db.get_postgres_connection_pool();
-                (pool.size(), pool.num_idle())
+                (
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                )
             }
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        PoolUsage {
+            in_use: open.saturating_sub(idle),
+            idle,
+            max,
         }
     }
+}
+
+/// Connection pool state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Connections lent out.
+    pub in_use: u32,
+    /// Open connections waiting for work.
+    pub idle: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
 }
 
 /// Hides the password of a database URL before it is shown anywhere.

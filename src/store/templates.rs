@@ -24,6 +24,7 @@ pub enum TemplateWriteError {
 
 impl Store {
     /// Inserts a new template.
+    #[tracing::instrument(level = "debug", name = "db.insert_template", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn insert_template(&self, record: &TemplateRecord) -> Result<(), TemplateWriteError> {
         match Templates::insert(to_active_model(record))
             .exec(self.db())
@@ -35,6 +36,7 @@ impl Store {
     }
 
     /// Replaces `record`'s row if its stored version is still `record.version - 1`.
+    #[tracing::instrument(level = "debug", name = "db.update_template", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn update_template(&self, record: &TemplateRecord) -> Result<(), TemplateWriteError> {
         let result = Templates::update_many()
             .set(to_active_model(record))
@@ -82,6 +84,7 @@ impl Store {
     }
 
     /// The template `id` owned by `user`, if any.
+    #[tracing::instrument(level = "debug", name = "db.find_template", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn find_template(
         &self,
         id: TemplateId,
@@ -96,6 +99,7 @@ impl Store {
     }
 
     /// `user`'s templates (optionally of one enterprise), newest first (ties by id), after `cursor`.
+    #[tracing::instrument(level = "debug", name = "db.list_templates", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn list_templates(
         &self,
         user: &UserId,
@@ -115,6 +119,7 @@ impl Store {
     }
 
     /// Deletes `user`'s template `id`; false if there was none.
+    #[tracing::instrument(level = "debug", name = "db.delete_template", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn delete_template(&self, id: TemplateId, user: &UserId) -> Result<bool> {
         let result = Templates::delete_many()
             .filter(Column::Id.eq(id.to_string()))

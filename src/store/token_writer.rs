@@ -29,6 +29,7 @@ impl TokenWriter {
     }
 
     /// Inserts `record`; returns it once it is committed.
+    #[tracing::instrument(level = "debug", name = "db.insert_token", skip_all)]
     pub async fn insert(&self, record: TokenRecord) -> Result<TokenRecord> {
         let (done, result) = oneshot::channel();
         self.queue

@@ -74,6 +74,7 @@ impl Store {
     }
 
     /// The token `id` if its row exists (deleted tokens included: check `deleted_at`), whoever owns it.
+    #[tracing::instrument(level = "debug", name = "db.find_token", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn find_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
         let model = Tokens::find_by_id(id.to_string())
             .one(self.db())
@@ -83,6 +84,7 @@ impl Store {
     }
 
     /// `user`'s non-deleted tokens, newest first (ties by id, descending), after `cursor`.
+    #[tracing::instrument(level = "debug", name = "db.list_tokens", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn list_tokens(
         &self,
         user: &UserId,
@@ -115,6 +117,7 @@ impl Store {
     }
 
     /// Changes label/description of `user`'s non-deleted token; false if there is no such token.
+    #[tracing::instrument(level = "debug", name = "db.update_token_text", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn update_token_text(
         &self,
         id: TokenId,
@@ -151,6 +154,7 @@ impl Store {
 
     /// Moves `user`'s token from status `from` to `to` (compare-and-set: a concurrent change makes
     /// this return false) and logs the change.
+    #[tracing::instrument(level = "debug", name = "db.set_token_status", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn set_token_status(
         &self,
         id: TokenId,
@@ -182,6 +186,7 @@ impl Store {
     }
 
     /// Marks `user`'s token deleted (a tombstone that keeps id and expiry) and logs the change.
+    #[tracing::instrument(level = "debug", name = "db.delete_token", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn delete_token(&self, id: TokenId, user: &UserId, now: Timestamp) -> Result<bool> {
         let txn = self.db().begin().await.map_err(db_error)?;
         let result = Tokens::update_many()

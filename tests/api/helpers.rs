@@ -14,6 +14,8 @@ use tokenmint::issuance::keys::KeyManager;
 use tokenmint::proto::v1::template_service_client::TemplateServiceClient;
 use tokenmint::proto::v1::token_service_client::TokenServiceClient;
 use tokenmint::startup::{self, RunningServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -153,6 +155,20 @@ impl TestApp {
     /// The server's URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Calls the gRPC method at `path` (one the server may not know) with an empty message.
+    pub async fn call_raw(&self, path: &str) -> Result<(), Status> {
+        let channel = tonic::transport::Endpoint::from_shared(self.url())
+            .expect("server URL")
+            .connect()
+            .await
+            .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("channel ready");
+        let path = path.parse().expect("a gRPC path");
+        let codec = tonic_prost::ProstCodec::<(), ()>::default();
+        grpc.unary(Request::new(()), path, codec).await.map(|_| ())
     }
 
     /// A connected TokenService client.
@@ -345,4 +361,46 @@ pub fn header_of(token: &str) -> serde_json::Value {
     let header = token.split('.').next().expect("header");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url"))
         .expect("json header")
+}
+
+/// A plain HTTP/1.1 GET on the server's port: the status line, the lower-cased head and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let written = stream.write_all(request.as_bytes()).await;
+        written.expect("write the request");
+        let mut response = Vec::new();
+        let read = stream.read_to_end(&mut response).await;
+        read.expect("read the response");
+        response
+    };
+    let limit = Duration::from_secs(5);
+    let response = tokio::time::timeout(limit, exchange).await;
+    let response = response.expect("a response within 5 s");
+    let text = String::from_utf8(response).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("end of head");
+    let status_line = head.lines().next().unwrap_or_default().to_owned();
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status_line, head, body)
+}
+
+/// Decodes an HTTP/1.1 chunked body.
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("chunk size line");
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16).expect("hex chunk size");
+        if size == 0 {
+            return body;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].strip_prefix("\r\n").expect("CRLF");
+    }
 }

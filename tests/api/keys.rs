@@ -2,7 +2,6 @@
 //! across restarts, the JWKS document (GetJwks and `GET /.well-known/jwks.json`), ES256 servers,
 //! and verifying minted tokens offline with jsonwebtoken and the published keys.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
@@ -12,11 +11,9 @@ use serde_json::Value;
 use tokenmint::config::Settings;
 use tokenmint::issuance::keys::KeyAlgorithm;
 use tokenmint::proto::v1 as pb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
-use crate::helpers::{TestApp, authed, claims_of, eventually, header_of};
+use crate::helpers::{TestApp, authed, claims_of, eventually, header_of, http_get};
 
 type Client = pb::token_service_client::TokenServiceClient<Channel>;
 
@@ -108,48 +105,6 @@ fn offline_validation(algorithm: Algorithm) -> Validation {
     validation.set_audience(&["tokenmint"]);
     validation.set_issuer(&["tokenmint"]);
     validation
-}
-
-/// A plain HTTP/1.1 GET on the server's port: the status line, the lower-cased head and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let written = stream.write_all(request.as_bytes()).await;
-        written.expect("write the request");
-        let mut response = Vec::new();
-        let read = stream.read_to_end(&mut response).await;
-        read.expect("read the response");
-        response
-    };
-    let limit = Duration::from_secs(5);
-    let response = tokio::time::timeout(limit, exchange).await;
-    let response = response.expect("a response within 5 s");
-    let text = String::from_utf8(response).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("end of head");
-    let status_line = head.lines().next().unwrap_or_default().to_owned();
-    let head = head.to_ascii_lowercase();
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    (status_line, head, body)
-}
-
-/// Decodes an HTTP/1.1 chunked body.
-fn dechunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n").expect("chunk size line");
-        let size = size.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16).expect("hex chunk size");
-        if size == 0 {
-            return body;
-        }
-        body.push_str(&after[..size]);
-        rest = after[size..].strip_prefix("\r\n").expect("CRLF");
-    }
 }
 
 // Rotation while the server runs
@@ -396,4 +351,91 @@ async fn eddsa_token_verifies_offline_with_the_published_key() {
     let tampered = format!("{}.{payload}.{}", parts[0], parts[2]);
     let refused = jsonwebtoken::decode::<Value>(&tampered, &decoding, &validation);
     assert!(refused.is_err(), "a tampered token is refused");
+}
+
+#[tokio::test]
+async fn retiring_a_key_needs_a_rotation_first_and_force_while_tokens_depend_on_it() {
+    let app = TestApp::spawn().await;
+    let scopes = ["user_manage", "token_introspect", "wallet_view"];
+    let caller = app.bootstrap("alice", &scopes).await;
+    let client = app.client().await;
+    let old = mint(&client, &caller).await;
+    let old_kid = kid_of(&old.raw_token);
+    assert!(verify(&client, &caller, &old.raw_token).await.active);
+
+    let retire = |kid: String, force: bool| {
+        let settings = app.settings.clone();
+        async move {
+            tokenmint::cli::retire_key(&settings, &kid, force)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
+    };
+    let error = retire(old_kid.clone(), true).await.unwrap_err();
+    assert!(
+        error.contains("keys rotate"),
+        "the signing key cannot go: {error}"
+    );
+    let error = retire("no-such-kid".into(), true).await.unwrap_err();
+    assert!(error.contains("no signing key no-such-kid"), "{error}");
+
+    rotate_and_wait(&app, &client, &caller).await;
+    let error = retire(old_kid.clone(), false).await.unwrap_err();
+    assert!(
+        error.contains("unexpired, unrevoked token(s)") && error.contains("--force"),
+        "the caller's token and the minted one still depend on it: {error}"
+    );
+    assert!(
+        verify(&client, &caller, &old.raw_token).await.active,
+        "a refused retirement changes nothing"
+    );
+
+    let retired = retire(old_kid.clone(), true).await.unwrap();
+    // The caller's and the minted token, plus any minted while the rotation propagated.
+    assert!(retired.dependent_tokens >= 2, "{retired:?}");
+    let fresh_caller = app.bootstrap("bob", &scopes).await;
+    let withdrawn = eventually(PROPAGATION, || async {
+        let answer = verify(&client, &fresh_caller, &old.raw_token).await;
+        (answer.reason == pb::InactiveReason::UnknownKey as i32).then_some(answer)
+    })
+    .await;
+    assert!(
+        withdrawn.is_some(),
+        "a token signed by a retired key stops verifying, even with its signature cached"
+    );
+    assert!(!jwks(&client).await.iter().any(|k| k.kid == old_kid));
+    let listed = tokenmint::cli::list_keys(&app.settings).await.unwrap();
+    assert!(!listed.iter().any(|line| line.starts_with(&old_kid)));
+}
+
+#[tokio::test]
+async fn a_retired_key_with_no_live_tokens_goes_without_force() {
+    let app = TestApp::spawn().await;
+    let caller = app
+        .bootstrap("alice", &["user_manage", "token_introspect", "wallet_view"])
+        .await;
+    let client = app.client().await;
+    let old_kid = kid_of(&caller);
+    rotate(&app).await;
+    // The only token signed by the old key is revoked: nothing depends on the key any more.
+    let fresh_caller = app.bootstrap("alice", &["user_manage"]).await;
+    let caller_id = claims_of(&caller)["jti"].as_str().unwrap().to_owned();
+    // The server accepts the fresh caller once it has loaded the new key.
+    let revoked = eventually(PROPAGATION, || {
+        let request = pb::RevokeTokenRequest {
+            id: caller_id.clone(),
+        };
+        let mut client = client.clone();
+        let fresh_caller = fresh_caller.clone();
+        async move {
+            let response = client.revoke_token(authed(&fresh_caller, request)).await;
+            response.ok()
+        }
+    })
+    .await;
+    assert!(revoked.is_some());
+    let retired = tokenmint::cli::retire_key(&app.settings, &old_kid, false)
+        .await
+        .unwrap();
+    assert_eq!(retired.dependent_tokens, 0);
 }

@@ -12,13 +12,14 @@ use crate::helpers::{TestDatabase, authed, eventually};
 const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
 
 /// Runs the binary with the test database's data dir (and PostgreSQL URL, if any).
-fn command(db: &TestDatabase, args: &[&str]) -> Command {
+pub fn command(db: &TestDatabase, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .arg("--data-dir")
         .arg(db.dir.path())
         .env_remove("RUST_LOG");
-    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("TOKENMINT__")) {
+    let ours = |name: &str| name.starts_with("TOKENMINT__") || name.starts_with("OTEL_");
+    for (name, _) in std::env::vars().filter(|(n, _)| ours(n)) {
         cmd.env_remove(name);
     }
     match &db.pg_url {
@@ -28,7 +29,8 @@ fn command(db: &TestDatabase, args: &[&str]) -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
+/// A TCP port free at the moment of asking.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -43,6 +45,13 @@ async fn serve(db: &TestDatabase, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn tokenmint serve");
+    wait_until_serving(port).await;
+    child
+}
+
+/// Waits until a server answers on `port` (at most 20 s).
+pub async fn wait_until_serving(port: u16) {
+    let listen = format!("127.0.0.1:{port}");
     let url = format!("http://{listen}");
     let up = eventually(Duration::from_secs(20), || {
         let url = url.clone();
@@ -54,7 +63,6 @@ async fn serve(db: &TestDatabase, port: u16) -> Child {
     })
     .await;
     assert!(up.is_some(), "tokenmint serve did not come up on {listen}");
-    child
 }
 
 #[tokio::test]

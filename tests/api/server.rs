@@ -1,11 +1,14 @@
-//! The server around the API: health, reflection, the HTTP JWKS route, request ids, unknown methods.
+//! The server around the API: health, reflection, the HTTP JWKS route, request ids, unknown
+//! methods, and request limits (message size, deadlines).
+
+use std::time::{Duration, Instant};
 
 use tokenmint::proto::v1 as pb;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::helpers::{TestApp, authed};
+use crate::helpers::{TestApp, authed, eventually, http_get};
 
 #[tokio::test]
 async fn health_reports_serving() {
@@ -131,17 +134,8 @@ async fn jwks_is_served_over_plain_http() {
 #[tokio::test]
 async fn unknown_grpc_methods_are_unimplemented() {
     let app = TestApp::spawn().await;
-    let channel = tonic::transport::Endpoint::from_shared(app.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::from_static("/tokenmint.v1.NoSuchService/Nope");
-    let codec = tonic_prost::ProstCodec::<pb::GetJwksRequest, pb::GetJwksResponse>::default();
-    let status = grpc
-        .unary(tonic::Request::new(pb::GetJwksRequest {}), path, codec)
+    let status = app
+        .call_raw("/tokenmint.v1.NoSuchService/Nope")
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
@@ -173,4 +167,114 @@ async fn request_ids_are_echoed_or_generated() {
         .to_str()
         .unwrap();
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused_with_resource_exhausted() {
+    let app = TestApp::spawn_with(|s| s.server.max_message_bytes = 4096).await;
+    let caller = app
+        .bootstrap("alice", &["user_manage", "wallet_view"])
+        .await;
+    let mut client = app.client().await;
+    let status = client
+        .create_token(authed(
+            &caller,
+            pb::CreateTokenRequest {
+                label: "big".into(),
+                description: "x".repeat(8192),
+                scopes: vec!["wallet_view".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("4096"), "{}", status.message());
+    let listed = client
+        .list_tokens(authed(&caller, pb::ListTokensRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !listed.tokens.iter().any(|t| t.label == "big"),
+        "nothing was created"
+    );
+}
+
+/// Holds the database's write lock (SQLite) or an exclusive lock on `tokens` (PostgreSQL), so that
+/// writes wait.
+enum DatabaseLock {
+    Sqlite(sea_orm::sqlx::SqliteConnection),
+    Postgres(sea_orm::sqlx::PgConnection),
+}
+
+impl DatabaseLock {
+    async fn take(app: &TestApp) -> Self {
+        use sea_orm::sqlx::{Connection, Executor};
+        let url = app.settings.database_url();
+        if url.starts_with("postgres") {
+            let mut conn = sea_orm::sqlx::PgConnection::connect(&url).await.unwrap();
+            conn.execute("BEGIN").await.unwrap();
+            conn.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            Self::Postgres(conn)
+        } else {
+            let mut conn = sea_orm::sqlx::SqliteConnection::connect(&url)
+                .await
+                .unwrap();
+            conn.execute("BEGIN IMMEDIATE").await.unwrap();
+            Self::Sqlite(conn)
+        }
+    }
+
+    async fn release(self) {
+        use sea_orm::sqlx::Executor;
+        match self {
+            Self::Sqlite(mut conn) => conn.execute("ROLLBACK").await.map(|_| ()),
+            Self::Postgres(mut conn) => conn.execute("ROLLBACK").await.map(|_| ()),
+        }
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_callers_deadline_ends_an_rpc_stuck_on_the_database() {
+    let app = TestApp::spawn().await;
+    let caller = app
+        .bootstrap("alice", &["user_manage", "wallet_view"])
+        .await;
+    let mut client = app.client().await;
+    let lock = DatabaseLock::take(&app).await;
+    let mut request = authed(
+        &caller,
+        pb::CreateTokenRequest {
+            label: "late".into(),
+            scopes: vec!["wallet_view".into()],
+            ..Default::default()
+        },
+    );
+    request.set_timeout(Duration::from_millis(300)); // sent as `grpc-timeout: 300m`
+    let started = Instant::now();
+    let status = client.create_token(request).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // tonic answers an expired deadline with CANCELLED ("Timeout expired").
+    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+
+    // The server gave up on the RPC too, and counts it.
+    let series = r#"tokenmint_rpc_requests_total{service="tokenmint.v1.TokenService",method="CreateToken",code="CANCELLED"} 1"#;
+    let counted = eventually(Duration::from_secs(5), || async {
+        let (_, _, metrics) = http_get(app.addr, "/metrics").await;
+        metrics.lines().any(|l| l == series).then_some(())
+    })
+    .await;
+    lock.release().await;
+    assert!(
+        counted.is_some(),
+        "the abandoned RPC is counted as CANCELLED"
+    );
 }
