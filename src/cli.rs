@@ -114,34 +114,11 @@ pub struct RetiredKey {
 pub async fn retire_key(settings: &Settings, kid: &str, force: bool) -> anyhow::Result<RetiredKey> {
     settings.validate()?;
     let store = startup::open_store(settings).await?;
-    let result = async {
-        let keys = store.list_keys().await?;
-        let key = keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or_else(|| anyhow::anyhow!("no signing key {kid} (see `tokenmint keys list`)"))?;
-        anyhow::ensure!(
-            key.retired_at.is_some(),
-            "key {kid} signs new tokens: run `tokenmint keys rotate` first, then retire it"
-        );
-        let horizon = crate::domain::Timestamp::now().plus_secs(-settings.tokens.leeway_secs);
-        let dependent_tokens = store.count_live_tokens_signed_by(kid, horizon).await?;
-        anyhow::ensure!(
-            dependent_tokens == 0 || force,
-            "{dependent_tokens} unexpired, unrevoked token(s) were signed by key {kid} and would \
-             stop verifying; revoke them or wait until they expire, or pass --force"
-        );
-        anyhow::ensure!(
-            store
-                .delete_key(kid, crate::domain::Timestamp::now())
-                .await?,
-            "key {kid} was removed meanwhile"
-        );
-        Ok(RetiredKey { dependent_tokens })
-    }
-    .await;
+    let result = keys::retire_offline(&store, kid, force, settings.tokens.leeway_secs).await;
     store.close().await;
-    result
+    Ok(RetiredKey {
+        dependent_tokens: result?,
+    })
 }
 
 /// TLS options of `tokenmint health`, for a server with TLS or mutual TLS.

@@ -140,8 +140,8 @@ pub struct TelemetrySettings {
     /// Which spans and events are exported (`RUST_LOG` syntax).
     /// Default `info,tokenmint=debug,h2=warn,hyper=warn,tonic=warn,tower=warn,sqlx=warn`.
     pub span_filter: String,
-    /// Time limit of one export, in ms. Default 10000.
-    pub export_timeout_ms: u64,
+    /// Time limit of one export, in ms. Unset: `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT`, else 10000.
+    pub export_timeout_ms: Option<u64>,
 }
 
 /// Database settings.
@@ -328,7 +328,7 @@ impl Default for TelemetrySettings {
             otlp_endpoint: None,
             span_filter: "info,tokenmint=debug,h2=warn,hyper=warn,tonic=warn,tower=warn,sqlx=warn"
                 .into(),
-            export_timeout_ms: 10_000,
+            export_timeout_ms: None,
         }
     }
 }

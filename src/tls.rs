@@ -23,6 +23,10 @@ use crate::config::TlsSettings;
 /// How long a client has to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Handshakes in progress at once; beyond that, accepting waits (a flood of idle connections
+/// cannot pile up tasks).
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// Reads the files named by `settings` into a rustls server configuration (ALPN h2 and
 /// http/1.1; client certificates required when `client_ca_file` is set).
 pub fn load(settings: &TlsSettings) -> anyhow::Result<rustls::ServerConfig> {
@@ -155,16 +159,21 @@ fn modified(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Accepted connections after their TLS handshake. Handshakes run in their own tasks, so a slow
-/// or hostile client does not hold up the accept loop; failed handshakes are logged at debug.
+/// Accepted connections after their TLS handshake. Handshakes run in their own tasks (at most
+/// 256 at once, 10 s each), so a slow or hostile client does not hold up the accept loop; failed
+/// handshakes are logged at debug.
 pub fn incoming(
     mut tcp: TcpIncoming,
     config: ReloadingConfig,
     mut stop: watch::Receiver<bool>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (sender, receiver) = mpsc::channel(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                break;
+            };
             let accepted = tokio::select! {
                 accepted = tcp.next() => accepted,
                 _ = stop.wait_for(|s| *s) => None,
@@ -181,6 +190,7 @@ pub fn incoming(
             let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
             let sender = sender.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let peer = stream.peer_addr().ok();
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {

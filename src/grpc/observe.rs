@@ -5,6 +5,10 @@
 //!
 //! Handlers add what they learn (user, token, template) with [`record_user`], [`record_token`]
 //! and [`record_template`].
+//!
+//! The status code is read from the response headers, where tonic puts it for every unary error
+//! ("trailers-only"); a streaming RPC (health `Watch`, reflection) is recorded when its headers
+//! leave, as OK.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -150,11 +154,12 @@ where
         } else {
             &request.uri().path()[1..]
         };
-        let request_id = request
+        let request_id_header = request
             .headers()
             .get(request_id::HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+            .cloned()
+            .unwrap_or(http::HeaderValue::from_static(""));
+        let request_id = request_id_header.to_str().unwrap_or_default();
         let span = tracing::info_span!(
             target: "tokenmint::rpc",
             "rpc",
@@ -183,6 +188,7 @@ where
             metrics: self.metrics.clone(),
             service,
             method,
+            request_id: request_id_header.clone(),
             started,
             deadline,
             recorded: false,
@@ -224,6 +230,7 @@ struct Outcome {
     metrics: Arc<Metrics>,
     service: &'static str,
     method: &'static str,
+    request_id: http::HeaderValue,
     started: Instant,
     deadline: Option<Duration>,
     recorded: bool,
@@ -236,6 +243,7 @@ impl Outcome {
         let span = tracing::Span::current();
         span.record("rpc.grpc.status_code", code as i32);
         let (service, method, code_name) = (self.service, self.method, code_name(code));
+        let request_id = self.request_id.to_str().unwrap_or_default();
         let latency_ms = elapsed.as_secs_f64() * 1e3;
         self.metrics.rpc(
             RpcLabels {
@@ -246,12 +254,12 @@ impl Outcome {
             elapsed.as_secs_f64(),
         );
         if code == Code::Ok {
-            tracing::info!(target: "tokenmint::rpc", service, method, code = code_name, latency_ms, "rpc");
+            tracing::info!(target: "tokenmint::rpc", service, method, code = code_name, latency_ms, request_id, "rpc");
         } else if is_server_fault(code) {
             span.record("otel.status_code", "ERROR");
-            tracing::error!(target: "tokenmint::rpc", service, method, code = code_name, latency_ms, error = message, "rpc failed");
+            tracing::error!(target: "tokenmint::rpc", service, method, code = code_name, latency_ms, request_id, error = message, "rpc failed");
         } else {
-            tracing::warn!(target: "tokenmint::rpc", service, method, code = code_name, latency_ms, error = message, "rpc refused");
+            tracing::warn!(target: "tokenmint::rpc", service, method, code = code_name, latency_ms, request_id, error = message, "rpc refused");
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::domain::{Timestamp, TokenId, scope};
+use crate::domain::{TemplateId, Timestamp, TokenId, scope};
 use crate::error::{Error, reason};
 use crate::grpc::observe::{record_template, record_token};
 use crate::grpc::{auth, convert, headers, request_id, status::to_status};
@@ -64,8 +64,8 @@ impl TokenService for TokenApi {
         let result = async {
             let caller = self.manager(&request)?;
             let req = request.into_inner();
-            if !req.template_id.is_empty() {
-                record_template(&req.template_id);
+            if let Ok(id) = TemplateId::parse(&req.template_id, "template_id") {
+                record_template(id);
             }
             let input = CreateTokenInput {
                 label: req.label,

@@ -308,6 +308,67 @@ pub async fn rotate_offline(
     Ok(key.kid)
 }
 
+/// Why `keys retire` refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RetireRefusal {
+    /// No key has that id.
+    #[error("no signing key {0} (see `tokenmint keys list`)")]
+    Unknown(String),
+    /// The key signs new tokens.
+    #[error("key {0} signs new tokens: run `tokenmint keys rotate` first, then retire it")]
+    Signing(String),
+    /// Live tokens would stop verifying.
+    #[error(
+        "{count} unexpired, unrevoked token(s) were signed by key {kid} and would stop verifying; \
+         revoke them or wait until they expire, or pass --force"
+    )]
+    InUse {
+        /// The key.
+        kid: String,
+        /// Tokens signed by it that could still verify.
+        count: u64,
+    },
+}
+
+/// Withdraws the key `kid` from `store` (the `keys retire` command): the row, private key
+/// included, is deleted and the change logged, so running servers drop it from verification and
+/// the JWKS within a poll interval. Refused for the current signing key, and while tokens that
+/// could still verify (not revoked, not deleted, not expired before now minus `leeway_secs`)
+/// depend on it, unless `force`. Returns how many such tokens were cut off.
+///
+/// The dependent-token count is a snapshot: a replica that has not yet seen the rotation may sign
+/// a last token with the old key afterwards. Retire some seconds after rotating.
+pub async fn retire_offline(
+    store: &Store,
+    kid: &str,
+    force: bool,
+    leeway_secs: i64,
+) -> anyhow::Result<u64> {
+    let keys = store.list_keys().await?;
+    let key = keys
+        .iter()
+        .find(|k| k.kid == kid)
+        .ok_or_else(|| RetireRefusal::Unknown(kid.to_owned()))?;
+    if key.retired_at.is_none() {
+        return Err(RetireRefusal::Signing(kid.to_owned()).into());
+    }
+    let horizon = Timestamp::now().plus_secs(-leeway_secs);
+    let count = store.count_live_tokens_signed_by(kid, horizon).await?;
+    if count > 0 && !force {
+        return Err(RetireRefusal::InUse {
+            kid: kid.to_owned(),
+            count,
+        }
+        .into());
+    }
+    anyhow::ensure!(
+        store.delete_key(kid, Timestamp::now()).await?,
+        "key {kid} was removed meanwhile"
+    );
+    tracing::info!(kid, cut_off_tokens = count, "signing key retired");
+    Ok(count)
+}
+
 /// Generates a key pair and seals its private half.
 fn generate(master: &MasterKey, algorithm: KeyAlgorithm) -> anyhow::Result<StoredKey> {
     let rng = SystemRandom::new();

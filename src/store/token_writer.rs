@@ -18,18 +18,20 @@ type Job = (TokenRecord, oneshot::Sender<Result<TokenRecord>>);
 #[derive(Debug, Clone)]
 pub struct TokenWriter {
     queue: mpsc::Sender<Job>,
+    backend: super::Backend,
 }
 
 impl TokenWriter {
     /// Starts the writer task on `store`. It ends once every handle is dropped and the queue drained.
     pub fn spawn(store: Store) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
+        let backend = store.backend();
         let task = tokio::spawn(run(store, jobs));
-        (Self { queue }, task)
+        (Self { queue, backend }, task)
     }
 
     /// Inserts `record`; returns it once it is committed.
-    #[tracing::instrument(level = "debug", name = "db.insert_token", skip_all)]
+    #[tracing::instrument(level = "debug", name = "db.insert_token", skip_all, fields(db.system.name = self.backend.otel_name()))]
     pub async fn insert(&self, record: TokenRecord) -> Result<TokenRecord> {
         let (done, result) = oneshot::channel();
         self.queue

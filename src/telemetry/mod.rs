@@ -29,7 +29,7 @@ impl Telemetry {
         self.tracer_provider.is_some()
     }
 
-    /// Exports the spans still queued and stops the exporter (bounded by the OTLP export timeout).
+    /// Exports the spans still queued and stops the exporter (the SDK gives up after 5 s).
     pub fn shutdown(self) {
         if let Some(provider) = self.tracer_provider
             && let Err(error) = provider.shutdown()

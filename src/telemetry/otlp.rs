@@ -75,10 +75,14 @@ pub fn tracer_provider(
     endpoint: &str,
     settings: &TelemetrySettings,
 ) -> anyhow::Result<SdkTracerProvider> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .with_endpoint(endpoint)
-        .with_timeout(Duration::from_millis(settings.export_timeout_ms))
+        .with_endpoint(endpoint);
+    // Set in code, a timeout would override the standard OTEL_EXPORTER_OTLP_TIMEOUT variables.
+    if let Some(ms) = settings.export_timeout_ms {
+        builder = builder.with_timeout(Duration::from_millis(ms));
+    }
+    let exporter = builder
         .build()
         .with_context(|| format!("cannot set up OTLP export to {endpoint}"))?;
     let processor = BatchSpanProcessor::builder(CountingExporter(exporter)).build();

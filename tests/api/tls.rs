@@ -238,6 +238,42 @@ async fn a_half_written_renewal_keeps_the_previous_certificate_in_service() {
     health_over_tls(&app, &ca, None)
         .await
         .expect("the last good certificate stays in service");
+    // The renewal completes: the next check loads it.
+    let new_ca = Ca::new("new CA");
+    let (cert, key) = new_ca.server_leaf();
+    write(dir.path(), "server.key", &key);
+    write(dir.path(), "server.crt", &cert);
+    let renewed = eventually(Duration::from_secs(10), || async {
+        health_over_tls(&app, &new_ca, None).await.ok()
+    })
+    .await;
+    assert!(renewed.is_some(), "a completed renewal is picked up");
+}
+
+#[tokio::test]
+async fn ip_restricted_callers_are_checked_against_the_tls_peer_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("CA");
+    let tls = server_tls(dir.path(), &ca, None);
+    let app = TestApp::spawn_with(|s| s.server.tls = Some(tls)).await;
+    let scopes = ["user_manage"];
+    let local = app
+        .bootstrap_with("alice", &scopes, |r| r.ips = vec!["127.0.0.1".into()])
+        .await;
+    let elsewhere = app
+        .bootstrap_with("alice", &scopes, |r| r.ips = vec!["10.0.0.0/8".into()])
+        .await;
+    let channel = tls_channel(&app, &ca, None).await.unwrap();
+    let mut client = pb::token_service_client::TokenServiceClient::new(channel);
+    client
+        .list_tokens(authed(&local, pb::ListTokensRequest::default()))
+        .await
+        .expect("a token allowed from 127.0.0.1 works from 127.0.0.1 over TLS");
+    let status = client
+        .list_tokens(authed(&elsewhere, pb::ListTokensRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
 }
 
 #[tokio::test]
