@@ -140,6 +140,12 @@ impl TestApp {
         }
     }
 
+    /// Starts stopping the server (drain, flush); the handle ends when it has stopped.
+    pub fn begin_stop(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let server = self.server.take().expect("a running server");
+        tokio::spawn(server.stop())
+    }
+
     /// Stops the server (draining requests and flushing writes) and starts it again on the same database.
     pub async fn restart(&mut self) {
         if let Some(server) = self.server.take() {
@@ -402,5 +408,46 @@ fn dechunk(mut rest: &str) -> String {
         }
         body.push_str(&after[..size]);
         rest = after[size..].strip_prefix("\r\n").expect("CRLF");
+    }
+}
+
+/// Holds the database's write lock (SQLite) or an exclusive lock on `tokens` (PostgreSQL), so that
+/// writes wait.
+pub enum DatabaseLock {
+    /// `BEGIN IMMEDIATE` on SQLite.
+    Sqlite(sea_orm::sqlx::SqliteConnection),
+    /// `LOCK TABLE tokens` on PostgreSQL.
+    Postgres(sea_orm::sqlx::PgConnection),
+}
+
+impl DatabaseLock {
+    /// Takes the lock on `app`'s database.
+    pub async fn take(app: &TestApp) -> Self {
+        use sea_orm::sqlx::{Connection, Executor};
+        let url = app.settings.database_url();
+        if url.starts_with("postgres") {
+            let mut conn = sea_orm::sqlx::PgConnection::connect(&url).await.unwrap();
+            conn.execute("BEGIN").await.unwrap();
+            conn.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            Self::Postgres(conn)
+        } else {
+            let mut conn = sea_orm::sqlx::SqliteConnection::connect(&url)
+                .await
+                .unwrap();
+            conn.execute("BEGIN IMMEDIATE").await.unwrap();
+            Self::Sqlite(conn)
+        }
+    }
+
+    /// Lets writes through again.
+    pub async fn release(self) {
+        use sea_orm::sqlx::Executor;
+        match self {
+            Self::Sqlite(mut conn) => conn.execute("ROLLBACK").await.map(|_| ()),
+            Self::Postgres(mut conn) => conn.execute("ROLLBACK").await.map(|_| ()),
+        }
+        .unwrap();
     }
 }

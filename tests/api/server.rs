@@ -8,7 +8,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::helpers::{TestApp, authed, eventually, http_get};
+use crate::helpers::{DatabaseLock, TestApp, authed, eventually, http_get};
 
 #[tokio::test]
 async fn health_reports_serving() {
@@ -201,43 +201,6 @@ async fn oversized_requests_are_refused_with_resource_exhausted() {
     );
 }
 
-/// Holds the database's write lock (SQLite) or an exclusive lock on `tokens` (PostgreSQL), so that
-/// writes wait.
-enum DatabaseLock {
-    Sqlite(sea_orm::sqlx::SqliteConnection),
-    Postgres(sea_orm::sqlx::PgConnection),
-}
-
-impl DatabaseLock {
-    async fn take(app: &TestApp) -> Self {
-        use sea_orm::sqlx::{Connection, Executor};
-        let url = app.settings.database_url();
-        if url.starts_with("postgres") {
-            let mut conn = sea_orm::sqlx::PgConnection::connect(&url).await.unwrap();
-            conn.execute("BEGIN").await.unwrap();
-            conn.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
-                .await
-                .unwrap();
-            Self::Postgres(conn)
-        } else {
-            let mut conn = sea_orm::sqlx::SqliteConnection::connect(&url)
-                .await
-                .unwrap();
-            conn.execute("BEGIN IMMEDIATE").await.unwrap();
-            Self::Sqlite(conn)
-        }
-    }
-
-    async fn release(self) {
-        use sea_orm::sqlx::Executor;
-        match self {
-            Self::Sqlite(mut conn) => conn.execute("ROLLBACK").await.map(|_| ()),
-            Self::Postgres(mut conn) => conn.execute("ROLLBACK").await.map(|_| ()),
-        }
-        .unwrap();
-    }
-}
-
 #[tokio::test]
 async fn a_callers_deadline_ends_an_rpc_stuck_on_the_database() {
     let app = TestApp::spawn().await;
@@ -277,4 +240,45 @@ async fn a_callers_deadline_ends_an_rpc_stuck_on_the_database() {
         counted.is_some(),
         "the abandoned RPC is counted as CANCELLED"
     );
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_in_flight_rpcs_and_keeps_what_they_wrote() {
+    let mut app = TestApp::spawn().await;
+    let caller = app
+        .bootstrap("alice", &["user_manage", "wallet_view"])
+        .await;
+    let mut client = app.client().await;
+    let lock = DatabaseLock::take(&app).await;
+    let request = authed(
+        &caller,
+        pb::CreateTokenRequest {
+            label: "in flight".into(),
+            scopes: vec!["wallet_view".into()],
+            ..Default::default()
+        },
+    );
+    let in_flight = tokio::spawn(async move { client.create_token(request).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stop = app.begin_stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !stop.is_finished(),
+        "the server waits for the RPC in flight"
+    );
+    lock.release().await;
+    let created = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight RPC completes");
+    stop.await.unwrap().expect("a clean stop");
+
+    app.restart().await;
+    let id = created.into_inner().token.unwrap().id;
+    let got = app
+        .client()
+        .await
+        .get_token(authed(&caller, pb::GetTokenRequest { id }))
+        .await;
+    assert!(got.is_ok(), "what the drained RPC wrote is kept: {got:?}");
 }
