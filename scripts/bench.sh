@@ -2,7 +2,8 @@
 # Reproduces BENCHMARKS.md: a release tokenmint pinned to core 0, `tokenmint bench` pinned to
 # core 1, every scenario plus the crypto floors in one run, on SQLite or PostgreSQL.
 #   scripts/bench.sh sqlite|postgres [extra tokenmint bench flags…]
-# Server settings can be changed through TOKENMINT__* variables (e.g. TOKENMINT__CACHE__VERIFIED_CAPACITY=1
+# Server settings can be changed through TOKENMINT__* variables (e.g. TOKENMINT__CACHE__VERIFIED_CAPACITY=1,
+# or TOKENMINT__LOG__FILTER=info for the per-RPC log line; default warn)
 # to measure verification without the verified-signature cache), the scenarios with
 # BENCH_SCENARIOS (default health,verify,create,mixed).
 set -euo pipefail
@@ -33,7 +34,7 @@ token=$("$bin" bootstrap --data-dir "$work" --user bench --scopes "$scopes" --tt
 cores=$(nproc)
 pin_server=""; pin_bench=""
 if [ "$cores" -ge 2 ]; then pin_server="taskset -c 0"; pin_bench="taskset -c 1"; fi
-TOKENMINT__LOG__FILTER=warn $pin_server "$bin" serve --data-dir "$work" --listen 127.0.0.1:$port 2> "$work/server.log" &
+TOKENMINT__LOG__FILTER=${TOKENMINT__LOG__FILTER:-warn} $pin_server "$bin" serve --data-dir "$work" --listen 127.0.0.1:$port 2> "$work/server.log" &
 server=$!
 for _ in $(seq 1 100); do
   "$bin" bench --addr http://127.0.0.1:$port --scenario health --requests 1 --warmup 0s > /dev/null 2>&1 && break

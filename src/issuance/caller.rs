@@ -1,5 +1,7 @@
 //! Who is calling: the verified bearer token of an RPC, and the permission checks made against it.
 
+use std::sync::Arc;
+
 use crate::domain::{ScopeSet, TokenId, UserId, scope};
 use crate::error::{Error, Result, reason};
 
@@ -10,8 +12,8 @@ pub struct Caller {
     pub user_id: UserId,
     /// The calling token's id; `None` for the operator CLI.
     pub token_id: Option<TokenId>,
-    /// The calling token's scopes.
-    pub scopes: ScopeSet,
+    /// The calling token's scopes (shared with the cached verification: no copy per call).
+    pub scopes: Arc<ScopeSet>,
     /// Whether the calling token is admin.
     pub admin: bool,
 }
@@ -22,7 +24,7 @@ impl Caller {
         Self {
             user_id,
             token_id: None,
-            scopes: ScopeSet::from_trusted([scope::ALL]),
+            scopes: Arc::new(ScopeSet::from_trusted([scope::ALL])),
             admin: true,
         }
     }
@@ -72,7 +74,7 @@ mod tests {
         Caller {
             user_id: UserId::parse("u").unwrap(),
             token_id: None,
-            scopes: ScopeSet::from_claim(scopes),
+            scopes: Arc::new(ScopeSet::from_claim(scopes)),
             admin,
         }
     }

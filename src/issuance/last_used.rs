@@ -3,6 +3,7 @@
 //! (and once more at shutdown).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use crate::domain::{Timestamp, TokenId};
@@ -12,12 +13,12 @@ use crate::store::Store;
 /// Pending last-used updates, newest per token.
 #[derive(Debug, Default)]
 pub struct LastUsed {
-    pending: Mutex<HashMap<TokenId, (Timestamp, Option<String>)>>,
+    pending: Mutex<HashMap<TokenId, (Timestamp, Option<IpAddr>)>>,
 }
 
 impl LastUsed {
     /// Notes that `id` was used at `at` from `ip`.
-    pub fn record(&self, id: TokenId, at: Timestamp, ip: Option<String>) {
+    pub fn record(&self, id: TokenId, at: Timestamp, ip: Option<IpAddr>) {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -32,10 +33,14 @@ impl LastUsed {
     /// Writes everything pending to `store`. On failure the updates are put back (unless newer
     /// ones arrived meanwhile) for the next flush.
     pub async fn flush(&self, store: &Store) -> Result<usize> {
-        let batch: Vec<(TokenId, Timestamp, Option<String>)> = {
+        let drained: Vec<(TokenId, Timestamp, Option<IpAddr>)> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.drain().map(|(id, (at, ip))| (id, at, ip)).collect()
         };
+        let batch: Vec<(TokenId, Timestamp, Option<String>)> = drained
+            .iter()
+            .map(|(id, at, ip)| (*id, *at, ip.map(|ip| ip.to_string())))
+            .collect();
         if batch.is_empty() {
             return Ok(0);
         }
@@ -43,7 +48,7 @@ impl LastUsed {
             Ok(()) => Ok(batch.len()),
             Err(error) => {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                for (id, at, ip) in batch {
+                for (id, at, ip) in drained {
                     pending.entry(id).or_insert((at, ip));
                 }
                 Err(error)

@@ -650,8 +650,7 @@ impl TokenManager {
             }
             StoredStatus::Revoked => return Ok(Verification::Inactive(InactiveReason::Revoked)),
         }
-        self.last_used
-            .record(token.id, now, client_ip.map(|ip| ip.to_string()));
+        self.last_used.record(token.id, now, client_ip);
         Ok(Verification::Active(record))
     }
 
@@ -685,8 +684,7 @@ impl TokenManager {
             )
             .with_meta("peer_ip", peer.map(|p| p.to_string()).unwrap_or_default()));
         }
-        self.last_used
-            .record(token.id, now, peer.map(|p| p.to_string()));
+        self.last_used.record(token.id, now, peer);
         Ok(Caller {
             user_id: token.user_id.clone(),
             token_id: Some(token.id),

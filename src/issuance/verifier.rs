@@ -3,6 +3,7 @@
 //! never from the header alone; `none` and HMAC are never accepted.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -71,7 +72,7 @@ pub struct VerifiedToken {
     /// The user.
     pub user_id: UserId,
     /// Granted scopes.
-    pub scopes: ScopeSet,
+    pub scopes: Arc<ScopeSet>,
     /// Allowed networks.
     pub ips: IpRestriction,
     /// Admin rights.
@@ -159,7 +160,7 @@ impl JwtPolicy {
         Ok(VerifiedToken {
             id,
             user_id,
-            scopes: ScopeSet::from_claim(&claims.scope),
+            scopes: Arc::new(ScopeSet::from_claim(&claims.scope)),
             ips: IpRestriction::from_trusted(claims.ips.as_deref().unwrap_or_default()),
             admin: claims.adm,
             nbf: Timestamp::from_secs(claims.nbf),

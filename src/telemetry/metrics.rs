@@ -76,6 +76,7 @@ pub struct Metrics {
     pool_max: Gauge,
     last_used_pending: Gauge,
     spans: Family<SpanLabels, Gauge>,
+    dropped_log_lines: Gauge,
 }
 
 /// Latency buckets from 100 µs to about 6.5 s (×2 per bucket).
@@ -154,6 +155,12 @@ impl Metrics {
              is queued or dropped)",
             spans.clone(),
         );
+        let dropped_log_lines = Gauge::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped since start because the log writer fell behind",
+            dropped_log_lines.clone(),
+        );
         Self {
             registry,
             rpc_requests,
@@ -166,6 +173,7 @@ impl Metrics {
             pool_max,
             last_used_pending,
             spans,
+            dropped_log_lines,
         }
     }
 
@@ -215,6 +223,8 @@ impl Metrics {
                 .get_or_create(&SpanLabels { result })
                 .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
+        self.dropped_log_lines
+            .set(i64::try_from(crate::telemetry::dropped_log_lines()).unwrap_or(i64::MAX));
         let mut text = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
