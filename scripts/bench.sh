@@ -2,10 +2,10 @@
 # Reproduces BENCHMARKS.md: a release tokenmint pinned to core 0, `tokenmint bench` pinned to
 # core 1, every scenario plus the crypto floors in one run, on SQLite or PostgreSQL.
 #   scripts/bench.sh sqlite|postgres [extra tokenmint bench flags…]
-# Server settings can be changed through TOKENMINT__* variables (e.g. TOKENMINT__CACHE__VERIFIED_CAPACITY=1,
-# or TOKENMINT__LOG__FILTER=info for the per-RPC log line; default warn)
-# to measure verification without the verified-signature cache), the scenarios with
-# BENCH_SCENARIOS (default health,verify,create,mixed).
+# Server settings can be changed through TOKENMINT__* variables (e.g. TOKENMINT__CACHE__VERIFIED_CAPACITY=1
+# to measure verification without the verified-signature cache, or TOKENMINT__LOG__FILTER=info to
+# include the per-RPC log line; default warn), the scenarios with BENCH_SCENARIOS (default
+# health,verify,create,mixed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store=${1:-sqlite}

@@ -63,9 +63,14 @@ impl Store {
         records: &[TokenRecord],
     ) -> Result<(), sea_orm::DbErr> {
         let txn = self.db().begin().await?;
-        // Small statements: a PostgreSQL message larger than one TCP segment stalls ~40 ms on
-        // Nagle + delayed ACK (sqlx does not set TCP_NODELAY).
-        for chunk in records.chunks(INSERT_CHUNK_ROWS) {
+        // PostgreSQL gets small statements: a message larger than one TCP segment stalls ~40 ms
+        // on Nagle + delayed ACK (sqlx does not set TCP_NODELAY). SQLite takes the batch in one
+        // (256 rows × 23 columns stays far below its 32,766 bound parameters).
+        let rows = match self.backend() {
+            super::Backend::Postgres => INSERT_CHUNK_ROWS,
+            super::Backend::Sqlite => records.len().max(1),
+        };
+        for chunk in records.chunks(rows) {
             Tokens::insert_many(chunk.iter().map(to_active_model))
                 .exec(&txn)
                 .await?;
