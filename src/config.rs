@@ -101,6 +101,9 @@ pub struct ServerSettings {
     pub max_concurrent_streams: u32,
     /// RPCs served at once per connection (more wait for a slot). Default 1024.
     pub concurrency_limit_per_connection: usize,
+    /// gRPC requests running at once across all connections; one more is answered UNAVAILABLE at
+    /// once (health checks and the HTTP routes are exempt). Default 4096.
+    pub max_in_flight_requests: usize,
     /// TCP keepalive idle time, in seconds (0: off). Default 60.
     pub tcp_keepalive_secs: u64,
     /// Interval of HTTP/2 PING keepalives, in seconds (0: off). Default 30.
@@ -262,6 +265,7 @@ impl Default for ServerSettings {
             request_timeout_secs: 30,
             max_concurrent_streams: 1024,
             concurrency_limit_per_connection: 1024,
+            max_in_flight_requests: 4096,
             tcp_keepalive_secs: 60,
             http2_keepalive_interval_secs: 30,
             http2_keepalive_timeout_secs: 20,
@@ -413,8 +417,10 @@ impl Settings {
         );
         anyhow::ensure!(
             self.server.max_concurrent_streams > 0
-                && self.server.concurrency_limit_per_connection > 0,
-            "server.max_concurrent_streams and server.concurrency_limit_per_connection must be positive"
+                && self.server.concurrency_limit_per_connection > 0
+                && self.server.max_in_flight_requests > 0,
+            "server.max_concurrent_streams, server.concurrency_limit_per_connection and \
+             server.max_in_flight_requests must be positive"
         );
         if let Some(tls) = &self.server.tls {
             anyhow::ensure!(

@@ -15,6 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::{Environment, Settings};
 use crate::domain::{ScopeCatalog, Timestamp};
 use crate::grpc::http::MetricsSource;
+use crate::grpc::load_shed::LoadShedLayer;
 use crate::grpc::observe::ObserveLayer;
 use crate::grpc::{self, TemplateApi, TokenApi, request_id::RequestIdLayer};
 use crate::issuance::caches::MetadataCache;
@@ -292,7 +293,8 @@ async fn serve(
         .layer(
             tower::ServiceBuilder::new()
                 .layer(RequestIdLayer)
-                .layer(ObserveLayer::new(metrics)),
+                .layer(ObserveLayer::new(metrics))
+                .layer(LoadShedLayer::new(server.max_in_flight_requests)),
         )
         .add_routes(routes);
     let drain = {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod convert;
 pub mod headers;
 pub mod http;
+pub mod load_shed;
 pub mod observe;
 pub mod request_id;
 pub mod status;

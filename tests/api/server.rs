@@ -282,3 +282,61 @@ async fn shutdown_waits_for_in_flight_rpcs_and_keeps_what_they_wrote() {
         .await;
     assert!(got.is_ok(), "what the drained RPC wrote is kept: {got:?}");
 }
+
+#[tokio::test]
+async fn beyond_max_in_flight_requests_the_server_sheds_load_but_stays_observable() {
+    let app = TestApp::spawn_with(|s| s.server.max_in_flight_requests = 1).await;
+    let caller = app
+        .bootstrap("alice", &["user_manage", "wallet_view"])
+        .await;
+    let mut client = app.client().await;
+    let lock = DatabaseLock::take(&app).await;
+    let request = authed(
+        &caller,
+        pb::CreateTokenRequest {
+            label: "holds the only slot".into(),
+            scopes: vec!["wallet_view".into()],
+            ..Default::default()
+        },
+    );
+    let mut holder = client.clone();
+    let in_flight = tokio::spawn(async move { holder.create_token(request).await });
+
+    let shed = eventually(Duration::from_secs(5), || {
+        let mut client = client.clone();
+        let caller = caller.clone();
+        async move {
+            let status = client
+                .list_scopes(authed(&caller, pb::ListScopesRequest {}))
+                .await
+                .err()?;
+            (status.code() == Code::Unavailable).then_some(status)
+        }
+    })
+    .await
+    .expect("a second request is shed while the first holds the only slot");
+    assert!(shed.message().contains("overloaded"), "{shed:?}");
+
+    // Health checks and metrics are never shed.
+    let health = HealthClient::new(
+        tonic::transport::Endpoint::from_shared(app.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .check(HealthCheckRequest::default())
+    .await;
+    assert!(health.is_ok(), "{health:?}");
+    let (status_line, _, metrics) = http_get(app.addr, "/metrics").await;
+    assert!(status_line.contains("200"));
+    let series = r#"tokenmint_rpc_requests_total{service="tokenmint.v1.TokenService",method="ListScopes",code="UNAVAILABLE"}"#;
+    assert!(metrics.contains(series), "shed requests are counted");
+
+    lock.release().await;
+    in_flight.await.unwrap().expect("the slot holder completes");
+    client
+        .list_scopes(authed(&caller, pb::ListScopesRequest {}))
+        .await
+        .expect("with the slot free, requests are served again");
+}
