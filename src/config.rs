@@ -88,6 +88,9 @@ pub struct ServerSettings {
     pub listen: String,
     /// Seconds to wait for in-flight RPCs at shutdown. Default 10.
     pub shutdown_grace_secs: u64,
+    /// A second, plaintext HTTP listener serving only `GET /metrics` (e.g. `0.0.0.0:9464`), for
+    /// scrapers that hold no client certificate. Unset (default): metrics are on `listen` only.
+    pub metrics_listen: Option<String>,
     /// TLS (and, with `client_ca_file`, mutual TLS). Required in production unless
     /// `allow_plaintext` is set.
     pub tls: Option<TlsSettings>,
@@ -259,6 +262,7 @@ impl Default for ServerSettings {
         Self {
             listen: "127.0.0.1:50051".into(),
             shutdown_grace_secs: 10,
+            metrics_listen: None,
             tls: None,
             allow_plaintext: false,
             max_message_bytes: 1024 * 1024,
@@ -577,6 +581,30 @@ mod tests {
         .unwrap();
         assert_eq!(s.environment, Environment::Production);
         assert!(s.server.tls.is_some());
+        s.validate_server().unwrap();
+    }
+
+    #[test]
+    fn the_kubernetes_configmap_holds_a_valid_production_server_configuration() {
+        let manifest = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/configmap.yaml"),
+        )
+        .unwrap();
+        // The block scalar under `tokenmint.toml: |`, indented four spaces.
+        let toml: String = manifest
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("tokenmint.toml: |"))
+            .skip(1)
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect();
+        assert!(toml.contains("[server]"), "found the embedded file: {toml}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokenmint.toml");
+        std::fs::write(&file, toml).unwrap();
+        let s = Settings::load(Some(&file), vec![]).unwrap();
+        assert_eq!(s.environment, Environment::Production);
+        assert!(s.server.metrics_listen.is_some());
         s.validate_server().unwrap();
     }
 

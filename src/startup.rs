@@ -179,6 +179,8 @@ impl Core {
 pub struct RunningServer {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The bound address of the metrics listener, when `server.metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -217,31 +219,57 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match &settings.server.metrics_listen {
+        Some(metrics_addr) => {
+            Some(TcpListener::bind(metrics_addr).await.with_context(|| {
+                format!("server.metrics_listen: cannot listen on {metrics_addr}")
+            })?)
+        }
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let transport = match &settings.server.tls {
         None => "plaintext",
         Some(t) if t.client_ca_file.is_some() => "mutual TLS",
         Some(_) => "TLS",
     };
     let (shutdown, signal) = watch::channel(false);
-    let task = tokio::spawn(serve(settings, core, listener, tls, signal));
-    tracing::info!(%addr, transport, "tokenmint listening");
+    let listeners = Listeners {
+        grpc: listener,
+        metrics: metrics_listener,
+    };
+    let task = tokio::spawn(serve(settings, core, listeners, tls, signal));
+    tracing::info!(%addr, transport, ?metrics_addr, "tokenmint listening");
     Ok(RunningServer {
         addr,
+        metrics_addr,
         shutdown,
         task,
     })
 }
 
+/// The sockets a server answers on.
+struct Listeners {
+    /// gRPC, JWKS and metrics.
+    grpc: TcpListener,
+    /// Metrics alone, plaintext (`server.metrics_listen`).
+    metrics: Option<TcpListener>,
+}
+
 /// Serves gRPC (TokenService, TemplateService, health, reflection v1 and v1alpha) and the HTTP
-/// routes (JWKS, metrics) on `listener` until `shutdown` turns true; in-flight RPCs then get
+/// routes (JWKS, metrics) until `shutdown` turns true; in-flight RPCs then get
 /// `server.shutdown_grace_secs`.
 async fn serve(
     settings: Settings,
     core: Core,
-    listener: TcpListener,
+    listeners: Listeners,
     tls: Option<tls::ReloadingConfig>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let listener = listeners.grpc;
     let (stop_background, mut background) = spawn_background(&settings, &core);
     let metrics = Arc::new(Metrics::new());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -256,15 +284,28 @@ async fn serve(
         .build_v1alpha()
         .context("reflection v1alpha")?;
     let limit = settings.server.max_message_bytes;
-    let http_routes = grpc::http::router(
-        core.keys.clone(),
-        MetricsSource {
-            metrics: metrics.clone(),
-            keys: core.keys.clone(),
-            store: core.store.clone(),
-            last_used: core.last_used.clone(),
-        },
-    );
+    let metrics_source = MetricsSource {
+        metrics: metrics.clone(),
+        keys: core.keys.clone(),
+        store: core.store.clone(),
+        last_used: core.last_used.clone(),
+    };
+    if let Some(listener) = listeners.metrics {
+        let router = grpc::http::metrics_router(metrics_source.clone());
+        let mut stop = shutdown.clone();
+        background.push(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(error) = axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::warn!(%error, "the metrics listener failed");
+            }
+        }));
+    }
+    let http_routes = grpc::http::router(core.keys.clone(), metrics_source);
     let routes = tonic::service::Routes::from(http_routes)
         .add_service(
             TokenServiceServer::new(TokenApi::new(core.tokens.clone(), metrics.clone()))

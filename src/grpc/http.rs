@@ -30,10 +30,14 @@ pub struct MetricsSource {
 
 /// The HTTP router sharing the gRPC port.
 pub fn router(keys: Arc<KeyManager>, metrics: MetricsSource) -> Router {
-    Router::new()
+    metrics_router(metrics)
         .route("/.well-known/jwks.json", get(move || jwks(keys.clone())))
-        .route("/metrics", get(move || render_metrics(metrics.clone())))
         .fallback(fallback)
+}
+
+/// `GET /metrics` alone: the router of the plaintext metrics listener (`server.metrics_listen`).
+pub fn metrics_router(metrics: MetricsSource) -> Router {
+    Router::new().route("/metrics", get(move || render_metrics(metrics.clone())))
 }
 
 async fn render_metrics(source: MetricsSource) -> Response {

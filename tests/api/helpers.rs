@@ -106,6 +106,8 @@ impl Drop for TestDatabase {
 pub struct TestApp {
     /// Address of the server.
     pub addr: SocketAddr,
+    /// Address of the plaintext metrics listener, if configured.
+    pub metrics_addr: Option<SocketAddr>,
     /// The settings it runs with.
     pub settings: Settings,
     /// Its database.
@@ -134,6 +136,7 @@ impl TestApp {
             .expect("server starts");
         Self {
             addr: server.addr,
+            metrics_addr: server.metrics_addr,
             settings,
             db,
             server: Some(server),
@@ -155,6 +158,7 @@ impl TestApp {
             .await
             .expect("server restarts");
         self.addr = server.addr;
+        self.metrics_addr = server.metrics_addr;
         self.server = Some(server);
     }
 

@@ -17,7 +17,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::{TestApp, TestDatabase, authed, eventually};
+use crate::helpers::{TestApp, TestDatabase, authed, eventually, http_get};
 
 /// A certificate authority made for one test.
 struct Ca {
@@ -383,4 +383,31 @@ async fn the_health_probe_speaks_mutual_tls() {
         !probe(false).await.status.success(),
         "without a client certificate the probe must fail"
     );
+}
+
+#[tokio::test]
+async fn a_separate_plaintext_listener_serves_metrics_to_scrapers_without_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let tls = server_tls(dir.path(), &server_ca, Some(&client_ca));
+    let app = TestApp::spawn_with(|s| {
+        s.server.tls = Some(tls);
+        s.server.metrics_listen = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let good = client_ca.client_leaf("billing-service");
+    health_over_tls(&app, &server_ca, Some(&good))
+        .await
+        .unwrap();
+
+    let metrics_addr = app.metrics_addr.expect("a metrics listener");
+    let (status, head, body) = http_get(metrics_addr, "/metrics").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    let health_ok = r#"tokenmint_rpc_requests_total{service="grpc.health.v1.Health",method="Check",code="OK"} 1"#;
+    assert!(body.lines().any(|l| l == health_ok), "{body}");
+    // Only metrics: the listener serves nothing else.
+    let (status, _, _) = http_get(metrics_addr, "/.well-known/jwks.json").await;
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
 }
