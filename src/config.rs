@@ -148,6 +148,14 @@ pub struct TelemetrySettings {
     pub span_filter: String,
     /// Time limit of one export, in ms. Unset: `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT`, else 10000.
     pub export_timeout_ms: Option<u64>,
+    /// CA certificates (PEM) of an `https://` collector. `OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE`
+    /// wins over it.
+    pub otlp_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a collector requiring mutual TLS.
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE` wins over it.
+    pub otlp_client_cert_file: Option<PathBuf>,
+    /// Its private key (PEM). `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY` wins over it.
+    pub otlp_client_key_file: Option<PathBuf>,
 }
 
 /// Database settings.
@@ -337,6 +345,9 @@ impl Default for TelemetrySettings {
             span_filter: "info,tokenmint=debug,h2=warn,hyper=warn,tonic=warn,tower=warn,sqlx=warn"
                 .into(),
             export_timeout_ms: None,
+            otlp_ca_file: None,
+            otlp_client_cert_file: None,
+            otlp_client_key_file: None,
         }
     }
 }

@@ -78,6 +78,10 @@ pub fn tracer_provider(
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint);
+    if let Some(tls) = collector_tls(endpoint, settings, |name| std::env::var(name).ok())? {
+        use opentelemetry_otlp::WithTonicConfig;
+        builder = builder.with_tls_config(tls);
+    }
     // Set in code, a timeout would override the standard OTEL_EXPORTER_OTLP_TIMEOUT variables.
     if let Some(ms) = settings.export_timeout_ms {
         builder = builder.with_timeout(Duration::from_millis(ms));
@@ -90,6 +94,57 @@ pub fn tracer_provider(
         .with_span_processor(CountingProcessor(processor))
         .with_resource(resource())
         .build())
+}
+
+/// TLS for an `https://` collector: its CA (required: tokenmint embeds no public roots) and, for
+/// mutual TLS, a client certificate and key, from the standard variables or the config file.
+fn collector_tls(
+    endpoint: &str,
+    settings: &TelemetrySettings,
+    var: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    if !endpoint
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("https://")
+    {
+        return Ok(None);
+    }
+    // A standard variable (traces-specific first), else the configured file.
+    let file = |suffix: &str, configured: &Option<std::path::PathBuf>| {
+        [
+            format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"),
+            format!("OTEL_EXPORTER_OTLP_{suffix}"),
+        ]
+        .iter()
+        .find_map(|name| var(name).filter(|v| !v.trim().is_empty()))
+        .map(std::path::PathBuf::from)
+        .or_else(|| configured.clone())
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let ca = file("CERTIFICATE", &settings.otlp_ca_file).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the collector {endpoint} uses TLS: set OTEL_EXPORTER_OTLP_CERTIFICATE (or \
+             telemetry.otlp_ca_file) to the CA that issued its certificate"
+        )
+    })?;
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&ca)?));
+    let cert = file("CLIENT_CERTIFICATE", &settings.otlp_client_cert_file);
+    let key = file("CLIENT_KEY", &settings.otlp_client_key_file);
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(read(&cert)?, read(&key)?));
+        }
+        (None, None) => {}
+        _ => anyhow::bail!(
+            "a collector client certificate needs both OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and \
+             OTEL_EXPORTER_OTLP_CLIENT_KEY (or telemetry.otlp_client_cert_file and _key_file)"
+        ),
+    }
+    Ok(Some(tls))
 }
 
 fn resource() -> Resource {
@@ -211,6 +266,41 @@ mod tests {
             .as_deref(),
             Some("http://traces:4317")
         );
+    }
+
+    #[test]
+    fn an_https_collector_needs_a_ca_and_plaintext_needs_nothing() {
+        let settings = TelemetrySettings::default();
+        let none = |_: &str| None;
+        assert!(
+            collector_tls("http://collector:4317", &settings, none)
+                .unwrap()
+                .is_none()
+        );
+        let error = collector_tls("https://collector:4317", &settings, none).unwrap_err();
+        assert!(
+            error.to_string().contains("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let ca_var = ca.to_string_lossy().into_owned();
+        let with_ca =
+            |name: &str| (name == "OTEL_EXPORTER_OTLP_CERTIFICATE").then(|| ca_var.clone());
+        assert!(
+            collector_tls("https://collector:4317", &settings, with_ca)
+                .unwrap()
+                .is_some()
+        );
+        let half = |name: &str| match name {
+            "OTEL_EXPORTER_OTLP_CERTIFICATE" | "OTEL_EXPORTER_OTLP_CLIENT_KEY" => {
+                Some(ca_var.clone())
+            }
+            _ => None,
+        };
+        let error = collector_tls("https://collector:4317", &settings, half).unwrap_err();
+        assert!(error.to_string().contains("needs both"), "{error}");
     }
 
     #[test]

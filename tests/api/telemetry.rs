@@ -22,7 +22,7 @@ use tokenmint::proto::v1 as pb;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use crate::helpers::{TestDatabase, authed, eventually};
+use crate::helpers::{Ca, TestDatabase, authed, eventually};
 use crate::process::{command, free_port, wait_until_serving};
 
 /// The caller's trace and span, as its `traceparent` names them.
@@ -74,6 +74,22 @@ impl Collector {
                 .serve_with_incoming(TcpIncoming::from(listener)),
         );
         format!("http://{addr}")
+    }
+
+    /// Starts the collector over TLS with a certificate from `ca`; returns its endpoint.
+    async fn start_tls(&self, ca: &Ca) -> String {
+        let (cert, key) = ca.server_leaf();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        let server = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(TraceServiceServer::new(self.clone()))
+            .serve_with_incoming(TcpIncoming::from(listener));
+        tokio::spawn(server);
+        format!("https://{addr}")
     }
 
     fn spans(&self) -> Vec<ReceivedSpan> {
@@ -425,4 +441,60 @@ async fn an_unreachable_collector_fails_no_rpc_and_its_losses_are_counted() {
     .await;
     assert!(failed.is_some(), "failed exports are counted");
     terminate(&mut server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_tls_collector_that_the_configured_ca_vouches_for() {
+    let ca = Ca::new("collector CA");
+    let collector = Collector::default();
+    let endpoint = collector.start_tls(&ca).await;
+    let db = TestDatabase::create().await;
+    let ca_file = db.dir.path().join("collector-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let caller = bootstrap(&db);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = |with_ca: bool| {
+        let mut command = command(&db, &["serve", "--listen", &listen]);
+        command
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .stdout(Stdio::null());
+        if with_ca {
+            command.env("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_file);
+        }
+        command
+    };
+
+    let refused = serve(false).stderr(Stdio::piped()).output().unwrap();
+    assert!(
+        !refused.status.success(),
+        "an https collector without a CA is a start-up error"
+    );
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+        "{message}"
+    );
+
+    let mut server = serve(true).stderr(Stdio::null()).spawn().unwrap();
+    wait_until_serving(port).await;
+    let mut client =
+        pb::token_service_client::TokenServiceClient::connect(format!("http://{listen}"))
+            .await
+            .unwrap();
+    client
+        .list_tokens(authed(&caller, pb::ListTokensRequest::default()))
+        .await
+        .unwrap();
+    let received = eventually(Duration::from_secs(10), || async {
+        collector
+            .spans()
+            .iter()
+            .any(|(_, s)| s.name == "tokenmint.v1.TokenService/ListTokens")
+            .then_some(())
+    })
+    .await;
+    terminate(&mut server);
+    assert!(received.is_some(), "the span arrived over TLS");
 }

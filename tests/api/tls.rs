@@ -6,10 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use tokenmint::config::{Environment, Secret, Settings, TlsSettings};
 use tokenmint::proto::v1 as pb;
 use tokio::process::Command;
@@ -17,50 +13,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::{TestApp, TestDatabase, authed, eventually, http_get};
-
-/// A certificate authority made for one test.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { issuer }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A leaf certificate and its key (PEM) for `names`, for a server or a client.
-    fn leaf(&self, names: &[&str], purpose: ExtendedKeyUsagePurpose) -> (String, String) {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(
-            DnType::CommonName,
-            names.first().copied().unwrap_or("client"),
-        );
-        params.extended_key_usages = vec![purpose];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn server_leaf(&self) -> (String, String) {
-        self.leaf(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth)
-    }
-
-    fn client_leaf(&self, name: &str) -> (String, String) {
-        self.leaf(&[name], ExtendedKeyUsagePurpose::ClientAuth)
-    }
-}
+use crate::helpers::{Ca, TestApp, TestDatabase, authed, eventually, http_get};
 
 /// Writes `contents` to `dir/name` and returns the path.
 fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ring::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
 use serde::Deserialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::VerifyError;
 use crate::proto::v1::GetJwksRequest;
@@ -36,9 +36,10 @@ const KEY_PART_LEN: usize = 32;
 
 /// Where a [`crate::Verifier`] gets tokenmint's public keys.
 ///
-/// Both sources speak plain text (`http://`): the gRPC source uses HTTP/2 without TLS and the
-/// HTTP source HTTP/1.1 without TLS. To reach a tokenmint behind TLS, put a local TLS-terminating
-/// proxy (a sidecar, a service mesh) in front of it and point the source at the proxy.
+/// The gRPC source speaks `http://`, or `https://` with
+/// [`VerifierBuilder::tls`](crate::VerifierBuilder::tls); the HTTP source is plain HTTP/1.1
+/// only. To use it with a tokenmint behind TLS, put a local TLS-terminating proxy (a sidecar, a
+/// service mesh) in front of it and point the source at the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksSource {
     /// Call `tokenmint.v1.TokenService/GetJwks` (needs no authentication).
@@ -241,12 +242,14 @@ pub(crate) enum Fetcher {
 
 impl Fetcher {
     /// Prepares fetching from `source` (no I/O yet). Must run inside a Tokio runtime.
-    pub(crate) fn new(source: &JwksSource) -> Result<Self, VerifyError> {
+    pub(crate) fn new(
+        source: &JwksSource,
+        tls: Option<&ClientTlsConfig>,
+    ) -> Result<Self, VerifyError> {
         match source {
             JwksSource::Grpc { endpoint } => {
-                require_plain_http(endpoint)?;
-                let channel = Endpoint::from_shared(endpoint.clone())
-                    .map_err(|e| VerifyError::KeySource(format!("bad endpoint {endpoint:?}: {e}")))?
+                let endpoint = grpc_endpoint(endpoint, tls).map_err(VerifyError::KeySource)?;
+                let channel = endpoint
                     .connect_timeout(CONNECT_TIMEOUT)
                     .timeout(FETCH_TIMEOUT)
                     .connect_lazy();
@@ -301,14 +304,36 @@ impl Fetcher {
     }
 }
 
-/// Refuses anything but `http://`: this crate carries no TLS stack.
+/// Refuses anything but `http://` for the HTTP source (its client has no TLS).
 fn require_plain_http(url: &str) -> Result<(), VerifyError> {
     if url.starts_with("http://") {
         Ok(())
     } else {
         Err(VerifyError::KeySource(format!(
-            "{url:?}: only http:// is supported (no TLS); put a TLS-terminating proxy in front of tokenmint"
+            "{url:?}: the HTTP JWKS source speaks http:// only; use the gRPC source with .tls(…) \
+             for a tokenmint behind TLS"
         )))
+    }
+}
+
+/// A gRPC endpoint for tokenmint at `url`: `http://` in plaintext, `https://` with `tls` (which
+/// an `https://` URL requires).
+pub(crate) fn grpc_endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, String> {
+    let endpoint =
+        Endpoint::from_shared(url.to_owned()).map_err(|e| format!("bad endpoint {url:?}: {e}"))?;
+    match (url.starts_with("https://"), tls) {
+        (true, Some(tls)) => endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| format!("TLS settings for {url:?}: {e}")),
+        (false, None) if url.starts_with("http://") => Ok(endpoint),
+        (true, None) => Err(format!(
+            "{url:?} uses TLS: give the verifier a ClientTlsConfig with .tls(…) (the CA of \
+             tokenmint's certificate, and a client certificate if it requires mutual TLS)"
+        )),
+        (false, Some(_)) => Err(format!(
+            "{url:?}: TLS settings were given, so the endpoint must be https://"
+        )),
+        (false, None) => Err(format!("{url:?}: the endpoint must be http:// or https://")),
     }
 }
 
@@ -394,16 +419,24 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn refuses_tls_urls() {
-        for source in [
-            JwksSource::grpc("https://tokenmint:50051"),
-            JwksSource::http("https://tokenmint/.well-known/jwks.json"),
-        ] {
-            let Err(VerifyError::KeySource(message)) = Fetcher::new(&source) else {
-                panic!("{source} must be refused");
-            };
-            assert!(message.contains("only http://"), "{message}");
-        }
+    #[tokio::test]
+    async fn tls_urls_need_tls_settings_and_http_jwks_stays_plaintext() {
+        let grpc = JwksSource::grpc("https://tokenmint:50051");
+        let Err(VerifyError::KeySource(message)) = Fetcher::new(&grpc, None) else {
+            panic!("https:// without TLS settings must be refused");
+        };
+        assert!(message.contains(".tls("), "{message}");
+        let tls = ClientTlsConfig::new().domain_name("tokenmint");
+        assert!(Fetcher::new(&grpc, Some(&tls)).is_ok());
+        let plain = JwksSource::grpc("http://tokenmint:50051");
+        let Err(VerifyError::KeySource(message)) = Fetcher::new(&plain, Some(&tls)) else {
+            panic!("TLS settings with an http:// endpoint must be refused");
+        };
+        assert!(message.contains("must be https://"), "{message}");
+        let http = JwksSource::http("https://tokenmint/.well-known/jwks.json");
+        let Err(VerifyError::KeySource(message)) = Fetcher::new(&http, None) else {
+            panic!("the HTTP source is plaintext only");
+        };
+        assert!(message.contains("http:// only"), "{message}");
     }
 }

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use tonic::transport::server::TcpConnectInfo;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 use crate::claims::Claims;
@@ -58,7 +58,7 @@ type ClientIpFn = dyn Fn(&Parts) -> Option<IpAddr> + Send + Sync;
 /// The message says which row applies, never the precise reason (tokenmint asks not to pass
 /// reasons on to token presenters); the reason is logged at `debug` level.
 ///
-/// The client address comes from tonic's `TcpConnectInfo` (tonic servers) or a
+/// The client address comes from tonic's `TcpConnectInfo`/`TlsConnectInfo` (tonic servers) or a
 /// [`SocketAddr`] request extension; behind a proxy, supply your own with
 /// [`client_ip`](Self::client_ip). An IP-restricted token is refused when the address is unknown.
 #[derive(Clone)]
@@ -281,13 +281,19 @@ fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-/// The peer address: tonic's `TcpConnectInfo`, else a plain [`SocketAddr`] extension.
+/// The peer address: tonic's `TcpConnectInfo` (plaintext) or `TlsConnectInfo` (TLS), else a
+/// plain [`SocketAddr`] extension.
 fn peer_ip(parts: &Parts) -> Option<IpAddr> {
-    parts
-        .extensions
+    let extensions = &parts.extensions;
+    extensions
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr)
-        .or_else(|| parts.extensions.get::<SocketAddr>().copied())
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|tls| tls.get_ref().remote_addr())
+        })
+        .or_else(|| extensions.get::<SocketAddr>().copied())
         .map(|addr| addr.ip())
 }
 

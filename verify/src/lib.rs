@@ -54,8 +54,9 @@
 //!
 //! # Transport
 //!
-//! Both key sources and the online verifier speak plain `http://` (gRPC over h2c, HTTP/1.1): the
-//! crate carries no TLS stack. Reach a TLS-only tokenmint through a local TLS-terminating proxy.
+//! The gRPC key source and the online verifier speak `http://` (h2c) or, given a
+//! [`ClientTlsConfig`] with `.tls(…)`, `https://` — with a client certificate for a tokenmint that
+//! requires mutual TLS, as production ones do. The HTTP JWKS source is plain HTTP/1.1 only.
 
 #![warn(missing_docs)]
 
@@ -72,4 +73,6 @@ pub use error::VerifyError;
 pub use jwks::JwksSource;
 pub use layer::{RequireToken, RequireTokenService, ResponseFuture};
 pub use online::{OnlineVerifier, OnlineVerifierBuilder};
+/// TLS settings for `https://` sources and endpoints (tonic's, re-exported).
+pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 pub use verifier::{Verifier, VerifierBuilder};

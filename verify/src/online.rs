@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ring::digest;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::claims::{Claims, WireClaims, unix_now};
 use crate::error::VerifyError;
@@ -67,6 +67,7 @@ pub struct OnlineVerifierBuilder {
     caller_token: String,
     ttl: Duration,
     capacity: usize,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl fmt::Debug for OnlineVerifierBuilder {
@@ -92,7 +93,14 @@ impl OnlineVerifierBuilder {
         self
     }
 
-    /// Connects to tokenmint (plain `http://`, see [`crate::JwksSource`] on TLS).
+    /// TLS for an `https://` endpoint: the CA of tokenmint's certificate (`ca_certificate`), and
+    /// a client certificate (`identity`) when it requires mutual TLS.
+    pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Connects to tokenmint: `http://`, or `https://` with [`tls`](Self::tls).
     ///
     /// Fails with [`VerifyError::Introspection`] when the endpoint is invalid or unreachable, or
     /// the caller token is not a valid header value.
@@ -102,8 +110,8 @@ impl OnlineVerifierBuilder {
             .parse()
             .map_err(|_| fail("the caller token is not a valid header value".into()))?;
         authorization.set_sensitive(true);
-        let channel = Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| fail(format!("bad endpoint {:?}: {e}", self.endpoint)))?
+        let channel = crate::jwks::grpc_endpoint(&self.endpoint, self.tls.as_ref())
+            .map_err(fail)?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .connect()
@@ -147,6 +155,7 @@ impl OnlineVerifier {
             caller_token: caller_token.into(),
             ttl: Duration::from_secs(5),
             capacity: DEFAULT_CACHE_CAPACITY,
+            tls: None,
         }
     }
 

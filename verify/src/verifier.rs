@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use tokio::sync::{Mutex, oneshot};
+use tonic::transport::ClientTlsConfig;
 
 use crate::claims::{Claims, WireClaims, unix_now};
 use crate::error::VerifyError;
@@ -68,9 +69,17 @@ pub struct VerifierBuilder {
     leeway: Duration,
     refresh_interval: Duration,
     min_refresh_interval: Duration,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl VerifierBuilder {
+    /// TLS for an `https://` gRPC source: the CA of tokenmint's certificate (`ca_certificate`),
+    /// and a client certificate (`identity`) when it requires mutual TLS.
+    pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The required `iss` (tokenmint's `tokens.issuer`).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = issuer.into();
@@ -108,7 +117,7 @@ impl VerifierBuilder {
     /// Fails with [`VerifyError::KeySource`] when the source is unusable or unreachable or has no
     /// usable key.
     pub async fn build(self) -> Result<Verifier, VerifyError> {
-        let fetcher = Fetcher::new(&self.source)?;
+        let fetcher = Fetcher::new(&self.source, self.tls.as_ref())?;
         let keys = key_set(fetcher.fetch().await?)?;
         tracing::debug!(source = %self.source, keys = keys.len(), "fetched the token signing keys");
         let (stop, stopped) = oneshot::channel();
@@ -178,6 +187,7 @@ impl Verifier {
             leeway: Duration::from_secs(5),
             refresh_interval: Duration::from_secs(300),
             min_refresh_interval: Duration::from_secs(1),
+            tls: None,
         }
     }
 

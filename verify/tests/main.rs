@@ -8,3 +8,4 @@ mod keys;
 mod layer;
 mod offline;
 mod online;
+mod tls;
