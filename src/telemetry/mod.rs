@@ -4,6 +4,7 @@
 //!
 //! stdout is reserved for command output (such as the token printed by `tokenmint bootstrap`).
 
+pub mod filter;
 pub mod metrics;
 pub mod otlp;
 pub mod propagation;
@@ -14,7 +15,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{LogFormat, Settings};
 
@@ -76,7 +77,20 @@ pub fn init(settings: &Settings, export_spans: bool) -> anyhow::Result<Telemetry
             std::io::stderr(),
         ));
     let _ = DROPPED_LOG_LINES.set(writer.error_counter());
-    let log_layer = match settings.log.format {
+    let tracer_provider = match otlp::endpoint(&settings.telemetry).filter(|_| export_spans) {
+        Some(endpoint) => Some(otlp::tracer_provider(&endpoint, &settings.telemetry)?),
+        None => None,
+    };
+    // One global filter (see `filter`): without export, the log filter; with it, spans by the
+    // span filter and events by the log filter.
+    let global_filter: Box<dyn Layer<Registry> + Send + Sync> = match &tracer_provider {
+        None => Box::new(log_filter),
+        Some(_) => Box::new(filter::SplitFilter::new(
+            EnvFilter::new(&settings.telemetry.span_filter),
+            log_filter,
+        )),
+    };
+    let fmt_layer = match settings.log.format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(writer)
@@ -88,22 +102,16 @@ pub fn init(settings: &Settings, export_spans: bool) -> anyhow::Result<Telemetry
             .with_span_list(false)
             .with_writer(writer)
             .boxed(),
-    }
-    .with_filter(log_filter);
-
-    let tracer_provider = match otlp::endpoint(&settings.telemetry).filter(|_| export_spans) {
-        Some(endpoint) => Some(otlp::tracer_provider(&endpoint, &settings.telemetry)?),
-        None => None,
     };
+
+    propagation::install();
     let trace_layer = tracer_provider.as_ref().map(|provider| {
         use opentelemetry::trace::TracerProvider as _;
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("tokenmint"))
-            .with_filter(EnvFilter::new(&settings.telemetry.span_filter))
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("tokenmint"))
     });
-    propagation::install();
     let installed = tracing_subscriber::registry()
-        .with(log_layer)
+        .with(global_filter)
+        .with(fmt_layer)
         .with(trace_layer)
         .try_init()
         .is_ok();

@@ -477,7 +477,9 @@ async fn spans_reach_a_tls_collector_that_the_configured_ca_vouches_for() {
         "{message}"
     );
 
-    let mut server = serve(true).stderr(Stdio::null()).spawn().unwrap();
+    let log_file = db.dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_file).unwrap();
+    let mut server = serve(true).stderr(Stdio::from(log)).spawn().unwrap();
     wait_until_serving(port).await;
     let mut client =
         pb::token_service_client::TokenServiceClient::connect(format!("http://{listen}"))
@@ -496,5 +498,9 @@ async fn spans_reach_a_tls_collector_that_the_configured_ca_vouches_for() {
     })
     .await;
     terminate(&mut server);
-    assert!(received.is_some(), "the span arrived over TLS");
+    let logs = std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(
+        received.is_some(),
+        "the span arrived over TLS; server log:\n{logs}"
+    );
 }
