@@ -1,5 +1,6 @@
 //! A production tokenmint speaks mutual TLS: the offline verifier (gRPC JWKS) and the online
 //! verifier reach it with the CA of its certificate and a client certificate, and fail without.
+//! And `RequireToken` in front of a TLS tonic server sees the client's address.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -7,10 +8,13 @@ use rcgen::{
 };
 use tokenmint::config::TlsSettings;
 use tokenmint_verify::{
-    Certificate, ClientTlsConfig, Identity, JwksSource, OnlineVerifier, Verifier,
+    Certificate, ClientTlsConfig, Identity, JwksSource, OnlineVerifier, RequireToken, Verifier,
 };
+use tonic::transport::{Channel, Server, ServerTlsConfig};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::{MANAGER_SCOPES, TestApp};
+use crate::helpers::{MANAGER_SCOPES, TestApp, authed};
 
 /// A CA made for the test.
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -90,4 +94,55 @@ async fn both_verifiers_reach_a_mutual_tls_tokenmint_with_a_client_certificate()
         refused.is_err(),
         "without a client certificate the server refuses"
     );
+}
+
+#[tokio::test]
+async fn the_layer_checks_ip_restrictions_against_the_address_of_a_tls_client() {
+    let app = TestApp::spawn().await;
+    let local = app
+        .bootstrap_with("alice", &["wallet_view"], |r| {
+            r.ips = vec!["127.0.0.1".into()]
+        })
+        .await;
+    let elsewhere = app
+        .bootstrap_with("alice", &["wallet_view"], |r| {
+            r.ips = vec!["10.0.0.0/8".into()]
+        })
+        .await;
+
+    // A tonic service over TLS, behind RequireToken.
+    let ca = ca("service CA");
+    let (cert, key) = leaf(&ca, "localhost", ExtendedKeyUsagePurpose::ServerAuth);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        Server::builder()
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .unwrap()
+            .layer(RequireToken::new(app.verifier().await))
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca.pem()))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    client
+        .check(authed(&local, HealthCheckRequest::default()))
+        .await
+        .expect("a token allowed from 127.0.0.1 passes over TLS");
+    let refused = client
+        .check(authed(&elsewhere, HealthCheckRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
 }
