@@ -279,11 +279,6 @@ async fn serve(
     health_reporter
         .set_serving::<TemplateServiceServer<TemplateApi>>()
         .await;
-    let reflection_v1 = reflection_builder().build_v1().context("reflection v1")?;
-    let reflection_v1alpha = reflection_builder()
-        .build_v1alpha()
-        .context("reflection v1alpha")?;
-    let limit = settings.server.max_message_bytes;
     let metrics_source = MetricsSource {
         metrics: metrics.clone(),
         keys: core.keys.clone(),
@@ -291,36 +286,19 @@ async fn serve(
         last_used: core.last_used.clone(),
     };
     if let Some(listener) = listeners.metrics {
-        let router = grpc::http::metrics_router(metrics_source.clone());
-        let mut stop = shutdown.clone();
-        background.push(tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(error) = axum::serve(listener, router)
-                .with_graceful_shutdown(stopped)
-                .await
-            {
-                tracing::warn!(%error, "the metrics listener failed");
-            }
-        }));
+        background.push(serve_metrics(
+            listener,
+            metrics_source.clone(),
+            shutdown.clone(),
+        ));
     }
-    let http_routes = grpc::http::router(core.keys.clone(), metrics_source);
-    let routes = tonic::service::Routes::from(http_routes)
-        .add_service(
-            TokenServiceServer::new(TokenApi::new(core.tokens.clone(), metrics.clone()))
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            TemplateServiceServer::new(TemplateApi::new(
-                core.tokens.clone(),
-                core.templates.clone(),
-            ))
-            .max_decoding_message_size(limit),
-        )
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    let routes = routes(
+        &core,
+        &metrics,
+        metrics_source,
+        settings.server.max_message_bytes,
+    )?
+    .add_service(health_service);
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     let server = &settings.server;
     let secs = |n: u64| (n > 0).then(|| Duration::from_secs(n));
@@ -385,6 +363,53 @@ async fn serve(
     core.shutdown().await;
     tracing::info!("tokenmint stopped");
     result
+}
+
+/// Every route but health: the HTTP routes (JWKS, metrics, unknown-method fallback), TokenService
+/// and TemplateService (requests above `max_message_bytes` refused), and reflection v1/v1alpha.
+fn routes(
+    core: &Core,
+    metrics: &Arc<Metrics>,
+    metrics_source: MetricsSource,
+    max_message_bytes: usize,
+) -> anyhow::Result<tonic::service::Routes> {
+    let reflection_v1 = reflection_builder().build_v1().context("reflection v1")?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("reflection v1alpha")?;
+    let tokens = TokenApi::new(core.tokens.clone(), metrics.clone());
+    let templates = TemplateApi::new(core.tokens.clone(), core.templates.clone());
+    Ok(
+        tonic::service::Routes::from(grpc::http::router(core.keys.clone(), metrics_source))
+            .add_service(
+                TokenServiceServer::new(tokens).max_decoding_message_size(max_message_bytes),
+            )
+            .add_service(
+                TemplateServiceServer::new(templates).max_decoding_message_size(max_message_bytes),
+            )
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha),
+    )
+}
+
+/// Serves `GET /metrics` alone on `listener` (plaintext) until `shutdown` turns true.
+fn serve_metrics(
+    listener: TcpListener,
+    source: MetricsSource,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        let router = grpc::http::metrics_router(source);
+        if let Err(error) = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::warn!(%error, "the metrics listener failed");
+        }
+    })
 }
 
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
