@@ -279,11 +279,13 @@ async fn serve(
     health_reporter
         .set_serving::<TemplateServiceServer<TemplateApi>>()
         .await;
+    let load_shed = LoadShedLayer::new(settings.server.max_in_flight_requests);
     let metrics_source = MetricsSource {
         metrics: metrics.clone(),
         keys: core.keys.clone(),
         store: core.store.clone(),
         last_used: core.last_used.clone(),
+        in_flight: load_shed.in_flight(),
     };
     if let Some(listener) = listeners.metrics {
         background.push(serve_metrics(
@@ -313,7 +315,7 @@ async fn serve(
             tower::ServiceBuilder::new()
                 .layer(RequestIdLayer)
                 .layer(ObserveLayer::new(metrics))
-                .layer(LoadShedLayer::new(server.max_in_flight_requests)),
+                .layer(load_shed),
         )
         .add_routes(routes);
     let drain = {

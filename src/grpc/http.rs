@@ -26,6 +26,8 @@ pub struct MetricsSource {
     pub store: Store,
     /// For the write-behind queue depth.
     pub last_used: Arc<LastUsed>,
+    /// For the number of requests running.
+    pub in_flight: crate::grpc::load_shed::InFlight,
 }
 
 /// The HTTP router sharing the gRPC port.
@@ -49,6 +51,7 @@ async fn render_metrics(source: MetricsSource) -> Response {
         pool_idle: pool.idle,
         pool_max: pool.max,
         last_used_pending: source.last_used.queue_depth(),
+        rpc_in_flight: source.in_flight.current(),
     };
     (
         [(

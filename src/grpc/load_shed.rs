@@ -38,6 +38,22 @@ impl LoadShedLayer {
             }),
         }
     }
+
+    /// A handle reading how many gRPC requests run now (for `/metrics`).
+    pub fn in_flight(&self) -> InFlight {
+        InFlight(self.limit.clone())
+    }
+}
+
+/// Reads the number of gRPC requests running now (shed ones and health checks not included).
+#[derive(Clone)]
+pub struct InFlight(Arc<Limit>);
+
+impl InFlight {
+    /// Requests running now.
+    pub fn current(&self) -> usize {
+        self.0.in_flight.load(Ordering::Acquire)
+    }
 }
 
 impl<S> Layer<S> for LoadShedLayer {

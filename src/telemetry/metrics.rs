@@ -59,6 +59,8 @@ pub struct Gauges {
     pub pool_max: u32,
     /// Tokens whose last-used time waits to be written.
     pub last_used_pending: usize,
+    /// gRPC requests running now (health checks excluded).
+    pub rpc_in_flight: usize,
 }
 
 type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
@@ -77,6 +79,7 @@ pub struct Metrics {
     last_used_pending: Gauge,
     spans: Family<SpanLabels, Gauge>,
     dropped_log_lines: Gauge,
+    rpc_in_flight: Gauge,
 }
 
 /// Latency buckets from 100 µs to about 6.5 s (×2 per bucket).
@@ -161,6 +164,12 @@ impl Metrics {
             "Log lines dropped since start because the log writer fell behind",
             dropped_log_lines.clone(),
         );
+        let rpc_in_flight = Gauge::default();
+        registry.register(
+            "rpc_in_flight",
+            "gRPC requests running now (health checks excluded; compare with server.max_in_flight_requests)",
+            rpc_in_flight.clone(),
+        );
         Self {
             registry,
             rpc_requests,
@@ -174,6 +183,7 @@ impl Metrics {
             last_used_pending,
             spans,
             dropped_log_lines,
+            rpc_in_flight,
         }
     }
 
@@ -223,6 +233,8 @@ impl Metrics {
                 .get_or_create(&SpanLabels { result })
                 .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
+        self.rpc_in_flight
+            .set(i64::try_from(gauges.rpc_in_flight).unwrap_or(i64::MAX));
         self.dropped_log_lines
             .set(i64::try_from(crate::telemetry::dropped_log_lines()).unwrap_or(i64::MAX));
         let mut text = String::with_capacity(8 * 1024);
@@ -255,6 +267,7 @@ mod tests {
             pool_idle: 3,
             pool_max: 4,
             last_used_pending: 7,
+            rpc_in_flight: 3,
         });
         for line in [
             r#"tokenmint_rpc_requests_total{service="tokenmint.v1.TokenService",method="CreateToken",code="OK"} 2"#,
@@ -266,6 +279,7 @@ mod tests {
             r#"tokenmint_db_pool_connections{state="idle"} 3"#,
             "tokenmint_db_pool_max_connections 4",
             "tokenmint_last_used_pending 7",
+            "tokenmint_rpc_in_flight 3",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

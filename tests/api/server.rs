@@ -201,6 +201,20 @@ async fn oversized_requests_are_refused_with_resource_exhausted() {
     );
 }
 
+/// Waits until `/metrics` reports `n` gRPC requests running (at most 5 s).
+async fn wait_for_in_flight(app: &TestApp, n: usize) {
+    let series = format!("tokenmint_rpc_in_flight {n}");
+    let reached = eventually(Duration::from_secs(5), || {
+        let series = series.clone();
+        async move {
+            let (_, _, metrics) = http_get(app.addr, "/metrics").await;
+            metrics.lines().any(|l| l == series).then_some(())
+        }
+    })
+    .await;
+    assert!(reached.is_some(), "never saw {series}");
+}
+
 #[tokio::test]
 async fn a_callers_deadline_ends_an_rpc_stuck_on_the_database() {
     let app = TestApp::spawn().await;
@@ -259,7 +273,7 @@ async fn shutdown_waits_for_in_flight_rpcs_and_keeps_what_they_wrote() {
         },
     );
     let in_flight = tokio::spawn(async move { client.create_token(request).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_in_flight(&app, 1).await;
     let stop = app.begin_stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -301,6 +315,7 @@ async fn beyond_max_in_flight_requests_the_server_sheds_load_but_stays_observabl
     );
     let mut holder = client.clone();
     let in_flight = tokio::spawn(async move { holder.create_token(request).await });
+    wait_for_in_flight(&app, 1).await;
 
     let shed = eventually(Duration::from_secs(5), || {
         let mut client = client.clone();
