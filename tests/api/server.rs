@@ -201,6 +201,18 @@ async fn oversized_requests_are_refused_with_resource_exhausted() {
     );
 }
 
+/// CreateToken for a `wallet_view` token labelled `label`, as `caller`.
+fn wallet_view_request(caller: &str, label: &str) -> tonic::Request<pb::CreateTokenRequest> {
+    authed(
+        caller,
+        pb::CreateTokenRequest {
+            label: label.into(),
+            scopes: vec!["wallet_view".into()],
+            ..Default::default()
+        },
+    )
+}
+
 /// Waits until `/metrics` reports `n` gRPC requests running (at most 5 s).
 async fn wait_for_in_flight(app: &TestApp, n: usize) {
     let series = format!("tokenmint_rpc_in_flight {n}");
@@ -223,14 +235,7 @@ async fn a_callers_deadline_ends_an_rpc_stuck_on_the_database() {
         .await;
     let mut client = app.client().await;
     let lock = DatabaseLock::take(&app).await;
-    let mut request = authed(
-        &caller,
-        pb::CreateTokenRequest {
-            label: "late".into(),
-            scopes: vec!["wallet_view".into()],
-            ..Default::default()
-        },
-    );
+    let mut request = wallet_view_request(&caller, "late");
     request.set_timeout(Duration::from_millis(300)); // sent as `grpc-timeout: 300m`
     let started = Instant::now();
     let status = client.create_token(request).await.unwrap_err();
@@ -264,14 +269,7 @@ async fn shutdown_waits_for_in_flight_rpcs_and_keeps_what_they_wrote() {
         .await;
     let mut client = app.client().await;
     let lock = DatabaseLock::take(&app).await;
-    let request = authed(
-        &caller,
-        pb::CreateTokenRequest {
-            label: "in flight".into(),
-            scopes: vec!["wallet_view".into()],
-            ..Default::default()
-        },
-    );
+    let request = wallet_view_request(&caller, "in flight");
     let in_flight = tokio::spawn(async move { client.create_token(request).await });
     wait_for_in_flight(&app, 1).await;
     let stop = app.begin_stop();
@@ -305,14 +303,7 @@ async fn beyond_max_in_flight_requests_the_server_sheds_load_but_stays_observabl
         .await;
     let mut client = app.client().await;
     let lock = DatabaseLock::take(&app).await;
-    let request = authed(
-        &caller,
-        pb::CreateTokenRequest {
-            label: "holds the only slot".into(),
-            scopes: vec!["wallet_view".into()],
-            ..Default::default()
-        },
-    );
+    let request = wallet_view_request(&caller, "holds the only slot");
     let mut holder = client.clone();
     let in_flight = tokio::spawn(async move { holder.create_token(request).await });
     wait_for_in_flight(&app, 1).await;
