@@ -5,7 +5,8 @@
 # Server settings can be changed through TOKENMINT__* variables (e.g. TOKENMINT__CACHE__VERIFIED_CAPACITY=1
 # to measure verification without the verified-signature cache, or TOKENMINT__LOG__FILTER=info to
 # include the per-RPC log line; default warn), the scenarios with BENCH_SCENARIOS (default
-# health,verify,create,mixed).
+# health,verify,create,mixed), the rounds with BENCH_ROUNDS (default 3, interleaved, 5 s each:
+# BENCH_DURATION).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store=${1:-sqlite}
@@ -42,5 +43,6 @@ for _ in $(seq 1 100); do
 done
 echo "store: $store; server: ${pin_server:-unpinned}; load generator: ${pin_bench:-unpinned}; $(nproc) cores"
 $pin_bench "$bin" bench --addr http://127.0.0.1:$port --token "$token" --floors \
-  --scenario "${BENCH_SCENARIOS:-health,verify,create,mixed}" --json "target/bench-$store.json" "$@"
+  --scenario "${BENCH_SCENARIOS:-health,verify,create,mixed}" --rounds "${BENCH_ROUNDS:-3}" --duration "${BENCH_DURATION:-5s}" \
+  --json "target/bench-$store.json" "$@"
 echo "server resident set: $(ps -o rss= -p "$server") KiB"

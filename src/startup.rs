@@ -10,10 +10,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::{Environment, Settings};
 use crate::domain::{ScopeCatalog, Timestamp};
+use crate::grpc::connection::Coalesced;
 use crate::grpc::http::MetricsSource;
 use crate::grpc::load_shed::LoadShedLayer;
 use crate::grpc::observe::ObserveLayer;
@@ -341,10 +343,14 @@ async fn serve(
     let served = async {
         match tls {
             Some(config) => {
-                let incoming = tls::incoming(incoming, config, shutdown.clone());
+                let incoming = tls::incoming(incoming, config, shutdown.clone())
+                    .map(|accepted| accepted.map(Coalesced::new));
                 router.serve_with_incoming_shutdown(incoming, drain).await
             }
-            None => router.serve_with_incoming_shutdown(incoming, drain).await,
+            None => {
+                let incoming = incoming.map(|accepted| accepted.map(Coalesced::new));
+                router.serve_with_incoming_shutdown(incoming, drain).await
+            }
         }
     };
     let mut deadline = shutdown.clone();

@@ -42,6 +42,10 @@ pub struct BenchOptions {
     /// A fixed number of requests per scenario instead of a duration.
     #[arg(long)]
     pub requests: Option<u64>,
+    /// Measure every scenario this many times, interleaved (each round lasts `duration`, or
+    /// `requests`); a scenario's result combines its rounds.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Warm-up before measuring each scenario.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
@@ -89,37 +93,55 @@ impl BenchOptions {
 
 /// Runs every requested scenario (and the floors) and returns the report.
 pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
-    let channels = connect(&options.addr, options.connections.max(1)).await?;
+    let scenarios = options.scenarios();
+    // `--floors` alone measures this machine only: no server needed.
+    let channels = if scenarios.is_empty() {
+        Vec::new()
+    } else {
+        connect(&options.addr, options.connections.max(1)).await?
+    };
     let mut report = Report::new(options);
     if options.floors {
         eprintln!("measuring single-core crypto floors…");
         report.floors = Some(floors::measure(Duration::from_millis(1500)));
     }
-    for scenario in &options.scenarios() {
+    let mut prepared = Vec::with_capacity(scenarios.len());
+    for scenario in &scenarios {
         let workload =
             Arc::new(workload::Workload::prepare(*scenario, options, &channels[0]).await?);
-        if !options.warmup.is_zero() && options.requests.is_none() {
-            drive(
-                &workload,
+        prepared.push((workload, Measured::default()));
+    }
+    // Rounds interleave the scenarios (health, verify, …, health, verify, …) so that a slow
+    // stretch of a shared machine lands on all of them instead of skewing one ratio.
+    let rounds = options.rounds.max(1);
+    for round in 0..rounds {
+        for (workload, total) in &mut prepared {
+            if round == 0 && !options.warmup.is_zero() && options.requests.is_none() {
+                drive(
+                    workload,
+                    &channels,
+                    options.concurrency,
+                    Some(options.warmup),
+                    None,
+                    None,
+                )
+                .await;
+            }
+            let measured = drive(
+                workload,
                 &channels,
                 options.concurrency,
-                Some(options.warmup),
-                None,
-                None,
+                options.requests.is_none().then_some(options.duration),
+                options.requests,
+                Some(workload.scenario.name()),
             )
             .await;
+            eprintln!();
+            total.add(measured);
         }
-        let result = drive(
-            &workload,
-            &channels,
-            options.concurrency,
-            options.requests.is_none().then_some(options.duration),
-            options.requests,
-            Some(scenario.name()),
-        )
-        .await;
-        eprintln!();
-        report.scenarios.push(result);
+    }
+    for (workload, total) in prepared {
+        report.scenarios.push(total.summary(&workload));
     }
     report.compute_ratios();
     if let Some(path) = &options.json {
@@ -155,7 +177,7 @@ async fn drive(
     duration: Option<Duration>,
     requests: Option<u64>,
     progress_label: Option<&'static str>,
-) -> ScenarioResult {
+) -> Measured {
     let started = Instant::now();
     let deadline = duration.map(|d| started + d);
     let issued = Arc::new(AtomicU64::new(0));
@@ -221,11 +243,47 @@ async fn drive(
     if let Some(ticker) = ticker {
         ticker.abort();
     }
-    ScenarioResult::from_histogram(
-        workload.scenario,
-        workload.mix_label(),
-        started.elapsed(),
-        &histogram,
+    Measured {
+        histogram: Some(histogram),
         errors,
-    )
+        elapsed: started.elapsed(),
+    }
+}
+
+/// What one or more rounds of a scenario measured.
+#[derive(Default)]
+struct Measured {
+    histogram: Option<Histogram<u64>>,
+    errors: std::collections::BTreeMap<String, u64>,
+    elapsed: Duration,
+}
+
+impl Measured {
+    /// Adds another round: requests and time add up, latencies merge.
+    fn add(&mut self, round: Measured) {
+        match (&mut self.histogram, round.histogram) {
+            (Some(total), Some(h)) => {
+                let _ = total.add(&h);
+            }
+            (total @ None, h) => *total = h,
+            (Some(_), None) => {}
+        }
+        for (code, n) in round.errors {
+            *self.errors.entry(code).or_default() += n;
+        }
+        self.elapsed += round.elapsed;
+    }
+
+    fn summary(self, workload: &workload::Workload) -> ScenarioResult {
+        let histogram = self.histogram.unwrap_or_else(|| {
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+        });
+        ScenarioResult::from_histogram(
+            workload.scenario,
+            workload.mix_label(),
+            self.elapsed,
+            &histogram,
+            self.errors,
+        )
+    }
 }

@@ -90,6 +90,8 @@ pub struct Report {
     pub connections: usize,
     /// Requests in flight.
     pub concurrency: usize,
+    /// Interleaved rounds each scenario was measured in.
+    pub rounds: usize,
     /// Server cores assumed for per-core ratios.
     pub server_cores: usize,
     /// Crypto floors, when measured.
@@ -107,6 +109,7 @@ impl Report {
             addr: options.addr.clone(),
             connections: options.connections,
             concurrency: options.concurrency,
+            rounds: options.rounds.max(1),
             server_cores: options.server_cores,
             floors: None,
             scenarios: Vec::new(),
@@ -147,8 +150,12 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "tokenmint bench — {} ({} connections, {} in flight)",
-            self.addr, self.connections, self.concurrency
+            "tokenmint bench — {} ({} connections, {} in flight, {} round{})",
+            self.addr,
+            self.connections,
+            self.concurrency,
+            self.rounds,
+            if self.rounds == 1 { "" } else { "s" }
         )?;
         if let Some(floors) = &self.floors {
             writeln!(f, "\nsingle-core floors (ring)      ns/op      ops/s")?;
@@ -164,6 +171,9 @@ impl fmt::Display for Report {
                     rate.ns_per_op, rate.ops_per_sec
                 )?;
             }
+        }
+        if self.scenarios.is_empty() {
+            return Ok(());
         }
         writeln!(
             f,

@@ -71,9 +71,13 @@ impl Store {
             super::Backend::Sqlite => records.len().max(1),
         };
         for chunk in records.chunks(rows) {
-            Tokens::insert_many(chunk.iter().map(to_active_model))
-                .exec(&txn)
+            // No `RETURNING`: the ids are ours already, and reading them back costs a row each.
+            let inserted = Tokens::insert_many(chunk.iter().map(to_active_model))
+                .exec_without_returning(&txn)
                 .await?;
+            if inserted != chunk.len() as u64 {
+                return Err(sea_orm::DbErr::RecordNotInserted);
+            }
         }
         txn.commit().await
     }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use tokenmint::loadgen::{self, BenchOptions, Scenario, VerifyMix};
+use tokenmint::proto::v1 as pb;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, authed};
 
 const BENCH_SCOPES: &[&str] = &[
     "user_manage",
@@ -29,6 +30,7 @@ fn options(app: &TestApp, token: String, scenarios: Vec<Scenario>) -> BenchOptio
         token,
         pool: 50,
         verify_mix: VerifyMix::Valid,
+        rounds: 1,
         floors: false,
         server_cores: 1,
         json: None,
@@ -110,4 +112,69 @@ async fn error_responses_count_as_errors_not_throughput() {
         create.errors
     );
     assert_eq!(create.requests_per_sec, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_interleave_scenarios_and_add_up() {
+    let app = TestApp::spawn().await;
+    let token = app.bootstrap("bench", BENCH_SCOPES).await;
+    let mut options = options(
+        &app,
+        token.clone(),
+        vec![Scenario::Health, Scenario::Create],
+    );
+    options.rounds = 3;
+    options.requests = Some(40);
+    let report = loadgen::run(&options).await.unwrap();
+    assert_eq!(
+        report.scenarios.len(),
+        2,
+        "one result per scenario, not per round"
+    );
+    for result in &report.scenarios {
+        let name = result.scenario.name();
+        assert_eq!(result.ok, 120, "{name}: 3 rounds of 40 requests");
+        assert!(result.errors.is_empty(), "{name}: {:?}", result.errors);
+    }
+    let created = app
+        .client()
+        .await
+        .list_tokens(authed(
+            &token,
+            pb::ListTokensRequest {
+                page_size: 500,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .len();
+    // The bootstrap token plus 3 × 40 creates.
+    assert_eq!(created, 121);
+}
+
+#[tokio::test]
+async fn floors_alone_need_no_server() {
+    let options = BenchOptions {
+        addr: "http://127.0.0.1:1".into(),
+        scenarios: Vec::new(),
+        connections: 1,
+        concurrency: 1,
+        duration: Duration::from_millis(10),
+        requests: None,
+        warmup: Duration::ZERO,
+        token: String::new(),
+        pool: 1,
+        verify_mix: VerifyMix::Valid,
+        rounds: 1,
+        floors: true,
+        server_cores: 1,
+        json: None,
+    };
+    let report = loadgen::run(&options).await.unwrap();
+    assert!(report.scenarios.is_empty());
+    let floors = report.floors.as_ref().expect("floors measured");
+    assert!(floors.ed25519_sign.ops_per_sec > 0.0 && floors.ed25519_verify.ops_per_sec > 0.0);
 }
