@@ -9,6 +9,12 @@ use tokenmint::config::{Environment, LogFormat, Settings};
 use tokenmint::loadgen::{self, BenchOptions};
 use tokenmint::{startup, telemetry};
 
+/// mimalloc instead of the system allocator: an RPC makes dozens of small allocations (HTTP/2
+/// frames, protobuf strings, futures), and glibc's malloc/free took ~12% of a CreateToken's CPU
+/// time (BENCHMARKS.md, session 4).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// tokenmint: mints, stores, verifies and revokes API access tokens over gRPC.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -81,8 +81,8 @@ impl RawToken {
 
     /// The last 6 characters: the human-facing checksum.
     pub fn checksum(&self) -> String {
-        let chars: Vec<char> = self.0.chars().collect();
-        chars[chars.len().saturating_sub(6)..].iter().collect()
+        let start = self.0.char_indices().rev().nth(5).map_or(0, |(at, _)| at);
+        self.0[start..].to_owned()
     }
 }
 
