@@ -33,6 +33,27 @@ pub struct Floors {
     pub es256_verify: Rate,
 }
 
+impl Floors {
+    /// The mean of several measurements (taken between the rounds of a run, so that the floors
+    /// see the same drift of a shared machine as the scenarios do); `None` for none.
+    pub fn mean(runs: &[Floors]) -> Option<Floors> {
+        let n = runs.len() as f64;
+        let mean = |pick: fn(&Floors) -> Rate| {
+            let ns = runs.iter().map(|f| pick(f).ns_per_op).sum::<f64>() / n;
+            Rate {
+                ns_per_op: ns,
+                ops_per_sec: 1e9 / ns,
+            }
+        };
+        (!runs.is_empty()).then(|| Floors {
+            ed25519_sign: mean(|f| f.ed25519_sign),
+            ed25519_verify: mean(|f| f.ed25519_verify),
+            es256_sign: mean(|f| f.es256_sign),
+            es256_verify: mean(|f| f.es256_verify),
+        })
+    }
+}
+
 /// A message the size of a typical token's signing input.
 const MESSAGE: &[u8] = &[b'x'; 420];
 
@@ -83,5 +104,31 @@ fn rate(budget: Duration, mut op: impl FnMut()) -> Rate {
     Rate {
         ns_per_op: ns,
         ops_per_sec: 1e9 / ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floors(ns: f64) -> Floors {
+        let rate = Rate {
+            ns_per_op: ns,
+            ops_per_sec: 1e9 / ns,
+        };
+        Floors {
+            ed25519_sign: rate,
+            ed25519_verify: rate,
+            es256_sign: rate,
+            es256_verify: rate,
+        }
+    }
+
+    #[test]
+    fn the_mean_of_rounds_averages_time_per_operation() {
+        let mean = Floors::mean(&[floors(10_000.0), floors(30_000.0)]).unwrap();
+        assert_eq!(mean.ed25519_verify.ns_per_op, 20_000.0);
+        assert_eq!(mean.ed25519_verify.ops_per_sec, 50_000.0);
+        assert!(Floors::mean(&[]).is_none());
     }
 }

@@ -91,6 +91,9 @@ impl BenchOptions {
     }
 }
 
+/// How long each crypto operation of the floors is measured, per round.
+const FLOOR_BUDGET: Duration = Duration::from_millis(1000);
+
 /// Runs every requested scenario (and the floors) and returns the report.
 pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     let scenarios = options.scenarios();
@@ -101,9 +104,16 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         connect(&options.addr, options.connections.max(1)).await?
     };
     let mut report = Report::new(options);
-    if options.floors {
-        eprintln!("measuring single-core crypto floors…");
-        report.floors = Some(floors::measure(Duration::from_millis(1500)));
+    // The floors are measured before every round, like another interleaved scenario, and averaged.
+    let mut floor_runs = Vec::new();
+    let mut measure_floors = |round: usize| {
+        if options.floors {
+            eprintln!("measuring single-core crypto floors (round {})…", round + 1);
+            floor_runs.push(floors::measure(FLOOR_BUDGET));
+        }
+    };
+    if scenarios.is_empty() {
+        measure_floors(0);
     }
     let mut prepared = Vec::with_capacity(scenarios.len());
     for scenario in &scenarios {
@@ -115,6 +125,9 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     // stretch of a shared machine lands on all of them instead of skewing one ratio.
     let rounds = options.rounds.max(1);
     for round in 0..rounds {
+        if !prepared.is_empty() {
+            measure_floors(round);
+        }
         for (workload, total) in &mut prepared {
             if round == 0 && !options.warmup.is_zero() && options.requests.is_none() {
                 drive(
@@ -143,6 +156,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     for (workload, total) in prepared {
         report.scenarios.push(total.summary(&workload));
     }
+    report.floors = floors::Floors::mean(&floor_runs);
     report.compute_ratios();
     if let Some(path) = &options.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
