@@ -7,6 +7,7 @@ pub mod entities;
 pub mod events;
 pub mod keys;
 pub mod templates;
+mod token_batch;
 pub mod token_writer;
 pub mod tokens;
 
