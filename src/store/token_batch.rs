@@ -195,7 +195,92 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::domain::{
+        Description, EnterpriseId, IpRestriction, Label, ScopeSet, StoredStatus, Timestamp,
+        TokenId, TokenLimits, UserId,
+    };
+    use crate::store::StoreOptions;
+
+    /// A record that sets every column, `n` making it distinct.
+    fn record(n: usize) -> TokenRecord {
+        let user = UserId::parse("alice").unwrap();
+        let ips = ["10.0.0.0/8".to_owned(), "192.0.2.7".to_owned()];
+        let limits = [("ETH".to_owned(), format!("{n}000"))];
+        TokenRecord {
+            id: TokenId::generate(),
+            user_id: user.clone(),
+            label: Label::parse(&format!("token {n}")).unwrap(),
+            description: Description::parse("batch test").unwrap(),
+            scopes: ScopeSet::from_trusted(["wallet_view", "trade_view"]),
+            enterprise_id: EnterpriseId::parse_optional("acme", "enterprise_id").unwrap(),
+            ip_restrict: IpRestriction::parse(&ips, "ip_restrict").unwrap(),
+            limits: TokenLimits::parse(&limits, Some("100"), "token_limits").unwrap(),
+            admin: n.is_multiple_of(2),
+            template_id: Some(format!("template-{n}")),
+            template_version: n as i64,
+            status: StoredStatus::Active,
+            checksum: format!("{n:06}"),
+            key_id: "k1".into(),
+            created_by: user.clone(),
+            updated_by: user,
+            created_at: Timestamp(1_700_000_000_000_000 + n as i64),
+            updated_at: Timestamp(1_700_000_000_000_000 + n as i64),
+            expires_at: Timestamp(1_800_000_000_000_000),
+            last_used_at: None,
+            last_used_ip: None,
+            deleted_at: None,
+        }
+    }
+
+    async fn sqlite_store(dir: &std::path::Path) -> Store {
+        let options = StoreOptions {
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let store = Store::connect(&Store::sqlite_url_in(dir), &options)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// A batch larger than one statement (64 + 32 + 4 rows) lands whole, every column intact.
+    #[tokio::test]
+    async fn a_multi_statement_batch_stores_every_row_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        let records: Vec<TokenRecord> = (0..100).map(record).collect();
+        store.insert_tokens(&records).await.unwrap();
+        for record in &records {
+            let stored = store.find_token(record.id).await.unwrap();
+            assert_eq!(stored.as_ref(), Some(record));
+        }
+    }
+
+    /// One bad row fails the whole batch: none of its tokens is stored (their callers are told
+    /// the create failed, so none may exist).
+    #[tokio::test]
+    async fn a_failing_row_rolls_back_the_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        let existing = record(0);
+        store
+            .insert_tokens(std::slice::from_ref(&existing))
+            .await
+            .unwrap();
+        let mut batch: Vec<TokenRecord> = (1..80).map(record).collect();
+        batch[70].id = existing.id; // a duplicate key in the second statement
+        assert!(store.insert_tokens(&batch).await.is_err());
+        for (i, record) in batch.iter().enumerate() {
+            if i != 70 {
+                assert_eq!(store.find_token(record.id).await.unwrap(), None);
+            }
+        }
+        assert_eq!(store.find_token(existing.id).await.unwrap(), Some(existing));
+    }
 
     #[test]
     fn batches_split_into_power_of_two_statements() {
