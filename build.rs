@@ -28,6 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Hand-written, wire-identical, so the server can send pre-encoded token metadata
+        // (src/proto/verify_response.rs).
+        .extern_path(
+            ".tokenmint.v1.VerifyTokenResponse",
+            "crate::proto::verify_response::VerifyTokenResponse",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! `cargo bench --bench crypto`. Compare within one run: `mint_*` vs `ring_*_sign` is what claims
 //! assembly and encoding add to a signature; `jsonwebtoken_encode` shows what re-parsing the
 //! PKCS#8 key on every call (jsonwebtoken's `encode`) would cost; `policy_verify_*` vs
-//! `ring_*_verify` is what our verification policy adds to the raw signature check.
+//! `ring_*_verify` is what our verification policy adds to the raw signature check;
+//! `cache_key_*` compares the verified-signature cache's key (BLAKE3) with SHA-256 on a token.
 
 use std::hint::black_box;
 
@@ -94,4 +95,26 @@ fn ring_verify(bencher: Bencher, algorithm: KeyAlgorithm) {
     };
     let public = ring::signature::UnparsedPublicKey::new(verification, key.public_key.clone());
     bencher.bench_local(|| public.verify(black_box(&message), &signature).unwrap());
+}
+
+/// A token of the size the load generator verifies (about 580 characters).
+fn sample_token() -> String {
+    let ring = KeyRing::ephemeral(KeyAlgorithm::EdDSA).unwrap();
+    claims::sign(&claims(), &ring.signing)
+        .unwrap()
+        .expose()
+        .to_owned()
+}
+
+#[divan::bench]
+fn cache_key_blake3(bencher: Bencher) {
+    let token = sample_token();
+    bencher.bench_local(|| tokenmint::issuance::caches::token_hash(black_box(&token)));
+}
+
+#[divan::bench]
+fn cache_key_sha256(bencher: Bencher) {
+    let token = sample_token();
+    bencher
+        .bench_local(|| ring::digest::digest(&ring::digest::SHA256, black_box(token.as_bytes())));
 }

@@ -211,7 +211,8 @@ pub struct CacheSettings {
     pub verified_capacity: usize,
     /// Callers' bearer tokens whose verified signature is remembered (by hash). Default 10000.
     pub caller_capacity: usize,
-    /// Tokens whose metadata VerifyToken keeps in memory. Default 10000 (about 1.3 KiB each).
+    /// Tokens whose metadata VerifyToken keeps in memory, both as records and as encoded
+    /// responses. Default 10000 (about 1.3 KiB + 0.5 KiB each).
     pub metadata_capacity: usize,
     /// Seconds a cached metadata entry lives. Default 30.
     pub metadata_ttl_secs: u64,

@@ -296,13 +296,7 @@ async fn serve(
             shutdown.clone(),
         ));
     }
-    let routes = routes(
-        &core,
-        &metrics,
-        metrics_source,
-        settings.server.max_message_bytes,
-    )?
-    .add_service(health_service);
+    let routes = routes(&core, &metrics, metrics_source, &settings)?.add_service(health_service);
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     let server = &settings.server;
     let secs = |n: u64| (n > 0).then(|| Duration::from_secs(n));
@@ -374,18 +368,24 @@ async fn serve(
 }
 
 /// Every route but health: the HTTP routes (JWKS, metrics, unknown-method fallback), TokenService
-/// and TemplateService (requests above `max_message_bytes` refused), and reflection v1/v1alpha.
+/// and TemplateService (requests above `server.max_message_bytes` refused), and reflection
+/// v1/v1alpha.
 fn routes(
     core: &Core,
     metrics: &Arc<Metrics>,
     metrics_source: MetricsSource,
-    max_message_bytes: usize,
+    settings: &Settings,
 ) -> anyhow::Result<tonic::service::Routes> {
+    let max_message_bytes = settings.server.max_message_bytes;
     let reflection_v1 = reflection_builder().build_v1().context("reflection v1")?;
     let reflection_v1alpha = reflection_builder()
         .build_v1alpha()
         .context("reflection v1alpha")?;
-    let tokens = TokenApi::new(core.tokens.clone(), metrics.clone());
+    let tokens = TokenApi::new(
+        core.tokens.clone(),
+        metrics.clone(),
+        settings.cache.metadata_capacity,
+    );
     let templates = TemplateApi::new(core.tokens.clone(), core.templates.clone());
     Ok(
         tonic::service::Routes::from(grpc::http::router(core.keys.clone(), metrics_source))

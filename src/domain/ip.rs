@@ -10,6 +10,9 @@ use crate::error::{Error, Result, reason};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IpRestriction {
     nets: Vec<IpNet>,
+    /// `nets` as normalised CIDR strings, rendered once: a CreateToken writes them three times
+    /// (claim, row, response), and formatting addresses is not cheap.
+    rendered: Vec<String>,
     /// Set when stored or claimed entries could not be read: such a restriction allows nothing
     /// (it fails closed rather than turning into "anywhere").
     unreadable: bool,
@@ -45,10 +48,7 @@ impl IpRestriction {
         }
         match error {
             Some(e) => Err(e),
-            None => Ok(Self {
-                nets,
-                unreadable: false,
-            }),
+            None => Ok(Self::of(nets, false)),
         }
     }
 
@@ -63,7 +63,16 @@ impl IpRestriction {
         if unreadable {
             tracing::error!("an IP restriction holds unreadable entries; it allows no address");
         }
-        Self { nets, unreadable }
+        Self::of(nets, unreadable)
+    }
+
+    fn of(nets: Vec<IpNet>, unreadable: bool) -> Self {
+        let rendered = nets.iter().map(ToString::to_string).collect();
+        Self {
+            nets,
+            rendered,
+            unreadable,
+        }
     }
 
     /// Whether no restriction applies.
@@ -88,7 +97,12 @@ impl IpRestriction {
 
     /// The normalised CIDR strings.
     pub fn to_strings(&self) -> Vec<String> {
-        self.nets.iter().map(ToString::to_string).collect()
+        self.rendered.clone()
+    }
+
+    /// The normalised CIDR strings, borrowed.
+    pub fn as_strings(&self) -> &[String] {
+        &self.rendered
     }
 }
 

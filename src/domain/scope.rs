@@ -149,7 +149,14 @@ impl ScopeSet {
 
     /// The space-separated form used by the `scope` claim and the database.
     pub fn to_claim(&self) -> String {
-        self.0.iter().cloned().collect::<Vec<_>>().join(" ")
+        let mut claim = String::with_capacity(self.0.iter().map(|s| s.len() + 1).sum());
+        for scope in &self.0 {
+            if !claim.is_empty() {
+                claim.push(' ');
+            }
+            claim.push_str(scope);
+        }
+        claim
     }
 
     /// Whether the set holds `scope`.
@@ -212,6 +219,10 @@ mod tests {
             .parse_scopes(&["wallet_view".into(), "wallet_view".into()], "scopes")
             .unwrap();
         assert_eq!(set.to_claim(), "wallet_view");
+        let several = ScopeSet::from_trusted(["wallet_view", "trade_view", "all"]);
+        assert_eq!(several.to_claim(), "all trade_view wallet_view");
+        assert_eq!(ScopeSet::from_claim(&several.to_claim()), several);
+        assert_eq!(ScopeSet::default().to_claim(), "");
         let err = catalog
             .parse_scopes(
                 &["wallet_view".into(), "bogus".into(), "nope".into()],

@@ -12,14 +12,14 @@ pub fn token_to_proto(record: &TokenRecord, now: Timestamp) -> pb::Token {
     let actions = available_actions(status);
     pb::Token {
         id: record.id.to_string(),
-        user_id: record.user_id.to_string(),
+        user_id: record.user_id.as_str().to_owned(),
         label: record.label.as_str().to_owned(),
         description: record.description.as_str().to_owned(),
         scopes: record.scopes.iter().map(str::to_owned).collect(),
         enterprise_id: record
             .enterprise_id
             .as_ref()
-            .map(ToString::to_string)
+            .map(|e| e.as_str().to_owned())
             .unwrap_or_default(),
         ip_restrict: record.ip_restrict.to_strings(),
         token_limits: (!record.limits.is_empty()).then(|| limits_to_proto(&record.limits)),
@@ -28,8 +28,8 @@ pub fn token_to_proto(record: &TokenRecord, now: Timestamp) -> pb::Token {
         status: status_to_proto(status) as i32,
         checksum: record.checksum.clone(),
         key_id: record.key_id.clone(),
-        created_by: record.created_by.to_string(),
-        updated_by: record.updated_by.to_string(),
+        created_by: record.created_by.as_str().to_owned(),
+        updated_by: record.updated_by.as_str().to_owned(),
         created_at: Some(record.created_at.to_proto()),
         updated_at: Some(record.updated_at.to_proto()),
         expires_at: Some(record.expires_at.to_proto()),

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod http;
 pub mod load_shed;
 pub mod observe;
+pub mod rendered;
 pub mod request_id;
 pub mod status;
 pub mod template_service;

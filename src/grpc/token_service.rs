@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::{TemplateId, Timestamp, TokenId, scope};
 use crate::error::{Error, reason};
 use crate::grpc::observe::{record_template, record_token};
+use crate::grpc::rendered::RenderedTokens;
 use crate::grpc::{auth, convert, headers, request_id, status::to_status};
 use crate::issuance::lifecycle::Action;
 use crate::issuance::tokens::{CreateTokenInput, UpdateMask};
@@ -19,12 +20,18 @@ use crate::telemetry::Metrics;
 pub struct TokenApi {
     tokens: Arc<TokenManager>,
     metrics: Arc<Metrics>,
+    rendered: Arc<RenderedTokens>,
 }
 
 impl TokenApi {
-    /// Serves `tokens`, counting mints, verifications and revocations in `metrics`.
-    pub fn new(tokens: Arc<TokenManager>, metrics: Arc<Metrics>) -> Self {
-        Self { tokens, metrics }
+    /// Serves `tokens`, counting mints, verifications and revocations in `metrics`; VerifyToken
+    /// keeps the encoded metadata of up to `rendered_capacity` tokens.
+    pub fn new(tokens: Arc<TokenManager>, metrics: Arc<Metrics>, rendered_capacity: usize) -> Self {
+        Self {
+            tokens,
+            metrics,
+            rendered: Arc::new(RenderedTokens::new(rendered_capacity)),
+        }
     }
 
     /// Authenticates a token-management call (scope `user_manage`).
@@ -247,17 +254,12 @@ impl TokenService for TokenApi {
         let response = match result.map_err(|e| to_status(e, &rid))? {
             Verification::Active(record) => {
                 record_token(&record.id);
-                pb::VerifyTokenResponse {
-                    active: true,
-                    reason: pb::InactiveReason::Unspecified as i32,
-                    token: Some(convert::token_to_proto(&record, self.tokens.expiry_clock())),
-                }
+                let now = self.tokens.expiry_clock();
+                pb::VerifyTokenResponse::active_encoded(self.rendered.encoded(&record, now))
             }
-            Verification::Inactive(why) => pb::VerifyTokenResponse {
-                active: false,
-                reason: convert::reason_to_proto(why) as i32,
-                token: None,
-            },
+            Verification::Inactive(why) => {
+                pb::VerifyTokenResponse::inactive(convert::reason_to_proto(why))
+            }
         };
         Ok(Response::new(response))
     }

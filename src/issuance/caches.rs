@@ -1,7 +1,7 @@
 //! Bounded caches on the verification hot path.
 //!
 //! - [`VerifiedCache`]: tokens whose signature and static claims were already checked, keyed by
-//!   the SHA-256 of the token (the token itself is never kept). Expiry, status, IP and scopes are
+//!   the BLAKE3 hash of the token (the token itself is never kept). Expiry, status, IP and scopes are
 //!   still checked on every call, so a cached entry never outlives a revocation.
 //! - [`MetadataCache`]: the stored metadata VerifyToken returns for active tokens, refreshed at
 //!   most once per token per TTL and invalidated by every change (local or from the change feed).
@@ -10,19 +10,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
-use ring::digest::{SHA256, digest};
 
 use crate::domain::{TokenId, TokenRecord};
 use crate::issuance::verifier::VerifiedToken;
 
-/// A SHA-256 digest of a raw token.
+/// A 256-bit BLAKE3 digest of a raw token.
 pub type TokenHash = [u8; 32];
 
-/// Hashes a raw token for use as a cache key.
+/// Hashes a raw token for use as a cache key. A collision would let a forged token borrow a
+/// verified one's signature, so the hash must be cryptographic; BLAKE3 is, and it costs a fraction
+/// of SHA-256 on CPUs without SHA extensions (every VerifyToken hashes two tokens: the caller's
+/// and the subject; `cargo bench --bench crypto -- cache_key`).
 pub fn token_hash(raw: &str) -> TokenHash {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest(&SHA256, raw.as_bytes()).as_ref());
-    out
+    *blake3::hash(raw.as_bytes()).as_bytes()
 }
 
 /// Verified signatures, by token hash.

@@ -2,6 +2,7 @@
 //!
 //! Every function takes and returns domain types; callers never see a SeaORM model.
 
+mod batching;
 pub mod enterprises;
 pub mod entities;
 pub mod events;
@@ -10,6 +11,7 @@ pub mod templates;
 mod token_batch;
 pub mod token_writer;
 pub mod tokens;
+mod usage_batch;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -31,6 +33,7 @@ pub use events::ChangeEvent;
 pub use keys::StoredKey;
 pub use token_writer::TokenWriter;
 pub use tokens::{DeniedToken, TokenUpdate};
+pub use usage_batch::LastUse;
 
 use crate::domain::Timestamp;
 use crate::error::Error;

@@ -3,18 +3,13 @@
 //! `sea_query` values, the SQL text rebuilt per batch) cost more of a CreateToken than SQLite's own
 //! work did (BENCHMARKS.md, session 4).
 
-use sea_orm::sqlx::{self, AssertSqlSafe};
+use std::sync::Arc;
+
+use sea_orm::sqlx::{self, AssertSqlSafe, pool::PoolConnection};
 
 use super::Store;
+use super::batching::{POSTGRES_CHUNK_ROWS, SQLITE_CHUNK_ROWS, power_of_two_chunks};
 use crate::domain::TokenRecord;
-
-/// Most rows per INSERT statement of a group commit on SQLite (64 × 22 columns stays far below
-/// its 32,766 bound parameters).
-const SQLITE_CHUNK_ROWS: usize = 64;
-
-/// Most rows per INSERT statement on PostgreSQL: a message larger than one TCP segment stalls
-/// ~40 ms on Nagle + delayed ACK (sqlx does not set TCP_NODELAY).
-const POSTGRES_CHUNK_ROWS: usize = 16;
 
 /// The columns a new token row sets, in the order [`bind_row!`] binds them.
 const INSERT_COLUMNS: [&str; 22] = [
@@ -59,7 +54,7 @@ impl<'a> NewRow<'a> {
             id: record.id.to_string(),
             scopes: record.scopes.to_claim(),
             enterprise_id: record.enterprise_id.as_ref().map(ToString::to_string),
-            ip_restrict: serde_json::to_string(&record.ip_restrict.to_strings())
+            ip_restrict: serde_json::to_string(record.ip_restrict.as_strings())
                 .unwrap_or_else(|_| "[]".into()),
             token_limits: serde_json::to_string(&record.limits).unwrap_or_else(|_| "{}".into()),
         }
@@ -98,18 +93,18 @@ macro_rules! bind_row {
     }};
 }
 
-/// Inserts `rows` on a sqlx `pool` in one transaction, at most `max` rows per statement, with
-/// `placeholder(n)` as the n-th parameter; evaluates to the rows inserted (a macro: the pools'
+/// Inserts `rows` on a sqlx connection in one transaction, at most `max` rows per statement,
+/// `statements[k]` being the INSERT of 2^k rows; evaluates to the rows inserted (a macro: the
 /// connection and argument types differ per backend).
 macro_rules! insert_in_chunks {
-    ($pool:expr, $rows:expr, $max:expr, $placeholder:expr) => {{
-        let mut txn = $pool.begin().await?;
+    ($conn:expr, $statements:expr, $rows:expr, $max:expr) => {{
+        let mut txn = sqlx::Connection::begin(&mut **$conn).await?;
         let mut inserted = 0;
         for chunk in power_of_two_chunks($rows, $max) {
-            let sql = insert_sql(chunk.len(), $placeholder);
+            let sql = AssertSqlSafe($statements[chunk.len().ilog2() as usize].clone());
             let query = chunk
                 .iter()
-                .fold(sqlx::query(AssertSqlSafe(sql)), |q, row| bind_row!(q, row));
+                .fold(sqlx::query(sql), |q, row| bind_row!(q, row));
             inserted += query.execute(&mut *txn).await?.rows_affected();
         }
         txn.commit().await?;
@@ -119,7 +114,7 @@ macro_rules! insert_in_chunks {
 
 /// `INSERT INTO tokens (…) VALUES (…), …` for `rows` rows; `placeholder(n)` writes the n-th
 /// (1-based) parameter.
-fn insert_sql(rows: usize, placeholder: impl Fn(usize) -> String) -> String {
+fn insert_sql(rows: usize, placeholder: &impl Fn(usize) -> String) -> String {
     let width = INSERT_COLUMNS.len();
     let values: Vec<String> = (0..rows)
         .map(|row| {
@@ -136,36 +131,61 @@ fn insert_sql(rows: usize, placeholder: impl Fn(usize) -> String) -> String {
     )
 }
 
-/// Splits `rows` into chunks of at most `max` rows whose sizes are powers of two, so that each
-/// connection prepares at most log2(max) + 1 distinct INSERT statements and reuses them from
-/// sqlx's statement cache.
-fn power_of_two_chunks<T>(rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
-    let mut rest = rows;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let size = if rest.len() >= max {
-            max
-        } else {
-            1 << rest.len().ilog2()
-        };
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        Some(chunk)
-    })
+/// A connection of the pool, kept by the group-commit writer from one batch to the next.
+enum WriterConnection {
+    Sqlite(PoolConnection<sqlx::Sqlite>),
+    Postgres(PoolConnection<sqlx::Postgres>),
 }
 
-impl Store {
-    /// Inserts tokens in one transaction (the group-commit writer's batch).
-    pub(crate) async fn insert_tokens(
-        &self,
-        records: &[TokenRecord],
-    ) -> Result<(), sea_orm::DbErr> {
+/// Inserts the group-commit writer's batches, each in one transaction, on a connection it keeps.
+///
+/// Keeping one connection matters on SQLite: a connection drops its whole page cache when another
+/// connection has written since its last transaction, so a writer that took whichever pool
+/// connection was idle started every batch cold, re-reading the path to the last page of the
+/// table and of each index. It also keeps the prepared INSERTs of one connection warm. After a
+/// failed batch the connection is closed and the next batch takes a fresh one. A pool of a single
+/// connection is not held between batches: every other query would wait for it.
+pub(crate) struct BatchInserter {
+    store: Store,
+    connection: Option<WriterConnection>,
+    /// Whether the connection is kept between batches (the pool has others for everyone else).
+    keep: bool,
+    /// `statements[k]`: the INSERT of 2^k rows, with this backend's placeholders.
+    statements: Vec<Arc<str>>,
+}
+
+impl BatchInserter {
+    /// An inserter on `store`; it takes a connection with its first batch.
+    pub(crate) fn new(store: Store) -> Self {
+        let statements = match store.backend() {
+            super::Backend::Sqlite => insert_statements(SQLITE_CHUNK_ROWS, |_| "?".to_owned()),
+            super::Backend::Postgres => insert_statements(POSTGRES_CHUNK_ROWS, |n| format!("${n}")),
+        };
+        let keep = store.pool_usage().max >= 2;
+        Self {
+            store,
+            connection: None,
+            keep,
+            statements,
+        }
+    }
+
+    /// Inserts `records` in one transaction: all of them or none.
+    pub(crate) async fn insert(&mut self, records: &[TokenRecord]) -> Result<(), sea_orm::DbErr> {
         let rows: Vec<NewRow<'_>> = records.iter().map(NewRow::of).collect();
         let inserted = self.insert_rows(&rows).await.map_err(|e| {
-            sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(e)))
+            if let Some(connection) = self.connection.as_mut() {
+                match connection {
+                    WriterConnection::Sqlite(c) => c.close_on_drop(),
+                    WriterConnection::Postgres(c) => c.close_on_drop(),
+                }
+            }
+            self.connection = None;
+            sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(Arc::new(e)))
         })?;
+        if !self.keep {
+            self.connection = None;
+        }
         if inserted != records.len() as u64 {
             return Err(sea_orm::DbErr::RecordNotInserted);
         }
@@ -175,22 +195,38 @@ impl Store {
     /// One transaction of multi-row INSERTs, straight through sqlx: SeaORM's statement building
     /// cost more than SQLite's own work for a batch (BENCHMARKS.md, session 4). Returns the rows
     /// inserted.
-    async fn insert_rows(&self, rows: &[NewRow<'_>]) -> Result<u64, sqlx::Error> {
-        Ok(match self.backend() {
-            super::Backend::Sqlite => insert_in_chunks!(
-                self.db().get_sqlite_connection_pool(),
-                rows,
-                SQLITE_CHUNK_ROWS,
-                |_| "?".to_owned()
-            ),
-            super::Backend::Postgres => insert_in_chunks!(
-                self.db().get_postgres_connection_pool(),
-                rows,
-                POSTGRES_CHUNK_ROWS,
-                |n| format!("${n}")
-            ),
+    async fn insert_rows(&mut self, rows: &[NewRow<'_>]) -> Result<u64, sqlx::Error> {
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => {
+                let db = self.store.db();
+                let fresh = match self.store.backend() {
+                    super::Backend::Sqlite => {
+                        WriterConnection::Sqlite(db.get_sqlite_connection_pool().acquire().await?)
+                    }
+                    super::Backend::Postgres => WriterConnection::Postgres(
+                        db.get_postgres_connection_pool().acquire().await?,
+                    ),
+                };
+                self.connection.insert(fresh)
+            }
+        };
+        Ok(match connection {
+            WriterConnection::Sqlite(conn) => {
+                insert_in_chunks!(conn, self.statements, rows, SQLITE_CHUNK_ROWS)
+            }
+            WriterConnection::Postgres(conn) => {
+                insert_in_chunks!(conn, self.statements, rows, POSTGRES_CHUNK_ROWS)
+            }
         })
     }
+}
+
+/// The INSERTs of 1, 2, 4 … `max` rows.
+fn insert_statements(max: usize, placeholder: impl Fn(usize) -> String) -> Vec<Arc<str>> {
+    (0..=max.ilog2())
+        .map(|k| insert_sql(1 << k, &placeholder).into())
+        .collect()
 }
 
 #[cfg(test)]
@@ -253,7 +289,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(dir.path()).await;
         let records: Vec<TokenRecord> = (0..100).map(record).collect();
-        store.insert_tokens(&records).await.unwrap();
+        BatchInserter::new(store.clone())
+            .insert(&records)
+            .await
+            .unwrap();
         for record in &records {
             let stored = store.find_token(record.id).await.unwrap();
             assert_eq!(stored.as_ref(), Some(record));
@@ -267,37 +306,58 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(dir.path()).await;
         let existing = record(0);
-        store
-            .insert_tokens(std::slice::from_ref(&existing))
+        let mut inserter = BatchInserter::new(store.clone());
+        inserter
+            .insert(std::slice::from_ref(&existing))
             .await
             .unwrap();
         let mut batch: Vec<TokenRecord> = (1..80).map(record).collect();
         batch[70].id = existing.id; // a duplicate key in the second statement
-        assert!(store.insert_tokens(&batch).await.is_err());
+        assert!(inserter.insert(&batch).await.is_err());
         for (i, record) in batch.iter().enumerate() {
             if i != 70 {
                 assert_eq!(store.find_token(record.id).await.unwrap(), None);
             }
         }
         assert_eq!(store.find_token(existing.id).await.unwrap(), Some(existing));
+        // The inserter recovers: its next batch, on a fresh connection, lands.
+        let after = record(100);
+        inserter.insert(std::slice::from_ref(&after)).await.unwrap();
+        assert_eq!(store.find_token(after.id).await.unwrap(), Some(after));
     }
 
-    #[test]
-    fn batches_split_into_power_of_two_statements() {
-        let rows: Vec<usize> = (0..203).collect();
-        let sizes: Vec<usize> = power_of_two_chunks(&rows, 64).map(<[usize]>::len).collect();
-        assert_eq!(sizes, [64, 64, 64, 8, 2, 1]);
-        let rejoined: Vec<usize> = power_of_two_chunks(&rows, 64).flatten().copied().collect();
-        assert_eq!(rejoined, rows, "every row once, in order");
-        assert_eq!(power_of_two_chunks(&rows[..0], 64).count(), 0);
+    /// The writer keeps its connection between batches (a warm page cache), unless the pool has
+    /// only that one: then every other query would wait for it.
+    #[tokio::test]
+    async fn the_connection_is_kept_only_when_the_pool_has_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        let mut inserter = BatchInserter::new(store.clone());
+        inserter.insert(&[record(1)]).await.unwrap();
+        assert_eq!(store.pool_usage().in_use, 1, "kept after the batch");
+
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            max_connections: 1,
+            connect_timeout: Duration::from_secs(1),
+        };
+        let store = Store::connect(&Store::sqlite_url_in(dir.path()), &options)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let mut inserter = BatchInserter::new(store.clone());
+        let first = record(1);
+        inserter.insert(std::slice::from_ref(&first)).await.unwrap();
+        assert_eq!(store.find_token(first.id).await.unwrap(), Some(first));
+        inserter.insert(&[record(2)]).await.unwrap();
     }
 
     #[test]
     fn insert_statements_number_every_parameter() {
-        let sql = insert_sql(2, |n| format!("${n}"));
+        let sql = insert_sql(2, &|n| format!("${n}"));
         assert!(sql.starts_with("INSERT INTO tokens (id, user_id, label,"));
         assert!(sql.contains("($1, $2, $3,"));
         assert!(sql.ends_with("$43, $44)"), "{sql}");
-        assert_eq!(insert_sql(3, |_| "?".into()).matches('?').count(), 66);
+        assert_eq!(insert_sql(3, &|_| "?".into()).matches('?').count(), 66);
     }
 }

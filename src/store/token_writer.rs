@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Store;
+use super::token_batch::BatchInserter;
 use crate::domain::TokenRecord;
 use crate::error::{Error, Result};
 
@@ -69,13 +70,14 @@ async fn run(store: Store, mut jobs: mpsc::Receiver<Job>, commits: Arc<AtomicU64
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut records: Vec<TokenRecord> = Vec::with_capacity(MAX_BATCH);
     let mut waiters = Vec::with_capacity(MAX_BATCH);
+    let mut inserter = BatchInserter::new(store);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         gather_more(&mut jobs, &mut batch).await;
         for (record, done) in batch.drain(..) {
             records.push(record);
             waiters.push(done);
         }
-        let outcome = store.insert_tokens(&records).await;
+        let outcome = inserter.insert(&records).await;
         tracing::debug!(
             batch = records.len(),
             ok = outcome.is_ok(),

@@ -189,27 +189,6 @@ impl Store {
         Ok(true)
     }
 
-    /// Writes a batch of last-used times and addresses in one transaction.
-    pub async fn record_last_used(
-        &self,
-        batch: &[(TokenId, Timestamp, Option<String>)],
-    ) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let txn = self.db().begin().await.map_err(db_error)?;
-        for (id, at, ip) in batch {
-            Tokens::update_many()
-                .col_expr(Column::LastUsedAt, Expr::value(at.0))
-                .col_expr(Column::LastUsedIp, Expr::value(ip.clone()))
-                .filter(Column::Id.eq(id.to_string()))
-                .exec(&txn)
-                .await
-                .map_err(db_error)?;
-        }
-        txn.commit().await.map_err(db_error)
-    }
-
     /// Every token that has not expired but must not verify (suspended, revoked or deleted).
     pub async fn denied_tokens(&self, now: Timestamp) -> Result<Vec<DeniedToken>> {
         let models = Tokens::find()
