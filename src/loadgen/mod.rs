@@ -18,6 +18,8 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::grpc::connection::Coalesced;
+
 pub use report::{Report, ScenarioResult};
 pub use workload::{Scenario, VerifyMix};
 
@@ -106,14 +108,14 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     let mut report = Report::new(options);
     // The floors are measured before every round, like another interleaved scenario, and averaged.
     let mut floor_runs = Vec::new();
-    let mut measure_floors = |round: usize| {
-        if options.floors {
+    let measure_floors = |round: usize| {
+        options.floors.then(|| {
             eprintln!("measuring single-core crypto floors (round {})…", round + 1);
-            floor_runs.push(floors::measure(FLOOR_BUDGET));
-        }
+            floors::measure(FLOOR_BUDGET)
+        })
     };
     if scenarios.is_empty() {
-        measure_floors(0);
+        floor_runs.extend(measure_floors(0));
     }
     let mut prepared = Vec::with_capacity(scenarios.len());
     for scenario in &scenarios {
@@ -124,10 +126,18 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     // Rounds interleave the scenarios (health, verify, …, health, verify, …) so that a slow
     // stretch of a shared machine lands on all of them instead of skewing one ratio.
     let rounds = options.rounds.max(1);
+    let mut round_rates = Vec::with_capacity(rounds);
     for round in 0..rounds {
-        if !prepared.is_empty() {
-            measure_floors(round);
-        }
+        let round_floors = if prepared.is_empty() {
+            None
+        } else {
+            measure_floors(round)
+        };
+        floor_runs.extend(round_floors.clone());
+        let mut this_round = report::RoundRates {
+            rates: Vec::new(),
+            floors: round_floors,
+        };
         for (workload, total) in &mut prepared {
             if round == 0 && !options.warmup.is_zero() && options.requests.is_none() {
                 drive(
@@ -150,14 +160,18 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             )
             .await;
             eprintln!();
+            this_round
+                .rates
+                .push((workload.scenario, measured.requests_per_sec()));
             total.add(measured);
         }
+        round_rates.push(this_round);
     }
     for (workload, total) in prepared {
         report.scenarios.push(total.summary(&workload));
     }
     report.floors = floors::Floors::mean(&floor_runs);
-    report.compute_ratios();
+    report.compute_ratios(&round_rates);
     if let Some(path) = &options.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -165,17 +179,27 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Opens `count` separate HTTP/2 connections.
+/// Opens `count` separate HTTP/2 connections. Their writes go through the server's own
+/// [`Coalesced`] writer (one `send` per scheduler turn, however many requests it carries): the
+/// load generator has one core too, and a `writev` per request made it, not the server, the
+/// bottleneck of the verify scenario (BENCHMARKS.md, session 5).
 async fn connect(addr: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
     let endpoint = Endpoint::from_shared(addr.to_owned())
         .with_context(|| format!("invalid address {addr}"))?
-        .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5));
     let mut channels = Vec::with_capacity(count);
     for _ in 0..count {
+        let connector = tower::service_fn(|uri: http::Uri| async move {
+            let host = uri.host().unwrap_or_default();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let port = uri.port_u16().unwrap_or(80);
+            let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(Coalesced::new(tcp)))
+        });
         channels.push(
             endpoint
-                .connect()
+                .connect_with_connector(connector)
                 .await
                 .with_context(|| format!("cannot connect to {addr}"))?,
         );
@@ -273,6 +297,12 @@ struct Measured {
 }
 
 impl Measured {
+    /// OK responses per second.
+    fn requests_per_sec(&self) -> f64 {
+        let ok = self.histogram.as_ref().map_or(0, Histogram::len);
+        ok as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
     /// Adds another round: requests and time add up, latencies merge.
     fn add(&mut self, round: Measured) {
         match (&mut self.histogram, round.histogram) {
