@@ -3,15 +3,16 @@
 //! Each key pair is parsed once when the ring is loaded; signing uses it directly, so no PKCS#8
 //! parsing happens per token.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{DecodingKey, Validation};
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use ring::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
+    Ed25519KeyPair, KeyPair, UnparsedPublicKey, VerificationAlgorithm,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Timestamp;
@@ -44,13 +45,6 @@ impl KeyAlgorithm {
             "EdDSA" => Some(Self::EdDSA),
             "ES256" => Some(Self::ES256),
             _ => None,
-        }
-    }
-
-    fn jwt_algorithm(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Self::EdDSA => jsonwebtoken::Algorithm::EdDSA,
-            Self::ES256 => jsonwebtoken::Algorithm::ES256,
         }
     }
 }
@@ -102,7 +96,7 @@ impl SigningKey {
     }
 }
 
-/// A public key that verifies tokens, with the jsonwebtoken policy bound to its algorithm.
+/// A public key that verifies tokens of its one algorithm.
 pub struct VerifyingKey {
     /// Key id.
     pub kid: String,
@@ -110,31 +104,27 @@ pub struct VerifyingKey {
     pub algorithm: KeyAlgorithm,
     /// Raw public key (32-byte Ed25519 key or 65-byte SEC1 point).
     pub public_key: Vec<u8>,
-    /// jsonwebtoken's form of the public key.
-    pub decoding_key: DecodingKey,
-    /// Signature-only validation: claims are checked by [`crate::issuance::verifier`].
-    pub validation: Validation,
 }
 
 impl VerifyingKey {
     fn new(kid: String, algorithm: KeyAlgorithm, public_key: Vec<u8>) -> Self {
-        let decoding_key = match algorithm {
-            KeyAlgorithm::EdDSA => DecodingKey::from_ed_der(&public_key),
-            KeyAlgorithm::ES256 => DecodingKey::from_ec_der(&public_key),
-        };
-        let mut validation = Validation::new(algorithm.jwt_algorithm());
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.leeway = 0;
         Self {
             kid,
             algorithm,
             public_key,
-            decoding_key,
-            validation,
         }
+    }
+
+    /// Whether `signature` is this key's signature over `message` (the JWS signing input). A
+    /// key of the wrong length or form never verifies anything.
+    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        let algorithm: &'static dyn VerificationAlgorithm = match self.algorithm {
+            KeyAlgorithm::EdDSA => &ED25519,
+            KeyAlgorithm::ES256 => &ECDSA_P256_SHA256_FIXED,
+        };
+        UnparsedPublicKey::new(algorithm, &self.public_key)
+            .verify(message, signature)
+            .is_ok()
     }
 
     /// The public key as a JWK.
@@ -195,8 +185,9 @@ pub struct Jwk {
 pub struct KeyRing {
     /// The key new tokens are signed with.
     pub signing: Arc<SigningKey>,
-    verifying: HashMap<String, Arc<VerifyingKey>>,
-    order: Vec<String>,
+    /// Oldest first. A handful of keys at most (the current one and those retired within the
+    /// retention), so a scan beats hashing the `kid` on every verification.
+    verifying: Vec<Arc<VerifyingKey>>,
 }
 
 impl KeyRing {
@@ -213,12 +204,12 @@ impl KeyRing {
 
     /// The verifying key named `kid`.
     pub fn verifying_key(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
-        self.verifying.get(kid)
+        self.verifying.iter().find(|key| key.kid == kid)
     }
 
     /// Every verifying key, oldest first.
     pub fn verifying_keys(&self) -> impl Iterator<Item = &Arc<VerifyingKey>> {
-        self.order.iter().filter_map(|kid| self.verifying.get(kid))
+        self.verifying.iter()
     }
 }
 
@@ -450,8 +441,7 @@ fn build_ring(
         pair,
         rng: SystemRandom::new(),
     });
-    let mut verifying = HashMap::new();
-    let mut order = Vec::new();
+    let mut verifying = Vec::new();
     for key in stored {
         let still_needed = key
             .retired_at
@@ -460,20 +450,12 @@ fn build_ring(
             continue;
         };
         if still_needed {
-            order.push(key.kid.clone());
-            verifying.insert(
+            verifying.push(Arc::new(VerifyingKey::new(
                 key.kid.clone(),
-                Arc::new(VerifyingKey::new(
-                    key.kid.clone(),
-                    algorithm,
-                    key.public_key.clone(),
-                )),
-            );
+                algorithm,
+                key.public_key.clone(),
+            )));
         }
     }
-    Ok(KeyRing {
-        signing,
-        verifying,
-        order,
-    })
+    Ok(KeyRing { signing, verifying })
 }
