@@ -3,7 +3,9 @@
 //! `cargo bench --bench crypto`. Compare within one run: `mint_*` vs `ring_*_sign` is what claims
 //! assembly and encoding add to a signature; `jsonwebtoken_encode` shows what re-parsing the
 //! PKCS#8 key on every call (jsonwebtoken's `encode`) would cost; `policy_verify_*` vs
-//! `ring_*_verify` is what our verification policy adds to the raw signature check;
+//! `ring_*_verify` is what our verification policy adds to the raw signature check, and
+//! `jsonwebtoken_decode_eddsa` what the same checks cost through `jsonwebtoken::decode` (the
+//! server's path until session 6);
 //! `cache_key_*` compares the verified-signature cache's key (BLAKE3) with SHA-256 on a token.
 
 use std::hint::black_box;
@@ -80,6 +82,21 @@ fn policy_verify(bencher: Bencher, algorithm: KeyAlgorithm) {
         policy
             .verify_signature(black_box(token.expose()), &ring)
             .unwrap()
+    });
+}
+
+#[divan::bench]
+fn jsonwebtoken_decode_eddsa(bencher: Bencher) {
+    let ring = KeyRing::ephemeral(KeyAlgorithm::EdDSA).unwrap();
+    let token = claims::sign(&claims(), &ring.signing).unwrap();
+    let key = ring.verifying_key(&ring.signing.kid).unwrap();
+    let decoding = jsonwebtoken::DecodingKey::from_ed_der(&key.public_key);
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    bencher.bench_local(|| {
+        jsonwebtoken::decode::<Claims>(black_box(token.expose()), &decoding, &validation).unwrap()
     });
 }
 
