@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces BENCHMARKS.md: a release tokenmint pinned to core 0, `tokenmint bench` pinned to
-# core 1, every scenario plus the crypto floors in one run, on SQLite or PostgreSQL.
+# core 1, every scenario plus the crypto floors in one run (measured on the server's core, between
+# rounds, while it is idle), on SQLite or PostgreSQL.
 #   scripts/bench.sh sqlite|postgres [extra tokenmint bench flags…]
 # Server settings can be changed through TOKENMINT__* variables (e.g. TOKENMINT__CACHE__VERIFIED_CAPACITY=1
 # to measure verification without the verified-signature cache, or TOKENMINT__LOG__FILTER=info to
@@ -33,8 +34,8 @@ esac
 scopes=user_manage,token_introspect,wallet_view,wallet_spend,wallet_create,trade_view,trade_trade
 token=$("$bin" bootstrap --data-dir "$work" --user bench --scopes "$scopes" --ttl 2h --label bench 2>/dev/null)
 cores=$(nproc)
-pin_server=""; pin_bench=""
-if [ "$cores" -ge 2 ]; then pin_server="taskset -c 0"; pin_bench="taskset -c 1"; fi
+pin_server=""; pin_bench=""; floors_core=()
+if [ "$cores" -ge 2 ]; then pin_server="taskset -c 0"; pin_bench="taskset -c 1"; floors_core=(--floors-core 0); fi
 TOKENMINT__LOG__FILTER=${TOKENMINT__LOG__FILTER:-warn} $pin_server "$bin" serve --data-dir "$work" --listen 127.0.0.1:$port 2> "$work/server.log" &
 server=$!
 for _ in $(seq 1 100); do
@@ -42,7 +43,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 echo "store: $store; server: ${pin_server:-unpinned}; load generator: ${pin_bench:-unpinned}; $(nproc) cores"
-$pin_bench "$bin" bench --addr http://127.0.0.1:$port --token "$token" --floors \
+$pin_bench "$bin" bench --addr http://127.0.0.1:$port --token "$token" --floors "${floors_core[@]}" \
   --scenario "${BENCH_SCENARIOS:-health,verify,create,mixed}" --rounds "${BENCH_ROUNDS:-3}" --duration "${BENCH_DURATION:-5s}" \
   --json "target/bench-$store.json" "$@"
 echo "server resident set: $(ps -o rss= -p "$server") KiB"

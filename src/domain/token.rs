@@ -104,6 +104,37 @@ impl TokenRecord {
     pub fn status_at(&self, now: Timestamp) -> TokenStatus {
         effective_status(self.status, self.expires_at, now)
     }
+
+    /// A test fixture: an active `wallet_view` token of user `alice` labelled `token {n}`,
+    /// with a fresh id, checksum `n` and fixed times; tests override the fields they are about.
+    #[cfg(test)]
+    pub(crate) fn sample(n: usize) -> Self {
+        let user = UserId::parse("alice").expect("valid user id");
+        Self {
+            id: TokenId::generate(),
+            user_id: user.clone(),
+            label: Label::parse(&format!("token {n}")).expect("valid label"),
+            description: Description::parse("").expect("valid description"),
+            scopes: ScopeSet::from_trusted(["wallet_view"]),
+            enterprise_id: None,
+            ip_restrict: IpRestriction::default(),
+            limits: TokenLimits::default(),
+            admin: false,
+            template_id: None,
+            template_version: 0,
+            status: StoredStatus::Active,
+            checksum: format!("{n:06}"),
+            key_id: "k1".into(),
+            created_by: user.clone(),
+            updated_by: user,
+            created_at: Timestamp(1_700_000_000_000_000),
+            updated_at: Timestamp(1_700_000_000_000_000),
+            expires_at: Timestamp(1_800_000_000_000_000),
+            last_used_at: None,
+            last_used_ip: None,
+            deleted_at: None,
+        }
+    }
 }
 
 /// Combines a stored status with the expiry time: revoked stays revoked, anything else past its

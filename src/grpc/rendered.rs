@@ -64,36 +64,18 @@ impl RenderedTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        Description, IpRestriction, Label, ScopeSet, StoredStatus, TokenLimits, UserId,
-    };
+    use crate::domain::Label;
     use crate::proto::v1 as pb;
 
     fn record(label: &str) -> Arc<TokenRecord> {
-        let user = UserId::parse("alice").unwrap();
         Arc::new(TokenRecord {
             id: TokenId::parse("01a23174-39ed-7634-95d9-31fce35eb30c", "id").unwrap(),
-            user_id: user.clone(),
             label: Label::parse(label).unwrap(),
-            description: Description::parse("").unwrap(),
-            scopes: ScopeSet::from_trusted(["wallet_view"]),
-            enterprise_id: None,
-            ip_restrict: IpRestriction::default(),
-            limits: TokenLimits::default(),
-            admin: false,
-            template_id: None,
-            template_version: 0,
-            status: StoredStatus::Active,
             checksum: "abcdef".into(),
-            key_id: "k1".into(),
-            created_by: user.clone(),
-            updated_by: user,
             created_at: Timestamp::from_secs(1_000),
             updated_at: Timestamp::from_secs(1_000),
             expires_at: Timestamp::from_secs(2_000),
-            last_used_at: None,
-            last_used_ip: None,
-            deleted_at: None,
+            ..TokenRecord::sample(0)
         })
     }
 

@@ -57,7 +57,57 @@ impl Floors {
 /// A message the size of a typical token's signing input.
 const MESSAGE: &[u8] = &[b'x'; 420];
 
-/// Measures each operation for about `each`.
+/// Measures each operation for about `each` on a thread of its own, pinned to `core` when one is
+/// given: the core the server runs on, so that the floors and the server's rates come from the
+/// same core (the cores of a shared VM run at different speeds; BENCHMARKS.md, session 7).
+pub fn measure_on(core: Option<usize>, each: Duration) -> anyhow::Result<Floors> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Some(core) = core {
+                    pin_current_thread(core)?;
+                }
+                Ok(measure(each))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the floor measurement panicked")))
+    })
+}
+
+/// Restricts the calling thread to `core`.
+#[cfg(target_os = "linux")]
+fn pin_current_thread(core: usize) -> anyhow::Result<()> {
+    // `CPU_SET` indexes a fixed-size bit set: a larger core number would write past it.
+    let limit = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    anyhow::ensure!(
+        core < limit,
+        "--floors-core {core}: core numbers go up to {}",
+        limit - 1
+    );
+    // SAFETY: `cpu_set_t` is a plain bit set for which all zeroes is the empty set; `core` is
+    // within it (checked above); `sched_setaffinity(0, …)` reads `set` and applies to the
+    // calling thread only.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        anyhow::bail!(
+            "--floors-core {core}: cannot run on that core ({})",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Restricts the calling thread to `core` (Linux only).
+#[cfg(not(target_os = "linux"))]
+fn pin_current_thread(core: usize) -> anyhow::Result<()> {
+    anyhow::bail!("--floors-core {core}: pinning a thread to a core needs Linux")
+}
+
+/// Measures each operation for about `each`, on the calling thread.
 pub fn measure(each: Duration) -> Floors {
     let rng = SystemRandom::new();
     let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("ed25519 key");
@@ -121,6 +171,26 @@ mod tests {
             ed25519_verify: rate,
             es256_sign: rate,
             es256_verify: rate,
+        }
+    }
+
+    /// Pinned to a core that exists, the floors are measured; a core that does not exist is an
+    /// error that names the flag, not a silently unpinned measurement.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn floors_run_on_the_core_asked_for() {
+        let floors = measure_on(Some(0), Duration::from_millis(1)).unwrap();
+        assert!(floors.ed25519_verify.ops_per_sec > 0.0);
+        let missing = measure_on(Some(100_000), Duration::from_millis(1)).unwrap_err();
+        assert!(
+            missing.to_string().contains("--floors-core 100000"),
+            "{missing}"
+        );
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let offline = measure_on(Some(1023), Duration::from_millis(1));
+        if cores < 1024 {
+            let error = offline.unwrap_err().to_string();
+            assert!(error.contains("cannot run on that core"), "{error}");
         }
     }
 

@@ -69,6 +69,10 @@ pub struct BenchOptions {
     /// Measure the single-core crypto floors too.
     #[arg(long)]
     pub floors: bool,
+    /// Measure the floors on this core (the one the server is pinned to), not on the load
+    /// generator's.
+    #[arg(long, requires = "floors")]
+    pub floors_core: Option<usize>,
     /// Cores the server runs on (for the per-core ratio).
     #[arg(long, default_value_t = 1)]
     pub server_cores: usize,
@@ -108,14 +112,22 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     let mut report = Report::new(options);
     // The floors are measured before every round, like another interleaved scenario, and averaged.
     let mut floor_runs = Vec::new();
-    let measure_floors = |round: usize| {
-        options.floors.then(|| {
-            eprintln!("measuring single-core crypto floors (round {})…", round + 1);
-            floors::measure(FLOOR_BUDGET)
-        })
+    let measure_floors = |round: usize| -> anyhow::Result<Option<floors::Floors>> {
+        if !options.floors {
+            return Ok(None);
+        }
+        let core = match options.floors_core {
+            Some(core) => format!(" on core {core}"),
+            None => String::new(),
+        };
+        eprintln!(
+            "measuring single-core crypto floors{core} (round {})…",
+            round + 1
+        );
+        floors::measure_on(options.floors_core, FLOOR_BUDGET).map(Some)
     };
     if scenarios.is_empty() {
-        floor_runs.extend(measure_floors(0));
+        floor_runs.extend(measure_floors(0)?);
     }
     let mut prepared = Vec::with_capacity(scenarios.len());
     for scenario in &scenarios {
@@ -131,7 +143,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         let round_floors = if prepared.is_empty() {
             None
         } else {
-            measure_floors(round)
+            measure_floors(round)?
         };
         floor_runs.extend(round_floors.clone());
         let mut this_round = report::RoundRates {

@@ -96,6 +96,8 @@ pub struct Report {
     pub server_cores: usize,
     /// Crypto floors, when measured.
     pub floors: Option<Floors>,
+    /// The core the floors were measured on, when pinned.
+    pub floors_core: Option<usize>,
     /// Scenario results, in run order.
     pub scenarios: Vec<ScenarioResult>,
     /// Ratios that could be computed from this run (every round's requests pooled).
@@ -188,6 +190,7 @@ impl Report {
             rounds: options.rounds.max(1),
             server_cores: options.server_cores,
             floors: None,
+            floors_core: options.floors_core,
             scenarios: Vec::new(),
             ratios: None,
             round_ratios: Vec::new(),
@@ -242,7 +245,12 @@ impl fmt::Display for Report {
             if self.rounds == 1 { "" } else { "s" }
         )?;
         if let Some(floors) = &self.floors {
-            writeln!(f, "\nsingle-core floors (ring)      ns/op      ops/s")?;
+            let core = match self.floors_core {
+                Some(core) => format!(" on core {core}"),
+                None => String::new(),
+            };
+            writeln!(f, "\nsingle-core floors (ring{core})")?;
+            writeln!(f, "                                 ns/op      ops/s")?;
             for (name, rate) in [
                 ("Ed25519 sign", floors.ed25519_sign),
                 ("Ed25519 verify", floors.ed25519_verify),
@@ -392,6 +400,7 @@ mod tests {
             rounds: 2,
             server_cores: 1,
             floors: None,
+            floors_core: None,
             scenarios: Vec::new(),
             ratios: None,
             round_ratios: Vec::new(),

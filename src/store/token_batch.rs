@@ -235,20 +235,15 @@ mod tests {
 
     use super::*;
     use crate::domain::{
-        Description, EnterpriseId, IpRestriction, Label, ScopeSet, StoredStatus, Timestamp,
-        TokenId, TokenLimits, UserId,
+        Description, EnterpriseId, IpRestriction, ScopeSet, Timestamp, TokenLimits,
     };
     use crate::store::StoreOptions;
 
     /// A record that sets every column, `n` making it distinct.
     fn record(n: usize) -> TokenRecord {
-        let user = UserId::parse("alice").unwrap();
         let ips = ["10.0.0.0/8".to_owned(), "192.0.2.7".to_owned()];
         let limits = [("ETH".to_owned(), format!("{n}000"))];
         TokenRecord {
-            id: TokenId::generate(),
-            user_id: user.clone(),
-            label: Label::parse(&format!("token {n}")).unwrap(),
             description: Description::parse("batch test").unwrap(),
             scopes: ScopeSet::from_trusted(["wallet_view", "trade_view"]),
             enterprise_id: EnterpriseId::parse_optional("acme", "enterprise_id").unwrap(),
@@ -257,17 +252,9 @@ mod tests {
             admin: n.is_multiple_of(2),
             template_id: Some(format!("template-{n}")),
             template_version: n as i64,
-            status: StoredStatus::Active,
-            checksum: format!("{n:06}"),
-            key_id: "k1".into(),
-            created_by: user.clone(),
-            updated_by: user,
             created_at: Timestamp(1_700_000_000_000_000 + n as i64),
             updated_at: Timestamp(1_700_000_000_000_000 + n as i64),
-            expires_at: Timestamp(1_800_000_000_000_000),
-            last_used_at: None,
-            last_used_ip: None,
-            deleted_at: None,
+            ..TokenRecord::sample(n)
         }
     }
 

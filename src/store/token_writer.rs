@@ -126,38 +126,7 @@ async fn gather_more(jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        Description, IpRestriction, Label, ScopeSet, StoredStatus, Timestamp, TokenId, TokenLimits,
-        UserId,
-    };
     use crate::store::StoreOptions;
-
-    fn record(user: &UserId, n: usize) -> TokenRecord {
-        TokenRecord {
-            id: TokenId::generate(),
-            user_id: user.clone(),
-            label: Label::parse(&format!("token {n}")).unwrap(),
-            description: Description::parse("").unwrap(),
-            scopes: ScopeSet::from_trusted(["wallet_view"]),
-            enterprise_id: None,
-            ip_restrict: IpRestriction::default(),
-            limits: TokenLimits::default(),
-            admin: false,
-            template_id: None,
-            template_version: 0,
-            status: StoredStatus::Active,
-            checksum: format!("{n:06}"),
-            key_id: "k1".into(),
-            created_by: user.clone(),
-            updated_by: user.clone(),
-            created_at: Timestamp(1_700_000_000),
-            updated_at: Timestamp(1_700_000_000),
-            expires_at: Timestamp(1_800_000_000),
-            last_used_at: None,
-            last_used_ip: None,
-            deleted_at: None,
-        }
-    }
 
     /// Group commit: creates that are in progress together share transactions, and every one
     /// of them is stored once its caller hears back.
@@ -173,10 +142,9 @@ mod tests {
             .unwrap();
         store.migrate().await.unwrap();
         let (writer, _task) = TokenWriter::spawn(store.clone());
-        let user = UserId::parse("alice").unwrap();
         let inserts: Vec<_> = (0..64)
             .map(|n| {
-                let (writer, record) = (writer.clone(), record(&user, n));
+                let (writer, record) = (writer.clone(), TokenRecord::sample(n));
                 tokio::spawn(async move { writer.insert(record).await })
             })
             .collect();
@@ -196,7 +164,7 @@ mod tests {
             "64 concurrent inserts took {commits} commits"
         );
         // A lone insert on an idle writer is committed at once, in its own transaction.
-        writer.insert(record(&user, 64)).await.unwrap();
+        writer.insert(TokenRecord::sample(64)).await.unwrap();
         assert_eq!(writer.commits(), commits + 1);
     }
 }

@@ -106,38 +106,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::domain::{
-        Description, IpRestriction, Label, ScopeSet, StoredStatus, TokenLimits, TokenRecord, UserId,
-    };
+    use crate::domain::TokenRecord;
     use crate::store::StoreOptions;
     use crate::store::token_batch::BatchInserter;
 
     fn record(n: usize) -> TokenRecord {
-        let user = UserId::parse("alice").unwrap();
-        TokenRecord {
-            id: TokenId::generate(),
-            user_id: user.clone(),
-            label: Label::parse(&format!("token {n}")).unwrap(),
-            description: Description::parse("").unwrap(),
-            scopes: ScopeSet::from_trusted(["wallet_view"]),
-            enterprise_id: None,
-            ip_restrict: IpRestriction::default(),
-            limits: TokenLimits::default(),
-            admin: false,
-            template_id: None,
-            template_version: 0,
-            status: StoredStatus::Active,
-            checksum: format!("{n:06}"),
-            key_id: "k1".into(),
-            created_by: user.clone(),
-            updated_by: user,
-            created_at: Timestamp(1_700_000_000_000_000),
-            updated_at: Timestamp(1_700_000_000_000_000),
-            expires_at: Timestamp(1_800_000_000_000_000),
-            last_used_at: None,
-            last_used_ip: None,
-            deleted_at: None,
-        }
+        TokenRecord::sample(n)
     }
 
     /// A flush larger than one statement (64 + 16 + 4 rows) updates exactly its tokens, with

@@ -32,6 +32,7 @@ fn options(app: &TestApp, token: String, scenarios: Vec<Scenario>) -> BenchOptio
         verify_mix: VerifyMix::Valid,
         rounds: 1,
         floors: false,
+        floors_core: None,
         server_cores: 1,
         json: None,
     }
@@ -170,6 +171,7 @@ async fn floors_alone_need_no_server() {
         verify_mix: VerifyMix::Valid,
         rounds: 1,
         floors: true,
+        floors_core: Some(0),
         server_cores: 1,
         json: None,
     };
@@ -177,4 +179,11 @@ async fn floors_alone_need_no_server() {
     assert!(report.scenarios.is_empty());
     let floors = report.floors.as_ref().expect("floors measured");
     assert!(floors.ed25519_sign.ops_per_sec > 0.0 && floors.ed25519_verify.ops_per_sec > 0.0);
+    // The report says where the floors were measured: the server's core, not the generator's.
+    assert_eq!(report.floors_core, Some(0));
+    assert!(
+        report
+            .to_string()
+            .contains("single-core floors (ring on core 0)")
+    );
 }
