@@ -214,7 +214,8 @@ pub struct CacheSettings {
     /// Tokens whose metadata VerifyToken keeps in memory, both as records and as encoded
     /// responses. Default 10000 (about 1.3 KiB + 0.5 KiB each).
     pub metadata_capacity: usize,
-    /// Seconds a cached metadata entry lives. Default 30.
+    /// Seconds a cached metadata entry lives at most (each token's between 3/4 of this and all
+    /// of it). Default 30.
     pub metadata_ttl_secs: u64,
 }
 

@@ -77,12 +77,14 @@ impl VerifiedCache {
 
 /// Token metadata for VerifyToken responses, by id, with a time-to-live.
 pub struct MetadataCache {
+    /// Each record with the moment its entry stops being served.
     cache: Cache<TokenId, (Arc<TokenRecord>, Instant)>,
     ttl: Duration,
 }
 
 impl MetadataCache {
-    /// A cache of at most `capacity` tokens whose entries live `ttl`.
+    /// A cache of at most `capacity` tokens whose entries live up to `ttl` (see
+    /// [`MetadataCache::lifetime`]).
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
             cache: Cache::new(capacity.max(1)),
@@ -94,18 +96,29 @@ impl MetadataCache {
     pub fn get(&self, id: &TokenId) -> Option<Arc<TokenRecord>> {
         self.cache
             .get(id)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .filter(|(_, stale_at)| Instant::now() < *stale_at)
             .map(|(r, _)| r)
     }
 
     /// Caches `record`.
     pub fn insert(&self, record: Arc<TokenRecord>) {
-        self.cache.insert(record.id, (record, Instant::now()));
+        let stale_at = Instant::now() + self.lifetime(&record.id);
+        self.cache.insert(record.id, (record, stale_at));
     }
 
     /// Drops `id`'s entry (after a change).
     pub fn invalidate(&self, id: &TokenId) {
         self.cache.remove(id);
+    }
+
+    /// How long `id`'s entry lives: between 3/4 of the TTL and all of it, fixed per token by the
+    /// random low bits of its id. Tokens first verified together (a hot set right after a
+    /// restart, a freshly minted pool) would otherwise go stale together and be read from the
+    /// database in one burst, and again one TTL later, for as long as they stay hot.
+    fn lifetime(&self, id: &TokenId) -> Duration {
+        let spread = (id.as_uuid().as_u128() % 1024) as u32;
+        self.ttl
+            .saturating_sub((self.ttl / 4096).saturating_mul(spread))
     }
 }
 
@@ -127,5 +140,45 @@ mod tests {
         assert_eq!(token_hash(token), expected);
         assert_eq!(token_hash(token), token_hash(token));
         assert_ne!(token_hash(token), token_hash(&token.replace('e', "f")));
+    }
+
+    /// Metadata entries do not all go stale at once: each token's lifetime is its own, within
+    /// the last quarter of the TTL, and the same every time it is cached.
+    #[test]
+    fn metadata_lifetimes_are_spread_over_the_last_quarter_of_the_ttl() {
+        let ttl = Duration::from_secs(30);
+        let cache = MetadataCache::new(16, ttl);
+        let lifetimes: Vec<Duration> = (0..200)
+            .map(|_| cache.lifetime(&TokenId::generate()))
+            .collect();
+        assert!(
+            lifetimes.iter().all(|l| *l <= ttl && *l > ttl * 3 / 4),
+            "{lifetimes:?}"
+        );
+        let (shortest, longest) = (
+            lifetimes.iter().min().unwrap(),
+            lifetimes.iter().max().unwrap(),
+        );
+        assert!(
+            *longest - *shortest > ttl / 8,
+            "200 tokens' lifetimes all within {:?}",
+            *longest - *shortest
+        );
+        let id = TokenId::generate();
+        assert_eq!(cache.lifetime(&id), cache.lifetime(&id));
+    }
+
+    /// A fresh entry is served until invalidated; a TTL of zero caches nothing.
+    #[test]
+    fn metadata_entries_are_served_fresh_and_dropped_on_change() {
+        let cache = MetadataCache::new(16, Duration::from_secs(30));
+        let record = Arc::new(TokenRecord::sample(1));
+        cache.insert(record.clone());
+        assert_eq!(cache.get(&record.id), Some(record.clone()));
+        cache.invalidate(&record.id);
+        assert_eq!(cache.get(&record.id), None);
+        let uncached = MetadataCache::new(16, Duration::ZERO);
+        uncached.insert(record.clone());
+        assert_eq!(uncached.get(&record.id), None);
     }
 }

@@ -29,13 +29,19 @@ pub fn command(db: &TestDatabase, args: &[&str]) -> Command {
     cmd
 }
 
-/// A TCP port free at the moment of asking.
+/// A TCP port for a child process to listen on, free at the moment of asking.
+///
+/// It is drawn at random from 20000–29999, below Linux's ephemeral range (32768–60999), where
+/// every port-0 bind of the tests' in-process servers lands: a port taken from that range could be
+/// handed to one of them before the child binds it, and the child's health check would then reach
+/// the wrong server.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 async fn serve(db: &TestDatabase, port: u16) -> Child {
