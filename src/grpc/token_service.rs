@@ -71,7 +71,9 @@ impl TokenService for TokenApi {
         let result = async {
             let caller = self.manager(&request)?;
             let req = request.into_inner();
-            if let Ok(id) = TemplateId::parse(&req.template_id, "template_id") {
+            if !req.template_id.is_empty()
+                && let Ok(id) = TemplateId::parse(&req.template_id, "template_id")
+            {
                 record_template(id);
             }
             let input = CreateTokenInput {

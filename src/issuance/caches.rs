@@ -6,12 +6,14 @@
 //! - [`MetadataCache`]: the stored metadata VerifyToken returns for active tokens, refreshed at
 //!   most once per token per TTL and invalidated by every change (local or from the change feed).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quick_cache::sync::Cache;
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
 
 use crate::domain::{TokenId, TokenRecord};
+use crate::error::Result;
 use crate::issuance::verifier::VerifiedToken;
 
 /// A 256-bit digest of a raw token (SHA-256 or BLAKE3, one of them for the whole process).
@@ -100,6 +102,55 @@ impl MetadataCache {
             .map(|(r, _)| r)
     }
 
+    /// The record of `id`: the cached one while it is fresh, else the one `load` reads from the
+    /// database. Concurrent callers for the same token share one `load` (the others wait for it)
+    /// instead of each reading the same row: a hot token going stale under load, or a hot set
+    /// right after a restart, costs one read per token. A record invalidated while it was being
+    /// read is returned to its reader but not cached (callers waiting for it read the row again),
+    /// so a change that lands during the read is never hidden for a TTL. `Ok(None)`: no such
+    /// token.
+    pub async fn get_or_load<F, Fut>(
+        &self,
+        id: TokenId,
+        load: F,
+    ) -> Result<Option<Arc<TokenRecord>>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<TokenRecord>>>,
+    {
+        if let Some(record) = self.get(&id) {
+            return Ok(Some(record));
+        }
+        if self.ttl.is_zero() {
+            return Ok(load().await?.map(Arc::new));
+        }
+        let now = Instant::now();
+        let guard = match self
+            .cache
+            .entry_async(&id, |_, (record, stale_at)| {
+                if now < *stale_at {
+                    EntryAction::Retain(record.clone())
+                } else {
+                    EntryAction::ReplaceWithGuard
+                }
+            })
+            .await
+        {
+            EntryResult::Retained(record) => return Ok(Some(record)),
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => Some(guard),
+            EntryResult::Removed(..) | EntryResult::Timeout => None,
+        };
+        let Some(record) = load().await? else {
+            return Ok(None);
+        };
+        let record = Arc::new(record);
+        if let Some(guard) = guard {
+            // An error means the entry was invalidated during the read: leave it uncached.
+            let _ = guard.insert((record.clone(), Instant::now() + self.lifetime(&id)));
+        }
+        Ok(Some(record))
+    }
+
     /// Caches `record`.
     pub fn insert(&self, record: Arc<TokenRecord>) {
         let stale_at = Instant::now() + self.lifetime(&record.id);
@@ -180,5 +231,81 @@ mod tests {
         let uncached = MetadataCache::new(16, Duration::ZERO);
         uncached.insert(record.clone());
         assert_eq!(uncached.get(&record.id), None);
+    }
+
+    /// Many verifications of a token that is not cached read its row once, together; later
+    /// ones are served from the cache.
+    #[tokio::test]
+    async fn concurrent_misses_for_one_token_share_one_read() {
+        let cache = Arc::new(MetadataCache::new(16, Duration::from_secs(30)));
+        let record = TokenRecord::sample(1);
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let lookups: Vec<_> = (0..16)
+            .map(|_| {
+                let (cache, record, reads) = (cache.clone(), record.clone(), reads.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_load(record.id, || async move {
+                            reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok(Some(record))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for lookup in lookups {
+            let found = lookup.await.unwrap().unwrap().unwrap();
+            assert_eq!(*found, record);
+        }
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let cached = cache
+            .get_or_load(record.id, || async { panic!("read again") })
+            .await;
+        assert_eq!(cached.unwrap().as_deref(), Some(&record));
+    }
+
+    /// A change that lands while the row is being read drops the entry being loaded: the stale
+    /// row is returned to that caller (it was read before the change) but never cached. A token
+    /// that is not stored caches nothing.
+    #[tokio::test]
+    async fn a_record_invalidated_during_its_read_is_not_cached() {
+        let cache = MetadataCache::new(16, Duration::from_secs(30));
+        let record = TokenRecord::sample(1);
+        let read = cache.get_or_load(record.id, || async {
+            cache.invalidate(&record.id);
+            Ok(Some(record.clone()))
+        });
+        assert_eq!(read.await.unwrap().as_deref(), Some(&record));
+        assert_eq!(cache.get(&record.id), None);
+
+        let unknown = TokenId::generate();
+        let missing = cache.get_or_load(unknown, || async { Ok(None) }).await;
+        assert_eq!(missing.unwrap(), None);
+        assert_eq!(cache.get(&unknown), None);
+    }
+
+    /// A stale entry is read again, and a failed read is reported and caches nothing.
+    #[tokio::test]
+    async fn stale_entries_are_read_again_and_read_errors_surface() {
+        let cache = MetadataCache::new(16, Duration::from_millis(20));
+        let record = TokenRecord::sample(1);
+        cache.insert(Arc::new(record.clone()));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let mut changed = record.clone();
+        changed.label = crate::domain::Label::parse("renamed").unwrap();
+        let reread = cache
+            .get_or_load(record.id, || async { Ok(Some(changed.clone())) })
+            .await;
+        assert_eq!(reread.unwrap().as_deref(), Some(&changed));
+
+        let other = TokenId::generate();
+        let failed = cache
+            .get_or_load(other, || async {
+                Err(crate::error::Error::store("database unavailable"))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(cache.get(&other), None);
     }
 }

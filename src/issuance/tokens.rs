@@ -629,16 +629,9 @@ impl TokenManager {
         if !token.scopes.missing_from(&required).is_empty() {
             return Ok(Verification::Inactive(InactiveReason::InsufficientScope));
         }
-        let record = match self.metadata.get(&token.id) {
-            Some(record) => record,
-            None => match self.store.find_token(token.id).await? {
-                Some(record) => {
-                    let record = Arc::new(record);
-                    self.metadata.insert(record.clone());
-                    record
-                }
-                None => return Ok(Verification::Inactive(InactiveReason::UnknownToken)),
-            },
+        let load = || self.store.find_token(token.id);
+        let Some(record) = self.metadata.get_or_load(token.id, load).await? else {
+            return Ok(Verification::Inactive(InactiveReason::UnknownToken));
         };
         if record.deleted_at.is_some() {
             return Ok(Verification::Inactive(InactiveReason::UnknownToken));
