@@ -157,6 +157,12 @@ impl MetadataCache {
         self.cache.insert(record.id, (record, stale_at));
     }
 
+    /// Caches `record` as already stale (tests of the refresh path, without waiting for a TTL).
+    #[cfg(test)]
+    fn insert_stale(&self, record: Arc<TokenRecord>) {
+        self.cache.insert(record.id, (record, Instant::now()));
+    }
+
     /// Drops `id`'s entry (after a change).
     pub fn invalidate(&self, id: &TokenId) {
         self.cache.remove(id);
@@ -234,26 +240,34 @@ mod tests {
     }
 
     /// Many verifications of a token that is not cached read its row once, together; later
-    /// ones are served from the cache.
+    /// ones are served from the cache. The read is held open until every caller has arrived
+    /// (a current-thread runtime runs each spawned lookup to its first wait on a yield), so
+    /// without the shared read all 16 would read.
     #[tokio::test]
     async fn concurrent_misses_for_one_token_share_one_read() {
         let cache = Arc::new(MetadataCache::new(16, Duration::from_secs(30)));
         let record = TokenRecord::sample(1);
         let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
         let lookups: Vec<_> = (0..16)
             .map(|_| {
-                let (cache, record, reads) = (cache.clone(), record.clone(), reads.clone());
+                let (cache, record) = (cache.clone(), record.clone());
+                let (reads, release) = (reads.clone(), release.clone());
                 tokio::spawn(async move {
                     cache
                         .get_or_load(record.id, || async move {
                             reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            let _permit = release.acquire().await.unwrap();
                             Ok(Some(record))
                         })
                         .await
                 })
             })
             .collect();
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        release.add_permits(16);
         for lookup in lookups {
             let found = lookup.await.unwrap().unwrap().unwrap();
             assert_eq!(*found, record);
@@ -288,10 +302,10 @@ mod tests {
     /// A stale entry is read again, and a failed read is reported and caches nothing.
     #[tokio::test]
     async fn stale_entries_are_read_again_and_read_errors_surface() {
-        let cache = MetadataCache::new(16, Duration::from_millis(20));
+        let cache = MetadataCache::new(16, Duration::from_secs(30));
         let record = TokenRecord::sample(1);
-        cache.insert(Arc::new(record.clone()));
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        cache.insert_stale(Arc::new(record.clone()));
+        assert_eq!(cache.get(&record.id), None, "a stale entry is not served");
         let mut changed = record.clone();
         changed.label = crate::domain::Label::parse("renamed").unwrap();
         let reread = cache
