@@ -33,6 +33,7 @@ impl Store {
             user_id: Set(user.to_string()),
             created_at: Set(Timestamp::now().0),
         };
+        let _turn = self.write_turn().await;
         Members::insert(member)
             .on_conflict(
                 OnConflict::columns([Column::EnterpriseId, Column::UserId])

@@ -87,6 +87,7 @@ impl Store {
 
     /// Deletes events older than `cutoff`.
     pub async fn prune_events(&self, cutoff: Timestamp) -> Result<u64> {
+        let _turn = self.write_turn().await;
         let result = TokenEvents::delete_many()
             .filter(Column::CreatedAt.lt(cutoff.0))
             .exec(self.db())

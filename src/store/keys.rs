@@ -64,6 +64,7 @@ impl Store {
 
     /// Stores `key` as the new signing key and retires every other current one, atomically.
     pub async fn rotate_in_key(&self, key: &StoredKey) -> Result<()> {
+        let _turn = self.write_turn().await;
         let txn = self.db().begin().await.map_err(db_error)?;
         SigningKeys::update_many()
             .col_expr(Column::RetiredAt, Expr::value(key.created_at.0))
@@ -91,6 +92,7 @@ impl Store {
 
     /// Deletes retired keys retired before `cutoff` (no unexpired token can carry their `kid`).
     pub async fn delete_keys_retired_before(&self, cutoff: Timestamp) -> Result<u64> {
+        let _turn = self.write_turn().await;
         let result = SigningKeys::delete_many()
             .filter(Column::RetiredAt.lt(cutoff.0))
             .exec(self.db())
@@ -116,6 +118,7 @@ impl Store {
     /// Deletes the key `kid` and records the change for running servers, atomically. Returns
     /// false when there is no such key.
     pub async fn delete_key(&self, kid: &str, at: Timestamp) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let txn = self.db().begin().await.map_err(db_error)?;
         let deleted = SigningKeys::delete_many()
             .filter(Column::Kid.eq(kid))

@@ -12,6 +12,7 @@ mod token_batch;
 pub mod token_writer;
 pub mod tokens;
 mod usage_batch;
+mod write_gate;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -34,9 +35,11 @@ pub use keys::StoredKey;
 pub use token_writer::TokenWriter;
 pub use tokens::{DeniedToken, TokenUpdate};
 pub use usage_batch::LastUse;
+pub(crate) use write_gate::WriteTurn;
 
 use crate::domain::Timestamp;
 use crate::error::Error;
+use write_gate::WriteGate;
 
 /// Where a keyset-paginated list continues: after the row with this creation time and id
 /// (lists are ordered by creation time, then id, both descending).
@@ -108,11 +111,18 @@ pub struct StoreOptions {
 }
 
 /// A handle on the database; cheap to clone.
+///
+/// Every write transaction takes its turn first ([`Store::write_turn`]); reads never wait.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
     backend: Backend,
+    write_gate: WriteGate,
 }
+
+/// How long an SQLite write waits for the lock held by another process on the same file (within
+/// one process, writers take turns instead; see [`write_gate`]).
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). SQLite runs in WAL mode with
@@ -132,32 +142,62 @@ impl Store {
             Ok(Self {
                 db: SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
                 backend: Backend::Postgres,
+                write_gate: WriteGate::open(),
             })
         } else if url.starts_with("sqlite:") {
-            let connect = SqliteConnectOptions::from_str(url)
-                .with_context(|| format!("invalid database URL {shown}"))?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true)
-                // 1 MiB of page cache per connection (SQLite's default is 2 MiB): the hot rows
-                // live in tokenmint's own caches, and memory is budgeted (BENCHMARKS.md).
-                .pragma("cache_size", "-1024");
-            // SQLite has one writer; a few connections serve the readers of WAL mode.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(Ord::min(options.max_connections, SQLITE_MAX_CONNECTIONS))
-                .acquire_timeout(options.connect_timeout)
-                .connect_with(connect)
-                .await
-                .with_context(|| format!("cannot open SQLite database {shown}"))?;
-            Ok(Self {
-                db: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool),
-                backend: Backend::Sqlite,
-            })
+            Self::connect_sqlite(url, options, SQLITE_BUSY_TIMEOUT).await
         } else {
             anyhow::bail!("unsupported database URL {shown}: expected sqlite:// or postgres://")
         }
+    }
+
+    /// Opens the SQLite database at `url`; a write that finds another process's lock gives up
+    /// after `busy_timeout`.
+    async fn connect_sqlite(
+        url: &str,
+        options: &StoreOptions,
+        busy_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let shown = redact_url(url);
+        let connect = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid database URL {shown}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(busy_timeout)
+            .foreign_keys(true)
+            // 1 MiB of page cache per connection (SQLite's default is 2 MiB): the hot rows
+            // live in tokenmint's own caches, and memory is budgeted (BENCHMARKS.md).
+            .pragma("cache_size", "-1024");
+        // SQLite has one writer; a few connections serve the readers of WAL mode.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(Ord::min(options.max_connections, SQLITE_MAX_CONNECTIONS))
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect)
+            .await
+            .with_context(|| format!("cannot open SQLite database {shown}"))?;
+        Ok(Self {
+            db: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool),
+            backend: Backend::Sqlite,
+            write_gate: WriteGate::one_at_a_time(),
+        })
+    }
+
+    /// [`Store::connect`] on SQLite with a chosen busy timeout (tests: zero makes any collision
+    /// between writers an error).
+    #[cfg(test)]
+    pub(crate) async fn connect_sqlite_with_busy_timeout(
+        url: &str,
+        options: &StoreOptions,
+        busy_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        Self::connect_sqlite(url, options, busy_timeout).await
+    }
+
+    /// Waits until this process may start a write transaction (on SQLite, one at a time, in
+    /// arrival order; on PostgreSQL at once). Hold the turn until the transaction has ended.
+    pub(crate) async fn write_turn(&self) -> WriteTurn {
+        self.write_gate.turn().await
     }
 
     /// The SQLite URL for the embedded database in `data_dir`.

@@ -26,6 +26,7 @@ impl Store {
     /// Inserts a new template.
     #[tracing::instrument(level = "debug", name = "db.insert_template", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn insert_template(&self, record: &TemplateRecord) -> Result<(), TemplateWriteError> {
+        let _turn = self.write_turn().await;
         match Templates::insert(to_active_model(record))
             .exec(self.db())
             .await
@@ -38,6 +39,7 @@ impl Store {
     /// Replaces `record`'s row if its stored version is still `record.version - 1`.
     #[tracing::instrument(level = "debug", name = "db.update_template", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn update_template(&self, record: &TemplateRecord) -> Result<(), TemplateWriteError> {
+        let _turn = self.write_turn().await;
         let result = Templates::update_many()
             .set(to_active_model(record))
             .filter(Column::Id.eq(record.id.to_string()))
@@ -121,6 +123,7 @@ impl Store {
     /// Deletes `user`'s template `id`; false if there was none.
     #[tracing::instrument(level = "debug", name = "db.delete_template", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn delete_template(&self, id: TemplateId, user: &UserId) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let result = Templates::delete_many()
             .filter(Column::Id.eq(id.to_string()))
             .filter(Column::UserId.eq(user.as_str()))

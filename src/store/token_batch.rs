@@ -194,7 +194,7 @@ impl BatchInserter {
 
     /// One transaction of multi-row INSERTs, straight through sqlx: SeaORM's statement building
     /// cost more than SQLite's own work for a batch (BENCHMARKS.md, session 4). Returns the rows
-    /// inserted.
+    /// inserted. The transaction runs in the store's write turn.
     async fn insert_rows(&mut self, rows: &[NewRow<'_>]) -> Result<u64, sqlx::Error> {
         let connection = match &mut self.connection {
             Some(connection) => connection,
@@ -211,6 +211,7 @@ impl BatchInserter {
                 self.connection.insert(fresh)
             }
         };
+        let _turn = self.store.write_turn().await;
         Ok(match connection {
             WriterConnection::Sqlite(conn) => {
                 insert_in_chunks!(conn, self.statements, rows, SQLITE_CHUNK_ROWS)

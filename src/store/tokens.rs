@@ -105,6 +105,7 @@ impl Store {
         update: &TokenUpdate,
         now: Timestamp,
     ) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let txn = self.db().begin().await.map_err(db_error)?;
         let mut statement = Tokens::update_many()
             .col_expr(Column::UpdatedAt, Expr::value(now.0))
@@ -143,6 +144,7 @@ impl Store {
         to: StoredStatus,
         now: Timestamp,
     ) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let txn = self.db().begin().await.map_err(db_error)?;
         let result = Tokens::update_many()
             .col_expr(Column::Status, Expr::value(to.as_str()))
@@ -168,6 +170,7 @@ impl Store {
     /// Marks `user`'s token deleted (a tombstone that keeps id and expiry) and logs the change.
     #[tracing::instrument(level = "debug", name = "db.delete_token", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn delete_token(&self, id: TokenId, user: &UserId, now: Timestamp) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let txn = self.db().begin().await.map_err(db_error)?;
         let result = Tokens::update_many()
             .col_expr(Column::DeletedAt, Expr::value(now.0))
@@ -235,6 +238,7 @@ impl Store {
 
     /// Removes tombstones of tokens that expired before `cutoff` (nothing can verify them anymore).
     pub async fn purge_expired_tombstones(&self, cutoff: Timestamp) -> Result<u64> {
+        let _turn = self.write_turn().await;
         let statement = Query::delete()
             .from_table(Tokens)
             .and_where(Expr::col(Column::DeletedAt).is_not_null())

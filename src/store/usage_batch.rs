@@ -75,6 +75,7 @@ impl Store {
             .iter()
             .map(|(id, at, ip)| (id.to_string(), at.0, ip.as_deref()))
             .collect();
+        let _turn = self.write_turn().await;
         let result: Result<(), sqlx::Error> = async {
             match self.backend() {
                 super::Backend::Sqlite => update_in_chunks!(
