@@ -22,7 +22,7 @@ use crate::issuance::rules;
 use crate::issuance::templates::{Grant, Requested, TemplateManager, narrow};
 use crate::issuance::verifier::{InactiveReason, JwtPolicy, VerifiedToken};
 use crate::store::tokens::StatusFilter;
-use crate::store::{DeniedToken, Store, TokenUpdate, TokenWriter};
+use crate::store::{ChangeKind, DeniedToken, Store, TokenChange, TokenUpdate, TokenWriter};
 
 /// Issuance rules from configuration.
 #[derive(Debug, Clone)]
@@ -130,7 +130,7 @@ pub struct TokenManager {
 pub struct TokenManagerParts {
     /// Database.
     pub store: Store,
-    /// Group-commit writer for new tokens.
+    /// Group-commit writer for new tokens and changes to existing ones.
     pub writer: TokenWriter,
     /// Signing keys.
     pub keys: Arc<KeyManager>,
@@ -493,12 +493,13 @@ impl TokenManager {
             },
         };
         v.finish()?;
-        let now = Timestamp::now();
-        if !self
-            .store
-            .update_token_text(id, &caller.user_id, &update, now)
-            .await?
-        {
+        let change = TokenChange {
+            id,
+            user: caller.user_id.clone(),
+            at: Timestamp::now(),
+            kind: ChangeKind::Text(update),
+        };
+        if !self.writer.change(change).await? {
             return Err(Error::token_not_found(id));
         }
         self.metadata.invalidate(&id);
@@ -526,10 +527,16 @@ impl TokenManager {
             if action == Action::Activate {
                 caller.require_can_grant(&record.scopes, record.admin)?;
             }
-            let changed = self
-                .store
-                .set_token_status(id, &caller.user_id, record.status, target, Timestamp::now())
-                .await?;
+            let change = TokenChange {
+                id,
+                user: caller.user_id.clone(),
+                at: Timestamp::now(),
+                kind: ChangeKind::Status {
+                    from: record.status,
+                    to: target,
+                },
+            };
+            let changed = self.writer.change(change).await?;
             if changed {
                 break (record, target);
             }
@@ -557,11 +564,13 @@ impl TokenManager {
     #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
     pub async fn delete(&self, caller: &Caller, id: TokenId) -> Result<()> {
         let record = self.owned(caller, id).await?;
-        if !self
-            .store
-            .delete_token(id, &caller.user_id, Timestamp::now())
-            .await?
-        {
+        let change = TokenChange {
+            id,
+            user: caller.user_id.clone(),
+            at: Timestamp::now(),
+            kind: ChangeKind::Delete,
+        };
+        if !self.writer.change(change).await? {
             return Err(Error::token_not_found(id));
         }
         self.deny.apply(&DeniedToken {

@@ -21,7 +21,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::TokenChanged => "token",
             Self::KeysChanged => "keys",

@@ -9,6 +9,7 @@ pub mod events;
 pub mod keys;
 pub mod templates;
 mod token_batch;
+mod token_changes;
 pub mod token_writer;
 pub mod tokens;
 mod usage_batch;
@@ -32,6 +33,7 @@ use sea_orm::{
 
 pub use events::ChangeEvent;
 pub use keys::StoredKey;
+pub use token_changes::{ChangeKind, TokenChange};
 pub use token_writer::TokenWriter;
 pub use tokens::{DeniedToken, TokenUpdate};
 pub use usage_batch::LastUse;

@@ -1,5 +1,5 @@
-//! The group commit's INSERT: a batch of new tokens in one transaction of multi-row statements,
-//! issued straight through sqlx on SeaORM's pool. SeaORM's `InsertMany` (active models, cloned
+//! The group commit's transaction: a batch of new tokens in multi-row INSERTs, then the batch's
+//! changes to existing tokens (`token_changes`), issued straight through sqlx on SeaORM's pool. SeaORM's `InsertMany` (active models, cloned
 //! `sea_query` values, the SQL text rebuilt per batch) cost more of a CreateToken than SQLite's own
 //! work did (BENCHMARKS.md, session 4).
 
@@ -9,6 +9,7 @@ use sea_orm::sqlx::{self, AssertSqlSafe, pool::PoolConnection};
 
 use super::Store;
 use super::batching::{POSTGRES_CHUNK_ROWS, SQLITE_CHUNK_ROWS, power_of_two_chunks};
+use super::token_changes::{ChangeStatements, TokenChange, apply_changes};
 use crate::domain::TokenRecord;
 
 /// The columns a new token row sets, in the order [`bind_row!`] binds them.
@@ -94,10 +95,11 @@ macro_rules! bind_row {
 }
 
 /// Inserts `rows` on a sqlx connection in one transaction, at most `max` rows per statement,
-/// `statements[k]` being the INSERT of 2^k rows; evaluates to the rows inserted (a macro: the
-/// connection and argument types differ per backend).
-macro_rules! insert_in_chunks {
-    ($conn:expr, $statements:expr, $rows:expr, $max:expr) => {{
+/// `statements[k]` being the INSERT of 2^k rows, then applies `changes` in the same transaction;
+/// evaluates to the rows inserted and whether each change applied (a macro: the connection and
+/// argument types differ per backend).
+macro_rules! write_in_chunks {
+    ($conn:expr, $statements:expr, $rows:expr, $max:expr, $change_statements:expr, $changes:expr) => {{
         let mut txn = sqlx::Connection::begin(&mut **$conn).await?;
         let mut inserted = 0;
         for chunk in power_of_two_chunks($rows, $max) {
@@ -107,8 +109,9 @@ macro_rules! insert_in_chunks {
                 .fold(sqlx::query(sql), |q, row| bind_row!(q, row));
             inserted += query.execute(&mut *txn).await?.rows_affected();
         }
+        let applied = apply_changes!(txn, $change_statements, $changes);
         txn.commit().await?;
-        inserted
+        (inserted, applied)
     }};
 }
 
@@ -137,7 +140,8 @@ enum WriterConnection {
     Postgres(PoolConnection<sqlx::Postgres>),
 }
 
-/// Inserts the group-commit writer's batches, each in one transaction, on a connection it keeps.
+/// Writes the group-commit writer's batches (new tokens, then changes to existing ones), each in
+/// one transaction, on a connection it keeps.
 ///
 /// Keeping one connection matters on SQLite: a connection drops its whole page cache when another
 /// connection has written since its last transaction, so a writer that took whichever pool
@@ -145,21 +149,29 @@ enum WriterConnection {
 /// table and of each index. It also keeps the prepared INSERTs of one connection warm. After a
 /// failed batch the connection is closed and the next batch takes a fresh one. A pool of a single
 /// connection is not held between batches: every other query would wait for it.
-pub(crate) struct BatchInserter {
+pub(crate) struct BatchWriter {
     store: Store,
     connection: Option<WriterConnection>,
     /// Whether the connection is kept between batches (the pool has others for everyone else).
     keep: bool,
     /// `statements[k]`: the INSERT of 2^k rows, with this backend's placeholders.
     statements: Vec<Arc<str>>,
+    /// The UPDATEs of token changes and their change-log INSERT.
+    change_statements: ChangeStatements,
 }
 
-impl BatchInserter {
-    /// An inserter on `store`; it takes a connection with its first batch.
+impl BatchWriter {
+    /// A writer on `store`; it takes a connection with its first batch.
     pub(crate) fn new(store: Store) -> Self {
-        let statements = match store.backend() {
-            super::Backend::Sqlite => insert_statements(SQLITE_CHUNK_ROWS, |_| "?".to_owned()),
-            super::Backend::Postgres => insert_statements(POSTGRES_CHUNK_ROWS, |n| format!("${n}")),
+        let (statements, change_statements) = match store.backend() {
+            super::Backend::Sqlite => (
+                insert_statements(SQLITE_CHUNK_ROWS, |_| "?".to_owned()),
+                ChangeStatements::new(|_| "?".to_owned()),
+            ),
+            super::Backend::Postgres => (
+                insert_statements(POSTGRES_CHUNK_ROWS, |n| format!("${n}")),
+                ChangeStatements::new(|n| format!("${n}")),
+            ),
         };
         let keep = store.pool_usage().max >= 2;
         Self {
@@ -167,13 +179,20 @@ impl BatchInserter {
             connection: None,
             keep,
             statements,
+            change_statements,
         }
     }
 
-    /// Inserts `records` in one transaction: all of them or none.
-    pub(crate) async fn insert(&mut self, records: &[TokenRecord]) -> Result<(), sea_orm::DbErr> {
+    /// Inserts `records` and applies `changes` in one transaction: all of it or none. Returns
+    /// whether each change applied (false: no such token of that user, or, for a status change,
+    /// not in the expected status any more).
+    pub(crate) async fn write(
+        &mut self,
+        records: &[TokenRecord],
+        changes: &[TokenChange],
+    ) -> Result<Vec<bool>, sea_orm::DbErr> {
         let rows: Vec<NewRow<'_>> = records.iter().map(NewRow::of).collect();
-        let inserted = self.insert_rows(&rows).await.map_err(|e| {
+        let (inserted, applied) = self.write_rows(&rows, changes).await.map_err(|e| {
             if let Some(connection) = self.connection.as_mut() {
                 match connection {
                     WriterConnection::Sqlite(c) => c.close_on_drop(),
@@ -189,13 +208,18 @@ impl BatchInserter {
         if inserted != records.len() as u64 {
             return Err(sea_orm::DbErr::RecordNotInserted);
         }
-        Ok(())
+        Ok(applied)
     }
 
-    /// One transaction of multi-row INSERTs, straight through sqlx: SeaORM's statement building
-    /// cost more than SQLite's own work for a batch (BENCHMARKS.md, session 4). Returns the rows
-    /// inserted. The transaction runs in the store's write turn.
-    async fn insert_rows(&mut self, rows: &[NewRow<'_>]) -> Result<u64, sqlx::Error> {
+    /// One transaction of multi-row INSERTs and then the changes, straight through sqlx:
+    /// SeaORM's statement building cost more than SQLite's own work for a batch (BENCHMARKS.md,
+    /// session 4). Returns the rows inserted and whether each change applied. The transaction
+    /// runs in the store's write turn.
+    async fn write_rows(
+        &mut self,
+        rows: &[NewRow<'_>],
+        changes: &[TokenChange],
+    ) -> Result<(u64, Vec<bool>), sqlx::Error> {
         let connection = match &mut self.connection {
             Some(connection) => connection,
             None => {
@@ -213,12 +237,22 @@ impl BatchInserter {
         };
         let _turn = self.store.write_turn().await;
         Ok(match connection {
-            WriterConnection::Sqlite(conn) => {
-                insert_in_chunks!(conn, self.statements, rows, SQLITE_CHUNK_ROWS)
-            }
-            WriterConnection::Postgres(conn) => {
-                insert_in_chunks!(conn, self.statements, rows, POSTGRES_CHUNK_ROWS)
-            }
+            WriterConnection::Sqlite(conn) => write_in_chunks!(
+                conn,
+                self.statements,
+                rows,
+                SQLITE_CHUNK_ROWS,
+                &self.change_statements,
+                changes
+            ),
+            WriterConnection::Postgres(conn) => write_in_chunks!(
+                conn,
+                self.statements,
+                rows,
+                POSTGRES_CHUNK_ROWS,
+                &self.change_statements,
+                changes
+            ),
         })
     }
 }
@@ -277,14 +311,90 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(dir.path()).await;
         let records: Vec<TokenRecord> = (0..100).map(record).collect();
-        BatchInserter::new(store.clone())
-            .insert(&records)
+        BatchWriter::new(store.clone())
+            .write(&records, &[])
             .await
             .unwrap();
         for record in &records {
             let stored = store.find_token(record.id).await.unwrap();
             assert_eq!(stored.as_ref(), Some(record));
         }
+    }
+
+    /// Changes ride in the batch's transaction: each applies only to its user's non-deleted token
+    /// (a status change only from the status its caller saw), each one that applies logs one
+    /// change event, and a label change keeps the description.
+    #[tokio::test]
+    async fn changes_apply_in_the_batch_with_their_events() {
+        use crate::domain::{Label, StoredStatus, Timestamp, UserId};
+        use crate::store::{ChangeKind, TokenUpdate};
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        let tokens: Vec<TokenRecord> = (0..4).map(record).collect();
+        let mut writer = BatchWriter::new(store.clone());
+        writer.write(&tokens, &[]).await.unwrap();
+        let at = Timestamp(1_750_000_000_000_000);
+        let change = |token: &TokenRecord, kind| TokenChange {
+            id: token.id,
+            user: token.user_id.clone(),
+            at,
+            kind,
+        };
+        let revoke = ChangeKind::Status {
+            from: StoredStatus::Active,
+            to: StoredStatus::Revoked,
+        };
+        let relabel = ChangeKind::Text(TokenUpdate {
+            label: Some(Label::parse("renamed").unwrap()),
+            description: None,
+        });
+        let someone_else = TokenChange {
+            user: UserId::parse("mallory").unwrap(),
+            ..change(&tokens[3], ChangeKind::Delete)
+        };
+        let newcomer = record(10);
+        let changes = [
+            change(&tokens[0], revoke.clone()),
+            change(&tokens[0], revoke), // the status is no longer the one its caller saw
+            change(&tokens[1], relabel),
+            change(&tokens[2], ChangeKind::Delete),
+            change(&tokens[2], ChangeKind::Delete), // already deleted
+            someone_else,
+        ];
+        let applied = writer
+            .write(std::slice::from_ref(&newcomer), &changes)
+            .await
+            .unwrap();
+        assert_eq!(applied, [true, false, true, true, false, false]);
+
+        let stored = |n: usize| {
+            let store = store.clone();
+            let id = tokens[n].id;
+            async move { store.find_token(id).await.unwrap().unwrap() }
+        };
+        let revoked = stored(0).await;
+        assert_eq!(revoked.status, StoredStatus::Revoked);
+        assert_eq!(
+            (revoked.updated_at, &revoked.updated_by),
+            (at, &tokens[0].user_id)
+        );
+        let relabelled = stored(1).await;
+        assert_eq!(relabelled.label.as_str(), "renamed");
+        assert_eq!(relabelled.description, tokens[1].description);
+        assert_eq!(stored(2).await.deleted_at, Some(at));
+        assert_eq!(
+            stored(3).await,
+            tokens[3],
+            "another user's token is untouched"
+        );
+        assert_eq!(store.find_token(newcomer.id).await.unwrap(), Some(newcomer));
+
+        let events = store.events_since(Timestamp(0)).await.unwrap();
+        let logged: Vec<_> = events.iter().map(|e| e.token_id).collect();
+        assert_eq!(
+            logged,
+            [Some(tokens[0].id), Some(tokens[1].id), Some(tokens[2].id)]
+        );
     }
 
     /// One bad row fails the whole batch: none of its tokens is stored (their callers are told
@@ -294,23 +404,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(dir.path()).await;
         let existing = record(0);
-        let mut inserter = BatchInserter::new(store.clone());
-        inserter
-            .insert(std::slice::from_ref(&existing))
+        let mut writer = BatchWriter::new(store.clone());
+        writer
+            .write(std::slice::from_ref(&existing), &[])
             .await
             .unwrap();
         let mut batch: Vec<TokenRecord> = (1..80).map(record).collect();
         batch[70].id = existing.id; // a duplicate key in the second statement
-        assert!(inserter.insert(&batch).await.is_err());
+        assert!(writer.write(&batch, &[]).await.is_err());
         for (i, record) in batch.iter().enumerate() {
             if i != 70 {
                 assert_eq!(store.find_token(record.id).await.unwrap(), None);
             }
         }
         assert_eq!(store.find_token(existing.id).await.unwrap(), Some(existing));
-        // The inserter recovers: its next batch, on a fresh connection, lands.
+        // The writer recovers: its next batch, on a fresh connection, lands.
         let after = record(100);
-        inserter.insert(std::slice::from_ref(&after)).await.unwrap();
+        writer
+            .write(std::slice::from_ref(&after), &[])
+            .await
+            .unwrap();
         assert_eq!(store.find_token(after.id).await.unwrap(), Some(after));
     }
 
@@ -320,8 +433,8 @@ mod tests {
     async fn the_connection_is_kept_only_when_the_pool_has_others() {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(dir.path()).await;
-        let mut inserter = BatchInserter::new(store.clone());
-        inserter.insert(&[record(1)]).await.unwrap();
+        let mut writer = BatchWriter::new(store.clone());
+        writer.write(&[record(1)], &[]).await.unwrap();
         assert_eq!(store.pool_usage().in_use, 1, "kept after the batch");
 
         let dir = tempfile::tempdir().unwrap();
@@ -333,11 +446,14 @@ mod tests {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        let mut inserter = BatchInserter::new(store.clone());
+        let mut writer = BatchWriter::new(store.clone());
         let first = record(1);
-        inserter.insert(std::slice::from_ref(&first)).await.unwrap();
+        writer
+            .write(std::slice::from_ref(&first), &[])
+            .await
+            .unwrap();
         assert_eq!(store.find_token(first.id).await.unwrap(), Some(first));
-        inserter.insert(&[record(2)]).await.unwrap();
+        writer.write(&[record(2)], &[]).await.unwrap();
     }
 
     #[test]

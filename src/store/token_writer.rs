@@ -1,6 +1,7 @@
-//! Group commit for new tokens. CreateToken calls from many clients are queued to one writer task,
-//! which inserts whatever has queued up in a single transaction (one fsync for many tokens) and then
-//! answers each caller. A caller is told "created" only after its row is committed.
+//! Group commit for token writes. CreateToken calls from many clients, and the status, label and
+//! deletion changes of existing tokens, are queued to one writer task, which applies whatever has
+//! queued up in a single transaction (one fsync for many writes) and then answers each caller. A
+//! caller is told "created" or "changed" only after its write is committed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,20 +10,30 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Store;
-use super::token_batch::BatchInserter;
+use super::token_batch::BatchWriter;
+use super::token_changes::TokenChange;
 use crate::domain::TokenRecord;
 use crate::error::{Error, Result};
 
-/// Most tokens committed in one transaction.
+/// Most writes committed in one transaction.
 const MAX_BATCH: usize = 256;
 
 /// Longest the first token of a batch waits for others to join it (see [`gather_more`]).
 const GATHER_LIMIT: Duration = Duration::from_millis(2);
 
-/// A record to insert and where to hand it back once committed.
-type Job = (TokenRecord, oneshot::Sender<Result<TokenRecord>>);
+/// A write and where to answer once it is committed.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "inserts are nearly all the jobs; boxing their record would allocate once per create"
+)]
+enum Job {
+    /// A new token; answered with the record.
+    Insert(TokenRecord, oneshot::Sender<Result<TokenRecord>>),
+    /// A change to an existing token; answered with whether it applied.
+    Change(TokenChange, oneshot::Sender<Result<bool>>),
+}
 
-/// The handle CreateToken uses to persist a token durably.
+/// The handle CreateToken and the lifecycle RPCs use to write tokens durably.
 #[derive(Debug, Clone)]
 pub struct TokenWriter {
     queue: mpsc::Sender<Job>,
@@ -47,7 +58,7 @@ impl TokenWriter {
         )
     }
 
-    /// Transactions committed so far (fewer than tokens when concurrent creates share one).
+    /// Transactions committed so far (fewer than writes when concurrent ones share one).
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
@@ -56,44 +67,79 @@ impl TokenWriter {
     #[tracing::instrument(level = "debug", name = "db.insert_token", skip_all, fields(db.system.name = self.backend.otel_name()))]
     pub async fn insert(&self, record: TokenRecord) -> Result<TokenRecord> {
         let (done, result) = oneshot::channel();
-        self.queue
-            .send((record, done))
-            .await
-            .map_err(|_| Error::store("the token writer has stopped"))?;
+        self.submit(Job::Insert(record, done)).await?;
         result
             .await
             .map_err(|_| Error::store("the token writer stopped before committing"))?
+    }
+
+    /// Applies `change` (with its change-log event); returns whether it applied once it is
+    /// committed: false when the user has no such non-deleted token or, for a status change, the
+    /// stored status is no longer the expected one.
+    #[tracing::instrument(level = "debug", name = "db.change_token", skip_all, fields(db.system.name = self.backend.otel_name()))]
+    pub async fn change(&self, change: TokenChange) -> Result<bool> {
+        let (done, result) = oneshot::channel();
+        self.submit(Job::Change(change, done)).await?;
+        result
+            .await
+            .map_err(|_| Error::store("the token writer stopped before committing"))?
+    }
+
+    /// Queues `job` for the writer task.
+    async fn submit(&self, job: Job) -> Result<()> {
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| Error::store("the token writer has stopped"))
     }
 }
 
 async fn run(store: Store, mut jobs: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut records: Vec<TokenRecord> = Vec::with_capacity(MAX_BATCH);
-    let mut waiters = Vec::with_capacity(MAX_BATCH);
-    let mut inserter = BatchInserter::new(store);
+    let mut created = Vec::with_capacity(MAX_BATCH);
+    let mut changes: Vec<TokenChange> = Vec::new();
+    let mut changed = Vec::new();
+    let mut writer = BatchWriter::new(store);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         gather_more(&mut jobs, &mut batch).await;
-        for (record, done) in batch.drain(..) {
-            records.push(record);
-            waiters.push(done);
+        for job in batch.drain(..) {
+            match job {
+                Job::Insert(record, done) => {
+                    records.push(record);
+                    created.push(done);
+                }
+                Job::Change(change, done) => {
+                    changes.push(change);
+                    changed.push(done);
+                }
+            }
         }
-        let outcome = inserter.insert(&records).await;
+        let outcome = writer.write(&records, &changes).await;
         tracing::debug!(
-            batch = records.len(),
+            inserts = records.len(),
+            changes = changes.len(),
             ok = outcome.is_ok(),
             "token batch committed"
         );
+        changes.clear();
         match outcome {
-            Ok(()) => {
+            Ok(applied) => {
                 commits.fetch_add(1, Ordering::Relaxed);
-                for (record, done) in records.drain(..).zip(waiters.drain(..)) {
+                for (record, done) in records.drain(..).zip(created.drain(..)) {
                     let _ = done.send(Ok(record));
+                }
+                for (applied, done) in applied.into_iter().zip(changed.drain(..)) {
+                    let _ = done.send(Ok(applied));
                 }
             }
             Err(err) => {
                 let error = crate::store::db_error(err);
                 records.clear();
-                for done in waiters.drain(..) {
+                for done in created.drain(..) {
+                    let _ = done.send(Err(error.clone()));
+                }
+                for done in changed.drain(..) {
                     let _ = done.send(Err(error.clone()));
                 }
             }

@@ -1,13 +1,10 @@
-//! The token repository: metadata rows, status changes (each with a change-log event in the same
-//! transaction), keyset-paginated listing, last-used updates and the start-up deny list.
+//! The token repository: metadata rows, keyset-paginated listing and the start-up deny list. New
+//! tokens and changes to existing ones are written by the group commit (`token_writer`).
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::tokens::{self, Column, Entity as Tokens};
-use super::events::{self, EventKind};
 use super::{ListCursor, Store, db_error, newest_first_page};
 use crate::domain::{
     Description, EnterpriseId, IpRestriction, Label, ScopeSet, StoredStatus, Timestamp, TokenId,
@@ -94,102 +91,6 @@ impl Store {
             .await
             .map_err(db_error)?;
         models.into_iter().map(from_model).collect()
-    }
-
-    /// Changes label/description of `user`'s non-deleted token; false if there is no such token.
-    #[tracing::instrument(level = "debug", name = "db.update_token_text", skip_all, fields(db.system.name = self.backend().otel_name()))]
-    pub async fn update_token_text(
-        &self,
-        id: TokenId,
-        user: &UserId,
-        update: &TokenUpdate,
-        now: Timestamp,
-    ) -> Result<bool> {
-        let _turn = self.write_turn().await;
-        let txn = self.db().begin().await.map_err(db_error)?;
-        let mut statement = Tokens::update_many()
-            .col_expr(Column::UpdatedAt, Expr::value(now.0))
-            .col_expr(Column::UpdatedBy, Expr::value(user.as_str()));
-        if let Some(label) = &update.label {
-            statement = statement.col_expr(Column::Label, Expr::value(label.as_str()));
-        }
-        if let Some(description) = &update.description {
-            statement = statement.col_expr(Column::Description, Expr::value(description.as_str()));
-        }
-        let result = statement
-            .filter(Column::Id.eq(id.to_string()))
-            .filter(Column::UserId.eq(user.as_str()))
-            .filter(Column::DeletedAt.is_null())
-            .exec(&txn)
-            .await
-            .map_err(db_error)?;
-        if result.rows_affected == 0 {
-            return Ok(false);
-        }
-        events::append(&txn, EventKind::TokenChanged, Some(id), now)
-            .await
-            .map_err(db_error)?;
-        txn.commit().await.map_err(db_error)?;
-        Ok(true)
-    }
-
-    /// Moves `user`'s token from status `from` to `to` (compare-and-set: a concurrent change makes
-    /// this return false) and logs the change.
-    #[tracing::instrument(level = "debug", name = "db.set_token_status", skip_all, fields(db.system.name = self.backend().otel_name()))]
-    pub async fn set_token_status(
-        &self,
-        id: TokenId,
-        user: &UserId,
-        from: StoredStatus,
-        to: StoredStatus,
-        now: Timestamp,
-    ) -> Result<bool> {
-        let _turn = self.write_turn().await;
-        let txn = self.db().begin().await.map_err(db_error)?;
-        let result = Tokens::update_many()
-            .col_expr(Column::Status, Expr::value(to.as_str()))
-            .col_expr(Column::UpdatedAt, Expr::value(now.0))
-            .col_expr(Column::UpdatedBy, Expr::value(user.as_str()))
-            .filter(Column::Id.eq(id.to_string()))
-            .filter(Column::UserId.eq(user.as_str()))
-            .filter(Column::Status.eq(from.as_str()))
-            .filter(Column::DeletedAt.is_null())
-            .exec(&txn)
-            .await
-            .map_err(db_error)?;
-        if result.rows_affected == 0 {
-            return Ok(false);
-        }
-        events::append(&txn, EventKind::TokenChanged, Some(id), now)
-            .await
-            .map_err(db_error)?;
-        txn.commit().await.map_err(db_error)?;
-        Ok(true)
-    }
-
-    /// Marks `user`'s token deleted (a tombstone that keeps id and expiry) and logs the change.
-    #[tracing::instrument(level = "debug", name = "db.delete_token", skip_all, fields(db.system.name = self.backend().otel_name()))]
-    pub async fn delete_token(&self, id: TokenId, user: &UserId, now: Timestamp) -> Result<bool> {
-        let _turn = self.write_turn().await;
-        let txn = self.db().begin().await.map_err(db_error)?;
-        let result = Tokens::update_many()
-            .col_expr(Column::DeletedAt, Expr::value(now.0))
-            .col_expr(Column::UpdatedAt, Expr::value(now.0))
-            .col_expr(Column::UpdatedBy, Expr::value(user.as_str()))
-            .filter(Column::Id.eq(id.to_string()))
-            .filter(Column::UserId.eq(user.as_str()))
-            .filter(Column::DeletedAt.is_null())
-            .exec(&txn)
-            .await
-            .map_err(db_error)?;
-        if result.rows_affected == 0 {
-            return Ok(false);
-        }
-        events::append(&txn, EventKind::TokenChanged, Some(id), now)
-            .await
-            .map_err(db_error)?;
-        txn.commit().await.map_err(db_error)?;
-        Ok(true)
     }
 
     /// Every token that has not expired but must not verify (suspended, revoked or deleted).

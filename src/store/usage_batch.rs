@@ -109,7 +109,7 @@ mod tests {
     use super::*;
     use crate::domain::TokenRecord;
     use crate::store::StoreOptions;
-    use crate::store::token_batch::BatchInserter;
+    use crate::store::token_batch::BatchWriter;
 
     fn record(n: usize) -> TokenRecord {
         TokenRecord::sample(n)
@@ -129,8 +129,8 @@ mod tests {
             .unwrap();
         store.migrate().await.unwrap();
         let records: Vec<TokenRecord> = (0..90).map(record).collect();
-        BatchInserter::new(store.clone())
-            .insert(&records)
+        BatchWriter::new(store.clone())
+            .write(&records, &[])
             .await
             .unwrap();
         let uses: Vec<LastUse> = records[..84]

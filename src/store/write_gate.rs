@@ -4,11 +4,12 @@
 //! SQLite lets one connection write at a time. A connection that finds the write lock taken waits
 //! in its busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25 … up to 100 ms between attempts and
 //! loses every attempt that lands while another writer holds the lock. Under CreateToken's group
-//! commit, which holds the lock for most of each second, a RevokeToken waited 5 ms at the median,
-//! 36 ms at p99 and up to 130 ms (BENCHMARKS.md, session 9). Writers of one process now take
-//! turns on a FIFO gate first, so each one starts the moment the previous one commits. Writers in
-//! other processes on the same file (a second `tokenmint`, the CLI) still meet SQLite's busy
-//! timeout. PostgreSQL locks rows, not the database, so its writers do not take turns.
+//! commit, which holds the lock for most of each second, any other write (a template, a key
+//! rotation, the last-used flush; RevokeToken before it joined the group commit) waited 5 ms at
+//! the median and up to 130 ms (BENCHMARKS.md, session 9). Writers of one process now take turns
+//! on a FIFO gate first, so each one starts the moment the previous one commits. Writers in other
+//! processes on the same file (a second `tokenmint`, the CLI) still meet SQLite's busy timeout.
+//! PostgreSQL locks rows, not the database, so its writers do not take turns.
 
 use std::sync::Arc;
 
@@ -48,8 +49,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::domain::{Label, StoredStatus, Timestamp, TokenRecord};
-    use crate::store::{Store, StoreOptions, TokenUpdate, TokenWriter};
+    use crate::domain::{EnterpriseId, Label, StoredStatus, Timestamp, TokenRecord};
+    use crate::store::{ChangeKind, Store, StoreOptions, TokenChange, TokenUpdate, TokenWriter};
 
     #[tokio::test]
     async fn turns_are_taken_in_arrival_order() {
@@ -79,7 +80,8 @@ mod tests {
         let _b = open.turn().await;
     }
 
-    /// Every kind of write of one process, all at once, on an SQLite store whose busy handler gives
+    /// Writes of every path of one process (the group commit's inserts and changes, the last-used
+    /// flush, single-statement writes), all at once, on an SQLite store whose busy handler gives
     /// up at once: without turns, writers that collide fail with "database is locked".
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writers_never_meet_a_locked_database() {
@@ -107,32 +109,31 @@ mod tests {
             let (store, writer) = (store.clone(), writer.clone());
             writes.spawn(async move {
                 writer.insert(TokenRecord::sample(100 + n)).await?;
-                let user = record.user_id.clone();
-                let changed = match n % 3 {
-                    0 => {
-                        store
-                            .set_token_status(
-                                record.id,
-                                &user,
-                                StoredStatus::Active,
-                                StoredStatus::Revoked,
-                                now,
-                            )
-                            .await?
-                    }
-                    1 => {
-                        let update = TokenUpdate {
-                            label: Some(Label::parse("renamed").unwrap()),
-                            description: None,
-                        };
-                        store
-                            .update_token_text(record.id, &user, &update, now)
-                            .await?
-                    }
-                    _ => store.delete_token(record.id, &user, now).await?,
+                let kind = match n % 3 {
+                    0 => ChangeKind::Status {
+                        from: StoredStatus::Active,
+                        to: StoredStatus::Revoked,
+                    },
+                    1 => ChangeKind::Text(TokenUpdate {
+                        label: Some(Label::parse("renamed").unwrap()),
+                        description: None,
+                    }),
+                    _ => ChangeKind::Delete,
                 };
+                let change = TokenChange {
+                    id: record.id,
+                    user: record.user_id.clone(),
+                    at: now,
+                    kind,
+                };
+                let changed = writer.change(change).await?;
                 assert!(changed, "token {n} changed");
                 store.record_last_used(&[(record.id, now, None)]).await?;
+                let enterprise = EnterpriseId::parse(&format!("acme-{n}"), "enterprise_id")?;
+                store
+                    .add_enterprise_member(&enterprise, &record.user_id)
+                    .await?;
+                store.prune_events(Timestamp(0)).await?;
                 Ok(())
             });
         }

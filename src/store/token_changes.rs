@@ -1,0 +1,136 @@
+//! Changes to existing tokens (status, label and description, deletion), applied by the group
+//! commit inside its batch transaction, each with its change-log event. A RevokeToken shares the
+//! commit and the sync of the CreateTokens around it instead of queueing for a transaction of its
+//! own (BENCHMARKS.md, session 9).
+
+use std::sync::Arc;
+
+use super::TokenUpdate;
+use super::events::EventKind;
+use crate::domain::{StoredStatus, Timestamp, TokenId, UserId};
+
+/// A change to `user`'s token `id`, made at `at`. It applies only to a token of that user that
+/// is not deleted (and, for a status change, still has the expected status).
+#[derive(Debug, Clone)]
+pub struct TokenChange {
+    /// The token.
+    pub id: TokenId,
+    /// Its owner, who makes the change.
+    pub user: UserId,
+    /// When the change is made.
+    pub at: Timestamp,
+    /// What changes.
+    pub kind: ChangeKind,
+}
+
+/// What a [`TokenChange`] changes.
+#[derive(Debug, Clone)]
+pub enum ChangeKind {
+    /// Status `from` → `to`, only if the stored status is still `from` (compare-and-set).
+    Status {
+        /// The status the caller saw.
+        from: StoredStatus,
+        /// The new status.
+        to: StoredStatus,
+    },
+    /// A new label and/or description.
+    Text(TokenUpdate),
+    /// Marks the token deleted (a tombstone that keeps id and expiry until it expires).
+    Delete,
+}
+
+/// The statements of [`ChangeKind`]s and of their change-log event, with one backend's
+/// placeholders.
+pub(crate) struct ChangeStatements {
+    pub(crate) status: Arc<str>,
+    pub(crate) text: Arc<str>,
+    pub(crate) delete: Arc<str>,
+    pub(crate) event: Arc<str>,
+}
+
+impl ChangeStatements {
+    /// The statements; `placeholder(n)` writes the n-th (1-based) parameter.
+    pub(crate) fn new(placeholder: impl Fn(usize) -> String) -> Self {
+        let p: Vec<String> = (1..=6).map(placeholder).collect();
+        Self {
+            status: format!(
+                "UPDATE tokens SET status = {}, updated_at = {}, updated_by = {} \
+                 WHERE id = {} AND user_id = {} AND status = {} AND deleted_at IS NULL",
+                p[0], p[1], p[2], p[3], p[4], p[5]
+            )
+            .into(),
+            text: format!(
+                "UPDATE tokens SET label = COALESCE({}, label), \
+                 description = COALESCE({}, description), updated_at = {}, updated_by = {} \
+                 WHERE id = {} AND user_id = {} AND deleted_at IS NULL",
+                p[0], p[1], p[2], p[3], p[4], p[5]
+            )
+            .into(),
+            delete: format!(
+                "UPDATE tokens SET deleted_at = {}, updated_at = {}, updated_by = {} \
+                 WHERE id = {} AND user_id = {} AND deleted_at IS NULL",
+                p[0], p[1], p[2], p[3], p[4]
+            )
+            .into(),
+            event: format!(
+                "INSERT INTO token_events (kind, token_id, created_at) VALUES ({}, {}, {})",
+                p[0], p[1], p[2]
+            )
+            .into(),
+        }
+    }
+}
+
+/// The change-log kind every token change records.
+pub(crate) const EVENT_KIND: EventKind = EventKind::TokenChanged;
+
+/// Applies `$changes` (a slice of [`TokenChange`]) in the open sqlx transaction `$txn` with
+/// `$statements` ([`ChangeStatements`]), logging an event for each one that applied; evaluates to
+/// whether each applied (a macro: the transaction and argument types differ per backend).
+macro_rules! apply_changes {
+    ($txn:expr, $statements:expr, $changes:expr) => {{
+        use $crate::store::token_changes::{ChangeKind, EVENT_KIND};
+        let statements: &$crate::store::token_changes::ChangeStatements = $statements;
+        let mut applied = Vec::with_capacity($changes.len());
+        for change in $changes {
+            let id = change.id.to_string();
+            let (user, at) = (change.user.as_str(), change.at.0);
+            let query = match &change.kind {
+                ChangeKind::Status { from, to } => {
+                    sqlx::query(AssertSqlSafe(statements.status.clone()))
+                        .bind(to.as_str())
+                        .bind(at)
+                        .bind(user)
+                        .bind(id.as_str())
+                        .bind(user)
+                        .bind(from.as_str())
+                }
+                ChangeKind::Text(update) => sqlx::query(AssertSqlSafe(statements.text.clone()))
+                    .bind(update.label.as_ref().map(|l| l.as_str()))
+                    .bind(update.description.as_ref().map(|d| d.as_str()))
+                    .bind(at)
+                    .bind(user)
+                    .bind(id.as_str())
+                    .bind(user),
+                ChangeKind::Delete => sqlx::query(AssertSqlSafe(statements.delete.clone()))
+                    .bind(at)
+                    .bind(at)
+                    .bind(user)
+                    .bind(id.as_str())
+                    .bind(user),
+            };
+            let changed = query.execute(&mut *$txn).await?.rows_affected() == 1;
+            if changed {
+                sqlx::query(AssertSqlSafe(statements.event.clone()))
+                    .bind(EVENT_KIND.as_str())
+                    .bind(id.as_str())
+                    .bind(at)
+                    .execute(&mut *$txn)
+                    .await?;
+            }
+            applied.push(changed);
+        }
+        applied
+    }};
+}
+pub(crate) use apply_changes;
