@@ -1,7 +1,7 @@
-//! Group commit for token writes. CreateToken calls from many clients, and the status, label and
-//! deletion changes of existing tokens, are queued to one writer task, which applies whatever has
-//! queued up in a single transaction (one fsync for many writes) and then answers each caller. A
-//! caller is told "created" or "changed" only after its write is committed.
+//! Group commit for token writes. CreateToken calls from many clients (and, on SQLite, the status,
+//! label and deletion changes of existing tokens) are queued to one writer task, which applies
+//! whatever has queued up in a single transaction (one fsync for many writes) and then answers
+//! each caller. A caller is told "created" or "changed" only after its write is committed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Store;
 use super::token_batch::BatchWriter;
-use super::token_changes::TokenChange;
+use super::token_changes::{ChangeStatements, TokenChange, apply_alone};
 use crate::domain::TokenRecord;
 use crate::error::{Error, Result};
 
@@ -37,7 +37,10 @@ enum Job {
 #[derive(Debug, Clone)]
 pub struct TokenWriter {
     queue: mpsc::Sender<Job>,
-    backend: super::Backend,
+    store: Store,
+    /// On PostgreSQL, the statements a change runs in a transaction of its own (see
+    /// `token_changes`); on SQLite, `None`: changes join the batches.
+    alone: Option<Arc<ChangeStatements>>,
     commits: Arc<AtomicU64>,
 }
 
@@ -45,13 +48,15 @@ impl TokenWriter {
     /// Starts the writer task on `store`. It ends once every handle is dropped and the queue drained.
     pub fn spawn(store: Store) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
-        let backend = store.backend();
+        let alone = (store.backend() == super::Backend::Postgres)
+            .then(|| Arc::new(ChangeStatements::new(|n| format!("${n}"))));
         let commits = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run(store, jobs, commits.clone()));
+        let task = tokio::spawn(run(store.clone(), jobs, commits.clone()));
         (
             Self {
                 queue,
-                backend,
+                store,
+                alone,
                 commits,
             },
             task,
@@ -64,7 +69,7 @@ impl TokenWriter {
     }
 
     /// Inserts `record`; returns it once it is committed.
-    #[tracing::instrument(level = "debug", name = "db.insert_token", skip_all, fields(db.system.name = self.backend.otel_name()))]
+    #[tracing::instrument(level = "debug", name = "db.insert_token", skip_all, fields(db.system.name = self.store.backend().otel_name()))]
     pub async fn insert(&self, record: TokenRecord) -> Result<TokenRecord> {
         let (done, result) = oneshot::channel();
         self.submit(Job::Insert(record, done)).await?;
@@ -76,8 +81,17 @@ impl TokenWriter {
     /// Applies `change` (with its change-log event); returns whether it applied once it is
     /// committed: false when the user has no such non-deleted token or, for a status change, the
     /// stored status is no longer the expected one.
-    #[tracing::instrument(level = "debug", name = "db.change_token", skip_all, fields(db.system.name = self.backend.otel_name()))]
+    #[tracing::instrument(level = "debug", name = "db.change_token", skip_all, fields(db.system.name = self.store.backend().otel_name()))]
     pub async fn change(&self, change: TokenChange) -> Result<bool> {
+        if let Some(statements) = &self.alone {
+            return apply_alone(&self.store, statements, &change)
+                .await
+                .map_err(|e| {
+                    crate::store::db_error(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
+                        Arc::new(e),
+                    )))
+                });
+        }
         let (done, result) = oneshot::channel();
         self.submit(Job::Change(change, done)).await?;
         result
