@@ -334,6 +334,11 @@ pub(crate) fn db_error(err: DbErr) -> Error {
     Error::store(err)
 }
 
+/// Wraps an error of a query issued straight through sqlx (the batched writes) as SeaORM's.
+pub(crate) fn from_sqlx(err: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Exec(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(err)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

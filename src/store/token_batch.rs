@@ -200,7 +200,7 @@ impl BatchWriter {
                 }
             }
             self.connection = None;
-            sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(Arc::new(e)))
+            super::from_sqlx(e)
         })?;
         if !self.keep {
             self.connection = None;

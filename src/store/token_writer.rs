@@ -86,11 +86,7 @@ impl TokenWriter {
         if let Some(statements) = &self.alone {
             return apply_alone(&self.store, statements, &change)
                 .await
-                .map_err(|e| {
-                    crate::store::db_error(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
-                        Arc::new(e),
-                    )))
-                });
+                .map_err(|e| super::db_error(super::from_sqlx(e)));
         }
         let (done, result) = oneshot::channel();
         self.submit(Job::Change(change, done)).await?;

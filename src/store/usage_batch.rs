@@ -94,11 +94,7 @@ impl Store {
             Ok(())
         }
         .await;
-        result.map_err(|e| {
-            super::db_error(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
-                std::sync::Arc::new(e),
-            )))
-        })
+        result.map_err(|e| super::db_error(super::from_sqlx(e)))
     }
 }
 
