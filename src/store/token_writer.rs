@@ -223,4 +223,70 @@ mod tests {
         writer.insert(TokenRecord::sample(64)).await.unwrap();
         assert_eq!(writer.commits(), commits + 1);
     }
+
+    /// On SQLite a change to an existing token is written by the group commit: alone it takes one
+    /// commit, and changes that arrive with creates share their transactions.
+    #[tokio::test]
+    async fn changes_ride_the_group_commit_on_sqlite() {
+        use crate::domain::{StoredStatus, Timestamp};
+        use crate::store::{ChangeKind, TokenChange};
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let store = Store::connect(&Store::sqlite_url_in(dir.path()), &options)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let (writer, _task) = TokenWriter::spawn(store.clone());
+        let mut existing = Vec::new();
+        for n in 0..16 {
+            existing.push(writer.insert(TokenRecord::sample(n)).await.unwrap());
+        }
+        let revoke = |record: &TokenRecord| TokenChange {
+            id: record.id,
+            user: record.user_id.clone(),
+            at: Timestamp::now(),
+            kind: ChangeKind::Status {
+                from: StoredStatus::Active,
+                to: StoredStatus::Revoked,
+            },
+        };
+        let before = writer.commits();
+        assert!(writer.change(revoke(&existing[0])).await.unwrap());
+        assert_eq!(
+            writer.commits(),
+            before + 1,
+            "the change was committed by the writer"
+        );
+
+        let before = writer.commits();
+        let mut writes = tokio::task::JoinSet::new();
+        for (n, record) in existing.iter().enumerate().skip(1) {
+            let (changer, change) = (writer.clone(), revoke(record));
+            writes.spawn(async move { changer.change(change).await.map(usize::from) });
+            let creator = writer.clone();
+            writes.spawn(async move {
+                creator
+                    .insert(TokenRecord::sample(100 + n))
+                    .await
+                    .map(|_| 1)
+            });
+        }
+        let mut done = 0;
+        while let Some(write) = writes.join_next().await {
+            done += write.unwrap().unwrap();
+        }
+        assert_eq!(done, 30, "15 revokes applied and 15 tokens created");
+        let commits = writer.commits() - before;
+        assert!(
+            (1..=8).contains(&commits),
+            "30 concurrent writes took {commits} commits"
+        );
+        for record in &existing {
+            let stored = store.find_token(record.id).await.unwrap().unwrap();
+            assert_eq!(stored.status, StoredStatus::Revoked);
+        }
+    }
 }
