@@ -11,7 +11,7 @@ use tokenmint::{startup, telemetry};
 
 /// mimalloc instead of the system allocator: an RPC makes dozens of small allocations (HTTP/2
 /// frames, protobuf strings, futures), and glibc's malloc/free took ~12% of a CreateToken's CPU
-/// time (BENCHMARKS.md, session 4).
+/// time (docs/benchmarks-history.md, session 4).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,7 +1,8 @@
 //! The group commit's transaction: a batch of new tokens in multi-row INSERTs, then the batch's
-//! changes to existing tokens (`token_changes`), issued straight through sqlx on SeaORM's pool. SeaORM's `InsertMany` (active models, cloned
-//! `sea_query` values, the SQL text rebuilt per batch) cost more of a CreateToken than SQLite's own
-//! work did (BENCHMARKS.md, session 4).
+//! changes to existing tokens (`token_changes`), issued straight through sqlx on SeaORM's pool.
+//! SeaORM's `InsertMany` (active models, cloned `sea_query` values, the SQL text rebuilt per
+//! batch) cost more of a CreateToken than SQLite's own work did (docs/benchmarks-history.md,
+//! session 4).
 
 use std::sync::Arc;
 
@@ -212,9 +213,9 @@ impl BatchWriter {
     }
 
     /// One transaction of multi-row INSERTs and then the changes, straight through sqlx:
-    /// SeaORM's statement building cost more than SQLite's own work for a batch (BENCHMARKS.md,
-    /// session 4). Returns the rows inserted and whether each change applied. The transaction
-    /// runs in the store's write turn.
+    /// SeaORM's statement building cost more than SQLite's own work for a batch
+    /// (docs/benchmarks-history.md, session 4). Returns the rows inserted and whether each change
+    /// applied. The transaction runs in the store's write turn.
     async fn write_rows(
         &mut self,
         rows: &[NewRow<'_>],
