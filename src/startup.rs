@@ -482,7 +482,7 @@ fn spawn_background(
 /// change-log entries, and retired keys past the longest token lifetime.
 async fn housekeeping(store: &Store, deny: &DenyList, key_retention_secs: i64, leeway_secs: i64) {
     let now = Timestamp::now();
-    deny.prune(now.plus_secs(-leeway_secs));
+    deny.prune(now.plus_secs(-leeway_secs), now.plus_secs(-60));
     let results = [
         ("change log", store.prune_events(now.plus_secs(-3600)).await),
         (

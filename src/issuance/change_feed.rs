@@ -6,7 +6,7 @@
 //! applied, and for each changed token re-reads the token's *current* state: applying is
 //! idempotent and order-independent.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,17 +61,23 @@ impl ChangeFeed {
             self.forget_before(since);
             return Ok(0);
         }
-        let mut tokens: HashSet<TokenId> = HashSet::new();
+        // Each changed token, with the latest log position seen for it: the state read below is
+        // at least that recent, and the deny list ignores it if it already holds a later one.
+        let mut tokens: HashMap<TokenId, i64> = HashMap::new();
         let mut keys_changed = false;
         for event in &fresh {
-            match event.kind {
-                EventKind::TokenChanged => tokens.extend(event.token_id),
-                EventKind::KeysChanged => keys_changed = true,
+            match (event.kind, event.token_id) {
+                (EventKind::TokenChanged, Some(id)) => {
+                    let seq = tokens.entry(id).or_insert(event.seq);
+                    *seq = (*seq).max(event.seq);
+                }
+                (EventKind::TokenChanged, None) => {}
+                (EventKind::KeysChanged, _) => keys_changed = true,
             }
         }
-        let ids: Vec<TokenId> = tokens.into_iter().collect();
+        let ids: Vec<TokenId> = tokens.keys().copied().collect();
         for state in self.store.token_states(&ids).await? {
-            self.deny.apply(&state);
+            self.deny.apply(&state, tokens[&state.id]);
         }
         for id in &ids {
             self.metadata.invalidate(id);

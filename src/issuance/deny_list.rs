@@ -31,10 +31,29 @@ impl Denial {
     }
 }
 
+/// What the list knows of one token: its denial (none once reactivated) as of the change-log
+/// position `seq` that last set it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    denial: Option<Denial>,
+    expires_at: Timestamp,
+    seq: i64,
+    /// When this entry was set (entries without a denial are kept only for a while).
+    set_at: Timestamp,
+}
+
 /// Token id → denial, for tokens that have not expired yet.
+///
+/// Every update names the change-log position (`seq`) of the change it reflects, and an update
+/// older than the one already applied is ignored. The updates come from RPC handlers after their
+/// change commits and from the change feed, and nothing orders those: an ActivateToken whose
+/// handler ran late could otherwise undo the SuspendToken committed after it. The change log
+/// numbers the changes of one token in commit order (a change updates the token's row before it
+/// takes its position, and the row stays locked until the commit). Reactivated tokens keep an
+/// entry without a denial for a while, so that a late, older suspension cannot come back.
 #[derive(Debug, Default)]
 pub struct DenyList {
-    entries: RwLock<HashMap<TokenId, (Denial, Timestamp)>>,
+    entries: RwLock<HashMap<TokenId, Entry>>,
 }
 
 impl DenyList {
@@ -44,65 +63,83 @@ impl DenyList {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
-            .map(|(d, _)| *d)
+            .and_then(|entry| entry.denial)
     }
 
-    /// Brings one token's entry in line with its stored state.
-    pub fn apply(&self, state: &DeniedToken) {
-        let denial = if state.deleted {
-            Some(Denial::Deleted)
-        } else {
-            match state.status {
-                StoredStatus::Active => None,
-                StoredStatus::Suspended => Some(Denial::Suspended),
-                StoredStatus::Revoked => Some(Denial::Revoked),
-            }
-        };
+    /// Brings one token's entry in line with its stored state as of change-log position `seq`,
+    /// unless the entry already reflects that position or a later one.
+    pub fn apply(&self, state: &DeniedToken, seq: i64) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        match denial {
-            Some(d) => {
-                entries.insert(state.id, (d, state.expires_at));
-            }
-            None => {
-                entries.remove(&state.id);
-            }
+        if entries.get(&state.id).is_some_and(|entry| entry.seq >= seq) {
+            return;
         }
+        entries.insert(
+            state.id,
+            Entry {
+                denial: denial_of(state),
+                expires_at: state.expires_at,
+                seq,
+                set_at: Timestamp::now(),
+            },
+        );
     }
 
-    /// Replaces the whole set (start-up).
+    /// Replaces the whole set (start-up); the entries count as older than any change to come.
     pub fn replace_all(&self, states: &[DeniedToken]) {
-        let mut fresh = HashMap::with_capacity(states.len());
-        for state in states {
-            let denial = if state.deleted {
-                Denial::Deleted
-            } else {
-                match state.status {
-                    StoredStatus::Active => continue,
-                    StoredStatus::Suspended => Denial::Suspended,
-                    StoredStatus::Revoked => Denial::Revoked,
-                }
-            };
-            fresh.insert(state.id, (denial, state.expires_at));
-        }
+        let now = Timestamp::now();
+        let fresh = states
+            .iter()
+            .filter_map(|state| {
+                let denial = denial_of(state)?;
+                let entry = Entry {
+                    denial: Some(denial),
+                    expires_at: state.expires_at,
+                    seq: i64::MIN,
+                    set_at: now,
+                };
+                Some((state.id, entry))
+            })
+            .collect();
         *self.entries.write().unwrap_or_else(|e| e.into_inner()) = fresh;
     }
 
-    /// Forgets entries of tokens that expired before `now`.
-    pub fn prune(&self, now: Timestamp) -> usize {
+    /// Forgets entries of tokens that expired before `expired_before`, and entries without a
+    /// denial set before `settled_before`; returns how many.
+    pub fn prune(&self, expired_before: Timestamp, settled_before: Timestamp) -> usize {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let before = entries.len();
-        entries.retain(|_, (_, expires_at)| *expires_at > now);
+        entries.retain(|_, entry| {
+            entry.expires_at > expired_before
+                && (entry.denial.is_some() || entry.set_at >= settled_before)
+        });
         before - entries.len()
     }
 
-    /// Number of entries.
+    /// Number of denied tokens.
     pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|entry| entry.denial.is_some())
+            .count()
     }
 
-    /// Whether there are no entries.
+    /// Whether no token is denied.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The denial a stored state calls for, if any.
+fn denial_of(state: &DeniedToken) -> Option<Denial> {
+    if state.deleted {
+        return Some(Denial::Deleted);
+    }
+    match state.status {
+        StoredStatus::Active => None,
+        StoredStatus::Suspended => Some(Denial::Suspended),
+        StoredStatus::Revoked => Some(Denial::Revoked),
     }
 }
 
@@ -123,14 +160,61 @@ mod tests {
     fn apply_tracks_the_latest_state_and_prune_forgets_expired() {
         let list = DenyList::default();
         let id = TokenId::generate();
-        list.apply(&state(id, StoredStatus::Suspended, false, 100));
+        list.apply(&state(id, StoredStatus::Suspended, false, 100), 1);
         assert_eq!(list.check(&id), Some(Denial::Suspended));
-        list.apply(&state(id, StoredStatus::Active, false, 100));
+        list.apply(&state(id, StoredStatus::Active, false, 100), 2);
         assert_eq!(list.check(&id), None);
-        list.apply(&state(id, StoredStatus::Active, true, 100));
+        list.apply(&state(id, StoredStatus::Active, true, 100), 3);
         assert_eq!(list.check(&id), Some(Denial::Deleted));
-        assert_eq!(list.prune(Timestamp(50)), 0);
-        assert_eq!(list.prune(Timestamp(100)), 1);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list.prune(Timestamp(50), Timestamp(0)), 0);
+        assert_eq!(list.prune(Timestamp(100), Timestamp(0)), 1);
         assert!(list.is_empty());
+    }
+
+    /// An ActivateToken answered after the SuspendToken committed behind it must not lift the
+    /// suspension (and a late suspension must not undo a later activation).
+    #[test]
+    fn an_update_older_than_the_applied_one_is_ignored() {
+        let list = DenyList::default();
+        let id = TokenId::generate();
+        list.apply(&state(id, StoredStatus::Suspended, false, 100), 7);
+        list.apply(&state(id, StoredStatus::Active, false, 100), 6);
+        assert_eq!(list.check(&id), Some(Denial::Suspended), "older activation");
+        list.apply(&state(id, StoredStatus::Suspended, false, 100), 7);
+        list.apply(&state(id, StoredStatus::Active, false, 100), 8);
+        assert_eq!(list.check(&id), None, "newer activation");
+        list.apply(&state(id, StoredStatus::Suspended, false, 100), 7);
+        assert_eq!(
+            list.check(&id),
+            None,
+            "older suspension after the activation"
+        );
+        assert!(
+            list.is_empty(),
+            "a reactivated token is not counted as denied"
+        );
+    }
+
+    /// Start-up state yields to any change; entries without a denial are forgotten once settled.
+    #[test]
+    fn start_up_entries_yield_and_settled_reactivations_are_pruned() {
+        let list = DenyList::default();
+        let (revoked, reactivated) = (TokenId::generate(), TokenId::generate());
+        list.replace_all(&[
+            state(revoked, StoredStatus::Revoked, false, 100),
+            state(reactivated, StoredStatus::Suspended, false, 100),
+        ]);
+        assert_eq!(list.check(&revoked), Some(Denial::Revoked));
+        list.apply(&state(reactivated, StoredStatus::Active, false, 100), 1);
+        assert_eq!(list.check(&reactivated), None);
+        assert_eq!(list.prune(Timestamp(0), Timestamp(0)), 0, "not settled yet");
+        let later = Timestamp::now().plus_secs(1);
+        assert_eq!(
+            list.prune(Timestamp(0), later),
+            1,
+            "the reactivation settled"
+        );
+        assert_eq!(list.check(&revoked), Some(Denial::Revoked), "denials stay");
     }
 }

@@ -4,6 +4,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::config::Environment;
 use crate::domain::{
     Description, EnterpriseId, IpRestriction, Label, ScopeCatalog, StoredStatus, TemplateId,
@@ -499,10 +501,9 @@ impl TokenManager {
             at: Timestamp::now(),
             kind: ChangeKind::Text(update),
         };
-        if !self.writer.change(change).await? {
+        if self.commit_change(change, None).await?.is_none() {
             return Err(Error::token_not_found(id));
         }
-        self.metadata.invalidate(&id);
         self.owned(caller, id).await
     }
 
@@ -536,8 +537,13 @@ impl TokenManager {
                     to: target,
                 },
             };
-            let changed = self.writer.change(change).await?;
-            if changed {
+            let denied = DeniedToken {
+                id,
+                status: target,
+                deleted: false,
+                expires_at: record.expires_at,
+            };
+            if self.commit_change(change, Some(denied)).await?.is_some() {
                 break (record, target);
             }
             if attempts >= 3 {
@@ -549,14 +555,7 @@ impl TokenManager {
                 .with_meta("token_id", id.to_string()));
             }
         };
-        self.deny.apply(&DeniedToken {
-            id,
-            status: target,
-            deleted: false,
-            expires_at: record.expires_at,
-        });
-        self.metadata.invalidate(&id);
-        tracing::info!(token_id = %id, action = action.as_str(), "token status changed");
+        tracing::info!(token_id = %id, action = action.as_str(), from = record.status.as_str(), to = target.as_str(), "token status changed");
         self.owned(caller, id).await
     }
 
@@ -570,18 +569,52 @@ impl TokenManager {
             at: Timestamp::now(),
             kind: ChangeKind::Delete,
         };
-        if !self.writer.change(change).await? {
-            return Err(Error::token_not_found(id));
-        }
-        self.deny.apply(&DeniedToken {
+        let denied = DeniedToken {
             id,
             status: record.status,
             deleted: true,
             expires_at: record.expires_at,
-        });
-        self.metadata.invalidate(&id);
+        };
+        if self.commit_change(change, Some(denied)).await?.is_none() {
+            return Err(Error::token_not_found(id));
+        }
         tracing::info!(token_id = %id, "token deleted");
         Ok(())
+    }
+
+    /// Commits `change` and, if it applied, brings this server's memory in line: the deny list
+    /// takes `denied` (the token's new state) at the change's log position, and the cached
+    /// metadata is dropped. Returns that position, or `None` if the change did not apply.
+    ///
+    /// Runs as a task of its own, so that a caller who gives up (a cancelled RPC, an expired
+    /// deadline) cannot leave a committed change unapplied here until the change feed's next
+    /// poll: on SQLite the change is committed by the writer task whether or not anyone waits.
+    async fn commit_change(
+        &self,
+        change: TokenChange,
+        denied: Option<DeniedToken>,
+    ) -> Result<Option<i64>> {
+        let (writer, deny, metadata) = (
+            self.writer.clone(),
+            self.deny.clone(),
+            self.metadata.clone(),
+        );
+        let id = change.id;
+        let task = tokio::spawn(
+            async move {
+                let seq = writer.change(change).await?;
+                if let Some(seq) = seq {
+                    if let Some(denied) = &denied {
+                        deny.apply(denied, seq);
+                    }
+                    metadata.invalidate(&id);
+                }
+                Ok(seq)
+            }
+            .instrument(tracing::Span::current()),
+        );
+        task.await
+            .map_err(|e| Error::internal(format!("a token change task failed: {e}")))?
     }
 
     /// Checks signature and static claims, through `cache` (the callers' or the subjects').

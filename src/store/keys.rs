@@ -127,6 +127,8 @@ impl Store {
             .map_err(db_error)?
             .rows_affected;
         if deleted == 0 {
+            // Ended before the turn is: the DELETE took SQLite's write lock.
+            txn.rollback().await.map_err(db_error)?;
             return Ok(false);
         }
         events::append(&txn, EventKind::KeysChanged, None, at)

@@ -185,13 +185,13 @@ impl BatchWriter {
     }
 
     /// Inserts `records` and applies `changes` in one transaction: all of it or none. Returns
-    /// whether each change applied (false: no such token of that user, or, for a status change,
-    /// not in the expected status any more).
+    /// the change-log position of each change that applied, `None` for the others (no such token
+    /// of that user, or, for a status change, not in the expected status any more).
     pub(crate) async fn write(
         &mut self,
         records: &[TokenRecord],
         changes: &[TokenChange],
-    ) -> Result<Vec<bool>, sea_orm::DbErr> {
+    ) -> Result<Vec<Option<i64>>, sea_orm::DbErr> {
         let rows: Vec<NewRow<'_>> = records.iter().map(NewRow::of).collect();
         let (inserted, applied) = self.write_rows(&rows, changes).await.map_err(|e| {
             if let Some(connection) = self.connection.as_mut() {
@@ -214,13 +214,16 @@ impl BatchWriter {
 
     /// One transaction of multi-row INSERTs and then the changes, straight through sqlx:
     /// SeaORM's statement building cost more than SQLite's own work for a batch
-    /// (docs/benchmarks-history.md, session 4). Returns the rows inserted and whether each change
-    /// applied. The transaction runs in the store's write turn.
+    /// (docs/benchmarks-history.md, session 4). Returns the rows inserted and the change-log
+    /// position of each change that applied. The transaction runs in the store's write turn,
+    /// which is taken before the connection, as every writer does: a writer holding the pool's
+    /// last connection while it waits for the turn would starve the writer that has the turn.
     async fn write_rows(
         &mut self,
         rows: &[NewRow<'_>],
         changes: &[TokenChange],
-    ) -> Result<(u64, Vec<bool>), sqlx::Error> {
+    ) -> Result<(u64, Vec<Option<i64>>), sqlx::Error> {
+        let _turn = self.store.write_turn().await;
         let connection = match &mut self.connection {
             Some(connection) => connection,
             None => {
@@ -236,7 +239,6 @@ impl BatchWriter {
                 self.connection.insert(fresh)
             }
         };
-        let _turn = self.store.write_turn().await;
         Ok(match connection {
             WriterConnection::Sqlite(conn) => write_in_chunks!(
                 conn,
@@ -306,6 +308,19 @@ mod tests {
         store
     }
 
+    /// A store whose pool has one connection, given up by a waiter after a second.
+    async fn single_connection_store(dir: &std::path::Path) -> Store {
+        let options = StoreOptions {
+            max_connections: 1,
+            connect_timeout: Duration::from_secs(1),
+        };
+        let store = Store::connect(&Store::sqlite_url_in(dir), &options)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
     /// A batch larger than one statement (64 + 32 + 4 rows) lands whole, every column intact.
     #[tokio::test]
     async fn a_multi_statement_batch_stores_every_row_and_column() {
@@ -366,7 +381,18 @@ mod tests {
             .write(std::slice::from_ref(&newcomer), &changes)
             .await
             .unwrap();
-        assert_eq!(applied, [true, false, true, true, false, false]);
+        let positions: Vec<Option<i64>> = store
+            .events_since(Timestamp(0))
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| Some(e.seq))
+            .collect();
+        assert_eq!(
+            applied,
+            [positions[0], None, positions[1], positions[2], None, None],
+            "each applied change answers with its own event's position"
+        );
 
         let stored = |n: usize| {
             let store = store.clone();
@@ -439,14 +465,7 @@ mod tests {
         assert_eq!(store.pool_usage().in_use, 1, "kept after the batch");
 
         let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            max_connections: 1,
-            connect_timeout: Duration::from_secs(1),
-        };
-        let store = Store::connect(&Store::sqlite_url_in(dir.path()), &options)
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let store = single_connection_store(dir.path()).await;
         let mut writer = BatchWriter::new(store.clone());
         let first = record(1);
         writer
@@ -455,6 +474,38 @@ mod tests {
             .unwrap();
         assert_eq!(store.find_token(first.id).await.unwrap(), Some(first));
         writer.write(&[record(2)], &[]).await.unwrap();
+    }
+
+    /// With a pool of one connection, a batch waiting for the write turn must not hold that
+    /// connection: whoever has the turn needs it to write, and both would wait until the pool's
+    /// acquire timeout.
+    #[tokio::test]
+    async fn a_batch_waits_for_the_turn_before_taking_a_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = single_connection_store(dir.path()).await;
+        let mut writer = BatchWriter::new(store.clone());
+        let token = record(1);
+
+        let turn = store.write_turn().await;
+        let mut batch = Box::pin(writer.write(std::slice::from_ref(&token), &[]));
+        // Let the batch run as far as it can: it stops at the turn (or, taking the connection
+        // first, holds it while it waits).
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(50) {
+            tokio::select! {
+                biased;
+                _ = &mut batch => panic!("the batch committed while another writer had the turn"),
+                _ = tokio::task::yield_now() => {}
+            }
+        }
+        let before_commit = store
+            .find_token(token.id)
+            .await
+            .expect("the turn's holder gets the connection");
+        assert_eq!(before_commit, None);
+        drop(turn);
+        batch.await.unwrap();
+        assert_eq!(store.find_token(token.id).await.unwrap(), Some(token));
     }
 
     #[test]

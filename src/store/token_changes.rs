@@ -78,7 +78,8 @@ impl ChangeStatements {
             )
             .into(),
             event: format!(
-                "INSERT INTO token_events (kind, token_id, created_at) VALUES ({}, {}, {})",
+                "INSERT INTO token_events (kind, token_id, created_at) VALUES ({}, {}, {}) \
+                 RETURNING seq",
                 p[0], p[1], p[2]
             )
             .into(),
@@ -91,7 +92,8 @@ pub(crate) const EVENT_KIND: EventKind = EventKind::TokenChanged;
 
 /// Applies `$changes` (a slice of [`TokenChange`]) in the open sqlx transaction `$txn` with
 /// `$statements` ([`ChangeStatements`]), logging an event for each one that applied; evaluates to
-/// whether each applied (a macro: the transaction and argument types differ per backend).
+/// the change-log position of each one that applied, `None` for the others (a macro: the
+/// transaction and argument types differ per backend).
 macro_rules! apply_changes {
     ($txn:expr, $statements:expr, $changes:expr) => {{
         use $crate::store::token_changes::{ChangeKind, EVENT_KIND};
@@ -125,15 +127,18 @@ macro_rules! apply_changes {
                     .bind(user),
             };
             let changed = query.execute(&mut *$txn).await?.rows_affected() == 1;
-            if changed {
-                sqlx::query(AssertSqlSafe(statements.event.clone()))
+            let seq = if changed {
+                let seq: i64 = sqlx::query_scalar(AssertSqlSafe(statements.event.clone()))
                     .bind(EVENT_KIND.as_str())
                     .bind(id.as_str())
                     .bind(at)
-                    .execute(&mut *$txn)
+                    .fetch_one(&mut *$txn)
                     .await?;
-            }
-            applied.push(changed);
+                Some(seq)
+            } else {
+                None
+            };
+            applied.push(seq);
         }
         applied
     }};
@@ -141,12 +146,12 @@ macro_rules! apply_changes {
 pub(crate) use apply_changes;
 
 /// Applies `change` in a transaction of its own on PostgreSQL (see the module's doc); returns
-/// whether it applied.
+/// its change-log position if it applied.
 pub(crate) async fn apply_alone(
     store: &Store,
     statements: &ChangeStatements,
     change: &TokenChange,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<i64>, sqlx::Error> {
     let _turn = store.write_turn().await;
     let mut txn = store.db().get_postgres_connection_pool().begin().await?;
     let applied = apply_changes!(txn, statements, std::slice::from_ref(change));

@@ -29,8 +29,8 @@ const GATHER_LIMIT: Duration = Duration::from_millis(2);
 enum Job {
     /// A new token; answered with the record.
     Insert(TokenRecord, oneshot::Sender<Result<TokenRecord>>),
-    /// A change to an existing token; answered with whether it applied.
-    Change(TokenChange, oneshot::Sender<Result<bool>>),
+    /// A change to an existing token; answered with its change-log position if it applied.
+    Change(TokenChange, oneshot::Sender<Result<Option<i64>>>),
 }
 
 /// The handle CreateToken and the lifecycle RPCs use to write tokens durably.
@@ -78,11 +78,11 @@ impl TokenWriter {
             .map_err(|_| Error::store("the token writer stopped before committing"))?
     }
 
-    /// Applies `change` (with its change-log event); returns whether it applied once it is
-    /// committed: false when the user has no such non-deleted token or, for a status change, the
-    /// stored status is no longer the expected one.
+    /// Applies `change` (with its change-log event); once it is committed, returns the event's
+    /// change-log position, or `None` when it did not apply: the user has no such non-deleted
+    /// token or, for a status change, the stored status is no longer the expected one.
     #[tracing::instrument(level = "debug", name = "db.change_token", skip_all, fields(db.system.name = self.store.backend().otel_name()))]
-    pub async fn change(&self, change: TokenChange) -> Result<bool> {
+    pub async fn change(&self, change: TokenChange) -> Result<Option<i64>> {
         if let Some(statements) = &self.alone {
             return apply_alone(&self.store, statements, &change)
                 .await
@@ -254,7 +254,7 @@ mod tests {
             },
         };
         let before = writer.commits();
-        assert!(writer.change(revoke(&existing[0])).await.unwrap());
+        assert!(writer.change(revoke(&existing[0])).await.unwrap().is_some());
         assert_eq!(
             writer.commits(),
             before + 1,
@@ -265,7 +265,12 @@ mod tests {
         let mut writes = tokio::task::JoinSet::new();
         for (n, record) in existing.iter().enumerate().skip(1) {
             let (changer, change) = (writer.clone(), revoke(record));
-            writes.spawn(async move { changer.change(change).await.map(usize::from) });
+            writes.spawn(async move {
+                changer
+                    .change(change)
+                    .await
+                    .map(|seq| usize::from(seq.is_some()))
+            });
             let creator = writer.clone();
             writes.spawn(async move {
                 creator

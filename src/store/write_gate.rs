@@ -127,7 +127,7 @@ mod tests {
                     kind,
                 };
                 let changed = writer.change(change).await?;
-                assert!(changed, "token {n} changed");
+                assert!(changed.is_some(), "token {n} changed");
                 store.record_last_used(&[(record.id, now, None)]).await?;
                 let enterprise = EnterpriseId::parse(&format!("acme-{n}"), "enterprise_id")?;
                 store
