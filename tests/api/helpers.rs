@@ -415,12 +415,12 @@ fn dechunk(mut rest: &str) -> String {
     }
 }
 
-/// Holds the database's write lock (SQLite) or an exclusive lock on `tokens` (PostgreSQL), so that
-/// writes wait.
+/// Holds the database's write lock (SQLite) or a share lock on `tokens` (PostgreSQL), so that
+/// writes wait while reads go on.
 pub enum DatabaseLock {
     /// `BEGIN IMMEDIATE` on SQLite.
     Sqlite(sea_orm::sqlx::SqliteConnection),
-    /// `LOCK TABLE tokens` on PostgreSQL.
+    /// `LOCK TABLE tokens IN SHARE MODE` on PostgreSQL.
     Postgres(sea_orm::sqlx::PgConnection),
 }
 
@@ -432,7 +432,7 @@ impl DatabaseLock {
         if url.starts_with("postgres") {
             let mut conn = sea_orm::sqlx::PgConnection::connect(&url).await.unwrap();
             conn.execute("BEGIN").await.unwrap();
-            conn.execute("LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE")
+            conn.execute("LOCK TABLE tokens IN SHARE MODE")
                 .await
                 .unwrap();
             Self::Postgres(conn)

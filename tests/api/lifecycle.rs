@@ -10,7 +10,9 @@ use tokenmint::proto::v1::token_service_client::TokenServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::helpers::{TestApp, assert_error, authed, bad_fields, error_meta, eventually};
+use crate::helpers::{
+    DatabaseLock, TestApp, assert_error, authed, bad_fields, error_meta, eventually,
+};
 
 type Client = TokenServiceClient<Channel>;
 
@@ -771,4 +773,70 @@ async fn empty_id_is_invalid_id_for_every_rpc() {
         assert_error(&err, Code::InvalidArgument, "INVALID_ID");
         assert_eq!(bad_fields(&err), ["id"], "{rpc:?}");
     }
+}
+
+/// VerifyToken of `raw` as `caller` (who holds `token_introspect`): whether it is active.
+async fn verifies(client: &mut Client, caller: &str, raw: &str) -> bool {
+    let request = pb::VerifyTokenRequest {
+        token: raw.into(),
+        ..Default::default()
+    };
+    let response = client.verify_token(authed(caller, request)).await;
+    response.expect("VerifyToken").into_inner().active
+}
+
+#[tokio::test]
+async fn a_revoke_whose_caller_gave_up_still_stops_verification_once_committed() {
+    // The change feed would bring the deny list up to date within one poll; with an hour between
+    // polls, only the revoke's own path can make this server stop verifying the token.
+    let app = TestApp::spawn_with(|s| s.background.change_poll_interval_ms = 3_600_000).await;
+    let caller = app
+        .bootstrap("alice", &["user_manage", "wallet_view", "token_introspect"])
+        .await;
+    let mut client = app.client().await;
+    let request = pb::CreateTokenRequest {
+        label: "abandoned revoke".into(),
+        scopes: vec!["wallet_view".into()],
+        ..Default::default()
+    };
+    let minted = client
+        .create_token(authed(&caller, request))
+        .await
+        .expect("CreateToken")
+        .into_inner();
+    let (id, raw) = (minted.token.expect("the token").id, minted.raw_token);
+    assert!(
+        verifies(&mut client, &caller, &raw).await,
+        "verifies at first"
+    );
+
+    // The revoke reaches the database, which makes it wait; its caller gives up meanwhile.
+    let lock = DatabaseLock::take(&app).await;
+    let mut request = authed(&caller, pb::RevokeTokenRequest { id: id.clone() });
+    request.set_timeout(Duration::from_millis(300));
+    let status = client.revoke_token(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+    lock.release().await;
+
+    let committed = eventually(Duration::from_secs(10), || {
+        let (mut client, caller, id) = (client.clone(), caller.clone(), id.clone());
+        async move {
+            let token = get(&mut client, &caller, &id).await.expect("GetToken");
+            (token.status == pb::TokenStatus::Revoked as i32).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        committed.is_some(),
+        "the revoke, already handed to the database, is committed"
+    );
+    let refused = eventually(Duration::from_secs(2), || {
+        let (mut client, caller, raw) = (client.clone(), caller.clone(), raw.clone());
+        async move { (!verifies(&mut client, &caller, &raw).await).then_some(()) }
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "once committed, the revoke applies to this server's deny list even though its RPC was cancelled"
+    );
 }
