@@ -439,6 +439,12 @@ impl Settings {
             "server.max_concurrent_streams, server.concurrency_limit_per_connection and \
              server.max_in_flight_requests must be positive"
         );
+        anyhow::ensure!(
+            self.background.change_poll_interval_ms > 0
+                && self.background.last_used_flush_interval_ms > 0,
+            "background.change_poll_interval_ms and background.last_used_flush_interval_ms \
+             must be positive"
+        );
         if let Some(tls) = &self.server.tls {
             anyhow::ensure!(
                 tls.reload_interval_secs > 0,
@@ -555,6 +561,18 @@ mod tests {
         s.validate().unwrap();
         assert_eq!(s.server.listen, "127.0.0.1:50051");
         assert_eq!(s.tokens.leeway_secs, 5);
+    }
+
+    #[test]
+    fn a_zero_background_interval_is_refused() {
+        for var in [
+            "TOKENMINT__BACKGROUND__CHANGE_POLL_INTERVAL_MS",
+            "TOKENMINT__BACKGROUND__LAST_USED_FLUSH_INTERVAL_MS",
+        ] {
+            let s = Settings::load(None, vars(&[(var, "0")])).unwrap();
+            let err = s.validate().unwrap_err().to_string();
+            assert!(err.contains("must be positive"), "{var}: {err}");
+        }
     }
 
     #[test]

@@ -252,8 +252,9 @@ impl KeyManager {
         let mut stored = store.list_keys().await?;
         if !stored.iter().any(|k| k.retired_at.is_none()) {
             let key = generate(&master, algorithm)?;
-            store.rotate_in_key(&key).await?;
-            tracing::info!(kid = %key.kid, algorithm = algorithm.name(), "generated the first signing key");
+            if store.store_first_key(&key).await? {
+                tracing::info!(kid = %key.kid, algorithm = algorithm.name(), "generated the first signing key");
+            }
             stored = store.list_keys().await?;
         }
         let ring = build_ring(&master, &stored, retention_secs, Timestamp::now())?;

@@ -4,6 +4,7 @@
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use super::entities::token_events::{self, Column, Entity as TokenEvents};
@@ -42,6 +43,24 @@ pub struct ChangeEvent {
     pub created_at: Timestamp,
 }
 
+impl From<token_events::Model> for ChangeEvent {
+    fn from(m: token_events::Model) -> Self {
+        Self {
+            seq: m.seq,
+            kind: if m.kind == EventKind::KeysChanged.as_str() {
+                EventKind::KeysChanged
+            } else {
+                EventKind::TokenChanged
+            },
+            token_id: m
+                .token_id
+                .as_deref()
+                .and_then(|id| TokenId::parse(id, "token_id").ok()),
+            created_at: Timestamp(m.created_at),
+        }
+    }
+}
+
 /// Appends an event inside the caller's transaction.
 pub(crate) async fn append<C: ConnectionTrait>(
     conn: &C,
@@ -59,30 +78,41 @@ pub(crate) async fn append<C: ConnectionTrait>(
 }
 
 impl Store {
-    /// Events written at or after `since`, oldest first.
-    pub async fn events_since(&self, since: Timestamp) -> Result<Vec<ChangeEvent>> {
+    /// Up to `limit` events after log position `seq`, in log order.
+    pub async fn events_after(&self, seq: i64, limit: u64) -> Result<Vec<ChangeEvent>> {
         let models = TokenEvents::find()
-            .filter(Column::CreatedAt.gte(since.0))
+            .filter(Column::Seq.gt(seq))
             .order_by_asc(Column::Seq)
+            .limit(limit)
             .all(self.db())
             .await
             .map_err(db_error)?;
-        Ok(models
-            .into_iter()
-            .map(|m| ChangeEvent {
-                seq: m.seq,
-                kind: if m.kind == "keys" {
-                    EventKind::KeysChanged
-                } else {
-                    EventKind::TokenChanged
-                },
-                token_id: m
-                    .token_id
-                    .as_deref()
-                    .and_then(|id| TokenId::parse(id, "token_id").ok()),
-                created_at: Timestamp(m.created_at),
-            })
-            .collect())
+        Ok(models.into_iter().map(ChangeEvent::from).collect())
+    }
+
+    /// The events at log positions `seqs` that exist (committed), in log order.
+    pub async fn events_at(&self, seqs: &[i64]) -> Result<Vec<ChangeEvent>> {
+        let mut events = Vec::new();
+        for chunk in seqs.chunks(500) {
+            let models = TokenEvents::find()
+                .filter(Column::Seq.is_in(chunk.iter().copied()))
+                .order_by_asc(Column::Seq)
+                .all(self.db())
+                .await
+                .map_err(db_error)?;
+            events.extend(models.into_iter().map(ChangeEvent::from));
+        }
+        Ok(events)
+    }
+
+    /// The highest committed log position, 0 for an empty log.
+    pub async fn latest_event_seq(&self) -> Result<i64> {
+        let latest = TokenEvents::find()
+            .order_by_desc(Column::Seq)
+            .one(self.db())
+            .await
+            .map_err(db_error)?;
+        Ok(latest.map_or(0, |m| m.seq))
     }
 
     /// Deletes events older than `cutoff`.

@@ -3,15 +3,36 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 
 use super::entities::signing_keys::{self, Column, Entity as SigningKeys};
 use super::events::{self, EventKind};
-use super::{Store, db_error};
+use super::{Backend, Store, db_error};
 use crate::domain::Timestamp;
 use crate::error::Result;
+
+/// Whether [`Store::put_signing_key`] replaces a current signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// A rotation: the new key always becomes the signing key.
+    Always,
+    /// The first key: stored only if there is no signing key.
+    IfNone,
+}
+
+/// Makes `txn` the only transaction changing the key set until it ends: on PostgreSQL with a
+/// transaction-scoped advisory lock, on SQLite by taking the database's write lock with a first
+/// statement that writes nothing (so that what the transaction reads next is the latest).
+async fn lock_key_set(txn: &DatabaseTransaction, backend: Backend) -> Result<()> {
+    let sql = match backend {
+        Backend::Postgres => "SELECT pg_advisory_xact_lock(7318245077)",
+        Backend::Sqlite => "UPDATE signing_keys SET kid = kid WHERE 1 = 0",
+    };
+    txn.execute_unprepared(sql).await.map_err(db_error)?;
+    Ok(())
+}
 
 /// A signing key as stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -64,8 +85,34 @@ impl Store {
 
     /// Stores `key` as the new signing key and retires every other current one, atomically.
     pub async fn rotate_in_key(&self, key: &StoredKey) -> Result<()> {
+        self.put_signing_key(key, Replace::Always).await.map(|_| ())
+    }
+
+    /// Stores `key` as the signing key unless there already is one (another replica starting on
+    /// the same database may have stored one first); returns whether `key` was stored.
+    pub async fn store_first_key(&self, key: &StoredKey) -> Result<bool> {
+        self.put_signing_key(key, Replace::IfNone).await
+    }
+
+    /// Stores `key` as the signing key (see [`Replace`]), retiring every other current one, in a
+    /// transaction that excludes every other change of the key set, whatever process makes it:
+    /// two concurrent rotations would otherwise each retire what they saw and leave two keys
+    /// signing.
+    async fn put_signing_key(&self, key: &StoredKey, replace: Replace) -> Result<bool> {
         let _turn = self.write_turn().await;
         let txn = self.db().begin().await.map_err(db_error)?;
+        lock_key_set(&txn, self.backend()).await?;
+        if replace == Replace::IfNone {
+            let current = SigningKeys::find()
+                .filter(Column::RetiredAt.is_null())
+                .count(&txn)
+                .await
+                .map_err(db_error)?;
+            if current > 0 {
+                txn.rollback().await.map_err(db_error)?;
+                return Ok(false);
+            }
+        }
         SigningKeys::update_many()
             .col_expr(Column::RetiredAt, Expr::value(key.created_at.0))
             .filter(Column::RetiredAt.is_null())
@@ -87,7 +134,8 @@ impl Store {
         events::append(&txn, EventKind::KeysChanged, None, key.created_at)
             .await
             .map_err(db_error)?;
-        txn.commit().await.map_err(db_error)
+        txn.commit().await.map_err(db_error)?;
+        Ok(true)
     }
 
     /// Deletes retired keys retired before `cutoff` (no unexpired token can carry their `kid`).

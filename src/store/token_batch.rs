@@ -382,7 +382,7 @@ mod tests {
             .await
             .unwrap();
         let positions: Vec<Option<i64>> = store
-            .events_since(Timestamp(0))
+            .events_after(0, 10_000)
             .await
             .unwrap()
             .iter()
@@ -416,7 +416,7 @@ mod tests {
         );
         assert_eq!(store.find_token(newcomer.id).await.unwrap(), Some(newcomer));
 
-        let events = store.events_since(Timestamp(0)).await.unwrap();
+        let events = store.events_after(0, 10_000).await.unwrap();
         let logged: Vec<_> = events.iter().map(|e| e.token_id).collect();
         assert_eq!(
             logged,

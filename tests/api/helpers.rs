@@ -415,8 +415,8 @@ fn dechunk(mut rest: &str) -> String {
     }
 }
 
-/// Holds the database's write lock (SQLite) or a share lock on `tokens` (PostgreSQL), so that
-/// writes wait while reads go on.
+/// Holds the database's write lock (SQLite) or a share lock on one table (PostgreSQL; `tokens`
+/// unless told), so that writes wait while reads go on.
 pub enum DatabaseLock {
     /// `BEGIN IMMEDIATE` on SQLite.
     Sqlite(sea_orm::sqlx::SqliteConnection),
@@ -427,14 +427,18 @@ pub enum DatabaseLock {
 impl DatabaseLock {
     /// Takes the lock on `app`'s database.
     pub async fn take(app: &TestApp) -> Self {
-        use sea_orm::sqlx::{Connection, Executor};
+        Self::take_on(app, "tokens").await
+    }
+
+    /// Takes the lock on `app`'s database: on PostgreSQL, a share lock on `table` only.
+    pub async fn take_on(app: &TestApp, table: &str) -> Self {
+        use sea_orm::sqlx::{AssertSqlSafe, Connection, Executor};
         let url = app.settings.database_url();
         if url.starts_with("postgres") {
             let mut conn = sea_orm::sqlx::PgConnection::connect(&url).await.unwrap();
             conn.execute("BEGIN").await.unwrap();
-            conn.execute("LOCK TABLE tokens IN SHARE MODE")
-                .await
-                .unwrap();
+            let lock = format!("LOCK TABLE {table} IN SHARE MODE");
+            conn.execute(AssertSqlSafe(lock)).await.unwrap();
             Self::Postgres(conn)
         } else {
             let mut conn = sea_orm::sqlx::SqliteConnection::connect(&url)
@@ -453,6 +457,29 @@ impl DatabaseLock {
             Self::Postgres(mut conn) => conn.execute("ROLLBACK").await.map(|_| ()),
         }
         .unwrap();
+    }
+}
+
+/// Runs `statements` on `app`'s database in one transaction, as another process would: the
+/// statements bypass every server (for changes a test cannot make through the API).
+pub async fn execute_in_database(app: &TestApp, statements: &[String]) {
+    use sea_orm::sqlx::{AssertSqlSafe, Connection, Executor};
+    let url = app.settings.database_url();
+    macro_rules! run {
+        ($conn:ty) => {{
+            let mut conn = <$conn>::connect(&url).await.unwrap();
+            let mut txn = conn.begin().await.unwrap();
+            for statement in statements {
+                let statement = AssertSqlSafe(statement.as_str());
+                txn.execute(statement).await.unwrap();
+            }
+            txn.commit().await.unwrap();
+        }};
+    }
+    if url.starts_with("postgres") {
+        run!(sea_orm::sqlx::PgConnection)
+    } else {
+        run!(sea_orm::sqlx::SqliteConnection)
     }
 }
 

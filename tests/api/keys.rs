@@ -13,7 +13,7 @@ use tokenmint::issuance::keys::KeyAlgorithm;
 use tokenmint::proto::v1 as pb;
 use tonic::transport::Channel;
 
-use crate::helpers::{TestApp, authed, claims_of, eventually, header_of, http_get};
+use crate::helpers::{DatabaseLock, TestApp, authed, claims_of, eventually, header_of, http_get};
 
 type Client = pb::token_service_client::TokenServiceClient<Channel>;
 
@@ -438,4 +438,37 @@ async fn a_retired_key_with_no_live_tokens_goes_without_force() {
         .await
         .unwrap();
     assert_eq!(retired.dependent_tokens, 0);
+}
+
+#[tokio::test]
+async fn concurrent_rotations_leave_one_signing_key() {
+    use tokenmint::startup::{master_key, open_store};
+    let app = TestApp::spawn().await;
+    let algorithm = app.settings.keys.algorithm;
+    let (first, second) = (
+        open_store(&app.settings).await.unwrap(),
+        open_store(&app.settings).await.unwrap(),
+    );
+    // Both rotations get as far as their change-log entry and wait there, side by side.
+    let lock = DatabaseLock::take_on(&app, "token_events").await;
+    let rotations = [first, second].map(|store| {
+        let master = master_key(&app.settings).unwrap();
+        tokio::spawn(async move {
+            tokenmint::issuance::keys::rotate_offline(&store, &master, algorithm).await
+        })
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.release().await;
+    for rotation in rotations {
+        rotation.await.unwrap().expect("rotate keys");
+    }
+
+    let keys = tokenmint::cli::list_keys(&app.settings).await.unwrap();
+    let signing: Vec<_> = keys.iter().filter(|k| k.ends_with("\tsigning")).collect();
+    assert_eq!(signing.len(), 1, "one key signs: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        3,
+        "the first key and both rotations' keys: {keys:?}"
+    );
 }

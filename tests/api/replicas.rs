@@ -8,7 +8,10 @@ use tokenmint::proto::v1 as pb;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::helpers::{TestApp, assert_error, authed, claims_of, error_meta, eventually, header_of};
+use crate::helpers::{
+    TestApp, assert_error, authed, claims_of, error_meta, eventually, execute_in_database,
+    header_of,
+};
 
 type Client = pb::token_service_client::TokenServiceClient<Channel>;
 
@@ -41,6 +44,16 @@ impl Replicas {
             client_b,
             caller,
         }
+    }
+
+    /// Mints a token on A and checks that A and B both verify it: both have it cached as active.
+    async fn mint_active_on_both(&self) -> pb::CreateTokenResponse {
+        let minted = mint(&self.client_a, &self.caller).await;
+        let raw = minted.raw_token.as_str();
+        let on_a = verify(&self.client_a, &self.caller, raw).await;
+        let on_b = verify(&self.client_b, &self.caller, raw).await;
+        assert!(on_a.active && on_b.active, "active on A and B");
+        minted
     }
 }
 
@@ -150,11 +163,8 @@ async fn token_minted_on_one_replica_verifies_on_the_other() {
 #[tokio::test]
 async fn revocation_on_one_replica_reaches_the_other() {
     let r = Replicas::start().await;
-    let minted = mint(&r.client_a, &r.caller).await;
+    let minted = r.mint_active_on_both().await;
     let raw = minted.raw_token.as_str();
-    let before_a = verify(&r.client_a, &r.caller, raw).await;
-    let before_b = verify(&r.client_b, &r.caller, raw).await;
-    assert!(before_a.active && before_b.active, "active on A and B");
 
     revoke(&r.client_b, &r.caller, id_of(&minted)).await;
 
@@ -163,6 +173,36 @@ async fn revocation_on_one_replica_reaches_the_other() {
     let response = seen.expect("A reports REVOKED within 2 s");
     assert!(!response.active);
     assert!(response.token.is_none());
+}
+
+#[tokio::test]
+async fn a_change_logged_with_an_old_time_still_reaches_every_replica() {
+    // Another process revokes a token, and its change-log entry carries a time 15 s in the past:
+    // its clock runs behind, or the revoke waited that long for a lock before committing.
+    let r = Replicas::start().await;
+    let minted = r.mint_active_on_both().await;
+    let raw = minted.raw_token.as_str();
+
+    let id = id_of(&minted);
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let stamped = now_us - 15_000_000;
+    let statements = [
+        format!("UPDATE tokens SET status = 'revoked', updated_at = {stamped} WHERE id = '{id}'"),
+        format!(
+            "INSERT INTO token_events (kind, token_id, created_at) \
+             VALUES ('token', '{id}', {stamped})"
+        ),
+    ];
+    execute_in_database(&r.a, &statements).await;
+
+    let revoked = pb::InactiveReason::Revoked;
+    for (name, client) in [("A", &r.client_a), ("B", &r.client_b)] {
+        let seen = verify_until(client, &r.caller, raw, revoked).await;
+        assert!(seen.is_some(), "{name} reports REVOKED within 2 s");
+    }
 }
 
 #[tokio::test]
@@ -260,6 +300,13 @@ async fn replicas_starting_together_on_a_fresh_database_do_not_race_on_migration
     for start in starts {
         apps.push(start.await.expect("every replica starts"));
     }
+    let keys = tokenmint::cli::list_keys(&apps[0].settings).await.unwrap();
+    let signing: Vec<_> = keys.iter().filter(|k| k.ends_with("\tsigning")).collect();
+    assert_eq!(
+        signing.len(),
+        1,
+        "one signing key, not one per replica: {keys:?}"
+    );
     let token = apps[0].manager("alice").await;
     for app in &apps {
         let listed = app
