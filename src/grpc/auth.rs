@@ -6,18 +6,18 @@ use crate::error::{Error, ErrorCode, Result, reason};
 use crate::issuance::{Caller, TokenManager};
 
 /// Authenticates the caller of `request` and checks it holds `scope` (or `all`).
-pub fn caller_with_scope<T>(
+pub async fn caller_with_scope<T>(
     tokens: &TokenManager,
     request: &tonic::Request<T>,
     scope: &str,
 ) -> Result<Caller> {
-    let caller = caller(tokens, request)?;
+    let caller = caller(tokens, request).await?;
     caller.require_scope(scope)?;
     Ok(caller)
 }
 
 /// Authenticates the caller of `request`.
-pub fn caller<T>(tokens: &TokenManager, request: &tonic::Request<T>) -> Result<Caller> {
+pub async fn caller<T>(tokens: &TokenManager, request: &tonic::Request<T>) -> Result<Caller> {
     let header = request.metadata().get("authorization").ok_or_else(|| {
         Error::new(
             ErrorCode::Unauthenticated,
@@ -42,7 +42,7 @@ pub fn caller<T>(tokens: &TokenManager, request: &tonic::Request<T>) -> Result<C
     let peer = request
         .remote_addr()
         .map(|a| crate::domain::ip::canonical(a.ip()));
-    let caller = tokens.authenticate(token, peer)?;
+    let caller = tokens.authenticate(token, peer).await?;
     crate::grpc::observe::record_user(&caller.user_id);
     Ok(caller)
 }

@@ -26,8 +26,8 @@ impl TemplateApi {
     }
 
     /// Authenticates a template call (scope `user_manage`).
-    fn manager<T>(&self, request: &Request<T>) -> Result<Caller, Error> {
-        auth::caller_with_scope(&self.tokens, request, scope::USER_MANAGE)
+    async fn manager<T>(&self, request: &Request<T>) -> Result<Caller, Error> {
+        auth::caller_with_scope(&self.tokens, request, scope::USER_MANAGE).await
     }
 }
 
@@ -52,7 +52,7 @@ impl TemplateService for TemplateApi {
     ) -> Result<Response<pb::CreateTemplateResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            let caller = self.manager(&request)?;
+            let caller = self.manager(&request).await?;
             let req = request.into_inner();
             let input = TemplateInput {
                 name: req.name,
@@ -81,7 +81,7 @@ impl TemplateService for TemplateApi {
     ) -> Result<Response<pb::GetTemplateResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            let caller = self.manager(&request)?;
+            let caller = self.manager(&request).await?;
             let id = TemplateId::parse(&request.get_ref().id, "id")?;
             record_template(id);
             self.templates.owned(&caller, id).await
@@ -99,7 +99,7 @@ impl TemplateService for TemplateApi {
     ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            let caller = self.manager(&request)?;
+            let caller = self.manager(&request).await?;
             let req = request.get_ref();
             self.templates
                 .list(&caller, req.page_size, &req.page_token, &req.enterprise_id)
@@ -123,7 +123,7 @@ impl TemplateService for TemplateApi {
     ) -> Result<Response<pb::UpdateTemplateResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            let caller = self.manager(&request)?;
+            let caller = self.manager(&request).await?;
             let req = request.into_inner();
             let template = req.template.ok_or_else(|| {
                 Error::invalid(
@@ -158,7 +158,7 @@ impl TemplateService for TemplateApi {
     ) -> Result<Response<pb::DeleteTemplateResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            let caller = self.manager(&request)?;
+            let caller = self.manager(&request).await?;
             let id = TemplateId::parse(&request.get_ref().id, "id")?;
             record_template(id);
             self.templates.delete(&caller, id).await

@@ -35,8 +35,8 @@ impl TokenApi {
     }
 
     /// Authenticates a token-management call (scope `user_manage`).
-    fn manager<T>(&self, request: &Request<T>) -> Result<crate::issuance::Caller, Error> {
-        auth::caller_with_scope(&self.tokens, request, scope::USER_MANAGE)
+    async fn manager<T>(&self, request: &Request<T>) -> Result<crate::issuance::Caller, Error> {
+        auth::caller_with_scope(&self.tokens, request, scope::USER_MANAGE).await
     }
 
     async fn lifecycle(
@@ -46,7 +46,7 @@ impl TokenApi {
     ) -> Result<pb::Token, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            let caller = self.manager(&request)?;
+            let caller = self.manager(&request).await?;
             let id = TokenId::parse(request.get_ref(), "id")?;
             record_token(id);
             self.tokens.transition(&caller, id, action).await
@@ -69,7 +69,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            let caller = self.manager(&request)?;
+            let caller = self.manager(&request).await?;
             let req = request.into_inner();
             if !req.template_id.is_empty()
                 && let Ok(id) = TemplateId::parse(&req.template_id, "template_id")
@@ -114,7 +114,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::GetTokenResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            let caller = self.manager(&request)?;
+            let caller = self.manager(&request).await?;
             let id = TokenId::parse(&request.get_ref().id, "id")?;
             record_token(id);
             self.tokens.get(&caller, id).await
@@ -132,7 +132,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            let caller = self.manager(&request)?;
+            let caller = self.manager(&request).await?;
             let req = request.get_ref();
             let status = convert::status_filter_from_proto(req.status).map_err(|n| {
                 Error::invalid(
@@ -164,7 +164,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::UpdateTokenResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            let caller = self.manager(&request)?;
+            let caller = self.manager(&request).await?;
             let req = request.get_ref();
             let id = TokenId::parse(&req.id, "id")?;
             record_token(id);
@@ -225,7 +225,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            let caller = self.manager(&request)?;
+            let caller = self.manager(&request).await?;
             let id = TokenId::parse(&request.get_ref().id, "id")?;
             record_token(id);
             self.tokens.delete(&caller, id).await
@@ -241,7 +241,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::VerifyTokenResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
-            auth::caller_with_scope(&self.tokens, &request, scope::TOKEN_INTROSPECT)?;
+            auth::caller_with_scope(&self.tokens, &request, scope::TOKEN_INTROSPECT).await?;
             let req = request.get_ref();
             self.tokens
                 .verify(&req.token, &req.client_ip, &req.required_scopes)
@@ -271,7 +271,9 @@ impl TokenService for TokenApi {
         request: Request<pb::ListScopesRequest>,
     ) -> Result<Response<pb::ListScopesResponse>, Status> {
         let rid = request_id::of(&request);
-        auth::caller(&self.tokens, &request).map_err(|e| to_status(e, &rid))?;
+        auth::caller(&self.tokens, &request)
+            .await
+            .map_err(|e| to_status(e, &rid))?;
         let scopes = self
             .tokens
             .catalog()

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -231,7 +232,14 @@ pub struct KeyManager {
     /// How long a retired key keeps verifying: the longest token lifetime plus leeway.
     retention_secs: i64,
     ring: RwLock<Arc<KeyRing>>,
+    /// When a token naming an unknown key last made this server re-read the keys (one re-read at
+    /// a time, at most one per [`UNKNOWN_KEY_REFRESH`]).
+    last_unknown_key_refresh: tokio::sync::Mutex<Option<Instant>>,
 }
+
+/// The least time between two re-reads of the keys caused by tokens naming an unknown key: a
+/// client sending made-up `kid`s costs the database one small query per this interval.
+pub const UNKNOWN_KEY_REFRESH: Duration = Duration::from_secs(1);
 
 impl fmt::Debug for KeyManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -264,6 +272,7 @@ impl KeyManager {
             algorithm,
             retention_secs,
             ring: RwLock::new(Arc::new(ring)),
+            last_unknown_key_refresh: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -278,6 +287,29 @@ impl KeyManager {
         let ring = build_ring(&self.master, &stored, self.retention_secs, Timestamp::now())?;
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
         Ok(())
+    }
+
+    /// Called when a token names a key this server does not know: another server may have
+    /// rotated in a key this one has not learnt of from the change feed yet. Re-reads the keys
+    /// unless that was done less than [`UNKNOWN_KEY_REFRESH`] ago; returns whether the ring
+    /// changed since `seen` (the ring the caller checked the token against), so that checking
+    /// again is worthwhile.
+    pub async fn refresh_for_unknown_key(&self, seen: &Arc<KeyRing>) -> bool {
+        let mut last = self.last_unknown_key_refresh.lock().await;
+        // A re-read that finished while this caller waited for the lock may have brought it.
+        if !Arc::ptr_eq(&self.ring(), seen) {
+            return true;
+        }
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < UNKNOWN_KEY_REFRESH) {
+            return false;
+        }
+        *last = Some(now);
+        if let Err(error) = self.reload().await {
+            tracing::warn!(%error, "re-reading the keys for a token naming an unknown key failed");
+            return false;
+        }
+        !Arc::ptr_eq(&self.ring(), seen)
     }
 
     /// Makes a new signing key; earlier keys keep verifying until their tokens have expired.
@@ -459,4 +491,47 @@ fn build_ring(
         }
     }
     Ok(KeyRing { signing, verifying })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// A key manager on a fresh SQLite database in `dir`.
+    async fn manager(dir: &std::path::Path) -> KeyManager {
+        let options = StoreOptions {
+            max_connections: 2,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let store = Store::connect(&Store::sqlite_url_in(dir), &options)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let master = MasterKey::from_bytes(&[7; 32]).unwrap();
+        KeyManager::load(store, master, KeyAlgorithm::EdDSA, 3600)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_naming_unknown_keys_make_at_most_one_key_read_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = manager(dir.path()).await;
+
+        let before = keys.ring();
+        assert!(keys.refresh_for_unknown_key(&before).await, "re-read");
+        let reloaded = keys.ring();
+        assert!(!Arc::ptr_eq(&before, &reloaded));
+
+        assert!(
+            !keys.refresh_for_unknown_key(&reloaded).await,
+            "a second made-up kid within the interval reads nothing"
+        );
+        assert!(Arc::ptr_eq(&reloaded, &keys.ring()));
+        assert!(
+            keys.refresh_for_unknown_key(&before).await,
+            "a caller that checked against the older ring is told to check again"
+        );
+    }
 }

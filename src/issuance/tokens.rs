@@ -16,7 +16,7 @@ use crate::issuance::caches::{MetadataCache, VerifiedCache, token_hash};
 use crate::issuance::caller::Caller;
 use crate::issuance::claims::{self, Audience, Claims, RawToken};
 use crate::issuance::deny_list::DenyList;
-use crate::issuance::keys::KeyManager;
+use crate::issuance::keys::{KeyManager, KeyRing};
 use crate::issuance::last_used::LastUsed;
 use crate::issuance::lifecycle::{self, Action};
 use crate::issuance::paging::Page;
@@ -617,14 +617,32 @@ impl TokenManager {
             .map_err(|e| Error::internal(format!("a token change task failed: {e}")))?
     }
 
-    /// Checks signature and static claims, through `cache` (the callers' or the subjects').
-    fn verified(
+    /// [`Self::verified_by`] with the current key ring; when the token names a key this server
+    /// does not know, once more after re-reading the keys (another server may have rotated one in
+    /// that this server's change feed has not brought yet).
+    async fn verified(
         &self,
         raw: &str,
         cache: &VerifiedCache,
     ) -> Result<Arc<VerifiedToken>, InactiveReason> {
-        let hash = token_hash(raw);
         let ring = self.keys.ring();
+        match self.verified_by(raw, cache, &ring) {
+            Err(InactiveReason::UnknownKey) if self.keys.refresh_for_unknown_key(&ring).await => {
+                self.verified_by(raw, cache, &self.keys.ring())
+            }
+            result => result,
+        }
+    }
+
+    /// Checks signature and static claims against `ring`, through `cache` (the callers' or the
+    /// subjects').
+    fn verified_by(
+        &self,
+        raw: &str,
+        cache: &VerifiedCache,
+        ring: &KeyRing,
+    ) -> Result<Arc<VerifiedToken>, InactiveReason> {
+        let hash = token_hash(raw);
         if let Some(hit) = cache.get(&hash) {
             // A retired key takes its signatures with it, cached or not.
             return match ring.verifying_key(&hit.kid) {
@@ -634,7 +652,7 @@ impl TokenManager {
         }
         let token = {
             let _span = tracing::debug_span!("verify_signature").entered();
-            Arc::new(self.policy.jwt.verify_signature(raw, &ring)?)
+            Arc::new(self.policy.jwt.verify_signature(raw, ring)?)
         };
         cache.insert(hash, token.clone());
         Ok(token)
@@ -653,7 +671,7 @@ impl TokenManager {
         let required = self
             .catalog
             .parse_scopes(required_scopes, "required_scopes")?;
-        let token = match self.verified(raw, &self.verified) {
+        let token = match self.verified(raw, &self.verified).await {
             Ok(token) => token,
             Err(reason) => return Ok(Verification::Inactive(reason)),
         };
@@ -691,7 +709,7 @@ impl TokenManager {
 
     /// Authenticates the bearer token of an RPC made from `peer`. No database access: signature
     /// (cached), time, the deny list and the token's IP restriction.
-    pub fn authenticate(&self, raw: &str, peer: Option<IpAddr>) -> Result<Caller> {
+    pub async fn authenticate(&self, raw: &str, peer: Option<IpAddr>) -> Result<Caller> {
         let unauthenticated = |why: InactiveReason| {
             Error::new(
                 ErrorCode::Unauthenticated,
@@ -703,7 +721,10 @@ impl TokenManager {
             )
             .with_meta("inactive_reason", why.as_str())
         };
-        let token = self.verified(raw, &self.callers).map_err(unauthenticated)?;
+        let token = self
+            .verified(raw, &self.callers)
+            .await
+            .map_err(unauthenticated)?;
         let now = Timestamp::now();
         self.policy
             .jwt

@@ -317,3 +317,28 @@ async fn replicas_starting_together_on_a_fresh_database_do_not_race_on_migration
         assert!(listed.is_ok(), "{listed:?}");
     }
 }
+
+#[tokio::test]
+async fn a_key_rotated_in_elsewhere_is_used_before_the_change_feed_brings_it() {
+    // B reads the change log once an hour: only a token naming the new key can make it look.
+    let a = TestApp::spawn().await;
+    let b = TestApp::spawn_on(a.db.clone(), |s| {
+        s.background.change_poll_interval_ms = 3_600_000;
+    })
+    .await;
+    let client_b = b.client().await;
+    let old_caller = a.manager(USER).await;
+    // B's first poll, at start-up, is over.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let new_kid = tokenmint::cli::rotate_keys(&a.settings).await;
+    let new_kid = new_kid.expect("rotate keys");
+    // The CLI signs with the newest key; B has not heard of it.
+    let new_caller = a.manager(USER).await;
+    assert_eq!(kid_of(&new_caller), new_kid);
+
+    let response = verify(&client_b, &old_caller, &new_caller).await;
+    assert!(response.active, "B verifies it: reason {}", response.reason);
+    let listed = list(&client_b, &new_caller).await;
+    assert!(listed.is_ok(), "B authenticates it as a caller: {listed:?}");
+}
