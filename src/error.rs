@@ -85,6 +85,12 @@ pub mod reason {
     pub const TOKEN_NOT_FOUND: &str = "TOKEN_NOT_FOUND";
     /// The lifecycle transition is not allowed from the token's current state.
     pub const INVALID_TRANSITION: &str = "INVALID_TRANSITION";
+    /// The new (or re-enabled) token would exceed the calling token in some dimension (lifetime,
+    /// networks, spending limits, enterprise); the metadata's `field` names which.
+    pub const EXCEEDS_CALLER: &str = "EXCEEDS_CALLER";
+    /// A stored bound (a template's or calling token's IP list) no longer parses: nothing is
+    /// minted under it until it is fixed.
+    pub const UNREADABLE_RESTRICTION: &str = "UNREADABLE_RESTRICTION";
     /// The new token would hold a scope its creator does not hold.
     pub const SCOPE_NOT_HELD: &str = "SCOPE_NOT_HELD";
     /// Only an admin caller may do this.

@@ -80,6 +80,22 @@ impl IpRestriction {
         self.nets.is_empty() && !self.unreadable
     }
 
+    /// Whether the restriction lets in every IPv4 or every IPv6 client: it holds `0.0.0.0/0`,
+    /// `::/0`, or an IPv6 network that covers all of `::ffff:0:0/96` (every IPv4 client on a
+    /// dual-stack socket). Such a restriction restricts nothing where it matters.
+    pub fn is_catch_all(&self) -> bool {
+        let mapped: ipnet::Ipv6Net = "::ffff:0:0/96".parse().expect("a valid network");
+        self.nets.iter().any(|net| match net {
+            IpNet::V4(v4) => v4.prefix_len() == 0,
+            IpNet::V6(v6) => v6.prefix_len() == 0 || v6.contains(&mapped),
+        })
+    }
+
+    /// Whether every stored or claimed entry could be read (always, for a parsed request).
+    pub fn is_readable(&self) -> bool {
+        !self.unreadable
+    }
+
     /// Whether `addr` is allowed (always, when unrestricted).
     pub fn allows(&self, addr: IpAddr) -> bool {
         let addr = canonical(addr);
@@ -106,14 +122,30 @@ impl IpRestriction {
     }
 }
 
-/// Parses one entry as a network, normalising addresses to host routes.
+/// Parses one entry as a network, normalising addresses to host routes and IPv4-mapped IPv6
+/// networks to the IPv4 networks they map (`::ffff:10.0.0.0/104` is `10.0.0.0/8`): clients on
+/// dual-stack sockets are matched as IPv4 (see [`canonical`]), so that is what such a network
+/// means, here and in `tokenmint-verify`.
 fn parse_net(raw: &str) -> Option<IpNet> {
     if let Ok(net) = raw.parse::<IpNet>() {
-        return Some(net.trunc());
+        return Some(canonical_net(net.trunc()));
     }
     raw.parse::<IpAddr>()
         .ok()
         .map(|addr| IpNet::from(canonical(addr)))
+}
+
+/// An IPv6 network inside `::ffff:0:0/96` as the IPv4 network it maps; any other network as is.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
 }
 
 /// Maps IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) to IPv4, as peers on dual-stack sockets appear.
@@ -162,6 +194,38 @@ mod tests {
         assert!(!r.allows("10.0.0.1".parse().unwrap()));
         let mixed = IpRestriction::from_trusted(&["10.0.0.0/8", "garbage"]);
         assert!(!mixed.allows("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_are_the_ipv4_networks_they_map() {
+        let r = parse(&["::ffff:10.0.0.0/104", "::ffff:192.0.2.7"]).unwrap();
+        assert_eq!(r.to_strings(), vec!["10.0.0.0/8", "192.0.2.7/32"]);
+        assert!(r.allows("10.1.2.3".parse().unwrap()));
+        assert!(r.allows("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!r.allows("11.0.0.1".parse().unwrap()));
+        assert!(parse(&["10.1.0.0/16"]).unwrap().is_within(&r));
+    }
+
+    #[test]
+    fn catch_alls_are_recognised_in_every_spelling() {
+        for all in [
+            "0.0.0.0/0",
+            "::/0",
+            "::ffff:0:0/96",
+            "::/64",
+            "10.0.0.0/8, ::/0",
+        ] {
+            let entries: Vec<&str> = all.split(", ").collect();
+            assert!(parse(&entries).unwrap().is_catch_all(), "{all}");
+        }
+        for narrow in [
+            "0.0.0.0/1",
+            "10.0.0.0/8",
+            "2001:db8::/32",
+            "::ffff:10.0.0.0/104",
+        ] {
+            assert!(!parse(&[narrow]).unwrap().is_catch_all(), "{narrow}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod token;
 
 pub use ids::{EnterpriseId, TemplateId, TokenId, UserId};
 pub use ip::IpRestriction;
-pub use limits::TokenLimits;
+pub use limits::{Amount, SpendingLimit, TokenLimits};
 pub use scope::{ScopeCatalog, ScopeSet};
 pub use template::{TemplateName, TemplateRecord};
 pub use text::{Description, Label};

@@ -44,6 +44,13 @@ impl Timestamp {
         }
     }
 
+    /// RFC 3339 in UTC, to the second (for messages).
+    pub fn to_rfc3339(self) -> String {
+        chrono::DateTime::from_timestamp(self.as_secs(), 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| format!("{} s after the epoch", self.as_secs()))
+    }
+
     /// From a protobuf timestamp (sub-microsecond precision is dropped).
     pub fn from_proto(ts: &prost_types::Timestamp) -> Self {
         Self(

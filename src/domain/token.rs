@@ -97,6 +97,8 @@ pub struct TokenRecord {
     pub last_used_ip: Option<String>,
     /// Deletion time; a deleted token is a tombstone.
     pub deleted_at: Option<Timestamp>,
+    /// The token that minted this one; `None` for a root token (made by the operator CLI).
+    pub parent_id: Option<TokenId>,
 }
 
 impl TokenRecord {
@@ -133,6 +135,7 @@ impl TokenRecord {
             last_used_at: None,
             last_used_ip: None,
             deleted_at: None,
+            parent_id: None,
         }
     }
 }

@@ -42,6 +42,11 @@ pub fn token_to_proto(record: &TokenRecord, now: Timestamp) -> pb::Token {
             delete: actions.delete,
         }),
         template_version: record.template_version,
+        parent_id: record
+            .parent_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
     }
 }
 

@@ -141,8 +141,12 @@ impl TokenService for TokenApi {
                     format!("{n} is not a TokenStatus value"),
                 )
             })?;
+            let parent = match req.parent_id.as_str() {
+                "" => None,
+                raw => Some(TokenId::parse(raw, "parent_id")?),
+            };
             self.tokens
-                .list(&caller, req.page_size, &req.page_token, status)
+                .list(&caller, req.page_size, &req.page_token, status, parent)
                 .await
         }
         .await;
@@ -211,11 +215,28 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        let token = self
-            .lifecycle(request.map(|r| r.id), Action::Revoke)
-            .await?;
+        if !request.get_ref().cascade {
+            let token = self
+                .lifecycle(request.map(|r| r.id), Action::Revoke)
+                .await?;
+            return Ok(Response::new(pb::RevokeTokenResponse {
+                token: Some(token),
+                descendants_revoked: 0,
+            }));
+        }
+        let rid = request_id::of(&request);
+        let result = async {
+            let caller = self.manager(&request).await?;
+            let id = TokenId::parse(&request.get_ref().id, "id")?;
+            record_token(id);
+            self.tokens.revoke_tree(&caller, id).await
+        }
+        .await;
+        let (token, descendants) = result.map_err(|e| to_status(e, &rid))?;
+        self.metrics.revoked();
         Ok(Response::new(pb::RevokeTokenResponse {
-            token: Some(token),
+            token: Some(convert::token_to_proto(&token, self.tokens.expiry_clock())),
+            descendants_revoked: i64::try_from(descendants).unwrap_or(i64::MAX),
         }))
     }
 

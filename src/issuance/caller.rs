@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::domain::{ScopeSet, TokenId, UserId, scope};
+use crate::domain::{ScopeSet, TokenId, TokenRecord, UserId, scope};
 use crate::error::{Error, Result, reason};
+use crate::issuance::authority::{Bounder, Ceiling, EnterpriseBound};
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -16,6 +17,9 @@ pub struct Caller {
     pub scopes: Arc<ScopeSet>,
     /// Whether the calling token is admin.
     pub admin: bool,
+    /// The calling token's stored metadata (its expiry, networks, limits and enterprise bound
+    /// what it mints); `None` for the operator CLI, which is bounded by nothing.
+    pub record: Option<Arc<TokenRecord>>,
 }
 
 impl Caller {
@@ -26,6 +30,26 @@ impl Caller {
             token_id: None,
             scopes: Arc::new(ScopeSet::from_trusted([scope::ALL])),
             admin: true,
+            record: None,
+        }
+    }
+
+    /// The most this caller may give a token it mints or re-enables: its own scopes, admin,
+    /// expiry, networks, spending limits and enterprise (nothing bounds the operator).
+    pub fn ceiling(&self) -> Ceiling<'_> {
+        let record = self.record.as_deref();
+        Ceiling {
+            by: Bounder::Caller,
+            scopes: &self.scopes,
+            admin: self.admin,
+            expires_at: record.map(|r| r.expires_at),
+            ips: record.map(|r| &r.ip_restrict),
+            limits: record.map(|r| &r.limits),
+            enterprise: match record.and_then(|r| r.enterprise_id.as_ref()) {
+                Some(bound) => EnterpriseBound::Only(Some(bound)),
+                None => EnterpriseBound::Any,
+            },
+            inherit_scopes: false,
         }
     }
 
@@ -76,6 +100,7 @@ mod tests {
             token_id: None,
             scopes: Arc::new(ScopeSet::from_claim(scopes)),
             admin,
+            record: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The issuance core: signing keys, claims, verification policy, lifecycle rules and the token
 //! manager that the gRPC handlers call. No tonic and no SQL here: storage goes through `store`.
 
+pub mod authority;
 pub mod caches;
 pub mod caller;
 pub mod change_feed;

@@ -6,7 +6,8 @@ use crate::domain::{EnterpriseId, IpRestriction, ScopeSet, UserId, scope};
 use crate::error::{Error, Result, reason};
 use crate::store::Store;
 
-/// Production rules: at least one allowed network, and never scope `all`. `ips_field` and
+/// Production rules: at least one allowed network, none of them a catch-all, and never scope
+/// `all`. `ips_field` and
 /// `scopes_field` name the request fields for the error.
 pub fn check_environment(
     environment: Environment,
@@ -23,6 +24,13 @@ pub fn check_environment(
             ips_field,
             reason::IP_RESTRICTION_REQUIRED,
             "in production tokens must be restricted to IP addresses or CIDR blocks",
+        ));
+    }
+    if ips.is_catch_all() {
+        return Err(Error::invalid(
+            ips_field,
+            reason::IP_RESTRICTION_REQUIRED,
+            "in production a restriction may not let in every address (0.0.0.0/0, ::/0, ::ffff:0:0/96)",
         ));
     }
     if scopes.has_all() {

@@ -1,5 +1,5 @@
 //! The template core: creating, reading, listing, updating (FieldMask, versioned) and deleting
-//! templates, and [`narrow`], the rule that a token minted from a template may only narrow it.
+//! templates, and the [`ceiling`] a template sets on the tokens minted from it.
 //!
 //! Updating or deleting a template never touches tokens already minted from it.
 
@@ -12,6 +12,7 @@ use crate::domain::{
 };
 use crate::error::{Error, ErrorCode, Result, Violations, reason};
 use crate::issuance::Caller;
+use crate::issuance::authority::{Bounder, Ceiling, EnterpriseBound};
 use crate::issuance::paging::Page;
 use crate::issuance::rules;
 use crate::issuance::tokens::LimitsInput;
@@ -66,137 +67,19 @@ pub struct TemplatePage {
     pub next_page_token: String,
 }
 
-/// What a token gets: scopes, networks, limits and enterprise.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    /// Scopes.
-    pub scopes: ScopeSet,
-    /// Allowed networks.
-    pub ips: IpRestriction,
-    /// Spending limits.
-    pub limits: TokenLimits,
-    /// Enterprise.
-    pub enterprise: Option<EnterpriseId>,
-}
-
-/// What a CreateToken request asks for; `None`/empty fields take the template's values.
-#[derive(Debug, Clone, Default)]
-pub struct Requested {
-    /// Requested scopes (empty: the template's).
-    pub scopes: ScopeSet,
-    /// Requested networks (empty: the template's).
-    pub ips: IpRestriction,
-    /// Requested limits (`None`: the template's).
-    pub limits: Option<TokenLimits>,
-    /// Requested enterprise (`None`: the template's).
-    pub enterprise: Option<EnterpriseId>,
-}
-
-/// The grant of a token minted from `template` with `requested`: each given field must lie within
-/// the template (scopes a subset, networks inside `allowed_ips`, limits only for listed coins and
-/// no higher, the template's enterprise); anything wider is INVALID_ARGUMENT EXCEEDS_TEMPLATE.
-pub fn narrow(template: &TemplateRecord, requested: Requested) -> Result<Grant> {
-    let exceeds = |field: &str, message: String| {
-        Err(Error::invalid(field, reason::EXCEEDS_TEMPLATE, message)
-            .with_meta("template_id", template.id.to_string()))
-    };
-    let mut v = Violations::default();
-    let scopes = if requested.scopes.is_empty() {
-        template.scopes.clone()
-    } else {
-        let beyond: Vec<&str> = requested
-            .scopes
-            .iter()
-            .filter(|s| !template.scopes.contains(s))
-            .collect();
-        if !beyond.is_empty() {
-            v.check::<()>(exceeds(
-                "scopes",
-                format!("scope(s) {} are not in the template", beyond.join(", ")),
-            ));
-        }
-        requested.scopes
-    };
-    let ips = if requested.ips.is_unrestricted() {
-        template.allowed_ips.clone()
-    } else {
-        if !template.allowed_ips.is_unrestricted()
-            && !requested.ips.is_within(&template.allowed_ips)
-        {
-            v.check::<()>(exceeds(
-                "ip_restrict",
-                "ip_restrict must lie inside the template's allowed_ips".into(),
-            ));
-        }
-        requested.ips
-    };
-    let limits = match requested.limits {
-        None => template.limits.clone(),
-        Some(mut limits) => {
-            for (i, limit) in limits.spending_limits.iter().enumerate() {
-                let field = format!("token_limits.spending_limits[{i}]");
-                match template.limits.limit_for(&limit.coin) {
-                    None => v.check::<()>(exceeds(
-                        &format!("{field}.coin"),
-                        format!(
-                            "the template has no spending limit for coin {:?}",
-                            limit.coin
-                        ),
-                    )),
-                    Some(max) if &limit.tx_value_limit > max => v.check::<()>(exceeds(
-                        &format!("{field}.tx_value_limit"),
-                        format!(
-                            "the limit for {} exceeds the template's {}",
-                            limit.coin,
-                            max.as_str()
-                        ),
-                    )),
-                    Some(_) => None,
-                };
-            }
-            match (
-                &limits.all_erc20_tokens_limit,
-                &template.limits.all_erc20_tokens_limit,
-            ) {
-                (None, inherited) => limits.all_erc20_tokens_limit = inherited.clone(),
-                (Some(_), None) => {
-                    v.check::<()>(exceeds(
-                        "token_limits.all_erc20_tokens_limit",
-                        "the template has no all-ERC-20 limit".into(),
-                    ));
-                }
-                (Some(asked), Some(max)) if asked > max => {
-                    v.check::<()>(exceeds(
-                        "token_limits.all_erc20_tokens_limit",
-                        format!(
-                            "the all-ERC-20 limit exceeds the template's {}",
-                            max.as_str()
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-            limits
-        }
-    };
-    let enterprise = match requested.enterprise {
-        None => template.enterprise_id.clone(),
-        Some(asked) if Some(&asked) == template.enterprise_id.as_ref() => Some(asked),
-        Some(asked) => {
-            v.check::<()>(exceeds(
-                "enterprise_id",
-                format!("enterprise {asked} is not the template's enterprise"),
-            ));
-            Some(asked)
-        }
-    };
-    v.finish()?;
-    Ok(Grant {
-        scopes,
-        ips,
-        limits,
-        enterprise,
-    })
+/// The ceiling a template sets on the tokens minted from it (see [`crate::issuance::authority`]):
+/// its scopes, networks, limits and enterprise; it does not bound lifetime or admin.
+pub fn ceiling(template: &TemplateRecord) -> Ceiling<'_> {
+    Ceiling {
+        by: Bounder::Template(&template.id),
+        scopes: &template.scopes,
+        admin: true,
+        expires_at: None,
+        ips: Some(&template.allowed_ips),
+        limits: Some(&template.limits),
+        enterprise: EnterpriseBound::Only(template.enterprise_id.as_ref()),
+        inherit_scopes: true,
+    }
 }
 
 /// The template core, shared by the TemplateService handlers and CreateToken.

@@ -12,6 +12,7 @@ use crate::domain::{
     Timestamp, TokenId, TokenLimits, TokenRecord, TokenStatus,
 };
 use crate::error::{Error, ErrorCode, Result, Violations, reason};
+use crate::issuance::authority::{self, Expiry, Grant};
 use crate::issuance::caches::{MetadataCache, VerifiedCache, token_hash};
 use crate::issuance::caller::Caller;
 use crate::issuance::claims::{self, Audience, Claims, RawToken};
@@ -21,7 +22,7 @@ use crate::issuance::last_used::LastUsed;
 use crate::issuance::lifecycle::{self, Action};
 use crate::issuance::paging::Page;
 use crate::issuance::rules;
-use crate::issuance::templates::{Grant, Requested, TemplateManager, narrow};
+use crate::issuance::templates::{self, TemplateManager};
 use crate::issuance::verifier::{InactiveReason, JwtPolicy, VerifiedToken};
 use crate::store::tokens::StatusFilter;
 use crate::store::{ChangeKind, DeniedToken, Store, TokenChange, TokenUpdate, TokenWriter};
@@ -254,29 +255,29 @@ impl TokenManager {
         else {
             return Err(Error::internal("validation passed without values"));
         };
-        let grant = match &template {
-            Some(t) => narrow(
-                t,
-                Requested {
-                    scopes,
-                    ips,
-                    limits,
-                    enterprise,
-                },
-            )?,
-            None => Grant {
-                scopes,
-                ips,
-                limits: limits.unwrap_or_default(),
-                enterprise,
-            },
+        let asked = Grant {
+            scopes,
+            admin: input.admin,
+            expiry: expires_at,
+            ips,
+            limits: limits.unwrap_or_default(),
+            enterprise,
+        };
+        // Authority only flows downward (authority.rs): the template's bounds, then the
+        // caller's, then the environment's rules on the result.
+        let asked = match &template {
+            Some(t) => authority::narrow(&templates::ceiling(t), asked)?,
+            None => asked,
         };
         let Grant {
             scopes,
+            admin,
+            expiry,
             ips,
             limits,
             enterprise,
-        } = grant;
+        } = authority::narrow(&caller.ceiling(), asked)?;
+        let expires_at = expiry.at();
         rules::require_scopes(&scopes, "scopes")?;
         rules::check_environment(
             self.policy.environment,
@@ -285,7 +286,6 @@ impl TokenManager {
             "scopes",
             "ip_restrict",
         )?;
-        caller.require_can_grant(&scopes, input.admin)?;
         if let Some(enterprise) = &enterprise {
             rules::require_member(&self.store, enterprise, &caller.user_id).await?;
         }
@@ -303,7 +303,7 @@ impl TokenManager {
             exp: expires_at.as_secs(),
             scope: scopes.to_claim(),
             ent: enterprise.as_ref().map(ToString::to_string),
-            adm: input.admin,
+            adm: admin,
             tpl: template.as_ref().map(|t| t.id.to_string()),
             ips: (!ips.is_unrestricted()).then(|| ips.to_strings()),
         };
@@ -320,7 +320,7 @@ impl TokenManager {
             enterprise_id: enterprise,
             ip_restrict: ips,
             limits,
-            admin: input.admin,
+            admin,
             template_id: template.as_ref().map(|t| t.id.to_string()),
             template_version: template.as_ref().map_or(0, |t| t.version),
             status: StoredStatus::Active,
@@ -334,6 +334,7 @@ impl TokenManager {
             last_used_at: None,
             last_used_ip: None,
             deleted_at: None,
+            parent_id: caller.token_id,
         };
         let record = self.writer.insert(record).await?;
         let deprecated_scopes = self.catalog.deprecated_in(&record.scopes);
@@ -345,14 +346,15 @@ impl TokenManager {
         })
     }
 
-    /// The expiry from the two lifetime fields, defaulting and bounded by configuration.
+    /// The expiry from the two lifetime fields, defaulting and bounded by configuration (the
+    /// caller's bound comes later, in [`authority::narrow`]).
     fn expiry(
         &self,
         duration: Option<i64>,
         expires_at: Option<Timestamp>,
         now: Timestamp,
         default_lifetime_secs: i64,
-    ) -> Result<Timestamp> {
+    ) -> Result<Expiry> {
         let max = self.policy.max_lifetime_secs;
         let too_long = |field: &str| {
             Error::invalid(
@@ -374,17 +376,23 @@ impl TokenManager {
                 "duration_seconds must be positive",
             )),
             (Some(secs), None) if secs > max => Err(too_long("duration_seconds")),
-            (Some(secs), None) => Ok(Timestamp::from_secs(now.plus_secs(secs).ceil_secs())),
+            (Some(secs), None) => Ok(Expiry::Asked {
+                at: Timestamp::from_secs(now.plus_secs(secs).ceil_secs()),
+                field: "duration_seconds",
+            }),
             (None, Some(at)) if at <= now => Err(Error::invalid(
                 "expires_at",
                 reason::INVALID_LIFETIME,
                 "expires_at must be in the future",
             )),
             (None, Some(at)) if at > now.plus_secs(max) => Err(too_long("expires_at")),
-            (None, Some(at)) => Ok(Timestamp::from_secs(at.as_secs())),
-            (None, None) => Ok(Timestamp::from_secs(
+            (None, Some(at)) => Ok(Expiry::Asked {
+                at: Timestamp::from_secs(at.as_secs()),
+                field: "expires_at",
+            }),
+            (None, None) => Ok(Expiry::Default(Timestamp::from_secs(
                 now.plus_secs(default_lifetime_secs.min(max)).ceil_secs(),
-            )),
+            ))),
         }
     }
 
@@ -412,6 +420,7 @@ impl TokenManager {
         page_size: i32,
         page_token: &str,
         status: Option<TokenStatus>,
+        parent: Option<TokenId>,
     ) -> Result<TokenPage> {
         let filter = match status {
             None => StatusFilter::Any,
@@ -420,10 +429,11 @@ impl TokenManager {
             Some(TokenStatus::Revoked) => StatusFilter::Revoked,
             Some(TokenStatus::Expired) => StatusFilter::Expired,
         };
+        let parent_tag = parent.map(|p| p.to_string()).unwrap_or_default();
         let page = Page::parse(
             page_size,
             page_token,
-            format!("tokens:{}", filter_tag(filter)),
+            format!("tokens:{}:{parent_tag}", filter_tag(filter)),
         )?;
         let now = self.expiry_clock();
         let mut tokens = self
@@ -431,6 +441,7 @@ impl TokenManager {
             .list_tokens(
                 &caller.user_id,
                 filter,
+                parent,
                 page.cursor.clone(),
                 page.fetch_limit(),
                 now,
@@ -526,7 +537,8 @@ impl TokenManager {
                 return Err(invalid_transition(id, status, action));
             };
             if action == Action::Activate {
-                caller.require_can_grant(&record.scopes, record.admin)?;
+                // Re-enabling is minting again: the caller must be able to mint it today.
+                authority::admits(&caller.ceiling(), &record)?;
             }
             let change = TokenChange {
                 id,
@@ -582,6 +594,46 @@ impl TokenManager {
         Ok(())
     }
 
+    /// Revokes `caller`'s token `id` (unless it is already revoked or expired) and every token
+    /// descending from it. Returns the token and how many descendants this call revoked.
+    ///
+    /// The tree is walked breadth-first in pages of [`CASCADE_PAGE`] children, each page's revokes
+    /// committed together; it runs as a task of its own, so a caller who gives up does not leave
+    /// the tree half revoked. Children minted during the walk are found if their parent's page
+    /// has not been read yet; a repeated cascade revokes any still valid.
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
+    pub async fn revoke_tree(&self, caller: &Caller, id: TokenId) -> Result<(TokenRecord, u64)> {
+        let root = self.owned(caller, id).await?;
+        if matches!(
+            root.status_at(self.expiry_clock()),
+            TokenStatus::Active | TokenStatus::Suspended
+        ) {
+            match self.transition(caller, id, Action::Revoke).await {
+                // Revoked (or expired) meanwhile: the walk goes on all the same.
+                Err(e) if e.reason == reason::INVALID_TRANSITION => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        let walk = TreeRevoker {
+            store: self.store.clone(),
+            writer: self.writer.clone(),
+            deny: self.deny.clone(),
+            metadata: self.metadata.clone(),
+            user: caller.user_id.clone(),
+            now: self.expiry_clock(),
+        };
+        let revoked = tokio::spawn(
+            walk.revoke_descendants(id)
+                .instrument(tracing::Span::current()),
+        )
+        .await
+        .map_err(|e| Error::internal(format!("a cascading revoke failed: {e}")))??;
+        tracing::info!(token_id = %id, descendants_revoked = revoked, "token tree revoked");
+        Ok((self.owned(caller, id).await?, revoked))
+    }
+
     /// Commits `change` and, if it applied, brings this server's memory in line: the deny list
     /// takes `denied` (the token's new state) at the change's log position, and the cached
     /// metadata is dropped. Returns that position, or `None` if the change did not apply.
@@ -594,27 +646,14 @@ impl TokenManager {
         change: TokenChange,
         denied: Option<DeniedToken>,
     ) -> Result<Option<i64>> {
-        let (writer, deny, metadata) = (
+        commit_change(
             self.writer.clone(),
             self.deny.clone(),
             self.metadata.clone(),
-        );
-        let id = change.id;
-        let task = tokio::spawn(
-            async move {
-                let seq = writer.change(change).await?;
-                if let Some(seq) = seq {
-                    if let Some(denied) = &denied {
-                        deny.apply(denied, seq);
-                    }
-                    metadata.invalidate(&id);
-                }
-                Ok(seq)
-            }
-            .instrument(tracing::Span::current()),
-        );
-        task.await
-            .map_err(|e| Error::internal(format!("a token change task failed: {e}")))?
+            change,
+            denied,
+        )
+        .await
     }
 
     /// [`Self::verified_by`] with the current key ring; when the token names a key this server
@@ -707,8 +746,9 @@ impl TokenManager {
         Ok(Verification::Active(record))
     }
 
-    /// Authenticates the bearer token of an RPC made from `peer`. No database access: signature
-    /// (cached), time, the deny list and the token's IP restriction.
+    /// Authenticates the bearer token of an RPC made from `peer`: signature (cached), time, the
+    /// deny list, the token's IP restriction, then its stored metadata (cached; one database read
+    /// per token per cache lifetime).
     pub async fn authenticate(&self, raw: &str, peer: Option<IpAddr>) -> Result<Caller> {
         let unauthenticated = |why: InactiveReason| {
             Error::new(
@@ -740,12 +780,21 @@ impl TokenManager {
             )
             .with_meta("peer_ip", peer.map(|p| p.to_string()).unwrap_or_default()));
         }
+        // The stored row bounds what the caller mints (its limits are in no claim), and a token
+        // whose row is gone (a restore, a failover to a lagging replica) stops authenticating
+        // within the metadata cache's lifetime.
+        let load = || self.store.find_token(token.id);
+        let record = match self.metadata.get_or_load(token.id, load).await? {
+            Some(record) if record.deleted_at.is_none() => record,
+            _ => return Err(unauthenticated(InactiveReason::UnknownToken)),
+        };
         self.last_used.record(token.id, now, peer);
         Ok(Caller {
             user_id: token.user_id.clone(),
             token_id: Some(token.id),
             scopes: token.scopes.clone(),
             admin: token.admin,
+            record: Some(record),
         })
     }
 }
@@ -793,5 +842,141 @@ fn filter_tag(filter: StatusFilter) -> &'static str {
         StatusFilter::Suspended => "suspended",
         StatusFilter::Revoked => "revoked",
         StatusFilter::Expired => "expired",
+    }
+}
+
+/// [`TokenManager::commit_change`]'s body, for callers without a manager (the tree walk).
+async fn commit_change(
+    writer: TokenWriter,
+    deny: Arc<DenyList>,
+    metadata: Arc<MetadataCache>,
+    change: TokenChange,
+    denied: Option<DeniedToken>,
+) -> Result<Option<i64>> {
+    let id = change.id;
+    let task = tokio::spawn(
+        async move {
+            let seq = writer.change(change).await?;
+            if let Some(seq) = seq {
+                if let Some(denied) = &denied {
+                    deny.apply(denied, seq);
+                }
+                metadata.invalidate(&id);
+            }
+            Ok(seq)
+        }
+        .instrument(tracing::Span::current()),
+    );
+    task.await
+        .map_err(|e| Error::internal(format!("a token change task failed: {e}")))?
+}
+
+/// Children of a token are read and revoked this many at a time.
+const CASCADE_PAGE: u64 = 500;
+
+/// A cascading revoke's walk down a token tree (owned parts, so that it runs as its own task).
+struct TreeRevoker {
+    store: Store,
+    writer: TokenWriter,
+    deny: Arc<DenyList>,
+    metadata: Arc<MetadataCache>,
+    user: crate::domain::UserId,
+    now: Timestamp,
+}
+
+impl TreeRevoker {
+    /// Revokes every still-valid descendant of `root`, level by level; returns how many.
+    async fn revoke_descendants(self, root: TokenId) -> Result<u64> {
+        let mut revoked = 0;
+        let mut level = vec![root];
+        let mut seen = std::collections::HashSet::from([root]);
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            for parents in level.chunks(CASCADE_PAGE as usize) {
+                let mut after = None;
+                loop {
+                    let children = self
+                        .store
+                        .children_of(&self.user, parents, after, CASCADE_PAGE)
+                        .await?;
+                    let full = children.len() as u64 == CASCADE_PAGE;
+                    after = children.last().map(|c| c.id);
+                    let revokes = children
+                        .iter()
+                        .filter(|c| seen.insert(c.id))
+                        .inspect(|c| next.push(c.id))
+                        .filter(|c| {
+                            c.deleted_at.is_none()
+                                && matches!(
+                                    c.status_at(self.now),
+                                    TokenStatus::Active | TokenStatus::Suspended
+                                )
+                        })
+                        .map(|c| self.revoke(c))
+                        .collect::<Vec<_>>();
+                    for applied in futures_util::future::join_all(revokes).await {
+                        revoked += u64::from(applied?);
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+            }
+            level = next;
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes one descendant; `false` if it was already stopped (revoked, deleted or expired)
+    /// by the time its change was applied. A concurrent change makes it re-read the token and try
+    /// again, a few times at most.
+    async fn revoke(&self, child: &TokenRecord) -> Result<bool> {
+        let mut current = child.clone();
+        for _ in 0..3 {
+            let change = TokenChange {
+                id: current.id,
+                user: self.user.clone(),
+                at: Timestamp::now(),
+                kind: ChangeKind::Status {
+                    from: current.status,
+                    to: StoredStatus::Revoked,
+                },
+            };
+            let denied = DeniedToken {
+                id: current.id,
+                status: StoredStatus::Revoked,
+                deleted: false,
+                expires_at: current.expires_at,
+            };
+            let applied = commit_change(
+                self.writer.clone(),
+                self.deny.clone(),
+                self.metadata.clone(),
+                change,
+                Some(denied),
+            )
+            .await?;
+            if applied.is_some() {
+                return Ok(true);
+            }
+            match self.store.find_token(current.id).await? {
+                Some(now)
+                    if now.deleted_at.is_none()
+                        && matches!(
+                            now.status_at(self.now),
+                            TokenStatus::Active | TokenStatus::Suspended
+                        ) =>
+                {
+                    current = now;
+                }
+                _ => return Ok(false),
+            }
+        }
+        Err(Error::new(
+            ErrorCode::Unavailable,
+            reason::CONCURRENT_CHANGE,
+            "a descendant kept changing concurrently; repeat the cascading revoke",
+        )
+        .with_meta("token_id", child.id.to_string()))
     }
 }

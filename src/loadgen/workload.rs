@@ -220,7 +220,7 @@ impl Workload {
             Some(id) => {
                 client
                     .tokens
-                    .revoke_token(self.authed(pb::RevokeTokenRequest { id }))
+                    .revoke_token(self.authed(pb::RevokeTokenRequest { id, cascade: false }))
                     .await
                     .map_err(|s| s.code())?;
                 Ok(())
@@ -274,7 +274,7 @@ impl Workload {
                 1 => shaped.push((tamper(&raw), false)),
                 2 | 3 => {
                     client
-                        .revoke_token(self.authed(pb::RevokeTokenRequest { id }))
+                        .revoke_token(self.authed(pb::RevokeTokenRequest { id, cascade: false }))
                         .await
                         .context("revoking")?;
                     shaped.push((raw, false));

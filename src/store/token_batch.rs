@@ -14,7 +14,7 @@ use super::token_changes::{ChangeStatements, TokenChange, apply_changes};
 use crate::domain::TokenRecord;
 
 /// The columns a new token row sets, in the order [`bind_row!`] binds them.
-const INSERT_COLUMNS: [&str; 22] = [
+const INSERT_COLUMNS: [&str; 23] = [
     "id",
     "user_id",
     "label",
@@ -37,6 +37,7 @@ const INSERT_COLUMNS: [&str; 22] = [
     "last_used_at",
     "last_used_ip",
     "deleted_at",
+    "parent_id",
 ];
 
 /// A new token's column values: the rendered ones owned, the rest borrowed from its record.
@@ -47,6 +48,7 @@ struct NewRow<'a> {
     enterprise_id: Option<String>,
     ip_restrict: String,
     token_limits: String,
+    parent_id: Option<String>,
 }
 
 impl<'a> NewRow<'a> {
@@ -59,6 +61,7 @@ impl<'a> NewRow<'a> {
             ip_restrict: serde_json::to_string(record.ip_restrict.as_strings())
                 .unwrap_or_else(|_| "[]".into()),
             token_limits: serde_json::to_string(&record.limits).unwrap_or_else(|_| "{}".into()),
+            parent_id: record.parent_id.as_ref().map(ToString::to_string),
         }
     }
 }
@@ -92,6 +95,7 @@ macro_rules! bind_row {
             .bind(r.last_used_at.map(|t| t.0))
             .bind(r.last_used_ip.as_deref())
             .bind(r.deleted_at.map(|t| t.0))
+            .bind(row.parent_id.as_deref())
     }};
 }
 
@@ -290,6 +294,7 @@ mod tests {
             admin: n.is_multiple_of(2),
             template_id: Some(format!("template-{n}")),
             template_version: n as i64,
+            parent_id: Some(crate::domain::TokenId::generate()),
             created_at: Timestamp(1_700_000_000_000_000 + n as i64),
             updated_at: Timestamp(1_700_000_000_000_000 + n as i64),
             ..TokenRecord::sample(n)
@@ -513,7 +518,7 @@ mod tests {
         let sql = insert_sql(2, &|n| format!("${n}"));
         assert!(sql.starts_with("INSERT INTO tokens (id, user_id, label,"));
         assert!(sql.contains("($1, $2, $3,"));
-        assert!(sql.ends_with("$43, $44)"), "{sql}");
-        assert_eq!(insert_sql(3, &|_| "?".into()).matches('?').count(), 66);
+        assert!(sql.ends_with("$45, $46)"), "{sql}");
+        assert_eq!(insert_sql(3, &|_| "?".into()).matches('?').count(), 69);
     }
 }

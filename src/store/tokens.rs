@@ -2,7 +2,7 @@
 //! tokens and changes to existing ones are written by the group commit (`token_writer`).
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::tokens::{self, Column, Entity as Tokens};
 use super::{ListCursor, Store, db_error, newest_first_page};
@@ -60,12 +60,14 @@ impl Store {
         model.map(from_model).transpose()
     }
 
-    /// `user`'s non-deleted tokens, newest first (ties by id, descending), after `cursor`.
+    /// `user`'s non-deleted tokens (only `parent`'s children, when given), newest first (ties by
+    /// id, descending), after `cursor`.
     #[tracing::instrument(level = "debug", name = "db.list_tokens", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn list_tokens(
         &self,
         user: &UserId,
         filter: StatusFilter,
+        parent: Option<TokenId>,
         cursor: Option<ListCursor>,
         limit: u64,
         now: Timestamp,
@@ -73,6 +75,9 @@ impl Store {
         let mut query = Tokens::find()
             .filter(Column::UserId.eq(user.as_str()))
             .filter(Column::DeletedAt.is_null());
+        if let Some(parent) = parent {
+            query = query.filter(Column::ParentId.eq(parent.to_string()));
+        }
         query = match filter {
             StatusFilter::Any => query,
             StatusFilter::Active => query
@@ -87,6 +92,31 @@ impl Store {
                 .filter(Column::ExpiresAt.lte(now.0)),
         };
         let models = newest_first_page(query, Column::CreatedAt, Column::Id, cursor, limit)
+            .all(self.db())
+            .await
+            .map_err(db_error)?;
+        models.into_iter().map(from_model).collect()
+    }
+
+    /// Up to `limit` of `user`'s tokens minted by any of `parents` (deleted ones included), in id
+    /// order after `after`: one page of a walk down a token tree.
+    #[tracing::instrument(level = "debug", name = "db.children_of", skip_all, fields(db.system.name = self.backend().otel_name()))]
+    pub async fn children_of(
+        &self,
+        user: &UserId,
+        parents: &[TokenId],
+        after: Option<TokenId>,
+        limit: u64,
+    ) -> Result<Vec<TokenRecord>> {
+        let mut query = Tokens::find()
+            .filter(Column::UserId.eq(user.as_str()))
+            .filter(Column::ParentId.is_in(parents.iter().map(ToString::to_string)));
+        if let Some(after) = after {
+            query = query.filter(Column::Id.gt(after.to_string()));
+        }
+        let models = query
+            .order_by_asc(Column::Id)
+            .limit(limit)
             .all(self.db())
             .await
             .map_err(db_error)?;
@@ -195,5 +225,11 @@ fn from_model(m: tokens::Model) -> Result<TokenRecord> {
         last_used_at: m.last_used_at.map(Timestamp),
         last_used_ip: m.last_used_ip.clone(),
         deleted_at: m.deleted_at.map(Timestamp),
+        parent_id: m
+            .parent_id
+            .as_deref()
+            .map(|p| TokenId::parse(p, "parent_id"))
+            .transpose()
+            .map_err(|_| corrupt("parent_id"))?,
     })
 }

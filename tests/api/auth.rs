@@ -182,6 +182,7 @@ async fn revoked_caller_is_invalid_credentials_revoked() {
 
     let revoke = pb::RevokeTokenRequest {
         id: token_id(&caller),
+        cascade: false,
     };
     client
         .revoke_token(authed(&other, revoke))

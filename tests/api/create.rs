@@ -162,7 +162,12 @@ async fn the_raw_token_is_not_stored_in_the_database() {
 #[tokio::test]
 async fn default_lifetime_is_thirty_days() {
     let app = TestApp::spawn().await;
-    let caller = app.manager("alice").await;
+    // A caller that outlives the default (a child's default is cut to its minter's expiry: lineage.rs).
+    let caller = app
+        .bootstrap_with("alice", &["user_manage", "wallet_view"], |r| {
+            r.ttl = Some(std::time::Duration::from_secs(60 * 86_400))
+        })
+        .await;
     let token = app
         .client()
         .await
@@ -476,18 +481,60 @@ async fn production_requires_ip_restriction_and_refuses_all() {
         s.keys.master_key = Some(tokenmint::config::Secret::new("11".repeat(32)));
     })
     .await;
+    // The operator's root tokens need a restriction, and not one that lets in everybody.
+    for ips in [
+        vec![],
+        vec!["0.0.0.0/0"],
+        vec!["::/0"],
+        vec!["::ffff:0:0/96"],
+    ] {
+        let request = tokenmint::cli::BootstrapRequest {
+            user: "alice".into(),
+            scopes: vec!["user_manage".into(), "wallet_view".into()],
+            admin: false,
+            ttl: None,
+            ips: ips.iter().map(|s| s.to_string()).collect(),
+            label: "root".into(),
+            enterprise: None,
+        };
+        let error = tokenmint::cli::bootstrap(&app.settings, request)
+            .await
+            .expect_err("an unrestricted production root");
+        assert!(
+            error.to_string().contains("IP_RESTRICTION_REQUIRED"),
+            "{ips:?}: {error}"
+        );
+    }
     let caller = app
         .bootstrap_with("alice", &["user_manage", "wallet_view"], |r| {
-            r.ips = vec!["127.0.0.1".into()]
+            r.ips = vec!["127.0.0.0/8".into(), "10.0.0.0/8".into()]
         })
         .await;
-    let status = app
+    // Without ip_restrict a child inherits its minter's networks, which meets the requirement.
+    let inherited = app
         .client()
         .await
         .create_token(authed(&caller, request("x", &["wallet_view"])))
         .await
-        .unwrap_err();
-    assert_error(&status, Code::InvalidArgument, "IP_RESTRICTION_REQUIRED");
+        .unwrap()
+        .into_inner()
+        .token
+        .unwrap();
+    assert_eq!(inherited.ip_restrict, vec!["127.0.0.0/8", "10.0.0.0/8"]);
+    // Nobody holds `all` in production: not a root, so no child either.
+    let root_with_all = tokenmint::cli::BootstrapRequest {
+        user: "alice".into(),
+        scopes: vec!["all".into()],
+        admin: false,
+        ttl: None,
+        ips: vec!["10.0.0.1".into()],
+        label: "root".into(),
+        enterprise: None,
+    };
+    let error = tokenmint::cli::bootstrap(&app.settings, root_with_all)
+        .await
+        .expect_err("scope all in production");
+    assert!(error.to_string().contains("SCOPE_NOT_ALLOWED"), "{error}");
     let mut all = request("x", &["all"]);
     all.ip_restrict = vec!["10.0.0.1".into()];
     let status = app
@@ -496,7 +543,7 @@ async fn production_requires_ip_restriction_and_refuses_all() {
         .create_token(authed(&caller, all))
         .await
         .unwrap_err();
-    assert_error(&status, Code::InvalidArgument, "SCOPE_NOT_ALLOWED");
+    assert_error(&status, Code::PermissionDenied, "SCOPE_NOT_HELD");
     let mut ok = request("x", &["wallet_view"]);
     ok.ip_restrict = vec!["10.0.0.1".into()];
     assert!(

@@ -223,7 +223,7 @@ async fn revoked_token_stays_revoked_after_restart() {
     let mut client = app.client().await;
     let minted = mint(&client, &caller).await;
     let id = id_of(&minted);
-    let request = pb::RevokeTokenRequest { id };
+    let request = pb::RevokeTokenRequest { id, cascade: false };
     let outcome = client.revoke_token(authed(&caller, request)).await;
     outcome.expect("RevokeToken");
     drop(client);
@@ -424,6 +424,7 @@ async fn a_retired_key_with_no_live_tokens_goes_without_force() {
     let revoked = eventually(PROPAGATION, || {
         let request = pb::RevokeTokenRequest {
             id: caller_id.clone(),
+            cascade: false,
         };
         let mut client = client.clone();
         let fresh_caller = fresh_caller.clone();

@@ -99,7 +99,7 @@ async fn apply(
             client.activate_token(request).await?.into_inner().token
         }
         Action::Revoke => {
-            let request = authed(caller, pb::RevokeTokenRequest { id });
+            let request = authed(caller, pb::RevokeTokenRequest { id, cascade: false });
             client.revoke_token(request).await?.into_inner().token
         }
     };
@@ -812,7 +812,13 @@ async fn a_revoke_whose_caller_gave_up_still_stops_verification_once_committed()
 
     // The revoke reaches the database, which makes it wait; its caller gives up meanwhile.
     let lock = DatabaseLock::take(&app).await;
-    let mut request = authed(&caller, pb::RevokeTokenRequest { id: id.clone() });
+    let mut request = authed(
+        &caller,
+        pb::RevokeTokenRequest {
+            id: id.clone(),
+            cascade: false,
+        },
+    );
     request.set_timeout(Duration::from_millis(300));
     let status = client.revoke_token(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Cancelled, "{status:?}");

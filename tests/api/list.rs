@@ -83,7 +83,13 @@ async fn suspend(client: &mut Client, caller: &str, id: &str) {
 /// Revokes token `id` as `caller`.
 async fn revoke(client: &mut Client, caller: &str, id: &str) {
     client
-        .revoke_token(authed(caller, pb::RevokeTokenRequest { id: id.to_owned() }))
+        .revoke_token(authed(
+            caller,
+            pb::RevokeTokenRequest {
+                id: id.to_owned(),
+                cascade: false,
+            },
+        ))
         .await
         .expect("RevokeToken");
 }
@@ -293,6 +299,7 @@ async fn page_token_used_with_another_status_filter_is_invalid_page_token() {
         page_size: 1,
         page_token,
         status: pb::TokenStatus::Active as i32,
+        parent_id: String::new(),
     };
     let err = list(&mut client, &caller, request)
         .await

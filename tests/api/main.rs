@@ -9,6 +9,7 @@ mod bench;
 mod create;
 mod keys;
 mod lifecycle;
+mod lineage;
 mod list;
 mod metrics;
 mod mint_from_template;

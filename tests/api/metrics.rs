@@ -77,7 +77,10 @@ async fn counters_move_with_the_rpcs_served() {
         .unwrap();
     let id = minted[1].token.as_ref().unwrap().id.clone();
     client
-        .revoke_token(authed(&caller, pb::RevokeTokenRequest { id }))
+        .revoke_token(authed(
+            &caller,
+            pb::RevokeTokenRequest { id, cascade: false },
+        ))
         .await
         .unwrap();
     client

@@ -295,6 +295,53 @@ async fn minting_may_lower_the_limit_of_a_listed_coin() {
 }
 
 #[tokio::test]
+async fn coins_a_request_does_not_mention_keep_the_templates_limits() {
+    let h = Harness::start().await;
+    let template = h.template(recipe()).await;
+    // The reproduced defect: a btc-only request dropped the template's eth limit (and its
+    // ERC-20 cap), minting a token that could spend any eth.
+    let mut btc_only = from_template(&template.id);
+    btc_only.token_limits = limits(&[("btc", "1")], None);
+    let (token, _) = h.mint_ok(btc_only).await;
+    assert_eq!(
+        limit_values(&token.token_limits),
+        (
+            vec![("btc".into(), "1".into()), ("eth".into(), "50".into())],
+            Some("500".into())
+        )
+    );
+    // An empty `token_limits` message asks for nothing: every template limit stays.
+    let mut empty = from_template(&template.id);
+    empty.token_limits = Some(pb::TokenLimits::default());
+    let (token, _) = h.mint_ok(empty).await;
+    assert_eq!(
+        limit_values(&token.token_limits),
+        limit_values(&template.token_limits)
+    );
+}
+
+#[tokio::test]
+async fn a_template_whose_stored_networks_no_longer_parse_mints_nothing() {
+    let h = Harness::start().await;
+    let template = h.template(recipe()).await;
+    crate::helpers::execute_in_database(
+        &h.app,
+        &[format!(
+            "UPDATE templates SET allowed_ips = '[\"10.0.0.0/8\", \"not a network\"]' WHERE id = '{}'",
+            template.id
+        )],
+    )
+    .await;
+    // Before: the unreadable list minted an unrestricted token (fail open).
+    let status = h.mint(from_template(&template.id)).await.unwrap_err();
+    assert_error(&status, Code::FailedPrecondition, "UNREADABLE_RESTRICTION");
+    let mut inside = from_template(&template.id);
+    inside.ip_restrict = strings(&["10.1.0.0/16"]);
+    let status = h.mint(inside).await.unwrap_err();
+    assert_error(&status, Code::FailedPrecondition, "UNREADABLE_RESTRICTION");
+}
+
+#[tokio::test]
 async fn minting_may_set_its_own_label() {
     let h = Harness::start().await;
     let template = h.template(recipe()).await;

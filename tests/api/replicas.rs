@@ -90,7 +90,7 @@ async fn list(client: &Client, caller: &str) -> Result<pb::ListTokensResponse, S
 
 /// RevokeToken on `id`.
 async fn revoke(client: &Client, caller: &str, id: String) {
-    let request = pb::RevokeTokenRequest { id };
+    let request = pb::RevokeTokenRequest { id, cascade: false };
     let mut client = client.clone();
     let response = client.revoke_token(authed(caller, request)).await;
     response.expect("RevokeToken");

@@ -222,6 +222,7 @@ async fn spans_continue_the_callers_trace_and_carry_no_secrets() {
             &caller,
             pb::RevokeTokenRequest {
                 id: token_id.clone(),
+                cascade: false,
             },
         ))
         .await

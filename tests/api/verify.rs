@@ -94,7 +94,10 @@ impl Harness {
 
     /// RevokeToken on [`USER`]'s token `id`.
     async fn revoke(&self, id: &str) {
-        let request = pb::RevokeTokenRequest { id: id.into() };
+        let request = pb::RevokeTokenRequest {
+            id: id.into(),
+            cascade: false,
+        };
         let mut client = self.client.clone();
         let response = client.revoke_token(authed(&self.caller, request)).await;
         response.expect("RevokeToken");
@@ -645,4 +648,46 @@ async fn caller_without_token_introspect_is_permission_denied() {
     assert_error(&status, Code::PermissionDenied, "MISSING_SCOPE");
     let required = error_meta(&status, "required_scope");
     assert_eq!(required.as_deref(), Some("token_introspect"));
+}
+
+#[tokio::test]
+async fn an_ipv4_mapped_network_admits_the_ipv4_clients_it_maps() {
+    let app = TestApp::spawn().await;
+    let caller = app.manager("alice").await;
+    let mut request = pb::CreateTokenRequest {
+        label: "mapped".into(),
+        scopes: vec!["wallet_view".into()],
+        ..Default::default()
+    };
+    request.ip_restrict = vec!["::ffff:10.0.0.0/104".into()];
+    let created = app
+        .client()
+        .await
+        .create_token(authed(&caller, request))
+        .await
+        .unwrap()
+        .into_inner();
+    // The same meaning as tokenmint-verify gives it: the IPv4 network 10.0.0.0/8.
+    assert_eq!(created.token.unwrap().ip_restrict, vec!["10.0.0.0/8"]);
+    for (client_ip, active) in [
+        ("10.1.2.3", true),
+        ("::ffff:10.1.2.3", true),
+        ("11.0.0.1", false),
+    ] {
+        let response = app
+            .client()
+            .await
+            .verify_token(authed(
+                &caller,
+                pb::VerifyTokenRequest {
+                    token: created.raw_token.clone(),
+                    client_ip: client_ip.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.active, active, "{client_ip}");
+    }
 }

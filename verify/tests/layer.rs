@@ -152,7 +152,10 @@ async fn grpc_layer_with_online_check_refuses_revoked_tokens() {
     let id = created.token.expect("token").id;
     app.client()
         .await
-        .revoke_token(authed(&manager, pb::RevokeTokenRequest { id }))
+        .revoke_token(authed(
+            &manager,
+            pb::RevokeTokenRequest { id, cascade: false },
+        ))
         .await
         .expect("RevokeToken");
 

@@ -46,7 +46,10 @@ async fn revoked_token_still_verifies_offline_but_online_says_revoked() {
 
     app.client()
         .await
-        .revoke_token(authed(&manager, pb::RevokeTokenRequest { id }))
+        .revoke_token(authed(
+            &manager,
+            pb::RevokeTokenRequest { id, cascade: false },
+        ))
         .await
         .expect("RevokeToken");
 

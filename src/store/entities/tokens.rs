@@ -32,6 +32,8 @@ pub struct Model {
     pub last_used_at: Option<i64>,
     pub last_used_ip: Option<String>,
     pub deleted_at: Option<i64>,
+    /// The minting token's id; `None` for a root token.
+    pub parent_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
