@@ -334,10 +334,16 @@ async fn serve(
     if let (Some(config), Some(files)) = (&tls, &settings.server.tls) {
         background.push(config.watch(files.clone(), shutdown.clone()));
     }
+    let handshakes = settings
+        .server
+        .tls
+        .as_ref()
+        .map(tls::HandshakeLimits::from)
+        .unwrap_or_default();
     let served = async {
         match tls {
             Some(config) => {
-                let incoming = tls::incoming(incoming, config, shutdown.clone())
+                let incoming = tls::incoming(incoming, config, handshakes, shutdown.clone())
                     .map(|accepted| accepted.map(Coalesced::new));
                 router.serve_with_incoming_shutdown(incoming, drain).await
             }
