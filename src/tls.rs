@@ -295,8 +295,14 @@ mod tests {
         let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
         let first = pending.begin(a, 2).expect("first");
         let second = pending.begin(a, 2).expect("second");
-        assert!(pending.begin(a, 2).is_none(), "a third from the same address");
-        assert!(pending.begin(b, 2).is_some(), "another address is not affected");
+        assert!(
+            pending.begin(a, 2).is_none(),
+            "a third from the same address"
+        );
+        assert!(
+            pending.begin(b, 2).is_some(),
+            "another address is not affected"
+        );
         drop(first);
         assert!(pending.begin(a, 2).is_some(), "a slot freed");
         drop(second);

@@ -203,7 +203,9 @@ impl ChangeFeed {
             Ok(()) => self.keys_pending = false,
             Err(error) => {
                 self.keys_pending = true;
-                self.health.key_reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.health
+                    .key_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     error = format!("{error:#}"),
                     "a key-set change could not be applied; keeping the keys in service and \
@@ -235,7 +237,9 @@ impl ChangeFeed {
         let horizon = Timestamp::now().plus_secs(-self.leeway_secs);
         let denied = self.store.denied_tokens(horizon).await?;
         self.deny.resync(&denied, as_of);
-        self.health.deny_list_resyncs.fetch_add(1, Ordering::Relaxed);
+        self.health
+            .deny_list_resyncs
+            .fetch_add(1, Ordering::Relaxed);
         self.reload_keys().await;
         Ok(())
     }

@@ -27,7 +27,8 @@ fn encode(key: &StoredKey) -> Vec<u8> {
         &key.public_key,
         &key.sealed_private_key,
     ];
-    let mut out = Vec::with_capacity(DOMAIN.len() + 64 + fields.iter().map(|f| f.len()).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(DOMAIN.len() + 64 + fields.iter().map(|f| f.len()).sum::<usize>());
     out.extend_from_slice(DOMAIN);
     for field in fields {
         out.extend_from_slice(&(field.len() as u64).to_be_bytes());

@@ -376,7 +376,10 @@ impl KeyManager {
                 let keys = self.clone();
                 tokio::spawn(async move {
                     if let Err(error) = keys.reload().await {
-                        tracing::warn!(error = format!("{error:#}"), "re-reading the keys for a token naming an unknown key failed");
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "re-reading the keys for a token naming an unknown key failed"
+                        );
                     }
                     let _ = finished.send(true);
                 });
@@ -672,9 +675,10 @@ mod tests {
     #[tokio::test]
     async fn callers_naming_unknown_keys_do_not_wait_for_a_stuck_key_read() {
         let dir = tempfile::tempdir().unwrap();
-        let mut keys = KeyManager::load(store(dir.path()).await, master(), KeyAlgorithm::EdDSA, 3600)
-            .await
-            .unwrap();
+        let mut keys =
+            KeyManager::load(store(dir.path()).await, master(), KeyAlgorithm::EdDSA, 3600)
+                .await
+                .unwrap();
         keys.unknown_key_wait = Duration::from_millis(50);
         let keys = Arc::new(keys);
         // A reload that never ends (a database that does not answer) holds the reload turn.
@@ -689,7 +693,9 @@ mod tests {
         for caller in callers {
             let answered = tokio::time::timeout(Duration::from_secs(10), caller).await;
             assert!(
-                !answered.expect("answered while the key read is stuck").unwrap(),
+                !answered
+                    .expect("answered while the key read is stuck")
+                    .unwrap(),
                 "nothing new was read"
             );
         }
@@ -713,7 +719,10 @@ mod tests {
             released.await.unwrap();
             Ok(older)
         }));
-        assert!(slow.as_mut().now_or_never().is_none(), "the older read is under way");
+        assert!(
+            slow.as_mut().now_or_never().is_none(),
+            "the older read is under way"
+        );
         let mut fast = pin!(keys.reload_from(|| async move { Ok(newer) }));
         let fast_done = fast.as_mut().now_or_never();
         release.send(()).unwrap();
@@ -818,7 +827,11 @@ mod tests {
             .map(|k| k.kid.as_str())
             .collect();
         assert_eq!(authentic, [old.kid.as_str()]);
-        assert_eq!(key_rows::upgrade(&store, &master()).await.unwrap(), 0, "once");
+        assert_eq!(
+            key_rows::upgrade(&store, &master()).await.unwrap(),
+            0,
+            "once"
+        );
     }
 
     #[tokio::test]
@@ -829,6 +842,10 @@ mod tests {
         let refused = rotate_offline(&keys.store, &other, KeyAlgorithm::EdDSA).await;
         let message = format!("{:#}", refused.unwrap_err());
         assert!(message.contains("different master key"), "{message}");
-        assert!(rotate_offline(&keys.store, &master(), KeyAlgorithm::EdDSA).await.is_ok());
+        assert!(
+            rotate_offline(&keys.store, &master(), KeyAlgorithm::EdDSA)
+                .await
+                .is_ok()
+        );
     }
 }

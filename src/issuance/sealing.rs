@@ -9,8 +9,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::{hkdf, hmac};
 use ring::rand::{SecureRandom, SystemRandom};
+use ring::{hkdf, hmac};
 use zeroize::Zeroizing;
 
 /// Length of the master key in bytes.

@@ -20,6 +20,9 @@ const USER: &str = "svc";
 /// How long a change may take to reach a server (it polls the change log every 100 ms).
 const PROPAGATION: Duration = Duration::from_secs(5);
 
+/// How many change-log entries one poll reads (`issuance::change_feed`).
+const POLL_BATCH: u32 = 5_000;
+
 /// Now, in the database's unit (microseconds since the epoch).
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -76,20 +79,24 @@ async fn a_key_change_a_server_cannot_apply_does_not_hold_up_later_token_changes
     assert!(verify(&client_b, &caller, &token).await.active);
 
     // Someone without the master key retires every key: no stored key may sign any more, so
-    // no server can apply that key-set change.
+    // no server can apply that key-set change. More changes than one poll reads follow it.
+    let now = now_micros();
     let statements = [
+        format!("UPDATE signing_keys SET retired_at = {now} WHERE retired_at IS NULL"),
         format!(
-            "UPDATE signing_keys SET retired_at = {} WHERE retired_at IS NULL",
-            now_micros()
+            "INSERT INTO token_events (kind, token_id, created_at) VALUES ('keys', NULL, {now})"
         ),
         format!(
-            "INSERT INTO token_events (kind, token_id, created_at) VALUES ('keys', NULL, {})",
-            now_micros()
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {POLL_BATCH}) \
+             INSERT INTO token_events (kind, token_id, created_at) SELECT 'token', NULL, {now} FROM n"
         ),
     ];
     execute_in_database(&a, &statements).await;
     let request = pb::RevokeTokenRequest { id };
-    let revoked = client_a.clone().revoke_token(authed(&caller, request)).await;
+    let revoked = client_a
+        .clone()
+        .revoke_token(authed(&caller, request))
+        .await;
     revoked.expect("RevokeToken");
 
     assert!(

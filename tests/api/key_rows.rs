@@ -207,7 +207,9 @@ async fn a_genuine_key_row_whose_kid_was_changed_is_no_longer_trusted() {
     let app = TestApp::spawn().await;
     // Signed by the first key, naming the kid that key will be renamed to.
     let renamed_header = json!({"kid": "renamed", "typ": "at+jwt"});
-    let renamed = app.forge(renamed_header, app.claims(USER, "wallet_view")).await;
+    let renamed = app
+        .forge(renamed_header, app.claims(USER, "wallet_view"))
+        .await;
     let (client, old_caller, new_caller) = after_a_rotation(&app).await;
 
     let old_kid = kid_of(&old_caller);
@@ -261,7 +263,9 @@ async fn keys_made_before_rows_were_authenticated_keep_working_after_the_upgrade
     expected.sort();
     assert_eq!(kids, expected);
     assert_eq!(
-        metric(&app, "tokenmint_signing_keys_untrusted").await.as_deref(),
+        metric(&app, "tokenmint_signing_keys_untrusted")
+            .await
+            .as_deref(),
         Some("0")
     );
 }

@@ -280,7 +280,11 @@ async fn config_check_prints_the_effective_config_with_secrets_redacted() {
 
 /// `tokenmint keys rotate` against `app`'s database, from a data directory of its own, with
 /// `env` set.
-fn rotate_elsewhere(app: &TestApp, data_dir: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+fn rotate_elsewhere(
+    app: &TestApp,
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let mut cmd = Command::new(BIN);
     cmd.args(["keys", "rotate", "--data-dir"])
         .arg(data_dir)
@@ -304,7 +308,10 @@ async fn keys_rotate_refuses_a_database_whose_keys_are_sealed_under_another_mast
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "refused: {stderr}");
     assert!(stderr.contains("master key"), "says why: {stderr}");
-    assert!(stderr.contains("TOKENMINT__KEYS__MASTER_KEY_FILE"), "says what to do: {stderr}");
+    assert!(
+        stderr.contains("TOKENMINT__KEYS__MASTER_KEY_FILE"),
+        "says what to do: {stderr}"
+    );
     assert!(
         !elsewhere.path().join("master.key").exists(),
         "no master key was created"
@@ -312,10 +319,17 @@ async fn keys_rotate_refuses_a_database_whose_keys_are_sealed_under_another_mast
 
     // Another master key configured.
     let other = "ab".repeat(32);
-    let output = rotate_elsewhere(&app, elsewhere.path(), &[("TOKENMINT__KEYS__MASTER_KEY", &other)]);
+    let output = rotate_elsewhere(
+        &app,
+        elsewhere.path(),
+        &[("TOKENMINT__KEYS__MASTER_KEY", &other)],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "refused: {stderr}");
-    assert!(stderr.contains("different master key"), "says why: {stderr}");
+    assert!(
+        stderr.contains("different master key"),
+        "says why: {stderr}"
+    );
 
     let keys_after = tokenmint::cli::list_keys(&app.settings).await.unwrap();
     assert_eq!(keys_after, keys_before, "no key was stored");
@@ -323,7 +337,11 @@ async fn keys_rotate_refuses_a_database_whose_keys_are_sealed_under_another_mast
     // With the servers' master key it rotates.
     let master_file = app.settings.data_dir.join("master.key");
     let master_file = master_file.to_str().unwrap();
-    let output = rotate_elsewhere(&app, elsewhere.path(), &[("TOKENMINT__KEYS__MASTER_KEY_FILE", master_file)]);
+    let output = rotate_elsewhere(
+        &app,
+        elsewhere.path(),
+        &[("TOKENMINT__KEYS__MASTER_KEY_FILE", master_file)],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
 }
