@@ -134,8 +134,8 @@ pub struct TlsSettings {
     /// closed. Default 5.
     #[serde(default = "default_tls_handshake_timeout_secs")]
     pub handshake_timeout_secs: u64,
-    /// Handshakes in progress at once from one peer IP address; a connection beyond it is closed
-    /// at once (0: no bound). Behind a NAT or a TCP load balancer every client shares the
+    /// Handshakes in progress at once from one peer IP address (IPv6: one /64 network); a
+    /// connection beyond it is closed at once (0: no bound). Behind a NAT or a TCP load balancer every client shares the
     /// balancer's address: raise it, or set 0 and bound connections there. Default 64.
     #[serde(default = "default_tls_handshakes_per_peer")]
     pub max_handshakes_per_peer: usize,

@@ -49,7 +49,22 @@ impl From<&TlsSettings> for HandshakeLimits {
     }
 }
 
-/// Handshakes in progress, per peer IP address.
+/// The address a peer's handshakes are counted under: an IPv4 address (IPv4-mapped IPv6
+/// included), or an IPv6 /64 network, the smallest block a single host is usually given (one
+/// host could otherwise draw on 2^64 addresses).
+fn peer_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
+    }
+}
+
+/// Handshakes in progress, per peer address group ([`peer_group`]).
 #[derive(Debug, Default)]
 struct PendingHandshakes {
     per_peer: Mutex<HashMap<IpAddr, usize>>,
@@ -258,7 +273,7 @@ pub fn incoming(
             };
             let peer = stream.peer_addr().ok();
             let counted = match peer {
-                Some(addr) => pending.begin(addr.ip(), limits.per_peer),
+                Some(addr) => pending.begin(peer_group(addr.ip()), limits.per_peer),
                 None => None,
             };
             if counted.is_none() {
@@ -307,5 +322,14 @@ mod tests {
         assert!(pending.begin(a, 2).is_some(), "a slot freed");
         drop(second);
         assert!(pending.begin(a, 0).is_some(), "0: no bound");
+    }
+
+    #[test]
+    fn ipv6_peers_are_grouped_by_their_64_network() {
+        let group = |ip: &str| peer_group(ip.parse().unwrap());
+        assert_eq!(group("2001:db8:1:2:aaaa::1"), group("2001:db8:1:2:bbbb::2"));
+        assert_ne!(group("2001:db8:1:2::1"), group("2001:db8:1:3::1"));
+        assert_eq!(group("::ffff:192.0.2.1"), group("192.0.2.1"));
+        assert_ne!(group("192.0.2.1"), group("192.0.2.2"));
     }
 }
