@@ -8,8 +8,11 @@
 //! Rows made before the MAC existed are upgraded once by a process holding the master key
 //! ([`upgrade`], at server and CLI start): a row is MAC'd only if its sealed private key opens
 //! under the master key and is the private half of its public key, which no one without the
-//! master key can arrange. What a database writer can still do: delete rows, and put back a row
-//! (with its MAC) that existed before; neither gives them a key they can sign with.
+//! master key can arrange. What a database writer can still do: delete rows; put back a row
+//! (with its MAC) that existed before; or clear a genuine row's MAC so that the next start
+//! authenticates it again with the lifecycle they wrote. None of these gives them a key they can
+//! sign with: the kid, algorithm and public key of a trusted row are always those of a key made
+//! with the master key.
 
 use crate::domain::Timestamp;
 use crate::issuance::keys;
