@@ -66,14 +66,19 @@ pub async fn bootstrap(settings: &Settings, request: BootstrapRequest) -> anyhow
     Ok(minted.raw)
 }
 
-/// Makes a new signing key; running servers pick it up through the change feed.
+/// Makes a new signing key; running servers pick it up through the change feed. Refused when
+/// the database's keys are sealed under another master key than this command's (see
+/// [`startup::master_key_for`] and [`keys::rotate_offline`]).
 pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<String> {
     settings.validate()?;
-    let master = startup::master_key(settings)?;
     let store = startup::open_store(settings).await?;
-    let kid = keys::rotate_offline(&store, &master, settings.keys.algorithm).await?;
+    let rotated = async {
+        let master = startup::master_key_for(settings, &store).await?;
+        keys::rotate_offline(&store, &master, settings.keys.algorithm).await
+    }
+    .await;
     store.close().await;
-    Ok(kid)
+    rotated
 }
 
 /// Lists the signing keys: `kid algorithm created_at retired_at`.

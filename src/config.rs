@@ -130,10 +130,27 @@ pub struct TlsSettings {
     /// How often the files are checked for changes, in seconds. Default 10.
     #[serde(default = "default_tls_reload_secs")]
     pub reload_interval_secs: u64,
+    /// How long a new connection has to complete its TLS handshake, in seconds; then it is
+    /// closed. Default 5.
+    #[serde(default = "default_tls_handshake_timeout_secs")]
+    pub handshake_timeout_secs: u64,
+    /// Handshakes in progress at once from one peer IP address (IPv6: one /64 network); a
+    /// connection beyond it is closed at once (0: no bound). Behind a NAT or a TCP load balancer every client shares the
+    /// balancer's address: raise it, or set 0 and bound connections there. Default 64.
+    #[serde(default = "default_tls_handshakes_per_peer")]
+    pub max_handshakes_per_peer: usize,
 }
 
 fn default_tls_reload_secs() -> u64 {
     10
+}
+
+fn default_tls_handshake_timeout_secs() -> u64 {
+    5
+}
+
+fn default_tls_handshakes_per_peer() -> usize {
+    64
 }
 
 /// OpenTelemetry trace export.
@@ -449,6 +466,10 @@ impl Settings {
             anyhow::ensure!(
                 tls.reload_interval_secs > 0,
                 "server.tls.reload_interval_secs must be positive"
+            );
+            anyhow::ensure!(
+                tls.handshake_timeout_secs > 0,
+                "server.tls.handshake_timeout_secs must be positive"
             );
         }
         if self.environment == Environment::Production {

@@ -21,7 +21,7 @@ use crate::grpc::load_shed::LoadShedLayer;
 use crate::grpc::observe::ObserveLayer;
 use crate::grpc::{self, TemplateApi, TokenApi, request_id::RequestIdLayer};
 use crate::issuance::caches::MetadataCache;
-use crate::issuance::change_feed::ChangeFeed;
+use crate::issuance::change_feed::{ChangeFeed, FeedHealth};
 use crate::issuance::deny_list::DenyList;
 use crate::issuance::keys::KeyManager;
 use crate::issuance::last_used::LastUsed;
@@ -52,6 +52,8 @@ pub struct Core {
     pub metadata: Arc<MetadataCache>,
     /// Pending last-used writes.
     pub last_used: Arc<LastUsed>,
+    /// What the change feed could not do.
+    pub feed_health: Arc<FeedHealth>,
     writer_task: JoinHandle<()>,
 }
 
@@ -89,6 +91,29 @@ pub fn master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
     MasterKey::load_or_create(&settings.data_dir.join("master.key"))
 }
 
+/// [`master_key`] for a process about to use the signing keys of `store`. Refuses, instead of
+/// creating a new `data_dir/master.key`, when no master key is configured, there is none in the
+/// data directory, and the store already has signing keys: they were sealed under a master key
+/// this process was not given (a command run against a production database without its
+/// configuration), and a key made here could be unsealed by no server.
+pub async fn master_key_for(settings: &Settings, store: &Store) -> anyhow::Result<MasterKey> {
+    let configured = settings.keys.master_key.is_some() || settings.keys.master_key_file.is_some();
+    let local = settings.data_dir.join("master.key");
+    if !configured && !local.exists() {
+        let keys = store.list_keys().await?;
+        anyhow::ensure!(
+            keys.is_empty(),
+            "no master key is configured and there is none at {}, but this database already has \
+             {} signing key(s), sealed under the servers' master key: run this with the servers' \
+             configuration (keys.master_key_file, e.g. \
+             TOKENMINT__KEYS__MASTER_KEY_FILE=/path/to/master.key, or keys.master_key)",
+            local.display(),
+            keys.len()
+        );
+    }
+    master_key(settings)
+}
+
 /// The scope catalog: the configured file, or the built-in one.
 pub fn scope_catalog(settings: &Settings) -> anyhow::Result<ScopeCatalog> {
     match &settings.tokens.scope_catalog_file {
@@ -103,8 +128,8 @@ impl Core {
         settings.validate()?;
         jwt_crypto::install();
         let catalog = Arc::new(scope_catalog(settings)?);
-        let master = master_key(settings)?;
         let store = open_store(settings).await?;
+        let master = master_key_for(settings, &store).await?;
         let retention = settings.tokens.max_lifetime_secs + settings.tokens.leeway_secs;
         let keys = Arc::new(
             KeyManager::load(store.clone(), master, settings.keys.algorithm, retention).await?,
@@ -156,6 +181,7 @@ impl Core {
             deny,
             metadata,
             last_used,
+            feed_health: Arc::new(FeedHealth::default()),
             writer_task,
         })
     }
@@ -288,6 +314,7 @@ async fn serve(
         store: core.store.clone(),
         last_used: core.last_used.clone(),
         in_flight: load_shed.in_flight(),
+        feed: core.feed_health.clone(),
     };
     if let Some(listener) = listeners.metrics {
         background.push(serve_metrics(
@@ -334,10 +361,16 @@ async fn serve(
     if let (Some(config), Some(files)) = (&tls, &settings.server.tls) {
         background.push(config.watch(files.clone(), shutdown.clone()));
     }
+    let handshakes = settings
+        .server
+        .tls
+        .as_ref()
+        .map(tls::HandshakeLimits::from)
+        .unwrap_or_default();
     let served = async {
         match tls {
             Some(config) => {
-                let incoming = tls::incoming(incoming, config, shutdown.clone())
+                let incoming = tls::incoming(incoming, config, handshakes, shutdown.clone())
                     .map(|accepted| accepted.map(Coalesced::new));
                 router.serve_with_incoming_shutdown(incoming, drain).await
             }
@@ -440,6 +473,8 @@ fn spawn_background(
         core.deny.clone(),
         core.metadata.clone(),
         core.keys.clone(),
+        core.feed_health.clone(),
+        settings.tokens.leeway_secs,
     );
     let period = Duration::from_millis(settings.background.change_poll_interval_ms);
     let mut stop_feed = stopped.clone();

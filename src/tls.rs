@@ -3,8 +3,10 @@
 //! served to new connections without a restart. A file that fails to load keeps the previous
 //! configuration in service (and says so in the log).
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -20,12 +22,91 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::config::TlsSettings;
 
-/// How long a client has to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long handshakes may take, and how many one peer address may have in progress.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeLimits {
+    /// Time to complete a handshake; then the connection is closed.
+    pub timeout: Duration,
+    /// Handshakes in progress at once per peer IP address (0: no bound).
+    pub per_peer: usize,
+}
 
-/// Handshakes in progress at once; beyond that, accepting waits (a flood of idle connections
-/// cannot pile up tasks).
-const MAX_PENDING_HANDSHAKES: usize = 256;
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            per_peer: 64,
+        }
+    }
+}
+
+impl From<&TlsSettings> for HandshakeLimits {
+    fn from(settings: &TlsSettings) -> Self {
+        Self {
+            timeout: Duration::from_secs(settings.handshake_timeout_secs),
+            per_peer: settings.max_handshakes_per_peer,
+        }
+    }
+}
+
+/// The address a peer's handshakes are counted under: an IPv4 address (IPv4-mapped IPv6
+/// included), or an IPv6 /64 network, the smallest block a single host is usually given (one
+/// host could otherwise draw on 2^64 addresses).
+fn peer_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
+    }
+}
+
+/// Handshakes in progress, per peer address group ([`peer_group`]).
+#[derive(Debug, Default)]
+struct PendingHandshakes {
+    per_peer: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PendingHandshakes {
+    /// Counts a handshake from `peer` unless it already has `limit` in progress (0: no limit).
+    fn begin(self: &Arc<Self>, peer: IpAddr, limit: usize) -> Option<PendingHandshake> {
+        let mut counts = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(peer).or_default();
+        if limit > 0 && *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(PendingHandshake {
+            pending: self.clone(),
+            peer,
+        })
+    }
+}
+
+/// One handshake in progress; dropping it uncounts it.
+struct PendingHandshake {
+    pending: Arc<PendingHandshakes>,
+    peer: IpAddr,
+}
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        let mut counts = self
+            .pending
+            .per_peer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
 
 /// Reads the files named by `settings` into a rustls server configuration (ALPN h2 and
 /// http/1.1; client certificates required when `client_ca_file` is set).
@@ -159,21 +240,21 @@ fn modified(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Accepted connections after their TLS handshake. Handshakes run in their own tasks (at most
-/// 256 at once, 10 s each), so a slow or hostile client does not hold up the accept loop; failed
-/// handshakes are logged at debug.
+/// Accepted connections after their TLS handshake. Accepting never waits for a handshake: each
+/// runs in a task of its own, for at most `limits.timeout`, so connections that never send a
+/// ClientHello cannot keep other clients out. A peer address with `limits.per_peer` handshakes
+/// in progress has its next connection closed at once (a flood from one address cannot pile up
+/// tasks). Failed handshakes are logged at debug.
 pub fn incoming(
     mut tcp: TcpIncoming,
     config: ReloadingConfig,
+    limits: HandshakeLimits,
     mut stop: watch::Receiver<bool>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (sender, receiver) = mpsc::channel(64);
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let pending = Arc::new(PendingHandshakes::default());
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                break;
-            };
             let accepted = tokio::select! {
                 accepted = tcp.next() => accepted,
                 _ = stop.wait_for(|s| *s) => None,
@@ -184,15 +265,29 @@ pub fn incoming(
                 Ok(stream) => stream,
                 Err(error) => {
                     tracing::debug!(%error, "accept failed");
+                    // Out of file descriptors, typically: nothing can be accepted for a moment,
+                    // and retrying at once would spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             };
+            let peer = stream.peer_addr().ok();
+            let counted = match peer {
+                Some(addr) => pending.begin(peer_group(addr.ip()), limits.per_peer),
+                None => None,
+            };
+            if counted.is_none() {
+                tracing::debug!(
+                    ?peer,
+                    "TLS handshakes in progress from this address at the bound; closed"
+                );
+                continue;
+            }
             let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
             let sender = sender.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                let peer = stream.peer_addr().ok();
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                let _counted = counted;
+                match tokio::time::timeout(limits.timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
                         let _ = sender.send(Ok(tls)).await;
                     }
@@ -203,4 +298,38 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshakes_are_bounded_per_peer_address_and_uncounted_when_done() {
+        let pending = Arc::new(PendingHandshakes::default());
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        let first = pending.begin(a, 2).expect("first");
+        let second = pending.begin(a, 2).expect("second");
+        assert!(
+            pending.begin(a, 2).is_none(),
+            "a third from the same address"
+        );
+        assert!(
+            pending.begin(b, 2).is_some(),
+            "another address is not affected"
+        );
+        drop(first);
+        assert!(pending.begin(a, 2).is_some(), "a slot freed");
+        drop(second);
+        assert!(pending.begin(a, 0).is_some(), "0: no bound");
+    }
+
+    #[test]
+    fn ipv6_peers_are_grouped_by_their_64_network() {
+        let group = |ip: &str| peer_group(ip.parse().unwrap());
+        assert_eq!(group("2001:db8:1:2:aaaa::1"), group("2001:db8:1:2:bbbb::2"));
+        assert_ne!(group("2001:db8:1:2::1"), group("2001:db8:1:3::1"));
+        assert_eq!(group("::ffff:192.0.2.1"), group("192.0.2.1"));
+        assert_ne!(group("192.0.2.1"), group("192.0.2.2"));
+    }
 }

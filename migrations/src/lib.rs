@@ -11,6 +11,7 @@ mod m20261201_000003_create_token_events;
 mod m20261201_000004_create_enterprise_members;
 mod m20261201_000005_create_templates;
 mod m20261206_000006_token_lineage;
+mod m20261206_000007_add_signing_key_mac;
 
 /// Applies every migration in order; `Migrator::up(&db, None)` brings a database up to date.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_create_enterprise_members::Migration),
             Box::new(m20261201_000005_create_templates::Migration),
             Box::new(m20261206_000006_token_lineage::Migration),
+            Box::new(m20261206_000007_add_signing_key_mac::Migration),
         ]
     }
 }

@@ -28,6 +28,8 @@ pub struct MetricsSource {
     pub last_used: Arc<LastUsed>,
     /// For the number of requests running.
     pub in_flight: crate::grpc::load_shed::InFlight,
+    /// For what the change feed could not do.
+    pub feed: Arc<crate::issuance::change_feed::FeedHealth>,
 }
 
 /// The HTTP router sharing the gRPC port.
@@ -43,7 +45,8 @@ pub fn metrics_router(metrics: MetricsSource) -> Router {
 }
 
 async fn render_metrics(source: MetricsSource) -> Response {
-    let signing_key_created = source.keys.ring().signing.created_at;
+    let ring = source.keys.ring();
+    let signing_key_created = ring.signing.created_at;
     let pool = source.store.pool_usage();
     let gauges = Gauges {
         signing_key_age_secs: (Timestamp::now().0 - signing_key_created.0).max(0) as f64 / 1e6,
@@ -52,6 +55,9 @@ async fn render_metrics(source: MetricsSource) -> Response {
         pool_max: pool.max,
         last_used_pending: source.last_used.queue_depth(),
         rpc_in_flight: source.in_flight.current(),
+        untrusted_key_rows: ring.untrusted_rows(),
+        feed_key_reload_failures: source.feed.key_reload_failures(),
+        deny_list_resyncs: source.feed.deny_list_resyncs(),
     };
     (
         [(

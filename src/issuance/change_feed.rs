@@ -9,12 +9,22 @@
 //! depends on the writers' clocks, nor on how long a change waited for a lock before its commit,
 //! nor on how long the poller was unable to read. For each changed token the poller re-reads the
 //! token's *current* state: applying is idempotent and order-independent.
+//!
+//! Two things can still stop a feed from learning of a change, and neither may go unnoticed:
+//! - A change it cannot apply. Token changes only need a read of the tokens' state; a key-set
+//!   change that cannot be applied (no usable signing key in what is stored, say) is logged,
+//!   counted, and retried at every poll on its own, while the token changes after it keep being
+//!   applied ([`FeedHealth`]).
+//! - A change pruned from the log before this server read it (a server that could not poll for
+//!   longer than the log is kept). When the oldest position left is past the one it read up to,
+//!   the feed reloads the deny list and the keys in full.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::domain::TokenId;
+use crate::domain::{Timestamp, TokenId};
 use crate::error::Result;
 use crate::issuance::caches::MetadataCache;
 use crate::issuance::deny_list::DenyList;
@@ -98,35 +108,66 @@ impl LogCursor {
     }
 }
 
+/// What a feed could not do, since start (for the metrics).
+#[derive(Debug, Default)]
+pub struct FeedHealth {
+    key_reload_failures: AtomicU64,
+    deny_list_resyncs: AtomicU64,
+}
+
+impl FeedHealth {
+    /// Key-set reloads that failed (each is retried at the next poll).
+    pub fn key_reload_failures(&self) -> u64 {
+        self.key_reload_failures.load(Ordering::Relaxed)
+    }
+
+    /// Full deny-list reloads after the log was pruned past this server's position.
+    pub fn deny_list_resyncs(&self) -> u64 {
+        self.deny_list_resyncs.load(Ordering::Relaxed)
+    }
+}
+
 /// The poller's state.
 pub struct ChangeFeed {
     store: Store,
     deny: Arc<DenyList>,
     metadata: Arc<MetadataCache>,
     keys: Arc<KeyManager>,
+    health: Arc<FeedHealth>,
+    /// How long after expiry a token still passes the time check (its deny entry must stay).
+    leeway_secs: i64,
     /// Where the log has been read up to; `None` until the first poll.
     cursor: Option<LogCursor>,
+    /// A key-set change was read and the keys could not be reloaded since.
+    keys_pending: bool,
 }
 
 impl ChangeFeed {
-    /// A feed that updates `deny`, `metadata` and `keys`.
+    /// A feed that updates `deny`, `metadata` and `keys`, and reports to `health`.
     pub fn new(
         store: Store,
         deny: Arc<DenyList>,
         metadata: Arc<MetadataCache>,
         keys: Arc<KeyManager>,
+        health: Arc<FeedHealth>,
+        leeway_secs: i64,
     ) -> Self {
         Self {
             store,
             deny,
             metadata,
             keys,
+            health,
+            leeway_secs,
             cursor: None,
+            keys_pending: false,
         }
     }
 
-    /// Reads the events not applied yet and applies them; returns how many were applied. When it
-    /// fails, nothing counts as applied and the next poll reads the same events again.
+    /// Reads the events not applied yet and applies them; returns how many were applied. When
+    /// reading or applying token changes fails, nothing counts as applied and the next poll reads
+    /// the same events again; a key-set reload that fails does not hold them up (it is retried
+    /// at each poll until it succeeds).
     pub async fn poll(&mut self) -> Result<usize> {
         let mut cursor = match self.cursor.take() {
             Some(cursor) => cursor,
@@ -135,6 +176,10 @@ impl ChangeFeed {
                 LogCursor::after((latest - START_LOOKBACK).max(0))
             }
         };
+        if let Err(error) = self.resync_if_pruned(&cursor).await {
+            self.cursor = Some(cursor);
+            return Err(error);
+        }
         let read = self.read_and_apply(&cursor).await;
         if let Ok(seqs) = &read {
             let now = Instant::now();
@@ -145,12 +190,63 @@ impl ChangeFeed {
             }
         }
         self.cursor = Some(cursor);
+        if self.keys_pending {
+            self.reload_keys().await;
+        }
         read.map(|seqs| seqs.len())
+    }
+
+    /// Reloads the keys; on failure logs, counts, and leaves the reload pending for the next
+    /// poll.
+    async fn reload_keys(&mut self) {
+        match self.keys.reload().await {
+            Ok(()) => self.keys_pending = false,
+            Err(error) => {
+                self.keys_pending = true;
+                self.health
+                    .key_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "a key-set change could not be applied; keeping the keys in service and \
+                     retrying at the next poll (token changes are still applied)"
+                );
+            }
+        }
+    }
+
+    /// When changes after `cursor` may have been pruned from the log before this server read
+    /// them (the oldest position left is past the next one it expects), reloads the deny list
+    /// and the keys in full. A position skipped for a rolled-back transaction can make this
+    /// reload when nothing was missed; that costs a read, never a change.
+    async fn resync_if_pruned(&mut self, cursor: &LogCursor) -> Result<()> {
+        let Some(oldest) = self.store.oldest_event_seq().await? else {
+            return Ok(());
+        };
+        if oldest <= cursor.high() + 1 {
+            return Ok(());
+        }
+        tracing::warn!(
+            read_up_to = cursor.high(),
+            oldest_left = oldest,
+            "the change log was pruned past what this server had read: reloading the deny list \
+             and the keys in full"
+        );
+        // Read before the deny list: the state read below is at least this recent.
+        let as_of = self.store.latest_event_seq().await?;
+        let horizon = Timestamp::now().plus_secs(-self.leeway_secs);
+        let denied = self.store.denied_tokens(horizon).await?;
+        self.deny.resync(&denied, as_of);
+        self.health
+            .deny_list_resyncs
+            .fetch_add(1, Ordering::Relaxed);
+        self.reload_keys().await;
+        Ok(())
     }
 
     /// Reads the events after `cursor` and at its gaps, applies them, and returns their
     /// positions.
-    async fn read_and_apply(&self, cursor: &LogCursor) -> Result<Vec<i64>> {
+    async fn read_and_apply(&mut self, cursor: &LogCursor) -> Result<Vec<i64>> {
         let mut events = self.store.events_at(&cursor.gaps()).await?;
         events.extend(self.store.events_after(cursor.high(), BATCH).await?);
         if !events.is_empty() {
@@ -160,7 +256,7 @@ impl ChangeFeed {
     }
 
     /// Brings the deny list, the metadata cache and the key ring up to date with `events`.
-    async fn apply(&self, events: &[ChangeEvent]) -> Result<()> {
+    async fn apply(&mut self, events: &[ChangeEvent]) -> Result<()> {
         // Each changed token, with the latest log position seen for it: the state read below is
         // at least that recent, and the deny list ignores it if it already holds a later one.
         let mut tokens: HashMap<TokenId, i64> = HashMap::new();
@@ -183,10 +279,7 @@ impl ChangeFeed {
             self.metadata.invalidate(id);
         }
         if keys_changed {
-            self.keys
-                .reload()
-                .await
-                .map_err(crate::error::Error::store)?;
+            self.reload_keys().await;
         }
         Ok(())
     }

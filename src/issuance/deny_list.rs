@@ -103,6 +103,31 @@ impl DenyList {
         *self.entries.write().unwrap_or_else(|e| e.into_inner()) = fresh;
     }
 
+    /// Replaces the whole set with `states`, read at change-log position `as_of` or later (after
+    /// the log was pruned past what this server had read). Entries set by a later position than
+    /// `as_of` meanwhile stay; earlier updates arriving late are ignored for the tokens read.
+    pub fn resync(&self, states: &[DeniedToken], as_of: i64) {
+        let now = Timestamp::now();
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut fresh: HashMap<TokenId, Entry> = entries
+            .iter()
+            .filter(|(_, entry)| entry.seq > as_of)
+            .map(|(id, entry)| (*id, *entry))
+            .collect();
+        for state in states {
+            let Some(denial) = denial_of(state) else {
+                continue;
+            };
+            fresh.entry(state.id).or_insert(Entry {
+                denial: Some(denial),
+                expires_at: state.expires_at,
+                seq: as_of,
+                set_at: now,
+            });
+        }
+        *entries = fresh;
+    }
+
     /// Forgets entries of tokens that expired before `expired_before`, and entries without a
     /// denial set before `settled_before`; returns how many.
     pub fn prune(&self, expired_before: Timestamp, settled_before: Timestamp) -> usize {

@@ -1,11 +1,11 @@
-//! Signing keys: generation (ring), sealing at rest, the in-memory key ring, rotation and JWKs.
+//! Signing keys: generation (ring), sealing at rest, the in-memory key ring and JWKs. Loading,
+//! rotating and reloading them is `issuance::key_manager`'s job (re-exported here).
 //!
 //! Each key pair is parsed once when the ring is loaded; signing uses it directly, so no PKCS#8
 //! parsing happens per token.
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,8 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
+use crate::issuance::key_rows;
 use crate::issuance::sealing::MasterKey;
-use crate::store::{Store, StoredKey};
+use crate::store::StoredKey;
+
+pub use crate::issuance::key_manager::{
+    KeyManager, RetireRefusal, UNKNOWN_KEY_REFRESH, UNKNOWN_KEY_WAIT, retire_offline,
+    rotate_offline,
+};
 
 /// The signature algorithms tokenmint signs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -189,6 +195,8 @@ pub struct KeyRing {
     /// Oldest first. A handful of keys at most (the current one and those retired within the
     /// retention), so a scan beats hashing the `kid` on every verification.
     verifying: Vec<Arc<VerifyingKey>>,
+    /// Rows of the key set this ring was built from that were not authentic (left out).
+    untrusted_rows: usize,
 }
 
 impl KeyRing {
@@ -212,6 +220,12 @@ impl KeyRing {
     pub fn verifying_keys(&self) -> impl Iterator<Item = &Arc<VerifyingKey>> {
         self.verifying.iter()
     }
+
+    /// How many stored key rows were left out of this ring because their MAC did not match
+    /// (see [`key_rows`]).
+    pub fn untrusted_rows(&self) -> usize {
+        self.untrusted_rows
+    }
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -223,178 +237,8 @@ impl fmt::Debug for VerifyingKey {
     }
 }
 
-/// Owns the key ring: loads it from the store, makes the first key, rotates, and reloads when
-/// another process rotated.
-pub struct KeyManager {
-    store: Store,
-    master: MasterKey,
-    algorithm: KeyAlgorithm,
-    /// How long a retired key keeps verifying: the longest token lifetime plus leeway.
-    retention_secs: i64,
-    ring: RwLock<Arc<KeyRing>>,
-    /// When a token naming an unknown key last made this server re-read the keys (one re-read at
-    /// a time, at most one per [`UNKNOWN_KEY_REFRESH`]).
-    last_unknown_key_refresh: tokio::sync::Mutex<Option<Instant>>,
-}
-
-/// The least time between two re-reads of the keys caused by tokens naming an unknown key: a
-/// client sending made-up `kid`s costs the database one small query per this interval.
-pub const UNKNOWN_KEY_REFRESH: Duration = Duration::from_secs(1);
-
-impl fmt::Debug for KeyManager {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyManager")
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
-    }
-}
-
-impl KeyManager {
-    /// Loads the keys, generating the first signing key if the store has none.
-    pub async fn load(
-        store: Store,
-        master: MasterKey,
-        algorithm: KeyAlgorithm,
-        retention_secs: i64,
-    ) -> anyhow::Result<Self> {
-        let mut stored = store.list_keys().await?;
-        if !stored.iter().any(|k| k.retired_at.is_none()) {
-            let key = generate(&master, algorithm)?;
-            if store.store_first_key(&key).await? {
-                tracing::info!(kid = %key.kid, algorithm = algorithm.name(), "generated the first signing key");
-            }
-            stored = store.list_keys().await?;
-        }
-        let ring = build_ring(&master, &stored, retention_secs, Timestamp::now())?;
-        Ok(Self {
-            store,
-            master,
-            algorithm,
-            retention_secs,
-            ring: RwLock::new(Arc::new(ring)),
-            last_unknown_key_refresh: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    /// The current key ring.
-    pub fn ring(&self) -> Arc<KeyRing> {
-        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Re-reads the keys from the store (after a rotation elsewhere).
-    pub async fn reload(&self) -> anyhow::Result<()> {
-        let stored = self.store.list_keys().await?;
-        let ring = build_ring(&self.master, &stored, self.retention_secs, Timestamp::now())?;
-        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
-        Ok(())
-    }
-
-    /// Called when a token names a key this server does not know: another server may have
-    /// rotated in a key this one has not learnt of from the change feed yet. Re-reads the keys
-    /// unless that was done less than [`UNKNOWN_KEY_REFRESH`] ago; returns whether the ring
-    /// changed since `seen` (the ring the caller checked the token against), so that checking
-    /// again is worthwhile.
-    pub async fn refresh_for_unknown_key(&self, seen: &Arc<KeyRing>) -> bool {
-        let mut last = self.last_unknown_key_refresh.lock().await;
-        // A re-read that finished while this caller waited for the lock may have brought it.
-        if !Arc::ptr_eq(&self.ring(), seen) {
-            return true;
-        }
-        let now = Instant::now();
-        if last.is_some_and(|at| now.duration_since(at) < UNKNOWN_KEY_REFRESH) {
-            return false;
-        }
-        *last = Some(now);
-        if let Err(error) = self.reload().await {
-            tracing::warn!(%error, "re-reading the keys for a token naming an unknown key failed");
-            return false;
-        }
-        !Arc::ptr_eq(&self.ring(), seen)
-    }
-
-    /// Makes a new signing key; earlier keys keep verifying until their tokens have expired.
-    pub async fn rotate(&self) -> anyhow::Result<String> {
-        let key = generate(&self.master, self.algorithm)?;
-        self.store.rotate_in_key(&key).await?;
-        self.reload().await?;
-        Ok(key.kid)
-    }
-}
-
-/// Rotates the signing key of `store` without a running server (the `keys rotate` command).
-pub async fn rotate_offline(
-    store: &Store,
-    master: &MasterKey,
-    algorithm: KeyAlgorithm,
-) -> anyhow::Result<String> {
-    let key = generate(master, algorithm)?;
-    store.rotate_in_key(&key).await?;
-    Ok(key.kid)
-}
-
-/// Why `keys retire` refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RetireRefusal {
-    /// No key has that id.
-    #[error("no signing key {0} (see `tokenmint keys list`)")]
-    Unknown(String),
-    /// The key signs new tokens.
-    #[error("key {0} signs new tokens: run `tokenmint keys rotate` first, then retire it")]
-    Signing(String),
-    /// Live tokens would stop verifying.
-    #[error(
-        "{count} unexpired, unrevoked token(s) were signed by key {kid} and would stop verifying; \
-         revoke them or wait until they expire, or pass --force"
-    )]
-    InUse {
-        /// The key.
-        kid: String,
-        /// Tokens signed by it that could still verify.
-        count: u64,
-    },
-}
-
-/// Withdraws the key `kid` from `store` (the `keys retire` command): the row, private key
-/// included, is deleted and the change logged, so running servers drop it from verification and
-/// the JWKS within a poll interval. Refused for the current signing key, and while tokens that
-/// could still verify (not revoked, not deleted, not expired before now minus `leeway_secs`)
-/// depend on it, unless `force`. Returns how many such tokens were cut off.
-///
-/// The dependent-token count is a snapshot: a replica that has not yet seen the rotation may sign
-/// a last token with the old key afterwards. Retire some seconds after rotating.
-pub async fn retire_offline(
-    store: &Store,
-    kid: &str,
-    force: bool,
-    leeway_secs: i64,
-) -> anyhow::Result<u64> {
-    let keys = store.list_keys().await?;
-    let key = keys
-        .iter()
-        .find(|k| k.kid == kid)
-        .ok_or_else(|| RetireRefusal::Unknown(kid.to_owned()))?;
-    if key.retired_at.is_none() {
-        return Err(RetireRefusal::Signing(kid.to_owned()).into());
-    }
-    let horizon = Timestamp::now().plus_secs(-leeway_secs);
-    let count = store.count_live_tokens_signed_by(kid, horizon).await?;
-    if count > 0 && !force {
-        return Err(RetireRefusal::InUse {
-            kid: kid.to_owned(),
-            count,
-        }
-        .into());
-    }
-    anyhow::ensure!(
-        store.delete_key(kid, Timestamp::now()).await?,
-        "key {kid} was removed meanwhile"
-    );
-    tracing::info!(kid, cut_off_tokens = count, "signing key retired");
-    Ok(count)
-}
-
-/// Generates a key pair and seals its private half.
-fn generate(master: &MasterKey, algorithm: KeyAlgorithm) -> anyhow::Result<StoredKey> {
+/// Generates a key pair and seals its private half (the row comes authenticated).
+pub(crate) fn generate(master: &MasterKey, algorithm: KeyAlgorithm) -> anyhow::Result<StoredKey> {
     let rng = SystemRandom::new();
     let now = Timestamp::now();
     let mut suffix = [0u8; 6];
@@ -406,20 +250,42 @@ fn generate(master: &MasterKey, algorithm: KeyAlgorithm) -> anyhow::Result<Store
         KeyAlgorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng),
     }
     .map_err(|_| anyhow::anyhow!("key generation failed"))?;
-    let pair = parse_pair(algorithm, pkcs8.as_ref())?;
-    let public_key = match &pair {
-        KeyPairKind::Ed25519(p) => p.public_key().as_ref().to_vec(),
-        KeyPairKind::Es256(p) => p.public_key().as_ref().to_vec(),
-    };
+    let public_key = public_key_of(&parse_pair(algorithm, pkcs8.as_ref())?);
     let sealed_private_key = master.seal(&kid, pkcs8.as_ref())?;
-    Ok(StoredKey {
+    let key = StoredKey {
         kid,
         algorithm: algorithm.name().to_owned(),
         public_key,
         sealed_private_key,
         created_at: now,
         retired_at: None,
-    })
+        mac: None,
+    };
+    Ok(key_rows::authenticated(master, key))
+}
+
+/// The public half of `pair`.
+fn public_key_of(pair: &KeyPairKind) -> Vec<u8> {
+    match pair {
+        KeyPairKind::Ed25519(p) => p.public_key().as_ref().to_vec(),
+        KeyPairKind::Es256(p) => p.public_key().as_ref().to_vec(),
+    }
+}
+
+/// Checks that the sealed private key of `key` opens under `master` and is, for the row's
+/// algorithm, the private half of the row's public key: proof that a holder of the master key
+/// made the row's kid, algorithm and public key.
+pub(crate) fn sealed_key_matches(master: &MasterKey, key: &StoredKey) -> anyhow::Result<()> {
+    let algorithm = KeyAlgorithm::parse(&key.algorithm)
+        .ok_or_else(|| anyhow::anyhow!("unknown algorithm {}", key.algorithm))?;
+    let pkcs8 = master.open(&key.kid, &key.sealed_private_key)?;
+    let pair = parse_pair(algorithm, &pkcs8)?;
+    anyhow::ensure!(
+        public_key_of(&pair) == key.public_key,
+        "the public key of {} is not that of its private key",
+        key.kid
+    );
+    Ok(())
 }
 
 fn chrono_date(now: Timestamp) -> String {
@@ -443,19 +309,27 @@ fn parse_pair(algorithm: KeyAlgorithm, pkcs8: &[u8]) -> anyhow::Result<KeyPairKi
     }
 }
 
-/// Builds the ring from stored keys: the newest unretired key signs; every key that is unretired
-/// or was retired less than `retention_secs` ago verifies.
-fn build_ring(
+/// Builds the ring from the authentic rows of `stored` (the others are left out and counted):
+/// the newest unretired key signs; every key that is unretired or was retired less than
+/// `retention_secs` ago verifies.
+pub(crate) fn build_ring(
     master: &MasterKey,
     stored: &[StoredKey],
     retention_secs: i64,
     now: Timestamp,
 ) -> anyhow::Result<KeyRing> {
-    let newest = stored
+    let (trusted, untrusted_rows) = key_rows::trusted(master, stored);
+    let newest = trusted
         .iter()
         .filter(|k| k.retired_at.is_none())
         .max_by_key(|k| (k.created_at, k.kid.clone()))
-        .ok_or_else(|| anyhow::anyhow!("the store has no current signing key"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the store has no current signing key authentic under this master key \
+                 ({untrusted_rows} key row(s) are not): run `tokenmint keys rotate` with the \
+                 servers' master key"
+            )
+        })?;
     let algorithm = KeyAlgorithm::parse(&newest.algorithm).ok_or_else(|| {
         anyhow::anyhow!(
             "signing key {} has unknown algorithm {}",
@@ -475,7 +349,7 @@ fn build_ring(
         rng: SystemRandom::new(),
     });
     let mut verifying = Vec::new();
-    for key in stored {
+    for key in trusted {
         let still_needed = key
             .retired_at
             .is_none_or(|r| r.plus_secs(retention_secs) > now);
@@ -490,48 +364,71 @@ fn build_ring(
             )));
         }
     }
-    Ok(KeyRing { signing, verifying })
+    Ok(KeyRing {
+        signing,
+        verifying,
+        untrusted_rows,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreOptions;
 
-    /// A key manager on a fresh SQLite database in `dir`.
-    async fn manager(dir: &std::path::Path) -> KeyManager {
-        let options = StoreOptions {
-            max_connections: 2,
-            connect_timeout: Duration::from_secs(5),
-        };
-        let store = Store::connect(&Store::sqlite_url_in(dir), &options)
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        let master = MasterKey::from_bytes(&[7; 32]).unwrap();
-        KeyManager::load(store, master, KeyAlgorithm::EdDSA, 3600)
-            .await
-            .unwrap()
+    fn master() -> MasterKey {
+        MasterKey::from_bytes(&[7; 32]).unwrap()
     }
 
-    #[tokio::test]
-    async fn tokens_naming_unknown_keys_make_at_most_one_key_read_per_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = manager(dir.path()).await;
+    /// An Ed25519 key pair an attacker holds, and its public key.
+    fn attacker_key() -> (Ed25519KeyPair, Vec<u8>) {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let public = pair.public_key().as_ref().to_vec();
+        (pair, public)
+    }
 
-        let before = keys.ring();
-        assert!(keys.refresh_for_unknown_key(&before).await, "re-read");
-        let reloaded = keys.ring();
-        assert!(!Arc::ptr_eq(&before, &reloaded));
+    #[test]
+    fn rows_written_without_the_master_key_are_not_trusted() {
+        let master = master();
+        let signing = generate(&master, KeyAlgorithm::EdDSA).unwrap();
+        let now = Timestamp::now();
+        let retired = generate(&master, KeyAlgorithm::EdDSA).unwrap();
+        let retired = StoredKey {
+            retired_at: Some(now),
+            mac: key_rows::retired_mac(&master, &retired, now),
+            ..retired
+        };
+        let (_, public_key) = attacker_key();
+        let forged = |kid: &str, mac: Option<Vec<u8>>| StoredKey {
+            kid: kid.into(),
+            algorithm: "EdDSA".into(),
+            public_key: public_key.clone(),
+            sealed_private_key: vec![0; 64],
+            created_at: now,
+            retired_at: Some(now),
+            mac,
+        };
+        let un_retired = StoredKey {
+            retired_at: None,
+            ..retired.clone()
+        };
+        let stored = [
+            signing.clone(),
+            retired.clone(),
+            forged("no-mac", None),
+            forged("bogus-mac", Some(vec![0; 32])),
+            // A genuine row's MAC on another row.
+            forged("copied-mac", retired.mac.clone()),
+        ];
+        let ring = build_ring(&master, &stored, 3600, now).unwrap();
+        let kids: Vec<&str> = ring.verifying_keys().map(|k| k.kid.as_str()).collect();
+        assert_eq!(kids, [signing.kid.as_str(), retired.kid.as_str()]);
+        assert_eq!(ring.untrusted_rows(), 3);
 
-        assert!(
-            !keys.refresh_for_unknown_key(&reloaded).await,
-            "a second made-up kid within the interval reads nothing"
-        );
-        assert!(Arc::ptr_eq(&reloaded, &keys.ring()));
-        assert!(
-            keys.refresh_for_unknown_key(&before).await,
-            "a caller that checked against the older ring is told to check again"
-        );
+        // A genuine retired key whose lifecycle was changed (brought back to signing) is out.
+        let ring = build_ring(&master, &[signing.clone(), un_retired], 3600, now).unwrap();
+        assert_eq!(ring.signing.kid, signing.kid);
+        assert!(ring.verifying_key(&retired.kid).is_none());
+        assert_eq!(ring.untrusted_rows(), 1);
     }
 }

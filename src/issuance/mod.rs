@@ -8,6 +8,8 @@ pub mod change_feed;
 pub mod claims;
 pub mod deny_list;
 pub mod jwt_crypto;
+pub mod key_manager;
+pub mod key_rows;
 pub mod keys;
 pub mod last_used;
 pub mod lifecycle;

@@ -1,5 +1,8 @@
 //! Sealing private keys at rest: AES-256-GCM (ring) under the master key, with a fresh random
 //! nonce per seal and the key id as associated data (so a sealed key cannot be moved to another id).
+//! The master key also authenticates whole key rows (public key, algorithm, lifecycle): an
+//! HMAC-SHA256 under a key derived from it with HKDF, so that write access to the database is not
+//! enough to make a server trust a public key (see `issuance::key_rows`).
 
 use std::fmt;
 use std::path::Path;
@@ -7,14 +10,21 @@ use std::path::Path;
 use anyhow::Context;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
+use ring::{hkdf, hmac};
 use zeroize::Zeroizing;
 
 /// Length of the master key in bytes.
 pub const MASTER_KEY_LEN: usize = 32;
 
-/// The key that seals signing keys. Its `Debug` never shows the key.
+/// The HKDF salt and info that derive the key-row MAC key from the master key: a key of its own,
+/// never the AES key itself.
+const ROW_MAC_SALT: &[u8] = b"tokenmint master key derivation v1";
+const ROW_MAC_INFO: &[u8] = b"signing_keys row authentication";
+
+/// The key that seals signing keys and authenticates key rows. Its `Debug` never shows the key.
 pub struct MasterKey {
     key: LessSafeKey,
+    row_mac: hmac::Key,
 }
 
 impl fmt::Debug for MasterKey {
@@ -32,9 +42,25 @@ impl MasterKey {
         );
         let unbound = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| anyhow::anyhow!("invalid master key"))?;
+        let row_mac: hmac::Key = hkdf::Salt::new(hkdf::HKDF_SHA256, ROW_MAC_SALT)
+            .extract(bytes)
+            .expand(&[ROW_MAC_INFO], hmac::HMAC_SHA256)
+            .map_err(|_| anyhow::anyhow!("cannot derive the key-row MAC key"))?
+            .into();
         Ok(Self {
             key: LessSafeKey::new(unbound),
+            row_mac,
         })
+    }
+
+    /// The MAC of `message` (a key row's canonical encoding) under the key-row MAC key.
+    pub fn row_mac(&self, message: &[u8]) -> Vec<u8> {
+        hmac::sign(&self.row_mac, message).as_ref().to_vec()
+    }
+
+    /// Whether `mac` is the MAC of `message` (compared in constant time).
+    pub fn row_mac_matches(&self, message: &[u8], mac: &[u8]) -> bool {
+        hmac::verify(&self.row_mac, message, mac).is_ok()
     }
 
     /// Parses the text form: 64 hex digits (surrounding whitespace ignored).
@@ -167,6 +193,18 @@ mod tests {
             sealed,
             "nonces must be fresh"
         );
+    }
+
+    #[test]
+    fn row_macs_depend_on_the_message_and_the_master_key() {
+        let key = MasterKey::from_bytes(&[7u8; 32]).unwrap();
+        let mac = key.row_mac(b"row");
+        assert_eq!(mac.len(), 32);
+        assert!(key.row_mac_matches(b"row", &mac));
+        assert!(!key.row_mac_matches(b"row2", &mac));
+        assert!(!key.row_mac_matches(b"row", &mac[..31]));
+        let other = MasterKey::from_bytes(&[8u8; 32]).unwrap();
+        assert!(!other.row_mac_matches(b"row", &mac));
     }
 
     #[test]

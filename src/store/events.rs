@@ -115,6 +115,16 @@ impl Store {
         Ok(latest.map_or(0, |m| m.seq))
     }
 
+    /// The lowest committed log position, `None` for an empty log.
+    pub async fn oldest_event_seq(&self) -> Result<Option<i64>> {
+        let oldest = TokenEvents::find()
+            .order_by_asc(Column::Seq)
+            .one(self.db())
+            .await
+            .map_err(db_error)?;
+        Ok(oldest.map(|m| m.seq))
+    }
+
     /// Deletes events older than `cutoff`.
     pub async fn prune_events(&self, cutoff: Timestamp) -> Result<u64> {
         let _turn = self.write_turn().await;

@@ -1,5 +1,5 @@
-//! The signing-key repository. Private keys arrive here already sealed; this module never sees
-//! plaintext key material.
+//! The signing-key repository. Private keys arrive here already sealed, and each row's MAC
+//! already computed; this module never sees plaintext key material nor the master key.
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -49,7 +49,15 @@ pub struct StoredKey {
     pub created_at: Timestamp,
     /// When a newer key replaced it for signing; `None` for the signing key.
     pub retired_at: Option<Timestamp>,
+    /// HMAC of the fields above under the master key (`issuance::key_rows`); `None` for a row
+    /// made before rows were authenticated, until the upgrade fills it in.
+    pub mac: Option<Vec<u8>>,
 }
+
+/// Computes, for the store, the MAC a current signing key must carry once it is retired at the
+/// given time, or `None` when the row as stored is not authentic (then it keeps its MAC, and
+/// stays untrusted). The store never holds the master key that this takes.
+pub type RetiredMac<'a> = &'a (dyn Fn(&StoredKey, Timestamp) -> Option<Vec<u8>> + Send + Sync);
 
 impl std::fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,6 +66,7 @@ impl std::fmt::Debug for StoredKey {
             .field("algorithm", &self.algorithm)
             .field("created_at", &self.created_at)
             .field("retired_at", &self.retired_at)
+            .field("authenticated", &self.mac.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -70,35 +79,58 @@ impl Store {
             .all(self.db())
             .await
             .map_err(db_error)?;
-        Ok(models
-            .into_iter()
-            .map(|m| StoredKey {
-                kid: m.kid,
-                algorithm: m.algorithm,
-                public_key: m.public_key,
-                sealed_private_key: m.sealed_private_key,
-                created_at: Timestamp(m.created_at),
-                retired_at: m.retired_at.map(Timestamp),
-            })
-            .collect())
+        Ok(models.into_iter().map(stored_key).collect())
     }
 
-    /// Stores `key` as the new signing key and retires every other current one, atomically.
-    pub async fn rotate_in_key(&self, key: &StoredKey) -> Result<()> {
-        self.put_signing_key(key, Replace::Always).await.map(|_| ())
+    /// Stores `key` as the new signing key and retires every other current one, atomically;
+    /// `retired_mac` gives each retired row its new MAC.
+    pub async fn rotate_in_key(&self, key: &StoredKey, retired_mac: RetiredMac<'_>) -> Result<()> {
+        self.put_signing_key(key, Replace::Always, retired_mac)
+            .await
+            .map(|_| ())
     }
 
     /// Stores `key` as the signing key unless there already is one (another replica starting on
     /// the same database may have stored one first); returns whether `key` was stored.
     pub async fn store_first_key(&self, key: &StoredKey) -> Result<bool> {
-        self.put_signing_key(key, Replace::IfNone).await
+        // With no current key there is nothing to retire.
+        self.put_signing_key(key, Replace::IfNone, &|_, _| None)
+            .await
+    }
+
+    /// Sets the MAC of a row that has none, if the row still holds exactly what `key` says
+    /// (the upgrade of rows made before rows were authenticated); returns whether it did.
+    pub async fn set_key_mac(&self, key: &StoredKey, mac: &[u8]) -> Result<bool> {
+        let _turn = self.write_turn().await;
+        let retired = match key.retired_at {
+            Some(at) => Column::RetiredAt.eq(at.0),
+            None => Column::RetiredAt.is_null(),
+        };
+        let result = SigningKeys::update_many()
+            .col_expr(Column::Mac, Expr::value(mac.to_vec()))
+            .filter(Column::Kid.eq(key.kid.as_str()))
+            .filter(Column::Mac.is_null())
+            .filter(Column::Algorithm.eq(key.algorithm.as_str()))
+            .filter(Column::PublicKey.eq(key.public_key.clone()))
+            .filter(Column::SealedPrivateKey.eq(key.sealed_private_key.clone()))
+            .filter(Column::CreatedAt.eq(key.created_at.0))
+            .filter(retired)
+            .exec(self.db())
+            .await
+            .map_err(db_error)?;
+        Ok(result.rows_affected == 1)
     }
 
     /// Stores `key` as the signing key (see [`Replace`]), retiring every other current one, in a
     /// transaction that excludes every other change of the key set, whatever process makes it:
     /// two concurrent rotations would otherwise each retire what they saw and leave two keys
     /// signing.
-    async fn put_signing_key(&self, key: &StoredKey, replace: Replace) -> Result<bool> {
+    async fn put_signing_key(
+        &self,
+        key: &StoredKey,
+        replace: Replace,
+        retired_mac: RetiredMac<'_>,
+    ) -> Result<bool> {
         let _turn = self.write_turn().await;
         let txn = self.db().begin().await.map_err(db_error)?;
         lock_key_set(&txn, self.backend()).await?;
@@ -113,19 +145,28 @@ impl Store {
                 return Ok(false);
             }
         }
-        SigningKeys::update_many()
-            .col_expr(Column::RetiredAt, Expr::value(key.created_at.0))
+        let current = SigningKeys::find()
             .filter(Column::RetiredAt.is_null())
-            .exec(&txn)
+            .all(&txn)
             .await
             .map_err(db_error)?;
+        for row in current.into_iter().map(stored_key) {
+            let mut retire = SigningKeys::update_many()
+                .col_expr(Column::RetiredAt, Expr::value(key.created_at.0))
+                .filter(Column::Kid.eq(row.kid.as_str()));
+            if let Some(mac) = retired_mac(&row, key.created_at) {
+                retire = retire.col_expr(Column::Mac, Expr::value(mac));
+            }
+            retire.exec(&txn).await.map_err(db_error)?;
+        }
         let model = signing_keys::ActiveModel {
             kid: Set(key.kid.clone()),
             algorithm: Set(key.algorithm.clone()),
             public_key: Set(key.public_key.clone()),
             sealed_private_key: Set(key.sealed_private_key.clone()),
             created_at: Set(key.created_at.0),
-            retired_at: Set(None),
+            retired_at: Set(key.retired_at.map(|t| t.0)),
+            mac: Set(key.mac.clone()),
         };
         SigningKeys::insert(model)
             .exec(&txn)
@@ -184,5 +225,18 @@ impl Store {
             .map_err(db_error)?;
         txn.commit().await.map_err(db_error)?;
         Ok(true)
+    }
+}
+
+/// A row as the key layer sees it.
+fn stored_key(m: signing_keys::Model) -> StoredKey {
+    StoredKey {
+        kid: m.kid,
+        algorithm: m.algorithm,
+        public_key: m.public_key,
+        sealed_private_key: m.sealed_private_key,
+        created_at: Timestamp(m.created_at),
+        retired_at: m.retired_at.map(Timestamp),
+        mac: m.mac,
     }
 }

@@ -32,7 +32,7 @@ use sea_orm::{
 };
 
 pub use events::ChangeEvent;
-pub use keys::StoredKey;
+pub use keys::{RetiredMac, StoredKey};
 pub use token_changes::{ChangeKind, TokenChange};
 pub use token_writer::TokenWriter;
 pub use tokens::{DeniedToken, TokenUpdate};

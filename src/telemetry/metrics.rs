@@ -61,6 +61,13 @@ pub struct Gauges {
     pub last_used_pending: usize,
     /// gRPC requests running now (health checks excluded).
     pub rpc_in_flight: usize,
+    /// Signing-key rows left out of the key ring in service because their MAC did not match.
+    pub untrusted_key_rows: usize,
+    /// Change-feed key-set reloads that failed since start (each retried on its own).
+    pub feed_key_reload_failures: u64,
+    /// Full deny-list reloads since start because the change log had been pruned past this
+    /// server's position.
+    pub deny_list_resyncs: u64,
 }
 
 type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
@@ -80,6 +87,9 @@ pub struct Metrics {
     spans: Family<SpanLabels, Gauge>,
     dropped_log_lines: Gauge,
     rpc_in_flight: Gauge,
+    untrusted_key_rows: Gauge,
+    feed_key_reload_failures: Gauge,
+    deny_list_resyncs: Gauge,
 }
 
 /// Latency buckets from 100 µs to about 6.5 s (×2 per bucket).
@@ -170,6 +180,27 @@ impl Metrics {
             "gRPC requests running now (health checks excluded; compare with server.max_in_flight_requests)",
             rpc_in_flight.clone(),
         );
+        let untrusted_key_rows = Gauge::default();
+        registry.register(
+            "signing_keys_untrusted",
+            "Signing-key rows ignored because their MAC does not match under the master key \
+             (written without it: investigate any value above 0)",
+            untrusted_key_rows.clone(),
+        );
+        let feed_key_reload_failures = Gauge::default();
+        registry.register(
+            "change_feed_key_reload_failures",
+            "Key-set reloads asked for by the change feed that failed since start (retried on \
+             their own; token changes keep being applied)",
+            feed_key_reload_failures.clone(),
+        );
+        let deny_list_resyncs = Gauge::default();
+        registry.register(
+            "deny_list_resyncs",
+            "Full deny-list reloads since start because the change log was pruned past the \
+             position this server had read",
+            deny_list_resyncs.clone(),
+        );
         Self {
             registry,
             rpc_requests,
@@ -184,6 +215,9 @@ impl Metrics {
             spans,
             dropped_log_lines,
             rpc_in_flight,
+            untrusted_key_rows,
+            feed_key_reload_failures,
+            deny_list_resyncs,
         }
     }
 
@@ -235,6 +269,12 @@ impl Metrics {
         }
         self.rpc_in_flight
             .set(i64::try_from(gauges.rpc_in_flight).unwrap_or(i64::MAX));
+        self.untrusted_key_rows
+            .set(i64::try_from(gauges.untrusted_key_rows).unwrap_or(i64::MAX));
+        self.feed_key_reload_failures
+            .set(i64::try_from(gauges.feed_key_reload_failures).unwrap_or(i64::MAX));
+        self.deny_list_resyncs
+            .set(i64::try_from(gauges.deny_list_resyncs).unwrap_or(i64::MAX));
         self.dropped_log_lines
             .set(i64::try_from(crate::telemetry::dropped_log_lines()).unwrap_or(i64::MAX));
         let mut text = String::with_capacity(8 * 1024);
@@ -268,6 +308,9 @@ mod tests {
             pool_max: 4,
             last_used_pending: 7,
             rpc_in_flight: 3,
+            untrusted_key_rows: 1,
+            feed_key_reload_failures: 2,
+            deny_list_resyncs: 5,
         });
         for line in [
             r#"tokenmint_rpc_requests_total{service="tokenmint.v1.TokenService",method="CreateToken",code="OK"} 2"#,
@@ -280,6 +323,9 @@ mod tests {
             "tokenmint_db_pool_max_connections 4",
             "tokenmint_last_used_pending 7",
             "tokenmint_rpc_in_flight 3",
+            "tokenmint_signing_keys_untrusted 1",
+            "tokenmint_change_feed_key_reload_failures 2",
+            "tokenmint_deny_list_resyncs 5",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

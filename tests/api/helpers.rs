@@ -449,6 +449,21 @@ impl DatabaseLock {
         }
     }
 
+    /// On PostgreSQL, an exclusive lock on `table` of `app`'s database: reads of it wait too
+    /// (a database that does not answer). `None` on SQLite, whose readers nothing can hold up.
+    pub async fn take_exclusive(app: &TestApp, table: &str) -> Option<Self> {
+        use sea_orm::sqlx::{AssertSqlSafe, Connection, Executor};
+        let url = app.settings.database_url();
+        if !url.starts_with("postgres") {
+            return None;
+        }
+        let mut conn = sea_orm::sqlx::PgConnection::connect(&url).await.unwrap();
+        conn.execute("BEGIN").await.unwrap();
+        let lock = format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE");
+        conn.execute(AssertSqlSafe(lock)).await.unwrap();
+        Some(Self::Postgres(conn))
+    }
+
     /// Lets writes through again.
     pub async fn release(self) {
         use sea_orm::sqlx::Executor;

@@ -6,7 +6,9 @@ mod helpers;
 
 mod auth;
 mod bench;
+mod change_feed;
 mod create;
+mod key_rows;
 mod keys;
 mod lifecycle;
 mod lineage;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokenmint::proto::v1 as pb;
 
-use crate::helpers::{TestDatabase, authed, eventually};
+use crate::helpers::{TestApp, TestDatabase, authed, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
 
@@ -276,4 +276,72 @@ async fn config_check_prints_the_effective_config_with_secrets_redacted() {
         .output()
         .unwrap();
     assert!(!unknown.status.success(), "unknown settings are refused");
+}
+
+/// `tokenmint keys rotate` against `app`'s database, from a data directory of its own, with
+/// `env` set.
+fn rotate_elsewhere(
+    app: &TestApp,
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["keys", "rotate", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("RUST_LOG");
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("TOKENMINT__")) {
+        cmd.env_remove(name);
+    }
+    cmd.env("DATABASE_URL", app.settings.database_url());
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run tokenmint keys rotate")
+}
+
+#[tokio::test]
+async fn keys_rotate_refuses_a_database_whose_keys_are_sealed_under_another_master_key() {
+    let app = TestApp::spawn().await;
+    let keys_before = tokenmint::cli::list_keys(&app.settings).await.unwrap();
+
+    // No master key configured: the command must not make one up.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = rotate_elsewhere(&app, elsewhere.path(), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "refused: {stderr}");
+    assert!(stderr.contains("master key"), "says why: {stderr}");
+    assert!(
+        stderr.contains("TOKENMINT__KEYS__MASTER_KEY_FILE"),
+        "says what to do: {stderr}"
+    );
+    assert!(
+        !elsewhere.path().join("master.key").exists(),
+        "no master key was created"
+    );
+
+    // Another master key configured.
+    let other = "ab".repeat(32);
+    let output = rotate_elsewhere(
+        &app,
+        elsewhere.path(),
+        &[("TOKENMINT__KEYS__MASTER_KEY", &other)],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains("different master key"),
+        "says why: {stderr}"
+    );
+
+    let keys_after = tokenmint::cli::list_keys(&app.settings).await.unwrap();
+    assert_eq!(keys_after, keys_before, "no key was stored");
+
+    // With the servers' master key it rotates.
+    let master_file = app.settings.data_dir.join("master.key");
+    let master_file = master_file.to_str().unwrap();
+    let output = rotate_elsewhere(
+        &app,
+        elsewhere.path(),
+        &[("TOKENMINT__KEYS__MASTER_KEY_FILE", master_file)],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
 }

@@ -30,6 +30,8 @@ fn server_tls(dir: &Path, ca: &Ca, client_ca: Option<&Ca>) -> TlsSettings {
         key_file: write(dir, "server.key", &key),
         client_ca_file: client_ca.map(|c| write(dir, "client-ca.crt", &c.pem())),
         reload_interval_secs: 1,
+        handshake_timeout_secs: 5,
+        max_handshakes_per_peer: 64,
     }
 }
 
@@ -363,4 +365,54 @@ async fn a_separate_plaintext_listener_serves_metrics_to_scrapers_without_certif
     // Only metrics: the listener serves nothing else.
     let (status, _, _) = http_get(metrics_addr, "/.well-known/jwks.json").await;
     assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+}
+
+#[tokio::test]
+async fn connections_that_never_send_a_client_hello_do_not_keep_a_real_client_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("tokenmint test CA");
+    // Idle handshakes may last a minute: the client must not need any of them to end.
+    let tls = TlsSettings {
+        handshake_timeout_secs: 60,
+        ..server_tls(dir.path(), &ca, None)
+    };
+    let app = TestApp::spawn_with(|s| s.server.tls = Some(tls)).await;
+    let caller = app.bootstrap("alice", &["user_manage"]).await;
+
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let connected = tokio::net::TcpStream::connect(app.addr).await;
+        idle.push(connected.expect("an idle TCP connection"));
+    }
+    // The real client comes from another loopback address: handshakes in progress are bounded
+    // per peer address, and every idle connection comes from 127.0.0.1.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.pem()))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://{}", app.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .expect("a real client connects while 300 connections sit in their handshake");
+    let scopes = pb::token_service_client::TokenServiceClient::new(channel)
+        .list_scopes(authed(&caller, pb::ListScopesRequest {}))
+        .await;
+    assert!(scopes.is_ok(), "and is served: {scopes:?}");
+
+    // It did not have to wait for idle handshakes to time out: the first idle connection is
+    // still open (reading it would block; a connection the server closed reads 0 bytes).
+    let first = idle.remove(0).into_std().unwrap();
+    first.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let read = std::io::Read::read(&mut &first, &mut byte);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the real client got in only after idle handshakes had timed out: {read:?}"
+    );
+    drop(idle);
 }

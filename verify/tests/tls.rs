@@ -54,6 +54,8 @@ async fn both_verifiers_reach_a_mutual_tls_tokenmint_with_a_client_certificate()
         key_file: write("server.key", &key),
         client_ca_file: Some(write("client-ca.crt", &client_ca.pem())),
         reload_interval_secs: 10,
+        handshake_timeout_secs: 5,
+        max_handshakes_per_peer: 64,
     };
     let app = TestApp::spawn_with(|s| s.server.tls = Some(tls)).await;
     let caller = app.bootstrap("alice", MANAGER_SCOPES).await;

@@ -13,6 +13,9 @@ pub struct Model {
     pub sealed_private_key: Vec<u8>,
     pub created_at: i64,
     pub retired_at: Option<i64>,
+    /// HMAC of the other columns under the master key (`issuance::key_rows`); `NULL` before
+    /// the upgrade that fills it in.
+    pub mac: Option<Vec<u8>>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,193 @@
+//! The change feed and the key set cannot be jammed: a key-set change a server cannot apply
+//! does not hold up the token changes after it, a server whose position was pruned from the
+//! change log reloads its deny list in full, and tokens naming made-up keys do not tie up
+//! requests while the database is slow to answer.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokenmint::proto::v1 as pb;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::helpers::{DatabaseLock, TestApp, authed, eventually, execute_in_database, http_get};
+
+type Client = pb::token_service_client::TokenServiceClient<Channel>;
+
+/// The user of every token here.
+const USER: &str = "svc";
+
+/// How long a change may take to reach a server (it polls the change log every 100 ms).
+const PROPAGATION: Duration = Duration::from_secs(5);
+
+/// How many change-log entries one poll reads (`issuance::change_feed`).
+const POLL_BATCH: u32 = 5_000;
+
+/// Now, in the database's unit (microseconds since the epoch).
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Mints a `wallet_view` token; returns its id and raw token.
+async fn mint(client: &Client, caller: &str) -> (String, String) {
+    let request = pb::CreateTokenRequest {
+        label: "feed test".into(),
+        scopes: vec!["wallet_view".into()],
+        ..Default::default()
+    };
+    let response = client.clone().create_token(authed(caller, request)).await;
+    let minted = response.expect("CreateToken").into_inner();
+    (minted.token.expect("metadata").id, minted.raw_token)
+}
+
+/// VerifyToken's answer for `token`.
+async fn verify(client: &Client, caller: &str, token: &str) -> pb::VerifyTokenResponse {
+    let request = pb::VerifyTokenRequest {
+        token: token.into(),
+        ..Default::default()
+    };
+    let response = client.clone().verify_token(authed(caller, request)).await;
+    response.expect("VerifyToken").into_inner()
+}
+
+/// Waits until `client`'s server says `token` is revoked.
+async fn until_revoked(client: &Client, caller: &str, token: &str) -> bool {
+    let revoked = pb::InactiveReason::Revoked as i32;
+    eventually(PROPAGATION, || async {
+        let response = verify(client, caller, token).await;
+        (response.reason == revoked).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// The value of the metric line starting with `name ` in `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> Option<String> {
+    let (_, _, text) = http_get(app.addr, "/metrics").await;
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+}
+
+#[tokio::test]
+async fn a_key_change_a_server_cannot_apply_does_not_hold_up_later_token_changes() {
+    let a = TestApp::spawn().await;
+    let b = TestApp::spawn_on(a.db.clone(), |_| {}).await;
+    let caller = a.manager(USER).await;
+    let (client_a, client_b) = (a.client().await, b.client().await);
+    let (id, token) = mint(&client_a, &caller).await;
+    assert!(verify(&client_b, &caller, &token).await.active);
+
+    // Someone without the master key retires every key: no stored key may sign any more, so
+    // no server can apply that key-set change. More changes than one poll reads follow it.
+    let now = now_micros();
+    let statements = [
+        format!("UPDATE signing_keys SET retired_at = {now} WHERE retired_at IS NULL"),
+        format!(
+            "INSERT INTO token_events (kind, token_id, created_at) VALUES ('keys', NULL, {now})"
+        ),
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {POLL_BATCH}) \
+             INSERT INTO token_events (kind, token_id, created_at) SELECT 'token', NULL, {now} FROM n"
+        ),
+    ];
+    execute_in_database(&a, &statements).await;
+    let request = pb::RevokeTokenRequest { id };
+    let revoked = client_a
+        .clone()
+        .revoke_token(authed(&caller, request))
+        .await;
+    revoked.expect("RevokeToken");
+
+    assert!(
+        until_revoked(&client_b, &caller, &token).await,
+        "B applies the revocation logged after the key change it cannot apply"
+    );
+    let failures = metric(&b, "tokenmint_change_feed_key_reload_failures").await;
+    let failures: u64 = failures.expect("the metric").parse().unwrap();
+    assert!(failures >= 1, "the failed key reload is counted");
+    let response = verify(&client_b, &caller, &caller).await;
+    assert!(response.active, "B keeps the keys it had");
+}
+
+#[tokio::test]
+async fn a_server_whose_position_was_pruned_from_the_change_log_reloads_its_deny_list() {
+    let app = TestApp::spawn().await;
+    let caller = app.manager(USER).await;
+    let client = app.client().await;
+    let (id, token) = mint(&client, &caller).await;
+    assert!(verify(&client, &caller, &token).await.active);
+
+    // Another process revokes the token, and the log entry saying so is pruned before this
+    // server reads it (as after an outage longer than the log is kept); a later entry is left.
+    let now = now_micros();
+    let statements = [
+        format!("UPDATE tokens SET status = 'revoked' WHERE id = '{id}'"),
+        format!(
+            "INSERT INTO token_events (kind, token_id, created_at) VALUES ('token', '{id}', {now})"
+        ),
+        format!(
+            "INSERT INTO token_events (kind, token_id, created_at) VALUES ('token', NULL, {now})"
+        ),
+        "DELETE FROM token_events WHERE seq < (SELECT MAX(seq) FROM token_events)".to_owned(),
+    ];
+    execute_in_database(&app, &statements).await;
+
+    assert!(
+        until_revoked(&client, &caller, &token).await,
+        "the revocation whose log entry was pruned is not missed"
+    );
+    let resyncs = metric(&app, "tokenmint_deny_list_resyncs").await;
+    assert_eq!(resyncs.as_deref(), Some("1"));
+    let response = verify(&client, &caller, &caller).await;
+    assert!(response.active, "other tokens are unaffected");
+}
+
+#[tokio::test]
+async fn tokens_naming_made_up_keys_do_not_tie_up_requests_while_the_database_is_slow() {
+    let app = TestApp::spawn_with(|s| s.server.max_in_flight_requests = 4).await;
+    let caller = app.manager(USER).await;
+    let client = app.client().await;
+    let scopes = |token: String| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_scopes(authed(&token, pb::ListScopesRequest {}))
+                .await
+        }
+    };
+    assert!(scopes(caller.clone()).await.is_ok());
+    let mut made_up = Vec::new();
+    for i in 0..16 {
+        let header = json!({"kid": format!("made-up-{i}"), "typ": "at+jwt"});
+        made_up.push(app.forge(header, app.claims(USER, "user_manage")).await);
+    }
+
+    // Reading the keys now waits for as long as the lock is held. SQLite readers cannot be
+    // held up; there the unit tests of `issuance::keys` stand in for this one.
+    let Some(lock) = DatabaseLock::take_exclusive(&app, "signing_keys").await else {
+        return;
+    };
+    let requests: Vec<_> = made_up
+        .into_iter()
+        .map(|token| tokio::spawn(scopes(token)))
+        .collect();
+    for request in requests {
+        // A bound for a failing run, not a measure of speed.
+        let answered = tokio::time::timeout(Duration::from_secs(20), request).await;
+        let status = answered
+            .expect("answered while the key table is locked")
+            .unwrap()
+            .expect_err("a made-up key does not authenticate");
+        assert!(
+            matches!(status.code(), Code::Unauthenticated | Code::Unavailable),
+            "{status:?}"
+        );
+    }
+    let served = scopes(caller.clone()).await;
+    lock.release().await;
+    assert!(
+        served.is_ok(),
+        "a genuine caller gets through while the key table is locked: {served:?}"
+    );
+}
