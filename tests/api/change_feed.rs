@@ -92,7 +92,7 @@ async fn a_key_change_a_server_cannot_apply_does_not_hold_up_later_token_changes
         ),
     ];
     execute_in_database(&a, &statements).await;
-    let request = pb::RevokeTokenRequest { id };
+    let request = pb::RevokeTokenRequest { id, cascade: false };
     let revoked = client_a
         .clone()
         .revoke_token(authed(&caller, request))
