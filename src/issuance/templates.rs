@@ -12,7 +12,7 @@ use crate::domain::{
 };
 use crate::error::{Error, ErrorCode, Result, Violations, reason};
 use crate::issuance::Caller;
-use crate::issuance::paging::Page;
+use crate::issuance::paging::{Page, Resume};
 use crate::issuance::rules;
 use crate::issuance::tokens::LimitsInput;
 use crate::store::Store;
@@ -64,6 +64,8 @@ pub struct TemplatePage {
     pub templates: Vec<TemplateRecord>,
     /// Token of the next page; empty when this is the last.
     pub next_page_token: String,
+    /// The next page's token should the page end early, after any of `templates`.
+    pub resume: Resume,
 }
 
 /// What a token gets: scopes, networks, limits and enterprise.
@@ -393,6 +395,7 @@ impl TemplateManager {
         Ok(TemplatePage {
             templates,
             next_page_token,
+            resume: page.resume(),
         })
     }
 

@@ -19,7 +19,7 @@ use crate::issuance::deny_list::DenyList;
 use crate::issuance::keys::{KeyManager, KeyRing};
 use crate::issuance::last_used::LastUsed;
 use crate::issuance::lifecycle::{self, Action};
-use crate::issuance::paging::Page;
+use crate::issuance::paging::{Page, Resume};
 use crate::issuance::rules;
 use crate::issuance::templates::{Grant, Requested, TemplateManager, narrow};
 use crate::issuance::verifier::{InactiveReason, JwtPolicy, VerifiedToken};
@@ -91,6 +91,8 @@ pub struct TokenPage {
     pub tokens: Vec<TokenRecord>,
     /// Token for the next page; empty when this is the last.
     pub next_page_token: String,
+    /// The next page's token should the page end early, after any of `tokens`.
+    pub resume: Resume,
 }
 
 /// Which fields an UpdateToken changes.
@@ -440,6 +442,7 @@ impl TokenManager {
         Ok(TokenPage {
             tokens,
             next_page_token,
+            resume: page.resume(),
         })
     }
 

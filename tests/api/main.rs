@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod bench;
+mod bounded;
 mod create;
 mod keys;
 mod lifecycle;
