@@ -70,6 +70,8 @@ pub struct Settings {
     pub keys: KeySettings,
     /// Token issuance and verification settings.
     pub tokens: TokenSettings,
+    /// Caps on the repeated fields of one request.
+    pub requests: RequestSettings,
     /// In-memory cache sizes.
     pub cache: CacheSettings,
     /// Background task intervals.
@@ -219,6 +221,22 @@ pub struct TokenSettings {
     pub scope_catalog_file: Option<PathBuf>,
 }
 
+/// Caps on the repeated fields of one request. A request over a cap is refused with
+/// INVALID_ARGUMENT (reason `TOO_MANY_ITEMS`) before any other work, so the work a request can
+/// cause stays bounded whatever its size.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestSettings {
+    /// IP addresses and CIDR blocks in one request (`ip_restrict`, `allowed_ips`). Default 100.
+    pub max_ip_entries: usize,
+    /// Spending limits in one request (`token_limits.spending_limits`). Default 100.
+    pub max_spending_limits: usize,
+    /// Scopes in one request (`scopes`, `token_scopes`, `required_scopes`). Default 100.
+    pub max_scopes: usize,
+    /// Paths of one `update_mask`. Default 20.
+    pub max_mask_paths: usize,
+}
+
 /// In-memory cache sizes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -276,6 +294,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             keys: KeySettings::default(),
             tokens: TokenSettings::default(),
+            requests: RequestSettings::default(),
             cache: CacheSettings::default(),
             background: BackgroundSettings::default(),
             log: LogSettings::default(),
@@ -333,6 +352,17 @@ impl Default for TokenSettings {
             max_lifetime_secs: 366 * 86_400,
             leeway_secs: 5,
             scope_catalog_file: None,
+        }
+    }
+}
+
+impl Default for RequestSettings {
+    fn default() -> Self {
+        Self {
+            max_ip_entries: 100,
+            max_spending_limits: 100,
+            max_scopes: 100,
+            max_mask_paths: 20,
         }
     }
 }
@@ -455,6 +485,14 @@ impl Settings {
                 && self.server.max_in_flight_requests > 0,
             "server.max_concurrent_streams, server.concurrency_limit_per_connection and \
              server.max_in_flight_requests must be positive"
+        );
+        anyhow::ensure!(
+            self.requests.max_ip_entries > 0
+                && self.requests.max_spending_limits > 0
+                && self.requests.max_scopes > 0
+                && self.requests.max_mask_paths > 0,
+            "requests.max_ip_entries, requests.max_spending_limits, requests.max_scopes and \
+             requests.max_mask_paths must be positive"
         );
         anyhow::ensure!(
             self.background.change_poll_interval_ms > 0
@@ -594,6 +632,18 @@ mod tests {
             let err = s.validate().unwrap_err().to_string();
             assert!(err.contains("must be positive"), "{var}: {err}");
         }
+    }
+
+    #[test]
+    fn request_caps_have_defaults_and_must_be_positive() {
+        let s = Settings::load(None, vars(&[("TOKENMINT__REQUESTS__MAX_SCOPES", "7")])).unwrap();
+        assert_eq!(s.requests.max_scopes, 7);
+        assert_eq!(s.requests.max_ip_entries, 100);
+        assert_eq!(s.requests.max_mask_paths, 20);
+        let s =
+            Settings::load(None, vars(&[("TOKENMINT__REQUESTS__MAX_IP_ENTRIES", "0")])).unwrap();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("requests.max_ip_entries"), "{err}");
     }
 
     #[test]

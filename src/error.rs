@@ -65,6 +65,9 @@ pub mod reason {
     pub const INVALID_UPDATE_MASK: &str = "INVALID_UPDATE_MASK";
     /// An update changes nothing.
     pub const EMPTY_UPDATE: &str = "EMPTY_UPDATE";
+    /// A repeated request field holds more entries than the configured cap (`requests.*`); the
+    /// metadata names the `field`, its `max` and the request's `count`.
+    pub const TOO_MANY_ITEMS: &str = "TOO_MANY_ITEMS";
     /// A filter value is not allowed.
     pub const INVALID_FILTER: &str = "INVALID_FILTER";
     /// A template name is missing or blank.

@@ -418,8 +418,13 @@ fn routes(
         core.tokens.clone(),
         metrics.clone(),
         settings.cache.metadata_capacity,
+        settings.requests.into(),
     );
-    let templates = TemplateApi::new(core.tokens.clone(), core.templates.clone());
+    let templates = TemplateApi::new(
+        core.tokens.clone(),
+        core.templates.clone(),
+        settings.requests.into(),
+    );
     Ok(
         tonic::service::Routes::from(grpc::http::router(core.keys.clone(), metrics_source))
             .add_service(

@@ -1,9 +1,11 @@
 //! IP restrictions: lists of addresses and CIDR blocks.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::domain::unique::Unique;
 use crate::error::{Error, Result, reason};
 
 /// A normalised, de-duplicated list of networks a token may be used from. Empty means "anywhere".
@@ -20,16 +22,15 @@ pub struct IpRestriction {
 
 impl IpRestriction {
     /// Parses addresses (`10.0.0.1` becomes `10.0.0.1/32`) and CIDR blocks (host bits are cleared:
-    /// `10.0.0.7/24` becomes `10.0.0.0/24`). Every bad entry is reported under `field[i]`.
+    /// `10.0.0.7/24` becomes `10.0.0.0/24`), keeping the first of equal networks, in time linear
+    /// in the number of entries. Every bad entry is reported under `field[i]`.
     pub fn parse(entries: &[String], field: &str) -> Result<Self> {
-        let mut nets = Vec::with_capacity(entries.len());
+        let mut nets = Unique::with_capacity(entries.len());
         let mut error: Option<Error> = None;
         for (i, raw) in entries.iter().enumerate() {
             match parse_net(raw.trim()) {
                 Some(net) => {
-                    if !nets.contains(&net) {
-                        nets.push(net);
-                    }
+                    nets.push(net);
                 }
                 None => {
                     let shown = crate::domain::ids::truncate(raw, 64);
@@ -48,7 +49,7 @@ impl IpRestriction {
         }
         match error {
             Some(e) => Err(e),
-            None => Ok(Self::of(nets, false)),
+            None => Ok(Self::of(nets.into_vec(), false)),
         }
     }
 
@@ -103,12 +104,31 @@ impl IpRestriction {
     }
 
     /// Whether every network of `self` lies inside one of `outer`'s.
+    ///
+    /// Each network is looked up, at each prefix length `outer` uses, among `outer`'s networks
+    /// in a hash set: at most 129 lookups per network whatever the sizes, never one comparison
+    /// per pair of networks.
     pub fn is_within(&self, outer: &IpRestriction) -> bool {
-        !self.unreadable
-            && self
-                .nets
+        if self.unreadable {
+            return false;
+        }
+        let outer_nets: HashSet<IpNet> = outer.nets.iter().copied().collect();
+        let mut lengths: Vec<(bool, u8)> = outer
+            .nets
+            .iter()
+            .map(|n| (n.addr().is_ipv4(), n.prefix_len()))
+            .collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        self.nets.iter().all(|net| {
+            lengths
                 .iter()
-                .all(|net| outer.nets.iter().any(|o| o.contains(net)))
+                .filter(|&&(v4, len)| v4 == net.addr().is_ipv4() && len <= net.prefix_len())
+                .any(|&(_, len)| {
+                    IpNet::new(net.addr(), len)
+                        .is_ok_and(|supernet| outer_nets.contains(&supernet.trunc()))
+                })
+        })
     }
 
     /// The normalised CIDR strings.
@@ -236,5 +256,84 @@ mod tests {
         assert!(!r.allows("11.0.0.1".parse().unwrap()));
         assert!(parse(&["10.1.0.0/16"]).unwrap().is_within(&r));
         assert!(!parse(&["11.0.0.0/16"]).unwrap().is_within(&r));
+    }
+
+    #[test]
+    fn containment_matches_the_pairwise_definition() {
+        let outer = parse(&[
+            "10.0.0.0/8",
+            "192.0.2.0/24",
+            "2001:db8::/32",
+            "198.51.100.7",
+        ])
+        .unwrap();
+        let cases = [
+            ("10.1.2.3", true),
+            ("10.0.0.0/8", true),
+            ("10.0.0.0/7", false),
+            ("192.0.2.128/25", true),
+            ("192.0.3.0/24", false),
+            ("198.51.100.7/32", true),
+            ("198.51.100.6", false),
+            ("2001:db8:1::/48", true),
+            ("2001:db9::/32", false),
+            ("::ffff:10.9.9.9", true),
+            ("::/0", false),
+            ("0.0.0.0/0", false),
+        ];
+        for (inner, expected) in cases {
+            let inner = parse(&[inner]).unwrap();
+            let pairwise = inner
+                .nets
+                .iter()
+                .all(|n| outer.nets.iter().any(|o| o.contains(n)));
+            assert_eq!(pairwise, expected, "{inner:?}");
+            assert_eq!(inner.is_within(&outer), expected, "{inner:?}");
+        }
+        assert!(
+            IpRestriction::default().is_within(&outer),
+            "nothing lies anywhere"
+        );
+        assert!(
+            !parse(&["10.0.0.1"])
+                .unwrap()
+                .is_within(&IpRestriction::default())
+        );
+    }
+
+    /// De-duplication keeps the first of equal networks (after normalisation) in request order,
+    /// and still reports every bad entry at its own index.
+    #[test]
+    fn dedup_keeps_first_occurrences_in_order() {
+        let r = parse(&[
+            "192.0.2.9/24",
+            "10.0.0.1",
+            "192.0.2.0/24",
+            "10.0.0.1/32",
+            "::1",
+        ])
+        .unwrap();
+        assert_eq!(r.to_strings(), ["192.0.2.0/24", "10.0.0.1/32", "::1/128"]);
+        let err = parse(&["10.0.0.1", "10.0.0.1", "bad", "10.0.0.1", "worse"]).unwrap_err();
+        let fields: Vec<&str> = err.violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["ip_restrict[2]", "ip_restrict[4]"]);
+    }
+
+    /// Called without the request cap, 100k distinct /32s (and a repeat of each) parse to the
+    /// 100k networks in order: the de-duplication is a hash set (`Unique`, whose own test counts
+    /// its comparisons), not a scan of the networks kept so far.
+    #[test]
+    fn a_hundred_thousand_distinct_hosts_parse_in_order() {
+        let hosts: Vec<String> = (0..100_000u32)
+            .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string())
+            .collect();
+        let mut entries = hosts.clone();
+        entries.extend(hosts.iter().rev().cloned());
+        let r = IpRestriction::parse(&entries, "ip_restrict").unwrap();
+        assert_eq!(r.as_strings().len(), hosts.len());
+        assert_eq!(r.as_strings()[0], "10.0.0.0/32");
+        assert_eq!(r.as_strings()[99_999], format!("{}/32", hosts[99_999]));
+        assert!(r.is_within(&parse(&["10.0.0.0/8"]).unwrap()));
+        assert!(r.is_within(&r), "a large set lies within itself");
     }
 }

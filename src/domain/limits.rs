@@ -1,6 +1,7 @@
 //! Spending limits: per-coin and all-ERC-20 caps, as exact decimal integers in base units.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -81,17 +82,19 @@ pub struct TokenLimits {
 
 impl TokenLimits {
     /// Validates limits given as (coin, amount) pairs plus an optional ERC-20 cap. Field paths are
-    /// reported under `field` (e.g. `token_limits.spending_limits[1].coin`).
+    /// reported under `field` (e.g. `token_limits.spending_limits[1].coin`). A coin given again
+    /// is reported at each repeat (the first stays); the check is a hash lookup, linear overall.
     pub fn parse(spending: &[(String, String)], erc20: Option<&str>, field: &str) -> Result<Self> {
         let mut violations = crate::error::Violations::default();
         let mut limits = Vec::with_capacity(spending.len());
+        let mut coins: HashSet<String> = HashSet::with_capacity(spending.len());
         for (i, (coin, amount)) in spending.iter().enumerate() {
             let prefix = format!("{field}.spending_limits[{i}]");
             let coin = violations.check(parse_coin(coin, &format!("{prefix}.coin")));
             let amount =
                 violations.check(Amount::parse(amount, &format!("{prefix}.tx_value_limit")));
             if let (Some(coin), Some(amount)) = (coin, amount) {
-                if limits.iter().any(|l: &SpendingLimit| l.coin == coin) {
+                if !coins.insert(coin.clone()) {
                     violations.check::<()>(Err(Error::invalid(
                         format!("{prefix}.coin"),
                         reason::DUPLICATE_COIN,
@@ -194,6 +197,54 @@ mod tests {
             err.violations[0].field,
             "token_limits.spending_limits[1].coin"
         );
+    }
+
+    /// The first limit of a coin is kept, in request order; each repeat is reported at its own
+    /// index.
+    #[test]
+    fn duplicates_keep_the_first_and_are_each_reported() {
+        let ok = TokenLimits::parse(&[pair("eth", "5"), pair("btc", "1")], None, "l").unwrap();
+        let coins: Vec<&str> = ok.spending_limits.iter().map(|l| l.coin.as_str()).collect();
+        assert_eq!(coins, ["eth", "btc"]);
+        let err = TokenLimits::parse(
+            &[
+                pair("eth", "5"),
+                pair("btc", "1"),
+                pair("ETH", "6"),
+                pair("sol", "2"),
+                pair("btc", "3"),
+                pair("eth", "7"),
+            ],
+            None,
+            "token_limits",
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, reason::DUPLICATE_COIN);
+        let fields: Vec<&str> = err.violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "token_limits.spending_limits[2].coin",
+                "token_limits.spending_limits[4].coin",
+                "token_limits.spending_limits[5].coin"
+            ]
+        );
+        assert_eq!(
+            err.metadata,
+            [("coin".to_owned(), "eth".to_owned())],
+            "the first duplicate names its coin"
+        );
+    }
+
+    /// Many distinct coins parse in order: the duplicate check is a hash set, not a scan of
+    /// the limits kept so far.
+    #[test]
+    fn many_distinct_coins_parse_in_order() {
+        let spending: Vec<(String, String)> =
+            (0..50_000).map(|i| pair(&format!("c{i}"), "1")).collect();
+        let limits = TokenLimits::parse(&spending, None, "l").unwrap();
+        assert_eq!(limits.spending_limits.len(), 50_000);
+        assert_eq!(limits.spending_limits[49_999].coin, "c49999");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod template;
 pub mod text;
 pub mod time;
 pub mod token;
+mod unique;
 
 pub use ids::{EnterpriseId, TemplateId, TokenId, UserId};
 pub use ip::IpRestriction;

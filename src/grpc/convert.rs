@@ -6,6 +6,37 @@ use crate::issuance::lifecycle::available_actions;
 use crate::issuance::tokens::LimitsInput;
 use crate::proto::v1 as pb;
 
+/// Most bytes the items of one list response may take encoded: a page ends early (with a
+/// `next_page_token`) rather than outgrow the 4 MiB a default gRPC client accepts. The half MiB
+/// left is room for the page token and the message framing.
+pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024 + 512 * 1024;
+
+/// The items of one list response: `records` converted by `to_proto` for as long as their
+/// encoded size (as repeated field 1 of the response) stays within `budget`, and the page token
+/// that follows them — `next_page_token` when all fit, else `resume_after(last included record)`.
+/// The first record is always included, so paging always progresses.
+pub fn fit_page<R, M: prost::Message>(
+    records: &[R],
+    budget: usize,
+    next_page_token: String,
+    mut to_proto: impl FnMut(&R) -> M,
+    resume_after: impl Fn(&R) -> String,
+) -> (Vec<M>, String) {
+    let mut items = Vec::with_capacity(records.len());
+    let mut used = 0;
+    for record in records {
+        let item = to_proto(record);
+        let size = prost::encoding::message::encoded_len(1, &item);
+        if !items.is_empty() && used + size > budget {
+            let next = resume_after(&records[items.len() - 1]);
+            return (items, next);
+        }
+        used += size;
+        items.push(item);
+    }
+    (items, next_page_token)
+}
+
 /// The protobuf form of a token whose status is judged at `now` (the core's expiry clock).
 pub fn token_to_proto(record: &TokenRecord, now: Timestamp) -> pb::Token {
     let status = record.status_at(now);
@@ -141,5 +172,51 @@ pub fn reason_to_proto(reason: InactiveReason) -> pb::InactiveReason {
         InactiveReason::IpNotAllowed => pb::InactiveReason::IpNotAllowed,
         InactiveReason::InsufficientScope => pb::InactiveReason::InsufficientScope,
         InactiveReason::InvalidClaims => pb::InactiveReason::InvalidClaims,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(n: usize) -> pb::Scope {
+        pb::Scope {
+            name: format!("s{n}"),
+            description: "x".repeat(100),
+            deprecated: false,
+        }
+    }
+
+    #[test]
+    fn a_page_ends_before_its_items_outgrow_the_budget() {
+        let records: Vec<usize> = (0..10).collect();
+        let one = prost::encoding::message::encoded_len(1, &scope(0));
+        let (items, next) = fit_page(
+            &records,
+            3 * one,
+            "end".into(),
+            |&n| scope(n),
+            |n| format!("after {n}"),
+        );
+        assert_eq!(items.len(), 3);
+        assert_eq!(next, "after 2");
+        let response = pb::ListScopesResponse { scopes: items };
+        assert!(prost::Message::encoded_len(&response) <= 3 * one);
+
+        let (all, next) = fit_page(
+            &records,
+            100 * one,
+            "end".into(),
+            |&n| scope(n),
+            |_| unreachable!("everything fits"),
+        );
+        assert_eq!((all.len(), next.as_str()), (10, "end"));
+
+        let (first, next) = fit_page(&records, 1, String::new(), |&n| scope(n), |n| n.to_string());
+        assert_eq!(
+            (first.len(), next.as_str()),
+            (1, "0"),
+            "one item always goes out"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! [`status`] and nowhere else.
 
 pub mod auth;
+pub mod bounds;
 pub mod connection;
 pub mod convert;
 pub mod headers;

@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{TemplateId, scope};
 use crate::error::{Error, reason};
+use crate::grpc::bounds::RequestBounds;
 use crate::grpc::observe::record_template;
 use crate::grpc::{auth, convert, headers, request_id, status::to_status};
 use crate::issuance::templates::{TemplateInput, TemplateManager};
@@ -17,12 +18,22 @@ use crate::proto::v1::{self as pb, template_service_server::TemplateService};
 pub struct TemplateApi {
     tokens: Arc<TokenManager>,
     templates: Arc<TemplateManager>,
+    bounds: RequestBounds,
 }
 
 impl TemplateApi {
-    /// Serves `templates`, authenticating callers through `tokens`.
-    pub fn new(tokens: Arc<TokenManager>, templates: Arc<TemplateManager>) -> Self {
-        Self { tokens, templates }
+    /// Serves `templates`, authenticating callers through `tokens`. Requests whose repeated
+    /// fields exceed `bounds` are refused first.
+    pub fn new(
+        tokens: Arc<TokenManager>,
+        templates: Arc<TemplateManager>,
+        bounds: RequestBounds,
+    ) -> Self {
+        Self {
+            tokens,
+            templates,
+            bounds,
+        }
     }
 
     /// Authenticates a template call (scope `user_manage`).
@@ -52,6 +63,7 @@ impl TemplateService for TemplateApi {
     ) -> Result<Response<pb::CreateTemplateResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
+            self.bounds.create_template(request.get_ref())?;
             let caller = self.manager(&request).await?;
             let req = request.into_inner();
             let input = TemplateInput {
@@ -107,13 +119,16 @@ impl TemplateService for TemplateApi {
         }
         .await;
         let page = result.map_err(|e| to_status(e, &rid))?;
+        let (templates, next_page_token) = convert::fit_page(
+            &page.templates,
+            convert::MAX_PAGE_BYTES,
+            page.next_page_token,
+            convert::template_to_proto,
+            |t| page.resume.after(t.created_at, &t.id.to_string()),
+        );
         Ok(Response::new(pb::ListTemplatesResponse {
-            templates: page
-                .templates
-                .iter()
-                .map(convert::template_to_proto)
-                .collect(),
-            next_page_token: page.next_page_token,
+            templates,
+            next_page_token,
         }))
     }
 
@@ -123,6 +138,7 @@ impl TemplateService for TemplateApi {
     ) -> Result<Response<pb::UpdateTemplateResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
+            self.bounds.update_template(request.get_ref())?;
             let caller = self.manager(&request).await?;
             let req = request.into_inner();
             let template = req.template.ok_or_else(|| {

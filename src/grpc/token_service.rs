@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{TemplateId, Timestamp, TokenId, scope};
 use crate::error::{Error, reason};
+use crate::grpc::bounds::RequestBounds;
 use crate::grpc::observe::{record_template, record_token};
 use crate::grpc::rendered::RenderedTokens;
 use crate::grpc::{auth, convert, headers, request_id, status::to_status};
@@ -21,16 +22,24 @@ pub struct TokenApi {
     tokens: Arc<TokenManager>,
     metrics: Arc<Metrics>,
     rendered: Arc<RenderedTokens>,
+    bounds: RequestBounds,
 }
 
 impl TokenApi {
     /// Serves `tokens`, counting mints, verifications and revocations in `metrics`; VerifyToken
-    /// keeps the encoded metadata of up to `rendered_capacity` tokens.
-    pub fn new(tokens: Arc<TokenManager>, metrics: Arc<Metrics>, rendered_capacity: usize) -> Self {
+    /// keeps the encoded metadata of up to `rendered_capacity` tokens. Requests whose repeated
+    /// fields exceed `bounds` are refused first.
+    pub fn new(
+        tokens: Arc<TokenManager>,
+        metrics: Arc<Metrics>,
+        rendered_capacity: usize,
+        bounds: RequestBounds,
+    ) -> Self {
         Self {
             tokens,
             metrics,
             rendered: Arc::new(RenderedTokens::new(rendered_capacity)),
+            bounds,
         }
     }
 
@@ -69,6 +78,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
+            self.bounds.create_token(request.get_ref())?;
             let caller = self.manager(&request).await?;
             let req = request.into_inner();
             if !req.template_id.is_empty()
@@ -152,13 +162,16 @@ impl TokenService for TokenApi {
         .await;
         let page = result.map_err(|e| to_status(e, &rid))?;
         let now = self.tokens.expiry_clock();
+        let (tokens, next_page_token) = convert::fit_page(
+            &page.tokens,
+            convert::MAX_PAGE_BYTES,
+            page.next_page_token,
+            |t| convert::token_to_proto(t, now),
+            |t| page.resume.after(t.created_at, &t.id.to_string()),
+        );
         Ok(Response::new(pb::ListTokensResponse {
-            tokens: page
-                .tokens
-                .iter()
-                .map(|t| convert::token_to_proto(t, now))
-                .collect(),
-            next_page_token: page.next_page_token,
+            tokens,
+            next_page_token,
         }))
     }
 
@@ -168,6 +181,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::UpdateTokenResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
+            self.bounds.update_token(request.get_ref())?;
             let caller = self.manager(&request).await?;
             let req = request.get_ref();
             let id = TokenId::parse(&req.id, "id")?;
@@ -262,6 +276,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::VerifyTokenResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
+            self.bounds.verify_token(request.get_ref())?;
             auth::caller_with_scope(&self.tokens, &request, scope::TOKEN_INTROSPECT).await?;
             let req = request.get_ref();
             self.tokens

@@ -1,5 +1,7 @@
 //! Keyset pagination shared by the list RPCs: page sizes (default 50, at most 1000, larger values
-//! reduced per AIP-158) and opaque page tokens bound to the query they came from.
+//! reduced per AIP-158) and opaque page tokens bound to the query they came from. A page may also
+//! end early, at any of its items ([`Resume`]), so that no response outgrows what a default gRPC
+//! client accepts (the edge decides where, by encoded size).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -57,6 +59,13 @@ impl Page {
         self.size as u64 + 1
     }
 
+    /// Where a page of this query may end early: the token of the page after any of its items.
+    pub fn resume(&self) -> Resume {
+        Resume {
+            query: self.query.clone(),
+        }
+    }
+
     /// Trims `items` to the page and returns the token of the next page (empty if none).
     pub fn finish<T>(&self, items: &mut Vec<T>, key: impl Fn(&T) -> (Timestamp, String)) -> String {
         if items.len() <= self.size {
@@ -67,6 +76,20 @@ impl Page {
             .last()
             .map(|last| encode(key(last), &self.query))
             .unwrap_or_default()
+    }
+}
+
+/// Makes the page token of the page that starts right after a given item, for a page that ends
+/// before its full size.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    query: String,
+}
+
+impl Resume {
+    /// The token of the page after the item created at `created_at` with id `id`.
+    pub fn after(&self, created_at: Timestamp, id: &str) -> String {
+        encode((created_at, id.to_owned()), &self.query)
     }
 }
 
@@ -110,6 +133,19 @@ mod tests {
         assert_eq!(again.cursor.unwrap().id, "id2");
         let err = Page::parse(2, &next, "other".into()).unwrap_err();
         assert_eq!(err.reason, reason::INVALID_PAGE_TOKEN);
+    }
+
+    #[test]
+    fn a_page_ended_early_resumes_right_after_its_last_item() {
+        let page = Page::parse(10, "", "q".into()).unwrap();
+        let token = page.resume().after(Timestamp(7), "id7");
+        let next = Page::parse(10, &token, "q".into()).unwrap();
+        let cursor = next.cursor.unwrap();
+        assert_eq!(
+            (cursor.created_at, cursor.id.as_str()),
+            (Timestamp(7), "id7")
+        );
+        assert!(Page::parse(10, &token, "other".into()).is_err());
     }
 
     #[test]

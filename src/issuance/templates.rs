@@ -13,7 +13,7 @@ use crate::domain::{
 use crate::error::{Error, ErrorCode, Result, Violations, reason};
 use crate::issuance::Caller;
 use crate::issuance::authority::{Bounder, Ceiling, EnterpriseBound};
-use crate::issuance::paging::Page;
+use crate::issuance::paging::{Page, Resume};
 use crate::issuance::rules;
 use crate::issuance::tokens::LimitsInput;
 use crate::store::Store;
@@ -65,6 +65,8 @@ pub struct TemplatePage {
     pub templates: Vec<TemplateRecord>,
     /// Token of the next page; empty when this is the last.
     pub next_page_token: String,
+    /// The next page's token should the page end early, after any of `templates`.
+    pub resume: Resume,
 }
 
 /// The ceiling a template sets on the tokens minted from it (see [`crate::issuance::authority`]):
@@ -276,6 +278,7 @@ impl TemplateManager {
         Ok(TemplatePage {
             templates,
             next_page_token,
+            resume: page.resume(),
         })
     }
 

@@ -20,7 +20,7 @@ use crate::issuance::deny_list::DenyList;
 use crate::issuance::keys::{KeyManager, KeyRing};
 use crate::issuance::last_used::LastUsed;
 use crate::issuance::lifecycle::{self, Action};
-use crate::issuance::paging::Page;
+use crate::issuance::paging::{Page, Resume};
 use crate::issuance::rules;
 use crate::issuance::templates::{self, TemplateManager};
 use crate::issuance::verifier::{InactiveReason, JwtPolicy, VerifiedToken};
@@ -92,6 +92,8 @@ pub struct TokenPage {
     pub tokens: Vec<TokenRecord>,
     /// Token for the next page; empty when this is the last.
     pub next_page_token: String,
+    /// The next page's token should the page end early, after any of `tokens`.
+    pub resume: Resume,
 }
 
 /// Which fields an UpdateToken changes.
@@ -451,6 +453,7 @@ impl TokenManager {
         Ok(TokenPage {
             tokens,
             next_page_token,
+            resume: page.resume(),
         })
     }
 

@@ -302,23 +302,51 @@ pub struct PoolUsage {
     pub max: u32,
 }
 
-/// Hides the password of a database URL before it is shown anywhere.
+/// Query parameters of a database URL that carry a secret (libpq's `password` and
+/// `sslpassword`, which sqlx's PostgreSQL URLs accept too), compared case-insensitively.
+const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// Hides the passwords of a database URL before it is shown anywhere: the one in the user
+/// information (`postgres://user:***@host/db`) and those given as query parameters
+/// (`?password=***`).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = match (base.find("://"), base.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
+            let userinfo = &base[scheme_end + 3..at];
             match userinfo.find(':') {
                 Some(colon) => format!(
                     "{}{}:***{}",
-                    &url[..scheme_end + 3],
+                    &base[..scheme_end + 3],
                     &userinfo[..colon],
-                    &url[at..]
+                    &base[at..]
                 ),
-                None => url.to_owned(),
+                None => base.to_owned(),
             }
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((key, _))
+                    if SECRET_PARAMETERS
+                        .iter()
+                        .any(|secret| key.eq_ignore_ascii_case(secret)) =>
+                {
+                    format!("{key}=***")
+                }
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&parameters.join("&"));
     }
+    shown
 }
 
 /// Whether a database error is a unique-constraint violation.
@@ -351,5 +379,31 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db",
+            "an unencoded @ in the password"
+        );
+    }
+
+    #[test]
+    fn passwords_in_query_parameters_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=secret"),
+            "postgres://u@h/db?password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?sslmode=require&user=u&PASSWORD=s3&sslpassword=k"),
+            "postgres://h/db?sslmode=require&user=u&PASSWORD=***&sslpassword=***"
+        );
+        assert_eq!(
+            redact_url("postgres://u:a@h/db?password=p@ss"),
+            "postgres://u:***@h/db?password=***",
+            "an @ in the query is not mistaken for the end of the user information"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?application_name=tokenmint"),
+            "postgres://h/db?application_name=tokenmint"
+        );
     }
 }

@@ -102,7 +102,8 @@ macro_rules! bind_row {
 /// Inserts `rows` on a sqlx connection in one transaction, at most `max` rows per statement,
 /// `statements[k]` being the INSERT of 2^k rows, then applies `changes` in the same transaction;
 /// evaluates to the rows inserted and whether each change applied (a macro: the connection and
-/// argument types differ per backend).
+/// argument types differ per backend). The transaction commits only if every row was inserted:
+/// otherwise it rolls back, so that a batch whose callers are told it failed left nothing behind.
 macro_rules! write_in_chunks {
     ($conn:expr, $statements:expr, $rows:expr, $max:expr, $change_statements:expr, $changes:expr) => {{
         let mut txn = sqlx::Connection::begin(&mut **$conn).await?;
@@ -115,7 +116,11 @@ macro_rules! write_in_chunks {
             inserted += query.execute(&mut *txn).await?.rows_affected();
         }
         let applied = apply_changes!(txn, $change_statements, $changes);
-        txn.commit().await?;
+        if inserted == $rows.len() as u64 {
+            txn.commit().await?;
+        } else {
+            txn.rollback().await?;
+        }
         (inserted, applied)
     }};
 }
@@ -211,6 +216,12 @@ impl BatchWriter {
             self.connection = None;
         }
         if inserted != records.len() as u64 {
+            // Rolled back by `write_in_chunks!`: none of the batch is stored.
+            tracing::error!(
+                expected = records.len(),
+                inserted,
+                "a token batch inserted fewer rows than it holds; it was rolled back"
+            );
             return Err(sea_orm::DbErr::RecordNotInserted);
         }
         Ok(applied)
@@ -457,6 +468,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.find_token(after.id).await.unwrap(), Some(after));
+    }
+
+    /// A batch whose INSERTs store fewer rows than it holds (here a trigger silently drops one;
+    /// in general anything that makes the count come short) fails as a whole and leaves nothing
+    /// behind: its callers are told the write failed, so none of its tokens or changes may be
+    /// committed.
+    #[tokio::test]
+    async fn a_short_row_count_fails_the_batch_before_it_commits() {
+        use crate::domain::StoredStatus;
+        use crate::store::ChangeKind;
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        let mut writer = BatchWriter::new(store.clone());
+        let existing = record(0);
+        writer
+            .write(std::slice::from_ref(&existing), &[])
+            .await
+            .unwrap();
+        let events_before = store.events_after(0, 10_000).await.unwrap().len();
+        {
+            let _turn = store.write_turn().await;
+            let mut conn = store
+                .db()
+                .get_sqlite_connection_pool()
+                .acquire()
+                .await
+                .unwrap();
+            sqlx::query(
+                "CREATE TRIGGER drop_one BEFORE INSERT ON tokens \
+                 WHEN NEW.label = 'dropped' BEGIN SELECT RAISE(IGNORE); END",
+            )
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        }
+        let mut batch: Vec<TokenRecord> = (1..6).map(record).collect();
+        batch[3].label = crate::domain::Label::parse("dropped").unwrap();
+        let revoke = TokenChange {
+            id: existing.id,
+            user: existing.user_id.clone(),
+            at: Timestamp(1_750_000_000_000_000),
+            kind: ChangeKind::Status {
+                from: StoredStatus::Active,
+                to: StoredStatus::Revoked,
+            },
+        };
+        let outcome = writer.write(&batch, std::slice::from_ref(&revoke)).await;
+        assert!(outcome.is_err(), "the short batch is reported failed");
+        for record in &batch {
+            assert_eq!(
+                store.find_token(record.id).await.unwrap(),
+                None,
+                "a token of a failed batch was committed"
+            );
+        }
+        assert_eq!(
+            store.find_token(existing.id).await.unwrap(),
+            Some(existing),
+            "the change of a failed batch was committed"
+        );
+        assert_eq!(
+            store.events_after(0, 10_000).await.unwrap().len(),
+            events_before,
+            "a change event of a failed batch was committed"
+        );
     }
 
     /// The writer keeps its connection between batches (a warm page cache), unless the pool has

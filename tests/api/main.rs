@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod bench;
+mod bounded;
 mod change_feed;
 mod create;
 mod key_rows;

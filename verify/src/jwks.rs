@@ -9,27 +9,25 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ring::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
 use serde::Deserialize;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::VerifyError;
+use crate::jwks_http::{HttpsFetch, fetch_http};
 use crate::proto::v1::GetJwksRequest;
 use crate::proto::v1::token_service_client::TokenServiceClient;
 
 /// How long connecting to the key source may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long one whole key-set fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The largest JWKS document accepted over HTTP.
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Length of an Ed25519 public key and of one P-256 coordinate.
 const KEY_PART_LEN: usize = 32;
@@ -37,9 +35,11 @@ const KEY_PART_LEN: usize = 32;
 /// Where a [`crate::Verifier`] gets tokenmint's public keys.
 ///
 /// The gRPC source speaks `http://`, or `https://` with
-/// [`VerifierBuilder::tls`](crate::VerifierBuilder::tls); the HTTP source is plain HTTP/1.1
-/// only. To use it with a tokenmint behind TLS, put a local TLS-terminating proxy (a sidecar, a
-/// service mesh) in front of it and point the source at the proxy.
+/// [`VerifierBuilder::tls`](crate::VerifierBuilder::tls). The HTTP source speaks HTTP/1.1 over
+/// `http://`, or over `https://` trusting the CA given with
+/// [`VerifierBuilder::jwks_ca`](crate::VerifierBuilder::jwks_ca) (no public roots are built in).
+/// It presents no client certificate: for a tokenmint that requires mutual TLS, use the gRPC
+/// source with a client identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksSource {
     /// Call `tokenmint.v1.TokenService/GetJwks` (needs no authentication).
@@ -50,7 +50,8 @@ pub enum JwksSource {
     /// `GET` a JWKS document, e.g. `http://127.0.0.1:50051/.well-known/jwks.json` (tokenmint
     /// serves it on its gRPC port).
     Http {
-        /// The document's URL; `http://` only.
+        /// The document's URL: `http://`, or `https://` with
+        /// [`VerifierBuilder::jwks_ca`](crate::VerifierBuilder::jwks_ca).
         url: String,
     },
 }
@@ -155,12 +156,6 @@ impl From<crate::proto::v1::Jwk> for RawJwk {
     }
 }
 
-/// A JWK Set document.
-#[derive(Deserialize)]
-struct JwksDocument {
-    keys: Vec<RawJwk>,
-}
-
 /// Turns JWKs into a key set. Keys this crate cannot use (other types, curves or algorithms, or
 /// not for signatures) are skipped with a warning; a set with no usable key is an error.
 pub(crate) fn key_set(jwks: Vec<RawJwk>) -> Result<KeySet, VerifyError> {
@@ -238,13 +233,17 @@ pub(crate) enum Fetcher {
         /// The document's URL.
         uri: http::Uri,
     },
+    /// `GET url` over TLS (boxed, like the plain client).
+    Https(Box<HttpsFetch>),
 }
 
 impl Fetcher {
-    /// Prepares fetching from `source` (no I/O yet). Must run inside a Tokio runtime.
+    /// Prepares fetching from `source` (no I/O yet): `tls` for an `https://` gRPC source,
+    /// `jwks_ca` for an `https://` HTTP one. Must run inside a Tokio runtime.
     pub(crate) fn new(
         source: &JwksSource,
         tls: Option<&ClientTlsConfig>,
+        jwks_ca: Option<&Certificate>,
     ) -> Result<Self, VerifyError> {
         match source {
             JwksSource::Grpc { endpoint } => {
@@ -256,14 +255,31 @@ impl Fetcher {
                 Ok(Self::Grpc(TokenServiceClient::new(channel)))
             }
             JwksSource::Http { url } => {
-                require_plain_http(url)?;
                 let uri: http::Uri = url
                     .parse()
                     .map_err(|e| VerifyError::KeySource(format!("bad URL {url:?}: {e}")))?;
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-                let client = Box::new(Client::builder(TokioExecutor::new()).build(connector));
-                Ok(Self::Http { client, uri })
+                match (uri.scheme_str(), jwks_ca) {
+                    (Some("http"), None) => {
+                        let mut connector = HttpConnector::new();
+                        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+                        let client =
+                            Box::new(Client::builder(TokioExecutor::new()).build(connector));
+                        Ok(Self::Http { client, uri })
+                    }
+                    (Some("https"), Some(ca)) => HttpsFetch::new(uri, ca)
+                        .map(|fetch| Self::Https(Box::new(fetch)))
+                        .map_err(|e| VerifyError::KeySource(format!("{url:?}: {e}"))),
+                    (Some("https"), None) => Err(VerifyError::KeySource(format!(
+                        "{url:?} uses TLS: give the verifier the CA of its certificate with \
+                         .jwks_ca(…) (no public roots are built in)"
+                    ))),
+                    (Some("http"), Some(_)) => Err(VerifyError::KeySource(format!(
+                        "{url:?}: a JWKS CA was given, so the URL must be https://"
+                    ))),
+                    _ => Err(VerifyError::KeySource(format!(
+                        "{url:?}: the HTTP JWKS source speaks http:// or https://"
+                    ))),
+                }
             }
         }
     }
@@ -300,19 +316,15 @@ impl Fetcher {
                         ))
                     })?
             }
+            Self::Https(fetch) => tokio::time::timeout(FETCH_TIMEOUT, fetch.fetch())
+                .await
+                .map_err(|_| {
+                    VerifyError::KeySource(format!(
+                        "GET {} timed out after {FETCH_TIMEOUT:?}",
+                        fetch.uri
+                    ))
+                })?,
         }
-    }
-}
-
-/// Refuses anything but `http://` for the HTTP source (its client has no TLS).
-fn require_plain_http(url: &str) -> Result<(), VerifyError> {
-    if url.starts_with("http://") {
-        Ok(())
-    } else {
-        Err(VerifyError::KeySource(format!(
-            "{url:?}: the HTTP JWKS source speaks http:// only; use the gRPC source with .tls(…) \
-             for a tokenmint behind TLS"
-        )))
     }
 }
 
@@ -335,36 +347,6 @@ pub(crate) fn grpc_endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<
         )),
         (false, None) => Err(format!("{url:?}: the endpoint must be http:// or https://")),
     }
-}
-
-/// `GET uri`, then parse the JWKS document (at most [`MAX_JWKS_BYTES`]).
-async fn fetch_http(
-    client: &Client<HttpConnector, Empty<Bytes>>,
-    uri: &http::Uri,
-) -> Result<Vec<RawJwk>, VerifyError> {
-    let fail = |what: String| VerifyError::KeySource(format!("GET {uri}: {what}"));
-    let request = http::Request::get(uri.clone())
-        .header(
-            http::header::ACCEPT,
-            "application/jwk-set+json, application/json",
-        )
-        .body(Empty::new())
-        .map_err(|e| fail(e.to_string()))?;
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if !response.status().is_success() {
-        return Err(fail(format!("status {}", response.status())));
-    }
-    let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
-        .collect()
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .to_bytes();
-    let document: JwksDocument =
-        serde_json::from_slice(&body).map_err(|e| fail(format!("not a JWK set: {e}")))?;
-    Ok(document.keys)
 }
 
 #[cfg(test)]
@@ -420,23 +402,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tls_urls_need_tls_settings_and_http_jwks_stays_plaintext() {
+    async fn tls_urls_need_tls_settings_and_https_jwks_needs_a_ca() {
         let grpc = JwksSource::grpc("https://tokenmint:50051");
-        let Err(VerifyError::KeySource(message)) = Fetcher::new(&grpc, None) else {
+        let Err(VerifyError::KeySource(message)) = Fetcher::new(&grpc, None, None) else {
             panic!("https:// without TLS settings must be refused");
         };
         assert!(message.contains(".tls("), "{message}");
         let tls = ClientTlsConfig::new().domain_name("tokenmint");
-        assert!(Fetcher::new(&grpc, Some(&tls)).is_ok());
+        assert!(Fetcher::new(&grpc, Some(&tls), None).is_ok());
         let plain = JwksSource::grpc("http://tokenmint:50051");
-        let Err(VerifyError::KeySource(message)) = Fetcher::new(&plain, Some(&tls)) else {
+        let Err(VerifyError::KeySource(message)) = Fetcher::new(&plain, Some(&tls), None) else {
             panic!("TLS settings with an http:// endpoint must be refused");
         };
         assert!(message.contains("must be https://"), "{message}");
-        let http = JwksSource::http("https://tokenmint/.well-known/jwks.json");
-        let Err(VerifyError::KeySource(message)) = Fetcher::new(&http, None) else {
-            panic!("the HTTP source is plaintext only");
+        let https = JwksSource::http("https://tokenmint/.well-known/jwks.json");
+        let Err(VerifyError::KeySource(message)) = Fetcher::new(&https, None, None) else {
+            panic!("https:// without a CA must be refused");
         };
-        assert!(message.contains("http:// only"), "{message}");
+        assert!(message.contains(".jwks_ca("), "{message}");
+        let not_pem = Certificate::from_pem("not a certificate");
+        let Err(VerifyError::KeySource(message)) = Fetcher::new(&https, None, Some(&not_pem))
+        else {
+            panic!("a CA without a certificate must be refused");
+        };
+        assert!(message.contains("no certificate"), "{message}");
+        let http = JwksSource::http("http://tokenmint/.well-known/jwks.json");
+        let Err(VerifyError::KeySource(message)) = Fetcher::new(&http, None, Some(&not_pem)) else {
+            panic!("a JWKS CA with an http:// URL must be refused");
+        };
+        assert!(message.contains("must be https://"), "{message}");
+        assert!(Fetcher::new(&http, None, None).is_ok());
     }
 }

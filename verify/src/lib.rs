@@ -56,13 +56,16 @@
 //!
 //! The gRPC key source and the online verifier speak `http://` (h2c) or, given a
 //! [`ClientTlsConfig`] with `.tls(…)`, `https://` — with a client certificate for a tokenmint that
-//! requires mutual TLS, as production ones do. The HTTP JWKS source is plain HTTP/1.1 only.
+//! requires mutual TLS, as production ones do. The HTTP JWKS source speaks HTTP/1.1 over `http://`,
+//! or over `https://` trusting the CA given with [`VerifierBuilder::jwks_ca`] (it presents no
+//! client certificate).
 
 #![warn(missing_docs)]
 
 mod claims;
 mod error;
 mod jwks;
+mod jwks_http;
 mod layer;
 mod online;
 mod proto;

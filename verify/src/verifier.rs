@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use tokio::sync::{Mutex, oneshot};
-use tonic::transport::ClientTlsConfig;
+use tonic::transport::{Certificate, ClientTlsConfig};
 
 use crate::claims::{Claims, WireClaims, unix_now};
 use crate::error::VerifyError;
@@ -70,9 +70,18 @@ pub struct VerifierBuilder {
     refresh_interval: Duration,
     min_refresh_interval: Duration,
     tls: Option<ClientTlsConfig>,
+    jwks_ca: Option<Certificate>,
 }
 
 impl VerifierBuilder {
+    /// The CA certificates (PEM) an `https://` HTTP source's certificate must chain to (for
+    /// tokenmint, the CA of its `server.tls.cert_file`). No public roots are built in, so an
+    /// `https://` [`JwksSource::Http`] needs this; an `http://` one refuses it.
+    pub fn jwks_ca(mut self, ca: Certificate) -> Self {
+        self.jwks_ca = Some(ca);
+        self
+    }
+
     /// TLS for an `https://` gRPC source: the CA of tokenmint's certificate (`ca_certificate`),
     /// and a client certificate (`identity`) when it requires mutual TLS.
     pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
@@ -117,7 +126,7 @@ impl VerifierBuilder {
     /// Fails with [`VerifyError::KeySource`] when the source is unusable or unreachable or has no
     /// usable key.
     pub async fn build(self) -> Result<Verifier, VerifyError> {
-        let fetcher = Fetcher::new(&self.source, self.tls.as_ref())?;
+        let fetcher = Fetcher::new(&self.source, self.tls.as_ref(), self.jwks_ca.as_ref())?;
         let keys = key_set(fetcher.fetch().await?)?;
         tracing::debug!(source = %self.source, keys = keys.len(), "fetched the token signing keys");
         let (stop, stopped) = oneshot::channel();
@@ -188,6 +197,7 @@ impl Verifier {
             refresh_interval: Duration::from_secs(300),
             min_refresh_interval: Duration::from_secs(1),
             tls: None,
+            jwks_ca: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! A production tokenmint speaks mutual TLS: the offline verifier (gRPC JWKS) and the online
 //! verifier reach it with the CA of its certificate and a client certificate, and fail without.
-//! And `RequireToken` in front of a TLS tonic server sees the client's address.
+//! The HTTP JWKS source fetches `https://` trusting a configured CA. And `RequireToken` in front
+//! of a TLS tonic server sees the client's address.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -96,6 +97,54 @@ async fn both_verifiers_reach_a_mutual_tls_tokenmint_with_a_client_certificate()
         refused.is_err(),
         "without a client certificate the server refuses"
     );
+}
+
+/// The HTTP JWKS source fetches `https://` with the CA it is given (and only with it): from a
+/// tokenmint serving TLS with a certificate of a test CA, it gets the keys that verify tokens.
+#[tokio::test]
+async fn the_http_jwks_source_fetches_over_https_trusting_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = ca("server CA");
+    let (cert, key) = leaf(&server_ca, "localhost", ExtendedKeyUsagePurpose::ServerAuth);
+    let write = |name: &str, contents: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    };
+    let tls = TlsSettings {
+        cert_file: write("server.crt", &cert),
+        key_file: write("server.key", &key),
+        client_ca_file: None,
+        reload_interval_secs: 10,
+    };
+    let app = TestApp::spawn_with(|s| s.server.tls = Some(tls)).await;
+    let caller = app.bootstrap("alice", MANAGER_SCOPES).await;
+    let url = format!(
+        "https://localhost:{}/.well-known/jwks.json",
+        app.addr.port()
+    );
+
+    let verifier = Verifier::builder(JwksSource::http(&url))
+        .jwks_ca(Certificate::from_pem(server_ca.pem()))
+        .build()
+        .await
+        .expect("keys fetched over https");
+    let claims = verifier.verify(&caller).await.expect("verifies offline");
+    assert_eq!(claims.sub, "alice");
+
+    let other_ca = ca("another CA");
+    let Err(error) = Verifier::builder(JwksSource::http(&url))
+        .jwks_ca(Certificate::from_pem(other_ca.pem()))
+        .build()
+        .await
+    else {
+        panic!("a certificate from another CA must not be trusted");
+    };
+    assert!(error.to_string().contains("TLS handshake"), "{error}");
+    let Err(error) = Verifier::builder(JwksSource::http(&url)).build().await else {
+        panic!("https:// without a CA must be refused");
+    };
+    assert!(error.to_string().contains(".jwks_ca("), "{error}");
 }
 
 #[tokio::test]
