@@ -116,6 +116,8 @@ async fn the_http_jwks_source_fetches_over_https_trusting_the_configured_ca() {
         key_file: write("server.key", &key),
         client_ca_file: None,
         reload_interval_secs: 10,
+        handshake_timeout_secs: 5,
+        max_handshakes_per_peer: 64,
     };
     let app = TestApp::spawn_with(|s| s.server.tls = Some(tls)).await;
     let caller = app.bootstrap("alice", MANAGER_SCOPES).await;
