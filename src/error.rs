@@ -94,6 +94,8 @@ pub mod reason {
     /// A stored bound (a template's or calling token's IP list) no longer parses: nothing is
     /// minted under it until it is fixed.
     pub const UNREADABLE_RESTRICTION: &str = "UNREADABLE_RESTRICTION";
+    /// A cascading revoke of the same user's tokens is still running.
+    pub const CASCADE_IN_PROGRESS: &str = "CASCADE_IN_PROGRESS";
     /// The new token would hold a scope its creator does not hold.
     pub const SCOPE_NOT_HELD: &str = "SCOPE_NOT_HELD";
     /// Only an admin caller may do this.

@@ -85,8 +85,11 @@ impl IpRestriction {
     /// `::/0`, or an IPv6 network that covers all of `::ffff:0:0/96` (every IPv4 client on a
     /// dual-stack socket). Such a restriction restricts nothing where it matters.
     pub fn is_catch_all(&self) -> bool {
-        let mapped: ipnet::Ipv6Net = "::ffff:0:0/96".parse().expect("a valid network");
-        self.nets.iter().any(|net| match net {
+        const MAPPED: ipnet::Ipv6Net =
+            ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96);
+        let mapped = MAPPED;
+        // Merged first: `0.0.0.0/1` and `128.0.0.0/1` together are `0.0.0.0/0`.
+        IpNet::aggregate(&self.nets).iter().any(|net| match net {
             IpNet::V4(v4) => v4.prefix_len() == 0,
             IpNet::V6(v6) => v6.prefix_len() == 0 || v6.contains(&mapped),
         })
@@ -237,6 +240,13 @@ mod tests {
         ] {
             let entries: Vec<&str> = all.split(", ").collect();
             assert!(parse(&entries).unwrap().is_catch_all(), "{all}");
+        }
+        for halves in [
+            ["0.0.0.0/1", "128.0.0.0/1"],
+            ["::ffff:0:0/97", "::ffff:128.0.0.0/97"],
+            ["::/1", "8000::/1"],
+        ] {
+            assert!(parse(&halves).unwrap().is_catch_all(), "{halves:?}");
         }
         for narrow in [
             "0.0.0.0/1",

@@ -1,6 +1,6 @@
 //! Caller authentication for RPCs: the `authorization: Bearer <token>` metadata, checked by the
-//! core against memory only (cached signature, expiry, deny list, the token's IP restriction
-//! against the peer address).
+//! core (cached signature, expiry, deny list, the token's IP restriction against the peer
+//! address, and its stored row through the metadata cache).
 
 use crate::error::{Error, ErrorCode, Result, reason};
 use crate::issuance::{Caller, TokenManager};

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::domain::{ScopeSet, TokenId, TokenRecord, UserId, scope};
+use crate::issuance::verifier::VerifiedToken;
 use crate::error::{Error, Result, reason};
 use crate::issuance::authority::{Bounder, Ceiling, EnterpriseBound};
 
@@ -17,8 +18,11 @@ pub struct Caller {
     pub scopes: Arc<ScopeSet>,
     /// Whether the calling token is admin.
     pub admin: bool,
-    /// The calling token's stored metadata (its expiry, networks, limits and enterprise bound
-    /// what it mints); `None` for the operator CLI, which is bounded by nothing.
+    /// The calling token's signed claims: its expiry, networks and enterprise bound what it
+    /// mints. `None` for the operator CLI, which is bounded by nothing.
+    pub token: Option<Arc<VerifiedToken>>,
+    /// The calling token's stored metadata: its spending limits (in no claim) bound what it
+    /// mints. `None` for the operator CLI.
     pub record: Option<Arc<TokenRecord>>,
 }
 
@@ -30,22 +34,32 @@ impl Caller {
             token_id: None,
             scopes: Arc::new(ScopeSet::from_trusted([scope::ALL])),
             admin: true,
+            token: None,
             record: None,
         }
     }
 
     /// The most this caller may give a token it mints or re-enables: its own scopes, admin,
-    /// expiry, networks, spending limits and enterprise (nothing bounds the operator).
+    /// expiry, networks and enterprise as signed in its claims, and its stored spending limits
+    /// (nothing bounds the operator). What was signed is the bound, not what a row says now: a
+    /// database writer cannot lengthen or widen a caller by editing its row. Of the two expiries
+    /// the earlier counts.
     pub fn ceiling(&self) -> Ceiling<'_> {
+        let token = self.token.as_deref();
         let record = self.record.as_deref();
+        let expires_at = match (token, record) {
+            (Some(t), Some(r)) => Some(t.exp.min(r.expires_at)),
+            (Some(t), None) => Some(t.exp),
+            (None, r) => r.map(|r| r.expires_at),
+        };
         Ceiling {
             by: Bounder::Caller,
             scopes: &self.scopes,
             admin: self.admin,
-            expires_at: record.map(|r| r.expires_at),
-            ips: record.map(|r| &r.ip_restrict),
+            expires_at,
+            ips: token.map(|t| &t.ips),
             limits: record.map(|r| &r.limits),
-            enterprise: match record.and_then(|r| r.enterprise_id.as_ref()) {
+            enterprise: match token.and_then(|t| t.enterprise.as_ref()) {
                 Some(bound) => EnterpriseBound::Only(Some(bound)),
                 None => EnterpriseBound::Any,
             },
@@ -100,6 +114,7 @@ mod tests {
             token_id: None,
             scopes: Arc::new(ScopeSet::from_claim(scopes)),
             admin,
+            token: None,
             record: None,
         }
     }

@@ -8,8 +8,8 @@ use tracing::Instrument;
 
 use crate::config::Environment;
 use crate::domain::{
-    Description, EnterpriseId, IpRestriction, Label, ScopeCatalog, StoredStatus, TemplateId,
-    Timestamp, TokenId, TokenLimits, TokenRecord, TokenStatus,
+    Description, EnterpriseId, IpRestriction, Label, ScopeCatalog, ScopeSet, StoredStatus,
+    TemplateId, Timestamp, TokenId, TokenLimits, TokenRecord, TokenStatus, UserId,
 };
 use crate::error::{Error, ErrorCode, Result, Violations, reason};
 use crate::issuance::authority::{self, Expiry, Grant};
@@ -129,6 +129,8 @@ pub struct TokenManager {
     callers: VerifiedCache,
     metadata: Arc<MetadataCache>,
     last_used: Arc<LastUsed>,
+    /// Users with a cascading revoke running: one walk per user at a time.
+    cascades: Arc<std::sync::Mutex<std::collections::HashSet<UserId>>>,
 }
 
 /// The parts a [`TokenManager`] is built from.
@@ -172,6 +174,7 @@ impl TokenManager {
             callers: VerifiedCache::new(parts.caller_cache_capacity),
             metadata: parts.metadata,
             last_used: parts.last_used,
+            cascades: Arc::default(),
         }
     }
 
@@ -280,17 +283,17 @@ impl TokenManager {
             enterprise,
         } = authority::narrow(&caller.ceiling(), asked)?;
         let expires_at = expiry.at();
-        rules::require_scopes(&scopes, "scopes")?;
-        rules::check_environment(
-            self.policy.environment,
-            &scopes,
-            &ips,
-            "scopes",
-            "ip_restrict",
-        )?;
-        if let Some(enterprise) = &enterprise {
-            rules::require_member(&self.store, enterprise, &caller.user_id).await?;
+        if expires_at <= now {
+            // A caller inside its clock leeway past expiry would mint an already-expired token.
+            return Err(Error::denied(
+                reason::EXCEEDS_CALLER,
+                "the calling token has expired; nothing can be minted with it",
+            )
+            .with_meta("field", "expires_at"));
         }
+        rules::require_scopes(&scopes, "scopes")?;
+        self.require_issuable(caller, &scopes, &ips, enterprise.as_ref())
+            .await?;
         let id = TokenId::generate();
         tracing::Span::current().record("tokenmint.token_id", tracing::field::display(id));
         let ring = self.keys.ring();
@@ -346,6 +349,29 @@ impl TokenManager {
             raw,
             deprecated_scopes,
         })
+    }
+
+    /// The rules every new or re-enabled token meets besides its caller's bounds: the
+    /// environment's (production: a restriction that is not a catch-all, no `all`) and
+    /// membership of its enterprise.
+    async fn require_issuable(
+        &self,
+        caller: &Caller,
+        scopes: &ScopeSet,
+        ips: &IpRestriction,
+        enterprise: Option<&EnterpriseId>,
+    ) -> Result<()> {
+        rules::check_environment(
+            self.policy.environment,
+            scopes,
+            ips,
+            "scopes",
+            "ip_restrict",
+        )?;
+        if let Some(enterprise) = enterprise {
+            rules::require_member(&self.store, enterprise, &caller.user_id).await?;
+        }
+        Ok(())
     }
 
     /// The expiry from the two lifetime fields, defaulting and bounded by configuration (the
@@ -542,6 +568,13 @@ impl TokenManager {
             if action == Action::Activate {
                 // Re-enabling is minting again: the caller must be able to mint it today.
                 authority::admits(&caller.ceiling(), &record)?;
+                self.require_issuable(
+                    caller,
+                    &record.scopes,
+                    &record.ip_restrict,
+                    record.enterprise_id.as_ref(),
+                )
+                .await?;
             }
             let change = TokenChange {
                 id,
@@ -601,12 +634,13 @@ impl TokenManager {
     /// descending from it. Returns the token and how many descendants this call revoked.
     ///
     /// The tree is walked breadth-first in pages of [`CASCADE_PAGE`] children, each page's revokes
-    /// committed together; it runs as a task of its own, so a caller who gives up does not leave
-    /// the tree half revoked. Children minted during the walk are found if their parent's page
+    /// applied concurrently; it runs as a task of its own, so a caller who gives up does not leave
+    /// the tree half revoked, and one user runs one walk at a time (CASCADE_IN_PROGRESS). Children minted during the walk are found if their parent's page
     /// has not been read yet; a repeated cascade revokes any still valid.
     #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.token_id = %id))]
     pub async fn revoke_tree(&self, caller: &Caller, id: TokenId) -> Result<(TokenRecord, u64)> {
         let root = self.owned(caller, id).await?;
+        let turn = CascadeTurn::take(&self.cascades, &caller.user_id)?;
         if matches!(
             root.status_at(self.expiry_clock()),
             TokenStatus::Active | TokenStatus::Suspended
@@ -626,6 +660,7 @@ impl TokenManager {
             metadata: self.metadata.clone(),
             user: caller.user_id.clone(),
             now: self.expiry_clock(),
+            _turn: turn,
         };
         let revoked = tokio::spawn(
             walk.revoke_descendants(id)
@@ -797,6 +832,7 @@ impl TokenManager {
             token_id: Some(token.id),
             scopes: token.scopes.clone(),
             admin: token.admin,
+            token: Some(token),
             record: Some(record),
         })
     }
@@ -885,12 +921,54 @@ struct TreeRevoker {
     metadata: Arc<MetadataCache>,
     user: crate::domain::UserId,
     now: Timestamp,
+    /// Held until the walk ends, even when the RPC that started it was cancelled.
+    _turn: CascadeTurn,
+}
+
+/// A user's turn to run a cascading revoke: a cascade walks (and re-walks) a whole tree, so
+/// one user gets one walk at a time instead of as many as they can send.
+struct CascadeTurn {
+    running: Arc<std::sync::Mutex<std::collections::HashSet<UserId>>>,
+    user: UserId,
+}
+
+impl CascadeTurn {
+    /// Takes `user`'s turn, or fails with UNAVAILABLE CASCADE_IN_PROGRESS while another runs.
+    fn take(
+        running: &Arc<std::sync::Mutex<std::collections::HashSet<UserId>>>,
+        user: &UserId,
+    ) -> Result<Self> {
+        let mut set = running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !set.insert(user.clone()) {
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                reason::CASCADE_IN_PROGRESS,
+                "a cascading revoke of this user's tokens is still running; retry when it ends",
+            ));
+        }
+        Ok(Self {
+            running: running.clone(),
+            user: user.clone(),
+        })
+    }
+}
+
+impl Drop for CascadeTurn {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.user);
+    }
 }
 
 impl TreeRevoker {
-    /// Revokes every still-valid descendant of `root`, level by level; returns how many.
+    /// Revokes every still-valid descendant of `root`, level by level; returns how many. A
+    /// descendant that kept changing concurrently does not stop the walk: the others are revoked
+    /// and the call then fails with CONCURRENT_CHANGE (a repeated cascade picks it up).
     async fn revoke_descendants(self, root: TokenId) -> Result<u64> {
         let mut revoked = 0;
+        let mut contended = 0u64;
         let mut level = vec![root];
         let mut seen = std::collections::HashSet::from([root]);
         while !level.is_empty() {
@@ -918,7 +996,11 @@ impl TreeRevoker {
                         .map(|c| self.revoke(c))
                         .collect::<Vec<_>>();
                     for applied in futures_util::future::join_all(revokes).await {
-                        revoked += u64::from(applied?);
+                        match applied {
+                            Ok(applied) => revoked += u64::from(applied),
+                            Err(e) if e.reason == reason::CONCURRENT_CHANGE => contended += 1,
+                            Err(e) => return Err(e),
+                        }
                     }
                     if !full {
                         break;
@@ -926,6 +1008,17 @@ impl TreeRevoker {
                 }
             }
             level = next;
+        }
+        if contended > 0 {
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                reason::CONCURRENT_CHANGE,
+                format!(
+                    "{revoked} descendants were revoked, but {contended} kept changing concurrently; repeat the cascading revoke"
+                ),
+            )
+            .with_meta("descendants_revoked", revoked.to_string())
+            .with_meta("descendants_contended", contended.to_string()));
         }
         Ok(revoked)
     }
@@ -981,5 +1074,22 @@ impl TreeRevoker {
             "a descendant kept changing concurrently; repeat the cascading revoke",
         )
         .with_meta("token_id", child.id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_runs_one_cascade_at_a_time() {
+        let running = Arc::default();
+        let alice = UserId::parse("alice").unwrap();
+        let first = CascadeTurn::take(&running, &alice).unwrap();
+        let again = CascadeTurn::take(&running, &alice).map(|_| ()).unwrap_err();
+        assert_eq!(again.reason, reason::CASCADE_IN_PROGRESS);
+        assert!(CascadeTurn::take(&running, &UserId::parse("bob").unwrap()).is_ok());
+        drop(first);
+        assert!(CascadeTurn::take(&running, &alice).is_ok());
     }
 }

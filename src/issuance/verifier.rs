@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::domain::{IpRestriction, ScopeSet, Timestamp, TokenId, UserId};
+use crate::domain::{EnterpriseId, IpRestriction, ScopeSet, Timestamp, TokenId, UserId};
 use crate::issuance::claims::Audience;
 use crate::issuance::keys::KeyRing;
 
@@ -78,6 +78,8 @@ pub struct VerifiedToken {
     pub ips: IpRestriction,
     /// Admin rights.
     pub admin: bool,
+    /// The enterprise it is bound to (`ent`).
+    pub enterprise: Option<EnterpriseId>,
     /// Not before.
     pub nbf: Timestamp,
     /// Expiry.
@@ -128,6 +130,8 @@ struct ClaimsView<'a> {
     adm: bool,
     #[serde(default)]
     ips: Option<Vec<String>>,
+    #[serde(default, borrow)]
+    ent: Option<Cow<'a, str>>,
 }
 
 /// The verification policy: issuer, audience and clock leeway.
@@ -187,12 +191,19 @@ impl JwtPolicy {
         }
         let id = TokenId::parse(&claims.jti, "jti").map_err(|_| InactiveReason::Malformed)?;
         let user_id = UserId::parse(&claims.sub).map_err(|_| InactiveReason::Malformed)?;
+        let enterprise = claims
+            .ent
+            .as_deref()
+            .map(|e| EnterpriseId::parse(e, "ent"))
+            .transpose()
+            .map_err(|_| InactiveReason::Malformed)?;
         Ok(VerifiedToken {
             id,
             user_id,
             scopes: Arc::new(ScopeSet::from_claim(&claims.scope)),
             ips: IpRestriction::from_trusted(claims.ips.as_deref().unwrap_or_default()),
             admin: claims.adm,
+            enterprise,
             nbf: Timestamp::from_secs(claims.nbf),
             exp: Timestamp::from_secs(claims.exp),
             kid: kid.to_owned(),

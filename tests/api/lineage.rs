@@ -489,3 +489,81 @@ async fn a_caller_whose_row_is_gone_stops_authenticating() {
         (false, pb::InactiveReason::UnknownToken)
     );
 }
+
+#[tokio::test]
+async fn the_signed_claims_bound_a_caller_whatever_its_row_says_now() {
+    // Every call reads the row, so the edit below is seen at once.
+    let app = TestApp::spawn_with(|s| s.cache.metadata_ttl_secs = 0).await;
+    let caller = app
+        .bootstrap_with("alice", MANAGER, |r| {
+            r.ttl = Some(Duration::from_secs(3600));
+            r.ips = vec!["127.0.0.0/8".into()];
+        })
+        .await;
+    let id = claims_of(&caller)["jti"].as_str().unwrap().to_owned();
+    let far = chrono::Utc::now().timestamp_micros() + 400 * 86_400 * 1_000_000;
+    // A database writer lengthens and unfences the caller's row.
+    crate::helpers::execute_in_database(
+        &app,
+        &[format!(
+            "UPDATE tokens SET expires_at = {far}, ip_restrict = '[]' WHERE id = '{id}'"
+        )],
+    )
+    .await;
+    let mut long = request(&["wallet_view"]);
+    long.duration_seconds = Some(2 * 3600);
+    assert_exceeds_caller(&refused(&app, &caller, long).await, "duration_seconds");
+    let (child, _) = mint(&app, &caller, request(&["wallet_view"])).await;
+    assert_eq!(child.ip_restrict, vec!["127.0.0.0/8"]);
+    assert_eq!(
+        child.expires_at.unwrap().seconds,
+        claims_of(&caller)["exp"].as_i64().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn activation_meets_the_rules_of_minting_membership_included() {
+    let app = TestApp::spawn().await;
+    app.add_member("ent-1", "alice").await;
+    let caller = app.bootstrap("alice", MANAGER).await;
+    let mut bound = request(&["wallet_view"]);
+    bound.enterprise_id = "ent-1".into();
+    let (token, _) = mint(&app, &caller, bound).await;
+    let mut client = app.client().await;
+    client
+        .suspend_token(authed(
+            &caller,
+            pb::SuspendTokenRequest {
+                id: token.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    crate::helpers::execute_in_database(
+        &app,
+        &["DELETE FROM enterprise_members WHERE user_id = 'alice'".to_owned()],
+    )
+    .await;
+    let status = client
+        .activate_token(authed(&caller, pb::ActivateTokenRequest { id: token.id }))
+        .await
+        .unwrap_err();
+    assert_error(&status, Code::PermissionDenied, "NOT_ENTERPRISE_MEMBER");
+}
+
+#[tokio::test]
+async fn a_caller_in_its_leeway_past_expiry_mints_nothing() {
+    let app = TestApp::spawn().await;
+    let caller = app
+        .bootstrap_with("alice", MANAGER, |r| r.ttl = Some(Duration::from_secs(1)))
+        .await;
+    let exp = claims_of(&caller)["exp"].as_i64().unwrap();
+    // Past `exp`, but within the 5-s leeway the caller still authenticates.
+    while chrono::Utc::now().timestamp() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_exceeds_caller(
+        &refused(&app, &caller, request(&["wallet_view"])).await,
+        "expires_at",
+    );
+}
