@@ -106,6 +106,9 @@ pub struct Grant {
     pub ips: IpRestriction,
     /// Spending limits.
     pub limits: TokenLimits,
+    /// Whether `limits` is a complete set (from a template or a token) rather than a request's
+    /// list: a coin a complete set omits may not be spent, so nothing is inherited into it.
+    pub limits_complete: bool,
     /// Bound enterprise.
     pub enterprise: Option<EnterpriseId>,
 }
@@ -122,6 +125,7 @@ impl Grant {
             },
             ips: record.ip_restrict.clone(),
             limits: record.limits.clone(),
+            limits_complete: true,
             enterprise: record.enterprise_id.clone(),
         }
     }
@@ -189,9 +193,14 @@ pub fn narrow(ceiling: &Ceiling<'_>, asked: Grant) -> Result<Grant> {
         _ => asked.ips,
     };
 
-    let limits = match ceiling.limits.filter(|l| !l.is_empty()) {
-        None => asked.limits,
-        Some(bound) => narrow_limits(ceiling, bound, asked.limits, &mut v),
+    let (limits, limits_complete) = match ceiling.limits.filter(|l| !l.is_empty()) {
+        None => (asked.limits, asked.limits_complete),
+        // A token without any limits may spend anything: never inside a bound that has some.
+        Some(bound) if asked.limits.is_empty() => (bound.clone(), true),
+        Some(bound) => (
+            narrow_limits(ceiling, bound, asked.limits, asked.limits_complete, &mut v),
+            true,
+        ),
     };
 
     let enterprise = match (asked.enterprise, ceiling.enterprise) {
@@ -227,6 +236,7 @@ pub fn narrow(ceiling: &Ceiling<'_>, asked: Grant) -> Result<Grant> {
         expiry,
         ips,
         limits,
+        limits_complete,
         enterprise,
     })
 }
@@ -263,20 +273,27 @@ pub fn admits(ceiling: &Ceiling<'_>, record: &TokenRecord) -> Result<()> {
     }
 }
 
-/// The limits of a token under `bound`: each coin the request names must be one the bound lists,
-/// at most at its limit; coins the request omits keep the bound's limit; the all-ERC-20 cap
-/// likewise.
+/// The limits of a token under `bound`: each coin asked for must be one the bound lists, at most
+/// at its limit, and likewise the all-ERC-20 cap. A request's partial list (`complete` false)
+/// keeps the bound's limit for every coin it omits and the bound's ERC-20 cap if it gives none;
+/// a complete set (a template's or a token's, after narrowing) takes nothing from the bound: a
+/// coin it omits may not be spent with it.
 fn narrow_limits(
     ceiling: &Ceiling<'_>,
     bound: &TokenLimits,
     asked: TokenLimits,
+    complete: bool,
     v: &mut Violations,
 ) -> TokenLimits {
     let field = "token_limits";
-    let mut spending: Vec<SpendingLimit> = bound.spending_limits.clone();
+    let mut spending: Vec<SpendingLimit> = if complete {
+        asked.spending_limits.clone()
+    } else {
+        bound.spending_limits.clone()
+    };
     for (i, limit) in asked.spending_limits.into_iter().enumerate() {
         let at = format!("{field}.spending_limits[{i}]");
-        match spending.iter_mut().find(|l| l.coin == limit.coin) {
+        match bound.limit_for(&limit.coin) {
             None => {
                 v.check::<()>(Err(exceeds(
                     ceiling,
@@ -289,7 +306,7 @@ fn narrow_limits(
                 )
                 .with_meta("coin", limit.coin.clone())));
             }
-            Some(max) if limit.tx_value_limit > max.tx_value_limit => {
+            Some(max) if &limit.tx_value_limit > max => {
                 v.check::<()>(Err(exceeds(
                     ceiling,
                     &format!("{at}.tx_value_limit"),
@@ -297,17 +314,23 @@ fn narrow_limits(
                         "the limit for {} exceeds the {}'s {}",
                         limit.coin,
                         ceiling.noun(),
-                        max.tx_value_limit.as_str()
+                        max.as_str()
                     ),
                 )
                 .with_meta("coin", limit.coin.clone())));
             }
-            Some(max) => max.tx_value_limit = limit.tx_value_limit,
+            Some(_) if complete => {}
+            Some(_) => {
+                if let Some(kept) = spending.iter_mut().find(|l| l.coin == limit.coin) {
+                    kept.tx_value_limit = limit.tx_value_limit;
+                }
+            }
         }
     }
     let erc20_field = "token_limits.all_erc20_tokens_limit";
     let all_erc20_tokens_limit: Option<Amount> =
         match (asked.all_erc20_tokens_limit, &bound.all_erc20_tokens_limit) {
+            (None, _) if complete => None,
             (None, inherited) => inherited.clone(),
             (Some(_), None) => {
                 v.check::<()>(Err(exceeds(
@@ -397,9 +420,14 @@ fn unreadable(ceiling: &Ceiling<'_>, field: &str) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use proptest::prelude::*;
 
     use super::*;
+    use crate::domain::{Description, TemplateName, TemplateRecord, UserId};
+    use crate::issuance::Caller;
+    use crate::issuance::verifier::VerifiedToken;
 
     const SCOPES: [&str; 4] = ["wallet_view", "wallet_spend", "trade_view", "all"];
     const NETS: [&str; 7] = [
@@ -474,16 +502,20 @@ mod tests {
             expiry(),
             ips(),
             limits(),
+            any::<bool>(),
             enterprise(),
         )
-            .prop_map(|(scopes, admin, expiry, ips, limits, enterprise)| Grant {
-                scopes,
-                admin,
-                expiry,
-                ips,
-                limits,
-                enterprise,
-            })
+            .prop_map(
+                |(scopes, admin, expiry, ips, limits, limits_complete, enterprise)| Grant {
+                    scopes,
+                    admin,
+                    expiry,
+                    ips,
+                    limits,
+                    limits_complete,
+                    enterprise,
+                },
+            )
     }
 
     /// The owned parts of a ceiling, so that a strategy can produce one.
@@ -521,24 +553,146 @@ mod tests {
             )
     }
 
-    fn ceiling<'a>(b: &'a Bounds, template: &'a TemplateId) -> Ceiling<'a> {
-        Ceiling {
-            by: if b.template {
-                Bounder::Template(template)
-            } else {
-                Bounder::Caller
-            },
-            scopes: &b.scopes,
-            admin: b.admin,
-            expires_at: b.expires_at,
-            ips: Some(&b.ips),
-            limits: Some(&b.limits),
-            enterprise: enterprise_bound(b),
-            inherit_scopes: b.template,
+    /// The minter a [`Bounds`] describes, built as the server builds them: a template record
+    /// for `templates::ceiling`, or a caller (signed claims + stored row) for `Caller::ceiling`.
+    enum Minter {
+        Template(Box<TemplateRecord>),
+        Caller(Caller),
+    }
+
+    impl Minter {
+        fn of(b: &Bounds) -> Self {
+            let far = Timestamp::from_secs(1 << 40);
+            let user = UserId::parse("alice").unwrap();
+            if b.template {
+                return Self::Template(Box::new(TemplateRecord {
+                    id: TemplateId::parse(TEMPLATE, "id").unwrap(),
+                    user_id: user.clone(),
+                    name: TemplateName::parse("t").unwrap(),
+                    enterprise_id: b.enterprise.clone(),
+                    description: Description::parse("").unwrap(),
+                    scopes: b.scopes.clone(),
+                    allowed_ips: b.ips.clone(),
+                    limits: b.limits.clone(),
+                    default_duration_secs: 0,
+                    version: 1,
+                    created_at: Timestamp(0),
+                    updated_at: Timestamp(0),
+                    created_by: user.clone(),
+                    updated_by: user,
+                }));
+            }
+            let exp = b.expires_at.unwrap_or(far);
+            let record = TokenRecord {
+                scopes: b.scopes.clone(),
+                admin: b.admin,
+                expires_at: exp,
+                ip_restrict: b.ips.clone(),
+                limits: b.limits.clone(),
+                enterprise_id: b.enterprise.clone(),
+                ..TokenRecord::sample(0)
+            };
+            let token = VerifiedToken {
+                id: record.id,
+                user_id: user.clone(),
+                scopes: Arc::new(b.scopes.clone()),
+                ips: b.ips.clone(),
+                admin: b.admin,
+                enterprise: b.enterprise.clone(),
+                nbf: Timestamp(0),
+                exp,
+                kid: "k1".into(),
+            };
+            Self::Caller(Caller {
+                user_id: user,
+                token_id: Some(record.id),
+                scopes: token.scopes.clone(),
+                admin: b.admin,
+                token: Some(Arc::new(token)),
+                record: Some(Arc::new(record)),
+            })
+        }
+
+        fn ceiling(&self) -> Ceiling<'_> {
+            match self {
+                Self::Template(t) => crate::issuance::templates::ceiling(t),
+                Self::Caller(c) => c.ceiling(),
+            }
         }
     }
 
-    /// A template fixes the binding (or its absence); a caller only when it is bound.
+    /// A request drawn from inside `b` (scopes, networks, coins and amounts it holds; its
+    /// enterprise or none; an expiry no later than its own): every one must be granted.
+    fn grant_within(b: &Bounds) -> impl Strategy<Value = Grant> + use<> {
+        let scopes: Vec<String> = if b.scopes.has_all() {
+            SCOPES.iter().map(|s| s.to_string()).collect()
+        } else {
+            b.scopes.iter().map(str::to_owned).collect()
+        };
+        let nets = b.ips.to_strings();
+        let coins: Vec<(String, u128)> = b
+            .limits
+            .spending_limits
+            .iter()
+            .map(|l| (l.coin.clone(), l.tx_value_limit.as_str().parse().unwrap()))
+            .collect();
+        let erc20: Option<u128> = b
+            .limits
+            .all_erc20_tokens_limit
+            .as_ref()
+            .map(|a| a.as_str().parse().unwrap());
+        let (admin, enterprise) = (b.admin, b.enterprise.clone());
+        let latest = b.expires_at.map_or(2_000, |t| t.as_secs());
+        let n_scopes = scopes.len();
+        let n_nets = nets.len();
+        let n_coins = coins.len();
+        (
+            proptest::sample::subsequence(scopes, 0..=n_scopes),
+            any::<bool>(),
+            (1_000..=latest.max(1_000), any::<bool>()),
+            proptest::sample::subsequence(nets, 0..=n_nets),
+            proptest::sample::subsequence(coins, 0..=n_coins),
+            proptest::option::of(0..=erc20.unwrap_or(0)),
+            any::<bool>(),
+        )
+            .prop_map(
+                move |(scopes, want_admin, (secs, asked), nets, coins, erc, bind)| {
+                    let at = Timestamp::from_secs(secs);
+                    let pairs: Vec<(String, String)> = coins
+                        .into_iter()
+                        .map(|(c, max)| (c, (max / 2).to_string()))
+                        .collect();
+                    let erc = erc.filter(|_| erc20.is_some()).map(|v| v.to_string());
+                    Grant {
+                        scopes: ScopeSet::from_trusted(scopes),
+                        admin: admin && want_admin,
+                        expiry: if asked {
+                            Expiry::Asked {
+                                at,
+                                field: "expires_at",
+                            }
+                        } else {
+                            Expiry::Default(at)
+                        },
+                        ips: IpRestriction::parse(&nets, "ip_restrict").unwrap(),
+                        limits: TokenLimits::parse(&pairs, erc.as_deref(), "token_limits").unwrap(),
+                        limits_complete: false,
+                        enterprise: enterprise.clone().filter(|_| bind),
+                    }
+                },
+            )
+    }
+
+    /// A bound and a request: half drawn from inside it, half arbitrary.
+    fn bound_and_request() -> impl Strategy<Value = (Bounds, Grant)> {
+        bounds().prop_flat_map(|b| {
+            let within = grant_within(&b);
+            (Just(b), prop_oneof![within, grant()])
+        })
+    }
+
+    /// A template fixes the binding (or its absence); a caller only when it is bound (the
+    /// meaning `Caller::ceiling` and `templates::ceiling` give it).
     fn enterprise_bound(b: &Bounds) -> EnterpriseBound<'_> {
         match (&b.enterprise, b.template) {
             (None, false) => EnterpriseBound::Any,
@@ -546,12 +700,16 @@ mod tests {
         }
     }
 
-    /// Asserts that `g` grants nothing beyond `b` in any dimension.
+    /// Asserts that `g` grants nothing beyond `b` in any dimension `b` bounds (a template bounds
+    /// neither lifetime nor admin, and "no enterprise" in a template is its shape, not a bound:
+    /// a bound caller's children carry the caller's enterprise).
     fn assert_within(g: &Grant, b: &Bounds) -> Result<(), TestCaseError> {
         prop_assert!(b.scopes.missing_from(&g.scopes).is_empty(), "scopes");
-        prop_assert!(!g.admin || b.admin, "admin");
-        if let Some(bound) = b.expires_at {
-            prop_assert!(g.expiry.at() <= bound, "expiry");
+        if !b.template {
+            prop_assert!(!g.admin || b.admin, "admin");
+            if let Some(bound) = b.expires_at {
+                prop_assert!(g.expiry.at() <= bound, "expiry");
+            }
         }
         if !b.ips.is_unrestricted() {
             prop_assert!(!g.ips.is_unrestricted(), "an unrestricted child");
@@ -568,8 +726,8 @@ mod tests {
                 prop_assert!(max.is_some_and(|m| erc20 <= m), "erc20");
             }
         }
-        if let EnterpriseBound::Only(e) = enterprise_bound(b) {
-            prop_assert_eq!(g.enterprise.as_ref(), e, "enterprise");
+        if let EnterpriseBound::Only(Some(e)) = enterprise_bound(b) {
+            prop_assert_eq!(g.enterprise.as_ref(), Some(e), "enterprise");
         }
         Ok(())
     }
@@ -591,21 +749,30 @@ mod tests {
 
         /// Whatever is asked, a granted token lies within the ceiling in every dimension.
         #[test]
-        fn narrowing_never_widens(b in bounds(), asked in grant()) {
-            let template = TemplateId::parse(TEMPLATE, "id").unwrap();
-            if let Ok(granted) = narrow(&ceiling(&b, &template), asked) {
+        fn narrowing_never_widens((b, asked) in bound_and_request()) {
+            if let Ok(granted) = narrow(&Minter::of(&b).ceiling(), asked) {
                 assert_within(&granted, &b)?;
             }
         }
 
+        /// Narrowing refuses nothing that lies inside the bound (so the property above is
+        /// exercised, not passed by refusing everything).
+        #[test]
+        fn a_request_inside_the_bound_is_granted(
+            (b, asked) in bounds().prop_flat_map(|b| (Just(b.clone()), grant_within(&b)))
+        ) {
+            let granted = narrow(&Minter::of(&b).ceiling(), asked.clone());
+            prop_assert!(granted.is_ok(), "{asked:?} under {b:?}: {granted:?}");
+            assert_within(&granted.unwrap(), &b)?;
+        }
+
         /// Template then caller: the result lies within both.
         #[test]
-        fn two_narrowings_stay_within_both(t in bounds(), c in bounds(), asked in grant()) {
-            let template = TemplateId::parse(TEMPLATE, "id").unwrap();
+        fn two_narrowings_stay_within_both((t, asked) in bound_and_request(), c in bounds()) {
             let t = Bounds { template: true, ..t };
             let c = Bounds { template: false, ..c };
-            let granted = narrow(&ceiling(&t, &template), asked)
-                .and_then(|g| narrow(&ceiling(&c, &template), g));
+            let granted = narrow(&Minter::of(&t).ceiling(), asked)
+                .and_then(|g| narrow(&Minter::of(&c).ceiling(), g));
             if let Ok(granted) = granted {
                 assert_within(&granted, &t)?;
                 assert_within(&granted, &c)?;
@@ -615,10 +782,10 @@ mod tests {
         /// Narrowing what was granted changes nothing, and the ceiling admits the token it
         /// granted (an activation by the same minter succeeds).
         #[test]
-        fn a_grant_is_a_fixed_point_and_is_admitted(b in bounds(), asked in grant()) {
-            let template = TemplateId::parse(TEMPLATE, "id").unwrap();
+        fn a_grant_is_a_fixed_point_and_is_admitted((b, asked) in bound_and_request()) {
             let b = Bounds { template: false, ..b };
-            let ceiling = ceiling(&b, &template);
+            let minter = Minter::of(&b);
+            let ceiling = minter.ceiling();
             if let Ok(granted) = narrow(&ceiling, asked) {
                 let again = narrow(&ceiling, granted.clone()).expect("a grant narrows to itself");
                 prop_assert_eq!(&again.scopes, &granted.scopes);
@@ -632,12 +799,11 @@ mod tests {
 
         /// A ceiling admits an existing token exactly when the token lies within it.
         #[test]
-        fn admission_matches_containment(b in bounds(), g in grant()) {
-            let template = TemplateId::parse(TEMPLATE, "id").unwrap();
+        fn admission_matches_containment((b, g) in bound_and_request()) {
             let b = Bounds { template: false, ..b };
             let record = record_of(&g);
             let within = assert_within(&Grant::of_record(&record), &b).is_ok();
-            prop_assert_eq!(admits(&ceiling(&b, &template), &record).is_ok(), within);
+            prop_assert_eq!(admits(&Minter::of(&b).ceiling(), &record).is_ok(), within);
         }
     }
 
@@ -665,6 +831,7 @@ mod tests {
             expiry: Expiry::Default(Timestamp::from_secs(1_900)),
             ips: IpRestriction::default(),
             limits: TokenLimits::default(),
+            limits_complete: false,
             enterprise: None,
         }
     }
@@ -672,8 +839,7 @@ mod tests {
     #[test]
     fn unset_dimensions_are_inherited_and_the_default_lifetime_is_cut() {
         let b = caller_bounds();
-        let template = TemplateId::parse(TEMPLATE, "id").unwrap();
-        let g = narrow(&ceiling(&b, &template), asked(&["wallet_view"])).unwrap();
+        let g = narrow(&Minter::of(&b).ceiling(), asked(&["wallet_view"])).unwrap();
         assert_eq!(g.expiry, Expiry::Default(Timestamp::from_secs(1_500)));
         assert_eq!(g.ips, b.ips);
         assert_eq!(g.limits, b.limits);
@@ -683,13 +849,12 @@ mod tests {
     #[test]
     fn a_caller_refusal_names_the_field() {
         let b = caller_bounds();
-        let template = TemplateId::parse(TEMPLATE, "id").unwrap();
         let mut late = asked(&["wallet_view"]);
         late.expiry = Expiry::Asked {
             at: Timestamp::from_secs(1_501),
             field: "expires_at",
         };
-        let err = narrow(&ceiling(&b, &template), late).unwrap_err();
+        let err = narrow(&Minter::of(&b).ceiling(), late).unwrap_err();
         assert_eq!(err.code, ErrorCode::PermissionDenied);
         assert_eq!(err.reason, reason::EXCEEDS_CALLER);
         assert!(
@@ -702,8 +867,7 @@ mod tests {
     fn an_unreadable_bound_refuses_everything() {
         let mut b = caller_bounds();
         b.ips = IpRestriction::from_trusted(&["10.0.0.0/8", "garbage"]);
-        let template = TemplateId::parse(TEMPLATE, "id").unwrap();
-        let err = narrow(&ceiling(&b, &template), asked(&["wallet_view"])).unwrap_err();
+        let err = narrow(&Minter::of(&b).ceiling(), asked(&["wallet_view"])).unwrap_err();
         assert_eq!(err.reason, reason::UNREADABLE_RESTRICTION);
     }
 }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use crate::domain::{ScopeSet, TokenId, TokenRecord, UserId, scope};
-use crate::issuance::verifier::VerifiedToken;
 use crate::error::{Error, Result, reason};
 use crate::issuance::authority::{Bounder, Ceiling, EnterpriseBound};
+use crate::issuance::verifier::VerifiedToken;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]

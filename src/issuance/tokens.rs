@@ -266,6 +266,7 @@ impl TokenManager {
             expiry: expires_at,
             ips,
             limits: limits.unwrap_or_default(),
+            limits_complete: false,
             enterprise,
         };
         // Authority only flows downward (authority.rs): the template's bounds, then the
@@ -281,6 +282,7 @@ impl TokenManager {
             ips,
             limits,
             enterprise,
+            ..
         } = authority::narrow(&caller.ceiling(), asked)?;
         let expires_at = expiry.at();
         if expires_at <= now {
@@ -938,7 +940,9 @@ impl CascadeTurn {
         running: &Arc<std::sync::Mutex<std::collections::HashSet<UserId>>>,
         user: &UserId,
     ) -> Result<Self> {
-        let mut set = running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut set = running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !set.insert(user.clone()) {
             return Err(Error::new(
                 ErrorCode::Unavailable,

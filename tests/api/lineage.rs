@@ -567,3 +567,40 @@ async fn a_caller_in_its_leeway_past_expiry_mints_nothing() {
         "expires_at",
     );
 }
+
+#[tokio::test]
+async fn a_templates_limits_are_not_widened_by_the_callers() {
+    let app = TestApp::spawn().await;
+    let root = app.bootstrap("alice", MANAGER).await;
+    let mut rich = request(MANAGER);
+    rich.token_limits = limits(&[("btc", "2000"), ("eth", "50")], Some("5"));
+    let (_, caller) = mint(&app, &root, rich).await;
+    let template = app
+        .templates()
+        .await
+        .create_template(authed(
+            &caller,
+            pb::CreateTemplateRequest {
+                name: "btc only".into(),
+                token_scopes: vec!["wallet_spend".into()],
+                token_limits: limits(&[("btc", "1000")], None),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .template
+        .unwrap();
+    let from_template = pb::CreateTokenRequest {
+        template_id: template.id,
+        ..Default::default()
+    };
+    // Before: the template's complete list took the caller's eth limit and ERC-20 cap as if
+    // they were unset, minting a token that could spend eth the template never allowed.
+    let (token, _) = mint(&app, &caller, from_template).await;
+    assert_eq!(
+        limit_pairs(&token),
+        (vec![("btc".into(), "1000".into())], None)
+    );
+}
