@@ -417,12 +417,35 @@ impl Settings {
         file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
+        let layer = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                let layer: toml::Value = toml::from_str(&text)
+                    .with_context(|| format!("invalid TOML in config file {}", path.display()))?;
+                Some(layer)
+            }
+            None => None,
+        };
+        Self::from_layers(layer, vars)
+    }
+
+    /// [`Settings::load`] with the file's text given instead of its path (no file system access).
+    pub fn from_toml(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let layer: toml::Value = toml::from_str(text).context("invalid TOML in config")?;
+        Self::from_layers(Some(layer), vars)
+    }
+
+    /// Layers defaults, the parsed file `layer` and the environment `vars`.
+    fn from_layers(
+        layer: Option<toml::Value>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
         let mut merged = toml::Value::try_from(Settings::default()).context("default settings")?;
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
-            let layer: toml::Value = toml::from_str(&text)
-                .with_context(|| format!("invalid TOML in config file {}", path.display()))?;
+        if let Some(layer) = layer {
             merge(&mut merged, layer);
         }
         for (name, value) in vars {

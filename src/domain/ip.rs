@@ -347,3 +347,208 @@ mod tests {
         assert!(r.is_within(&r), "a large set lies within itself");
     }
 }
+
+/// Containment checked against a naive reference: every address and network as a `u128` with a
+/// prefix length, compared bit by bit under a mask.
+#[cfg(test)]
+mod properties {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A network as the reference sees it: IPv4 (32 bits) or IPv6 (128), address and prefix.
+    #[derive(Debug, Clone, Copy)]
+    struct RefNet {
+        v4: bool,
+        addr: u128,
+        prefix: u32,
+    }
+
+    /// An address or network as written in a request, and its reference meaning. IPv4-mapped
+    /// IPv6 networks (`::ffff:a.b.c.d/n`, n ≥ 96) mean the IPv4 network `a.b.c.d/(n-96)`, as
+    /// IPv4-mapped addresses mean their IPv4 address (issue 20, item 6).
+    fn reference(text: &str) -> RefNet {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (
+                a.parse::<IpAddr>().unwrap(),
+                Some(p.parse::<u32>().unwrap()),
+            ),
+            None => (text.parse::<IpAddr>().unwrap(), None),
+        };
+        match addr {
+            IpAddr::V4(v4) => RefNet {
+                v4: true,
+                addr: u128::from(u32::from(v4)),
+                prefix: prefix.unwrap_or(32),
+            },
+            IpAddr::V6(v6) => {
+                let prefix = prefix.unwrap_or(128);
+                match v6.to_ipv4_mapped() {
+                    Some(v4) if prefix >= 96 => RefNet {
+                        v4: true,
+                        addr: u128::from(u32::from(v4)),
+                        prefix: prefix - 96,
+                    },
+                    _ => RefNet {
+                        v4: false,
+                        addr: u128::from(v6),
+                        prefix,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Whether `inner` lies inside `outer`: same family, no shorter prefix, equal leading bits.
+    fn ref_contains(outer: RefNet, inner: RefNet) -> bool {
+        let bits = if outer.v4 { 32 } else { 128 };
+        let shift = bits - outer.prefix;
+        outer.v4 == inner.v4
+            && inner.prefix >= outer.prefix
+            && (shift >= 128 || (outer.addr >> shift) == (inner.addr >> shift))
+    }
+
+    fn ref_allows(nets: &[RefNet], addr: IpAddr) -> bool {
+        let host = reference(&addr.to_string());
+        nets.is_empty() || nets.iter().any(|&n| ref_contains(n, host))
+    }
+
+    fn ref_within(inner: &[RefNet], outer: &[RefNet]) -> bool {
+        inner
+            .iter()
+            .all(|&i| outer.iter().any(|&o| ref_contains(o, i)))
+    }
+
+    /// IPv4 addresses near a few bases, so that generated networks often overlap.
+    fn v4() -> impl Strategy<Value = Ipv4Addr> {
+        let bases = prop_oneof![
+            Just(0x0a00_0000u32),
+            Just(0xc0a8_0000),
+            Just(0),
+            Just(u32::MAX)
+        ];
+        (bases, any::<u16>(), 0..3u32)
+            .prop_map(|(base, low, spread)| Ipv4Addr::from(base ^ (u32::from(low) << (spread * 8))))
+    }
+
+    fn v6() -> impl Strategy<Value = Ipv6Addr> {
+        let bases = prop_oneof![
+            Just(0x2001_0db8u128 << 96),
+            Just(0u128),
+            Just(u128::MAX),
+            Just(0xfe80u128 << 112),
+        ];
+        (bases, any::<u32>(), 0..4u32)
+            .prop_map(|(base, low, spread)| {
+                Ipv6Addr::from(base ^ (u128::from(low) << (spread * 24)))
+            })
+            // IPv4-mapped ones are generated on purpose only (`entry(true)`).
+            .prop_filter("not IPv4-mapped", |a| a.to_ipv4_mapped().is_none())
+    }
+
+    /// An address or CIDR block written as a request would: IPv4, IPv6, or (when `mapped`)
+    /// IPv4-mapped IPv6, with or without a prefix.
+    fn entry(mapped: bool) -> BoxedStrategy<String> {
+        let v4_entry = (v4(), proptest::option::of(0..=32u8)).prop_map(|(a, p)| match p {
+            Some(p) => format!("{a}/{p}"),
+            None => a.to_string(),
+        });
+        let v6_entry = (v6(), proptest::option::of(0..=128u8)).prop_map(|(a, p)| match p {
+            Some(p) => format!("{a}/{p}"),
+            None => a.to_string(),
+        });
+        if !mapped {
+            return prop_oneof![v4_entry, v6_entry].boxed();
+        }
+        let mapped = (v4(), proptest::option::of(96..=128u8)).prop_map(|(a, p)| {
+            let a = a.to_ipv6_mapped();
+            match p {
+                Some(p) => format!("{a}/{p}"),
+                None => a.to_string(),
+            }
+        });
+        prop_oneof![v4_entry, v6_entry, mapped].boxed()
+    }
+
+    fn address() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            v4().prop_map(IpAddr::V4),
+            v6().prop_map(IpAddr::V6),
+            v4().prop_map(|a| IpAddr::V6(a.to_ipv6_mapped())),
+        ]
+    }
+
+    fn restriction(entries: &[String]) -> IpRestriction {
+        IpRestriction::parse(entries, "ip_restrict").expect("generated entries are valid")
+    }
+
+    fn references(entries: &[String]) -> Vec<RefNet> {
+        entries.iter().map(|e| reference(e)).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn allows_matches_the_reference(
+            entries in vec(entry(false), 0..5),
+            addr in address(),
+        ) {
+            prop_assert_eq!(
+                restriction(&entries).allows(addr),
+                ref_allows(&references(&entries), addr),
+                "{:?} from {}", entries, addr
+            );
+        }
+
+        #[test]
+        fn is_within_matches_the_reference(
+            inner in vec(entry(false), 0..4),
+            outer in vec(entry(false), 0..4),
+        ) {
+            prop_assert_eq!(
+                restriction(&inner).is_within(&restriction(&outer)),
+                ref_within(&references(&inner), &references(&outer)),
+                "{:?} within {:?}", inner, outer
+            );
+        }
+
+        #[test]
+        fn a_network_within_another_allows_no_address_the_other_refuses(
+            inner in vec(entry(false), 1..4),
+            outer in vec(entry(false), 1..4),
+            addr in address(),
+        ) {
+            let (inner, outer) = (restriction(&inner), restriction(&outer));
+            if inner.is_within(&outer) && inner.allows(addr) {
+                prop_assert!(outer.allows(addr));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// IPv4-mapped IPv6 networks mean their IPv4 network, as in `tokenmint-verify`.
+        #[test]
+        fn mapped_networks_mean_their_ipv4_network(
+            entries in vec(entry(true), 0..5),
+            addr in address(),
+            outer in vec(entry(true), 0..4),
+        ) {
+            prop_assert_eq!(
+                restriction(&entries).allows(addr),
+                ref_allows(&references(&entries), addr),
+                "{:?} from {}", entries, addr
+            );
+            prop_assert_eq!(
+                restriction(&entries).is_within(&restriction(&outer)),
+                ref_within(&references(&entries), &references(&outer)),
+                "{:?} within {:?}", entries, outer
+            );
+        }
+    }
+}

@@ -293,34 +293,7 @@ impl TemplateManager {
         expected_version: i64,
         mask: Option<Vec<String>>,
     ) -> Result<SavedTemplate> {
-        let paths = match mask {
-            Some(paths) => {
-                let mut v = Violations::default();
-                for (i, path) in paths.iter().enumerate() {
-                    if !UPDATABLE_FIELDS.contains(&path.as_str()) {
-                        v.check::<()>(Err(Error::invalid(
-                            format!("update_mask.paths[{i}]"),
-                            reason::INVALID_UPDATE_MASK,
-                            format!(
-                                "{path:?} cannot be updated; allowed: {}",
-                                UPDATABLE_FIELDS.join(", ")
-                            ),
-                        )
-                        .with_meta("path", crate::domain::ids::truncate(path, 64))));
-                    }
-                }
-                v.finish()?;
-                paths
-            }
-            None => non_empty_fields(&input),
-        };
-        if paths.is_empty() {
-            return Err(Error::invalid(
-                "update_mask",
-                reason::EMPTY_UPDATE,
-                "nothing to update: name fields in update_mask",
-            ));
-        }
+        let paths = update_paths(mask, &input)?;
         let set = |field: &str| paths.iter().any(|p| p == field);
         for attempt in 1.. {
             let current = self.owned(caller, id).await?;
@@ -445,6 +418,41 @@ impl PartialFields {
             default_duration_secs: self.default_duration_secs?,
         })
     }
+}
+
+/// The fields an UpdateTemplate changes: the paths of its `mask`, each one of
+/// [`UPDATABLE_FIELDS`], or without a mask those of `input` with a non-empty value; an update
+/// that changes nothing is refused. Pure: no storage access.
+pub fn update_paths(mask: Option<Vec<String>>, input: &TemplateInput) -> Result<Vec<String>> {
+    let paths = match mask {
+        Some(paths) => {
+            let mut v = Violations::default();
+            for (i, path) in paths.iter().enumerate() {
+                if !UPDATABLE_FIELDS.contains(&path.as_str()) {
+                    v.check::<()>(Err(Error::invalid(
+                        format!("update_mask.paths[{i}]"),
+                        reason::INVALID_UPDATE_MASK,
+                        format!(
+                            "{path:?} cannot be updated; allowed: {}",
+                            UPDATABLE_FIELDS.join(", ")
+                        ),
+                    )
+                    .with_meta("path", crate::domain::ids::truncate(path, 64))));
+                }
+            }
+            v.finish()?;
+            paths
+        }
+        None => non_empty_fields(input),
+    };
+    if paths.is_empty() {
+        return Err(Error::invalid(
+            "update_mask",
+            reason::EMPTY_UPDATE,
+            "nothing to update: name fields in update_mask",
+        ));
+    }
+    Ok(paths)
 }
 
 /// The fields a mask-less update changes: those with a non-empty value.

@@ -105,6 +105,57 @@ pub enum UpdateMask {
     Paths(Vec<String>),
 }
 
+impl UpdateMask {
+    /// The validated change an UpdateToken asks for: which of `label` and `description` change
+    /// (the named paths, or the non-empty fields without a mask), each parsed. Pure: the
+    /// handler's whole validation before any storage access.
+    pub fn resolve(&self, label: &str, description: &str) -> Result<TokenUpdate> {
+        let (set_label, set_description) = match self {
+            UpdateMask::NonEmpty => (!label.trim().is_empty(), !description.trim().is_empty()),
+            UpdateMask::Paths(paths) => {
+                let mut v = Violations::default();
+                for (i, path) in paths.iter().enumerate() {
+                    if path != "label" && path != "description" {
+                        v.check::<()>(Err(Error::invalid(
+                            format!("update_mask.paths[{i}]"),
+                            reason::INVALID_UPDATE_MASK,
+                            format!("{path:?} cannot be updated; allowed paths are \"label\" and \"description\""),
+                        )
+                        .with_meta("path", crate::domain::ids::truncate(path, 64))));
+                    }
+                }
+                v.finish()?;
+                (
+                    paths.iter().any(|p| p == "label"),
+                    paths.iter().any(|p| p == "description"),
+                )
+            }
+        };
+        if !set_label && !set_description {
+            return Err(Error::invalid(
+                "update_mask",
+                reason::EMPTY_UPDATE,
+                "nothing to update: give a label or description, or name them in update_mask",
+            ));
+        }
+        let mut v = Violations::default();
+        let update = TokenUpdate {
+            label: if set_label {
+                v.check(Label::parse(label))
+            } else {
+                None
+            },
+            description: if set_description {
+                v.check(Description::parse(description))
+            } else {
+                None
+            },
+        };
+        v.finish()?;
+        Ok(update)
+    }
+}
+
 /// The outcome of VerifyToken.
 #[derive(Debug)]
 pub enum Verification {
@@ -495,48 +546,7 @@ impl TokenManager {
         description: &str,
         mask: UpdateMask,
     ) -> Result<TokenRecord> {
-        let (set_label, set_description) = match &mask {
-            UpdateMask::NonEmpty => (!label.trim().is_empty(), !description.trim().is_empty()),
-            UpdateMask::Paths(paths) => {
-                let mut v = Violations::default();
-                for (i, path) in paths.iter().enumerate() {
-                    if path != "label" && path != "description" {
-                        v.check::<()>(Err(Error::invalid(
-                            format!("update_mask.paths[{i}]"),
-                            reason::INVALID_UPDATE_MASK,
-                            format!("{path:?} cannot be updated; allowed paths are \"label\" and \"description\""),
-                        )
-                        .with_meta("path", crate::domain::ids::truncate(path, 64))));
-                    }
-                }
-                v.finish()?;
-                (
-                    paths.iter().any(|p| p == "label"),
-                    paths.iter().any(|p| p == "description"),
-                )
-            }
-        };
-        if !set_label && !set_description {
-            return Err(Error::invalid(
-                "update_mask",
-                reason::EMPTY_UPDATE,
-                "nothing to update: give a label or description, or name them in update_mask",
-            ));
-        }
-        let mut v = Violations::default();
-        let update = TokenUpdate {
-            label: if set_label {
-                v.check(Label::parse(label))
-            } else {
-                None
-            },
-            description: if set_description {
-                v.check(Description::parse(description))
-            } else {
-                None
-            },
-        };
-        v.finish()?;
+        let update = mask.resolve(label, description)?;
         let change = TokenChange {
             id,
             user: caller.user_id.clone(),
@@ -856,7 +866,7 @@ fn invalid_transition(id: TokenId, status: TokenStatus, action: Action) -> Error
 }
 
 /// Parses VerifyToken's `client_ip`: empty means unknown.
-fn parse_client_ip(raw: &str) -> Result<Option<IpAddr>> {
+pub fn parse_client_ip(raw: &str) -> Result<Option<IpAddr>> {
     if raw.is_empty() {
         return Ok(None);
     }

@@ -391,3 +391,133 @@ mod tests {
         assert_eq!(result.unwrap_err(), InactiveReason::UnknownKey);
     }
 }
+
+/// Sign → verify round trips over arbitrary claims, for both algorithms.
+#[cfg(test)]
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::issuance::claims::{Claims, sign};
+    use crate::issuance::keys::KeyAlgorithm;
+
+    fn policy() -> JwtPolicy {
+        JwtPolicy {
+            issuer: "https://tokens.example".into(),
+            audience: "api".into(),
+            leeway_secs: 30,
+        }
+    }
+
+    /// One ring per algorithm, made once (key generation is the slow part).
+    fn ring(algorithm: KeyAlgorithm) -> &'static KeyRing {
+        static RINGS: std::sync::OnceLock<[KeyRing; 2]> = std::sync::OnceLock::new();
+        let rings = RINGS.get_or_init(|| {
+            [
+                KeyRing::ephemeral(KeyAlgorithm::EdDSA).unwrap(),
+                KeyRing::ephemeral(KeyAlgorithm::ES256).unwrap(),
+            ]
+        });
+        &rings[usize::from(algorithm == KeyAlgorithm::ES256)]
+    }
+
+    fn algorithm() -> impl Strategy<Value = KeyAlgorithm> {
+        prop_oneof![Just(KeyAlgorithm::EdDSA), Just(KeyAlgorithm::ES256)]
+    }
+
+    /// An address or CIDR block, normalised as the server stores and signs them.
+    fn network() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (any::<[u8; 4]>(), 0..=32u8)
+                .prop_map(|(a, p)| format!("{}/{p}", std::net::Ipv4Addr::from(a))),
+            (any::<[u8; 16]>(), 0..=128u8)
+                .prop_map(|(a, p)| format!("{}/{p}", std::net::Ipv6Addr::from(a))),
+        ]
+    }
+
+    prop_compose! {
+        /// Claims as `TokenManager::create` writes them, with arbitrary values where the server
+        /// takes them from the request or the caller.
+        fn claims()(
+            sub in "[^\\s\\p{C}]{1,40}",
+            jti in any::<u128>(),
+            client_id in ".{0,20}",
+            iat in any::<i64>(),
+            nbf in any::<i64>(),
+            exp in any::<i64>(),
+            scopes in vec("[a-z0-9_.:-]{1,16}", 0..6),
+            ent in proptest::option::of(".{0,40}"),
+            adm in any::<bool>(),
+            tpl in proptest::option::of(".{0,40}"),
+            ips in proptest::option::of(vec(network(), 0..4)),
+            many_audiences in any::<bool>(),
+        ) -> Claims {
+            let ips = ips.map(|ips| {
+                IpRestriction::parse(&ips, "ips").unwrap().to_strings()
+            });
+            Claims {
+                iss: "https://tokens.example".into(),
+                aud: if many_audiences {
+                    Audience::Many(vec!["billing".into(), "api".into()])
+                } else {
+                    Audience::One("api".into())
+                },
+                sub,
+                client_id,
+                jti: uuid::Uuid::from_u128(jti).to_string(),
+                iat,
+                nbf,
+                exp,
+                scope: scopes.join(" "),
+                ent,
+                adm,
+                tpl,
+                ips,
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn a_signed_token_verifies_to_its_claims(claims in claims(), algorithm in algorithm()) {
+            let ring = ring(algorithm);
+            let token = sign(&claims, &ring.signing).unwrap();
+            let verified = policy().verify_signature(token.expose(), ring).unwrap();
+            prop_assert_eq!(verified.id.to_string(), claims.jti);
+            prop_assert_eq!(verified.user_id.as_str(), claims.sub.as_str());
+            prop_assert_eq!(&*verified.scopes, &ScopeSet::from_claim(&claims.scope));
+            prop_assert_eq!(verified.scopes.to_claim(), {
+                let mut names: Vec<&str> = claims.scope.split(' ').filter(|s| !s.is_empty()).collect();
+                names.sort_unstable();
+                names.dedup();
+                names.join(" ")
+            });
+            prop_assert_eq!(verified.admin, claims.adm);
+            prop_assert_eq!(verified.ips.as_strings(), claims.ips.as_deref().unwrap_or_default());
+            prop_assert_eq!(verified.nbf, Timestamp::from_secs(claims.nbf));
+            prop_assert_eq!(verified.exp, Timestamp::from_secs(claims.exp));
+            prop_assert_eq!(&verified.kid, &ring.signing.kid);
+        }
+
+        #[test]
+        fn any_single_byte_change_is_refused(
+            claims in claims(),
+            algorithm in algorithm(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let ring = ring(algorithm);
+            let token = sign(&claims, &ring.signing).unwrap();
+            let mut bytes = token.expose().as_bytes().to_vec();
+            let at = at.index(bytes.len());
+            prop_assume!(bytes[at] != byte);
+            bytes[at] = byte;
+            let changed = String::from_utf8_lossy(&bytes);
+            let result = policy().verify_signature(&changed, ring);
+            prop_assert!(result.is_err(), "byte {} changed to {:#04x} still verifies", at, byte);
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Request validation of every RPC on arbitrary decoded messages: the bytes are decoded with prost
+//! into the RPC's request type, then put through the conversion and validation its handler and
+//! core run before any storage access (domain parsers, field masks, page tokens, lifetimes,
+//! production rules), and every refusal is turned into the `tonic::Status` a client would get.
+//!
+//! It must never panic; a refusal with INVALID_ARGUMENT always names a field; and whatever a
+//! valid CreateToken yields, the token signed for it verifies with the same scopes and networks.
+//!
+//! Input: byte 0 picks the RPC, byte 1 the environment (bit 0: production), then a
+//! length-prefixed `x-request-id`, then the protobuf request. Parts that depend on stored state
+//! (templates, callers, enterprise membership, narrowing) are not here: they are not validation.
+
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use tokenmint::config::Environment;
+use tokenmint::domain::{
+    Description, EnterpriseId, IpRestriction, Label, ScopeCatalog, TemplateId, TemplateName,
+    Timestamp, TokenId, TokenLimits,
+};
+use tokenmint::error::{Error, ErrorCode, Result, Violations, reason};
+use tokenmint::grpc::{convert, request_id, status};
+use tokenmint::issuance::claims::{self, Audience, Claims};
+use tokenmint::issuance::keys::{KeyAlgorithm, KeyRing};
+use tokenmint::issuance::paging::Page;
+use tokenmint::issuance::rules;
+use tokenmint::issuance::templates::{TemplateInput, update_paths};
+use tokenmint::issuance::tokens::{LimitsInput, UpdateMask, parse_client_ip};
+use tokenmint::issuance::verifier::JwtPolicy;
+use tokenmint::proto::v1 as pb;
+use tokenmint_fuzz::{Fields, ISSUER};
+
+/// The default `tokens.max_lifetime_secs` (one year) and `tokens.default_lifetime_secs`.
+const MAX_LIFETIME_SECS: i64 = 365 * 24 * 3600;
+const DEFAULT_LIFETIME_SECS: i64 = 30 * 24 * 3600;
+
+struct World {
+    catalog: ScopeCatalog,
+    ring: KeyRing,
+    policy: JwtPolicy,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| World {
+        catalog: ScopeCatalog::builtin(),
+        ring: KeyRing::ephemeral(KeyAlgorithm::EdDSA).expect("a key ring"),
+        policy: JwtPolicy {
+            issuer: ISSUER.into(),
+            audience: ISSUER.into(),
+            leeway_secs: 30,
+        },
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut fields = Fields::new(data);
+    let rpc = fields.byte();
+    let environment = if fields.byte() & 1 == 1 {
+        Environment::Production
+    } else {
+        Environment::Test
+    };
+    let request_id = fields.string();
+    let message = fields.rest();
+    let Some(result) = validate(rpc, environment, message) else {
+        return;
+    };
+    if let Err(error) = result {
+        assert!(
+            error.code != ErrorCode::InvalidArgument || !error.violations.is_empty(),
+            "INVALID_ARGUMENT without a field violation: {error:?}"
+        );
+        let mut request = tonic::Request::new(());
+        if let Ok(value) = request_id.parse() {
+            request.metadata_mut().insert(request_id::HEADER, value);
+        }
+        let rid = request_id::of(&request);
+        let status = status::to_status(error, &rid);
+        let _ = status.into_http::<()>();
+    }
+});
+
+/// Validates `message` as the request of RPC number `rpc`; `None` when it does not decode.
+fn validate(rpc: u8, environment: Environment, message: &[u8]) -> Option<Result<()>> {
+    Some(match rpc % 16 {
+        0 => create_token(pb::CreateTokenRequest::decode(message).ok()?, environment),
+        1 => TokenId::parse(&pb::GetTokenRequest::decode(message).ok()?.id, "id").map(drop),
+        2 => list_tokens(pb::ListTokensRequest::decode(message).ok()?),
+        3 => update_token(pb::UpdateTokenRequest::decode(message).ok()?),
+        4 => TokenId::parse(&pb::SuspendTokenRequest::decode(message).ok()?.id, "id").map(drop),
+        5 => TokenId::parse(&pb::ActivateTokenRequest::decode(message).ok()?.id, "id").map(drop),
+        6 => TokenId::parse(&pb::RevokeTokenRequest::decode(message).ok()?.id, "id").map(drop),
+        7 => TokenId::parse(&pb::DeleteTokenRequest::decode(message).ok()?.id, "id").map(drop),
+        8 => verify_token(pb::VerifyTokenRequest::decode(message).ok()?),
+        9 => create_template(
+            pb::CreateTemplateRequest::decode(message).ok()?,
+            environment,
+        ),
+        10 => TemplateId::parse(&pb::GetTemplateRequest::decode(message).ok()?.id, "id").map(drop),
+        11 => list_templates(pb::ListTemplatesRequest::decode(message).ok()?),
+        12 => update_template(pb::UpdateTemplateRequest::decode(message).ok()?),
+        13 => {
+            TemplateId::parse(&pb::DeleteTemplateRequest::decode(message).ok()?.id, "id").map(drop)
+        }
+        14 => pb::ListScopesRequest::decode(message)
+            .ok()
+            .map(drop)
+            .map(Ok)?,
+        _ => pb::GetJwksRequest::decode(message).ok().map(drop).map(Ok)?,
+    })
+}
+
+/// CreateToken without a template: every field parsed as `TokenManager::create` does, the
+/// lifetime computed, the production rules applied; then the token is signed and verified.
+fn create_token(req: pb::CreateTokenRequest, environment: Environment) -> Result<()> {
+    let world = world();
+    if !req.template_id.is_empty() {
+        TemplateId::parse(&req.template_id, "template_id")?;
+    }
+    let now = Timestamp::now();
+    let mut v = Violations::default();
+    let label = v.check(Label::parse(&req.label));
+    let description = v.check(Description::parse(&req.description));
+    let scopes = v.check(world.catalog.parse_scopes(&req.scopes, "scopes"));
+    let ips = v.check(IpRestriction::parse(&req.ip_restrict, "ip_restrict"));
+    let enterprise = v.check(EnterpriseId::parse_optional(
+        &req.enterprise_id,
+        "enterprise_id",
+    ));
+    let limits = v.check(parse_limits(
+        convert::limits_from_proto(req.token_limits).as_ref(),
+    ));
+    let expires_at = v.check(expiry(
+        req.duration_seconds,
+        req.expires_at.as_ref().map(Timestamp::from_proto),
+        now,
+    ));
+    v.finish()?;
+    let (Some(_), Some(_), Some(scopes), Some(ips), Some(enterprise), Some(_), Some(expires_at)) = (
+        label,
+        description,
+        scopes,
+        ips,
+        enterprise,
+        limits,
+        expires_at,
+    ) else {
+        return Err(Error::internal("validation passed without values"));
+    };
+    rules::require_scopes(&scopes, "scopes")?;
+    rules::check_environment(environment, &scopes, &ips, "scopes", "ip_restrict")?;
+    let id = TokenId::generate();
+    let claims = Claims {
+        iss: ISSUER.into(),
+        aud: Audience::One(ISSUER.into()),
+        sub: "alice".into(),
+        client_id: id.to_string(),
+        jti: id.to_string(),
+        iat: now.as_secs(),
+        nbf: now.as_secs(),
+        exp: expires_at.as_secs(),
+        scope: scopes.to_claim(),
+        ent: enterprise.as_ref().map(ToString::to_string),
+        adm: req.admin,
+        tpl: None,
+        ips: (!ips.is_unrestricted()).then(|| ips.to_strings()),
+    };
+    let raw = claims::sign(&claims, &world.ring.signing)?;
+    let verified = world
+        .policy
+        .verify_signature(raw.expose(), &world.ring)
+        .expect("a token minted from a valid request verifies");
+    assert_eq!(*verified.scopes, scopes, "the token's scopes changed");
+    assert_eq!(verified.ips, ips, "the token's networks changed");
+    assert_eq!(verified.admin, req.admin);
+    assert_eq!(verified.id, id);
+    assert!(world.policy.check_time(&verified, now).is_ok());
+    Ok(())
+}
+
+/// The lifetime rules of `TokenManager::create` (default, maximum, one of the two fields).
+fn expiry(
+    duration: Option<i64>,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<Timestamp> {
+    let invalid = |field: &str, why: &'static str| Err(Error::invalid(field, why, "lifetime"));
+    match (duration, expires_at) {
+        (Some(_), Some(_)) => invalid("expires_at", reason::CONFLICTING_LIFETIME),
+        (Some(secs), None) if secs <= 0 => invalid("duration_seconds", reason::INVALID_LIFETIME),
+        (Some(secs), None) if secs > MAX_LIFETIME_SECS => {
+            invalid("duration_seconds", reason::LIFETIME_TOO_LONG)
+        }
+        (Some(secs), None) => Ok(Timestamp::from_secs(now.plus_secs(secs).ceil_secs())),
+        (None, Some(at)) if at <= now => invalid("expires_at", reason::INVALID_LIFETIME),
+        (None, Some(at)) if at > now.plus_secs(MAX_LIFETIME_SECS) => {
+            invalid("expires_at", reason::LIFETIME_TOO_LONG)
+        }
+        (None, Some(at)) => Ok(Timestamp::from_secs(at.as_secs())),
+        (None, None) => Ok(Timestamp::from_secs(
+            now.plus_secs(DEFAULT_LIFETIME_SECS).ceil_secs(),
+        )),
+    }
+}
+
+fn parse_limits(limits: Option<&LimitsInput>) -> Result<TokenLimits> {
+    match limits {
+        Some(l) => TokenLimits::parse(&l.spending, l.all_erc20.as_deref(), "token_limits"),
+        None => Ok(TokenLimits::default()),
+    }
+}
+
+fn list_tokens(req: pb::ListTokensRequest) -> Result<()> {
+    let status = convert::status_filter_from_proto(req.status).map_err(|n| {
+        Error::invalid(
+            "status",
+            reason::INVALID_FILTER,
+            format!("{n} is not a TokenStatus value"),
+        )
+    })?;
+    let query = format!("tokens:{status:?}");
+    Page::parse(req.page_size, &req.page_token, query).map(drop)
+}
+
+fn update_token(req: pb::UpdateTokenRequest) -> Result<()> {
+    TokenId::parse(&req.id, "id")?;
+    let mask = match &req.update_mask {
+        Some(mask) if !mask.paths.is_empty() => UpdateMask::Paths(mask.paths.clone()),
+        _ => UpdateMask::NonEmpty,
+    };
+    mask.resolve(&req.label, &req.description).map(drop)
+}
+
+fn verify_token(req: pb::VerifyTokenRequest) -> Result<()> {
+    let world = world();
+    let client_ip = parse_client_ip(&req.client_ip)?;
+    let required = world
+        .catalog
+        .parse_scopes(&req.required_scopes, "required_scopes")?;
+    if let Ok(token) = world.policy.verify_signature(&req.token, &world.ring) {
+        let _ = world.policy.check_time(&token, Timestamp::now());
+        let _ = token.allows_ip(client_ip);
+        let _ = token.scopes.missing_from(&required);
+    }
+    Ok(())
+}
+
+/// A template's fields, parsed as `TemplateManager::create` does.
+fn template_fields(input: &TemplateInput, environment: Environment) -> Result<()> {
+    let world = world();
+    let mut v = Violations::default();
+    v.check(TemplateName::parse(&input.name));
+    v.check(EnterpriseId::parse_optional(
+        &input.enterprise_id,
+        "enterprise_id",
+    ));
+    v.check(Description::parse(&input.description));
+    let scopes = v.check(
+        world
+            .catalog
+            .parse_scopes(&input.token_scopes, "token_scopes"),
+    );
+    let ips = v.check(IpRestriction::parse(&input.allowed_ips, "allowed_ips"));
+    v.check(parse_limits(input.limits.as_ref()));
+    v.check(duration(input.default_duration_seconds));
+    v.finish()?;
+    let (Some(scopes), Some(ips)) = (scopes, ips) else {
+        return Err(Error::internal("validation passed without values"));
+    };
+    rules::require_scopes(&scopes, "token_scopes")?;
+    rules::check_environment(environment, &scopes, &ips, "token_scopes", "allowed_ips")
+}
+
+/// `TemplateManager`'s default-duration rule.
+fn duration(secs: i64) -> Result<i64> {
+    let field = "default_duration_seconds";
+    if secs < 0 {
+        return Err(Error::invalid(field, reason::INVALID_LIFETIME, "negative"));
+    }
+    if secs > MAX_LIFETIME_SECS {
+        return Err(Error::invalid(field, reason::LIFETIME_TOO_LONG, "too long"));
+    }
+    Ok(secs)
+}
+
+fn create_template(req: pb::CreateTemplateRequest, environment: Environment) -> Result<()> {
+    let input = TemplateInput {
+        name: req.name,
+        enterprise_id: req.enterprise_id,
+        description: req.description,
+        token_scopes: req.token_scopes,
+        allowed_ips: req.allowed_ips,
+        limits: convert::limits_from_proto(req.token_limits),
+        default_duration_seconds: req.default_duration_seconds,
+    };
+    template_fields(&input, environment)
+}
+
+fn list_templates(req: pb::ListTemplatesRequest) -> Result<()> {
+    let enterprise = EnterpriseId::parse_optional(&req.enterprise_id, "enterprise_id")?;
+    let query = format!(
+        "templates:{}",
+        enterprise
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    Page::parse(req.page_size, &req.page_token, query).map(drop)
+}
+
+/// UpdateTemplate: the template and its id, the field mask, then each named field's parser.
+fn update_template(req: pb::UpdateTemplateRequest) -> Result<()> {
+    let world = world();
+    let template = req.template.ok_or_else(|| {
+        Error::invalid(
+            "template",
+            reason::TEMPLATE_REQUIRED,
+            "template is required (with its id and the new values)",
+        )
+    })?;
+    TemplateId::parse(&template.id, "template.id")?;
+    let mask = req
+        .update_mask
+        .filter(|m| !m.paths.is_empty())
+        .map(|m| m.paths);
+    let input = TemplateInput {
+        name: template.name,
+        enterprise_id: template.enterprise_id,
+        description: template.description,
+        token_scopes: template.token_scopes,
+        allowed_ips: template.allowed_ips,
+        limits: convert::limits_from_proto(template.token_limits),
+        default_duration_seconds: template.default_duration_seconds,
+    };
+    let paths = update_paths(mask, &input)?;
+    let set = |field: &str| paths.iter().any(|p| p == field);
+    let mut v = Violations::default();
+    if set("name") {
+        v.check(TemplateName::parse(&input.name));
+    }
+    if set("enterprise_id") {
+        v.check(EnterpriseId::parse_optional(
+            &input.enterprise_id,
+            "enterprise_id",
+        ));
+    }
+    if set("description") {
+        v.check(Description::parse(&input.description));
+    }
+    if set("token_scopes") {
+        v.check(
+            world
+                .catalog
+                .parse_scopes(&input.token_scopes, "token_scopes"),
+        );
+    }
+    if set("allowed_ips") {
+        v.check(IpRestriction::parse(&input.allowed_ips, "allowed_ips"));
+    }
+    if set("token_limits") {
+        v.check(parse_limits(input.limits.as_ref()));
+    }
+    if set("default_duration_seconds") {
+        v.check(duration(input.default_duration_seconds));
+    }
+    v.finish().map_err(|e| e.nested_in("template"))
+}
