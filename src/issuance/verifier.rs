@@ -447,7 +447,7 @@ mod properties {
             nbf in any::<i64>(),
             exp in any::<i64>(),
             scopes in vec("[a-z0-9_.:-]{1,16}", 0..6),
-            ent in proptest::option::of(".{0,40}"),
+            ent in proptest::option::of("[^\\s\\p{C}]{1,40}"),
             adm in any::<bool>(),
             tpl in proptest::option::of(".{0,40}"),
             ips in proptest::option::of(vec(network(), 0..4)),
@@ -496,6 +496,7 @@ mod properties {
                 names.join(" ")
             });
             prop_assert_eq!(verified.admin, claims.adm);
+            prop_assert_eq!(verified.enterprise.as_ref().map(|e| e.as_str()), claims.ent.as_deref());
             prop_assert_eq!(verified.ips.as_strings(), claims.ips.as_deref().unwrap_or_default());
             prop_assert_eq!(verified.nbf, Timestamp::from_secs(claims.nbf));
             prop_assert_eq!(verified.exp, Timestamp::from_secs(claims.exp));
