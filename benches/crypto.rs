@@ -12,9 +12,10 @@
 use std::hint::black_box;
 
 use divan::Bencher;
+use tokenmint::domain::KeyAlgorithm;
 use tokenmint::issuance::claims::{self, Audience, Claims};
 use tokenmint::issuance::jwt_crypto;
-use tokenmint::issuance::keys::{KeyAlgorithm, KeyRing};
+use tokenmint::issuance::keys::KeyRing;
 use tokenmint::issuance::verifier::JwtPolicy;
 
 fn main() {

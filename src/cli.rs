@@ -7,10 +7,11 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::domain::{EnterpriseId, UserId};
+use crate::grpc::convert;
 use crate::issuance::Caller;
 use crate::issuance::claims::RawToken;
 use crate::issuance::keys;
-use crate::issuance::tokens::CreateTokenInput;
+use crate::proto::v1 as pb;
 use crate::startup::{self, Core};
 
 /// What `tokenmint bootstrap` mints.
@@ -38,7 +39,8 @@ pub async fn bootstrap(settings: &Settings, request: BootstrapRequest) -> anyhow
     let core = Core::build(settings).await?;
     let user =
         UserId::parse(&request.user).map_err(|e| anyhow::anyhow!("--user: {}", e.message))?;
-    let input = CreateTokenInput {
+    // The same request, parsed by the same code, as a CreateToken RPC.
+    let rpc = pb::CreateTokenRequest {
         label: request.label,
         scopes: request.scopes,
         duration_seconds: request
@@ -47,9 +49,13 @@ pub async fn bootstrap(settings: &Settings, request: BootstrapRequest) -> anyhow
         ip_restrict: request.ips,
         enterprise_id: request.enterprise.unwrap_or_default(),
         admin: request.admin,
-        ..CreateTokenInput::default()
+        ..pb::CreateTokenRequest::default()
     };
-    let result = core.tokens.create(&Caller::operator(user), input).await;
+    let minter = &core.tokens.minter;
+    let result = match convert::mint_request(rpc, minter.catalog(), minter.max_lifetime_secs()) {
+        Ok(mint) => minter.create(&Caller::operator(user), mint).await,
+        Err(e) => Err(e),
+    };
     core.shutdown().await;
     let minted = result.map_err(|e| {
         let fields: Vec<String> = e

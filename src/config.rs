@@ -9,21 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::issuance::keys::KeyAlgorithm;
+use crate::domain::{Environment, KeyAlgorithm};
 
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "TOKENMINT__";
-
-/// Where the service runs, which decides how strict issuance is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    /// Development and testing: IP restriction optional, scope `all` allowed, master key file generated.
-    #[default]
-    Test,
-    /// Production: tokens must be IP-restricted, `all` is refused, a master key must be configured.
-    Production,
-}
 
 /// A secret configuration value: never printed by `Debug` or serialised in clear.
 #[derive(Clone, Deserialize, PartialEq, Eq)]

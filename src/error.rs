@@ -146,6 +146,12 @@ pub struct Error {
 /// Result with tokenmint's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Shortens a value echoed back in an error message (at most `max` characters): a hostile
+/// request must not make its error as large as itself.
+pub(crate) fn truncate(raw: &str, max: usize) -> String {
+    raw.chars().take(max).collect()
+}
+
 impl Error {
     /// A new error of `code` with `reason` and `message`.
     pub fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> Self {
@@ -188,7 +194,7 @@ impl Error {
 
     /// A NOT_FOUND error for a template id.
     pub fn template_not_found(id: impl fmt::Display) -> Self {
-        let id = crate::domain::ids::truncate(&id.to_string(), 64);
+        let id = truncate(&id.to_string(), 64);
         Self::new(
             ErrorCode::NotFound,
             reason::TEMPLATE_NOT_FOUND,

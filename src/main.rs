@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokenmint::cli::{self, BootstrapRequest};
-use tokenmint::config::{Environment, LogFormat, Settings};
+use tokenmint::config::{LogFormat, Settings};
+use tokenmint::domain::Environment;
 use tokenmint::loadgen::{self, BenchOptions};
 use tokenmint::{startup, telemetry};
 

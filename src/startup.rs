@@ -13,23 +13,26 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 
-use crate::config::{Environment, Settings};
+use crate::config::Settings;
+use crate::domain::Environment;
 use crate::domain::{ScopeCatalog, Timestamp};
 use crate::grpc::connection::Coalesced;
-use crate::grpc::http::MetricsSource;
+use crate::grpc::http::{MetricsSource, PoolReading};
 use crate::grpc::load_shed::LoadShedLayer;
 use crate::grpc::observe::ObserveLayer;
 use crate::grpc::{self, TemplateApi, TokenApi, request_id::RequestIdLayer};
 use crate::issuance::caches::MetadataCache;
 use crate::issuance::change_feed::{ChangeFeed, FeedHealth};
+use crate::issuance::changes::ChangeCommitter;
 use crate::issuance::deny_list::DenyList;
 use crate::issuance::keys::KeyManager;
 use crate::issuance::last_used::LastUsed;
+use crate::issuance::minting::IssuancePolicy;
 use crate::issuance::sealing::MasterKey;
+use crate::issuance::signature_check::SignatureCheck;
 use crate::issuance::templates::TemplateManager;
-use crate::issuance::tokens::{IssuancePolicy, TokenManagerParts};
 use crate::issuance::verifier::JwtPolicy;
-use crate::issuance::{TokenManager, jwt_crypto};
+use crate::issuance::{Authenticator, Introspector, Minter, TokenCore, TokenManager, jwt_crypto};
 use crate::proto::v1::template_service_server::TemplateServiceServer;
 use crate::proto::v1::token_service_server::TokenServiceServer;
 use crate::store::{Store, StoreOptions, TokenWriter};
@@ -40,8 +43,8 @@ use crate::tls;
 pub struct Core {
     /// Database.
     pub store: Store,
-    /// The token core.
-    pub tokens: Arc<TokenManager>,
+    /// The token core, one part per job.
+    pub tokens: TokenCore,
     /// The template core.
     pub templates: Arc<TemplateManager>,
     /// Signing keys.
@@ -117,7 +120,12 @@ pub async fn master_key_for(settings: &Settings, store: &Store) -> anyhow::Resul
 /// The scope catalog: the configured file, or the built-in one.
 pub fn scope_catalog(settings: &Settings) -> anyhow::Result<ScopeCatalog> {
     match &settings.tokens.scope_catalog_file {
-        Some(path) => ScopeCatalog::load(path),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read scope catalog {}", path.display()))?;
+            ScopeCatalog::from_toml(&text)
+                .with_context(|| format!("invalid scope catalog {}", path.display()))
+        }
         None => Ok(ScopeCatalog::builtin()),
     }
 }
@@ -160,19 +168,47 @@ impl Core {
             settings.environment,
             settings.tokens.max_lifetime_secs,
         ));
-        let tokens = Arc::new(TokenManager::new(TokenManagerParts {
-            store: store.clone(),
-            writer,
+        let tokens = TokenCore {
+            authenticator: Arc::new(Authenticator::new(
+                SignatureCheck::new(
+                    keys.clone(),
+                    policy.jwt.clone(),
+                    settings.cache.caller_capacity,
+                ),
+                deny.clone(),
+                store.clone(),
+                metadata.clone(),
+                last_used.clone(),
+            )),
+            introspector: Arc::new(Introspector::new(
+                SignatureCheck::new(
+                    keys.clone(),
+                    policy.jwt.clone(),
+                    settings.cache.verified_capacity,
+                ),
+                catalog.clone(),
+                deny.clone(),
+                store.clone(),
+                metadata.clone(),
+                last_used.clone(),
+            )),
+            manager: Arc::new(TokenManager::new(
+                store.clone(),
+                ChangeCommitter::new(writer.clone(), deny.clone(), metadata.clone()),
+                settings.environment,
+                settings.tokens.leeway_secs,
+            )),
+            minter: Arc::new(Minter::new(
+                store.clone(),
+                writer,
+                keys.clone(),
+                templates.clone(),
+                catalog.clone(),
+                policy,
+            )),
             keys: keys.clone(),
-            templates: templates.clone(),
             catalog,
-            policy,
-            deny: deny.clone(),
-            verified_cache_capacity: settings.cache.verified_capacity,
-            caller_cache_capacity: settings.cache.caller_capacity,
-            metadata: metadata.clone(),
-            last_used: last_used.clone(),
-        }));
+        };
         Ok(Self {
             store,
             tokens,
@@ -311,7 +347,17 @@ async fn serve(
     let metrics_source = MetricsSource {
         metrics: metrics.clone(),
         keys: core.keys.clone(),
-        store: core.store.clone(),
+        pool: {
+            let store = core.store.clone();
+            Arc::new(move || {
+                let usage = store.pool_usage();
+                PoolReading {
+                    in_use: usage.in_use,
+                    idle: usage.idle,
+                    max: usage.max,
+                }
+            })
+        },
         last_used: core.last_used.clone(),
         in_flight: load_shed.in_flight(),
         feed: core.feed_health.clone(),
@@ -421,7 +467,7 @@ fn routes(
         settings.requests.into(),
     );
     let templates = TemplateApi::new(
-        core.tokens.clone(),
+        core.tokens.authenticator.clone(),
         core.templates.clone(),
         settings.requests.into(),
     );

@@ -16,19 +16,20 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use tokenmint::config::Environment;
+use tokenmint::domain::Environment;
 use tokenmint::domain::{
-    Description, EnterpriseId, IpRestriction, Label, ScopeCatalog, TemplateId, TemplateName,
-    Timestamp, TokenId, TokenLimits,
+    Description, EnterpriseId, IpRestriction, LimitsInput, ScopeCatalog, TemplateId,
+    TemplateName, Timestamp, TokenId, TokenLimits,
 };
 use tokenmint::error::{Error, ErrorCode, Result, Violations, reason};
 use tokenmint::grpc::{convert, request_id, status};
 use tokenmint::issuance::claims::{self, Audience, Claims};
-use tokenmint::issuance::keys::{KeyAlgorithm, KeyRing};
+use tokenmint::domain::KeyAlgorithm;
+use tokenmint::issuance::keys::KeyRing;
 use tokenmint::issuance::paging::Page;
 use tokenmint::issuance::rules;
 use tokenmint::issuance::templates::{TemplateInput, update_paths};
-use tokenmint::issuance::tokens::{LimitsInput, UpdateMask, parse_client_ip};
+use tokenmint::issuance::introspection::parse_client_ip;
 use tokenmint::issuance::verifier::JwtPolicy;
 use tokenmint::proto::v1 as pb;
 use tokenmint_fuzz::{Fields, ISSUER};
@@ -114,43 +115,18 @@ fn validate(rpc: u8, environment: Environment, message: &[u8]) -> Option<Result<
     })
 }
 
-/// CreateToken without a template: every field parsed as `TokenManager::create` does, the
-/// lifetime computed, the production rules applied; then the token is signed and verified.
+/// CreateToken: every field parsed by the server's own edge conversion, the lifetime computed,
+/// the production rules applied; then the token is signed and verified.
 fn create_token(req: pb::CreateTokenRequest, environment: Environment) -> Result<()> {
     let world = world();
-    if !req.template_id.is_empty() {
-        TemplateId::parse(&req.template_id, "template_id")?;
-    }
+    let admin = req.admin;
     let now = Timestamp::now();
-    let mut v = Violations::default();
-    let label = v.check(Label::parse(&req.label));
-    let description = v.check(Description::parse(&req.description));
-    let scopes = v.check(world.catalog.parse_scopes(&req.scopes, "scopes"));
-    let ips = v.check(IpRestriction::parse(&req.ip_restrict, "ip_restrict"));
-    let enterprise = v.check(EnterpriseId::parse_optional(
-        &req.enterprise_id,
-        "enterprise_id",
-    ));
-    let limits = v.check(parse_limits(
-        convert::limits_from_proto(req.token_limits).as_ref(),
-    ));
-    let expires_at = v.check(expiry(
-        req.duration_seconds,
-        req.expires_at.as_ref().map(Timestamp::from_proto),
-        now,
-    ));
-    v.finish()?;
-    let (Some(_), Some(_), Some(scopes), Some(ips), Some(enterprise), Some(_), Some(expires_at)) = (
-        label,
-        description,
-        scopes,
-        ips,
-        enterprise,
-        limits,
-        expires_at,
-    ) else {
-        return Err(Error::internal("validation passed without values"));
-    };
+    let mint = convert::mint_request(req, &world.catalog, MAX_LIFETIME_SECS)?;
+    let expires_at = mint
+        .lifetime
+        .expiry(now, DEFAULT_LIFETIME_SECS, MAX_LIFETIME_SECS)
+        .at();
+    let (scopes, ips, enterprise) = (mint.scopes, mint.ips, mint.enterprise);
     rules::require_scopes(&scopes, "scopes")?;
     rules::check_environment(environment, &scopes, &ips, "scopes", "ip_restrict")?;
     let id = TokenId::generate();
@@ -165,7 +141,7 @@ fn create_token(req: pb::CreateTokenRequest, environment: Environment) -> Result
         exp: expires_at.as_secs(),
         scope: scopes.to_claim(),
         ent: enterprise.as_ref().map(ToString::to_string),
-        adm: req.admin,
+        adm: admin,
         tpl: None,
         ips: (!ips.is_unrestricted()).then(|| ips.to_strings()),
     };
@@ -176,35 +152,10 @@ fn create_token(req: pb::CreateTokenRequest, environment: Environment) -> Result
         .expect("a token minted from a valid request verifies");
     assert_eq!(*verified.scopes, scopes, "the token's scopes changed");
     assert_eq!(verified.ips, ips, "the token's networks changed");
-    assert_eq!(verified.admin, req.admin);
+    assert_eq!(verified.admin, admin);
     assert_eq!(verified.id, id);
     assert!(world.policy.check_time(&verified, now).is_ok());
     Ok(())
-}
-
-/// The lifetime rules of `TokenManager::create` (default, maximum, one of the two fields).
-fn expiry(
-    duration: Option<i64>,
-    expires_at: Option<Timestamp>,
-    now: Timestamp,
-) -> Result<Timestamp> {
-    let invalid = |field: &str, why: &'static str| Err(Error::invalid(field, why, "lifetime"));
-    match (duration, expires_at) {
-        (Some(_), Some(_)) => invalid("expires_at", reason::CONFLICTING_LIFETIME),
-        (Some(secs), None) if secs <= 0 => invalid("duration_seconds", reason::INVALID_LIFETIME),
-        (Some(secs), None) if secs > MAX_LIFETIME_SECS => {
-            invalid("duration_seconds", reason::LIFETIME_TOO_LONG)
-        }
-        (Some(secs), None) => Ok(Timestamp::from_secs(now.plus_secs(secs).ceil_secs())),
-        (None, Some(at)) if at <= now => invalid("expires_at", reason::INVALID_LIFETIME),
-        (None, Some(at)) if at > now.plus_secs(MAX_LIFETIME_SECS) => {
-            invalid("expires_at", reason::LIFETIME_TOO_LONG)
-        }
-        (None, Some(at)) => Ok(Timestamp::from_secs(at.as_secs())),
-        (None, None) => Ok(Timestamp::from_secs(
-            now.plus_secs(DEFAULT_LIFETIME_SECS).ceil_secs(),
-        )),
-    }
 }
 
 fn parse_limits(limits: Option<&LimitsInput>) -> Result<TokenLimits> {
@@ -228,11 +179,7 @@ fn list_tokens(req: pb::ListTokensRequest) -> Result<()> {
 
 fn update_token(req: pb::UpdateTokenRequest) -> Result<()> {
     TokenId::parse(&req.id, "id")?;
-    let mask = match &req.update_mask {
-        Some(mask) if !mask.paths.is_empty() => UpdateMask::Paths(mask.paths.clone()),
-        _ => UpdateMask::NonEmpty,
-    };
-    mask.resolve(&req.label, &req.description).map(drop)
+    convert::token_update(&req).map(drop)
 }
 
 fn verify_token(req: pb::VerifyTokenRequest) -> Result<()> {
@@ -323,10 +270,6 @@ fn update_template(req: pb::UpdateTemplateRequest) -> Result<()> {
         )
     })?;
     TemplateId::parse(&template.id, "template.id")?;
-    let mask = req
-        .update_mask
-        .filter(|m| !m.paths.is_empty())
-        .map(|m| m.paths);
     let input = TemplateInput {
         name: template.name,
         enterprise_id: template.enterprise_id,
@@ -336,8 +279,8 @@ fn update_template(req: pb::UpdateTemplateRequest) -> Result<()> {
         limits: convert::limits_from_proto(template.token_limits),
         default_duration_seconds: template.default_duration_seconds,
     };
-    let paths = update_paths(mask, &input)?;
-    let set = |field: &str| paths.iter().any(|p| p == field);
+    let paths = update_paths(req.update_mask.as_ref().map(|m| m.paths.as_slice()), &input)?;
+    let set = |field: &str| paths.contains(field);
     let mut v = Violations::default();
     if set("name") {
         v.check(TemplateName::parse(&input.name));

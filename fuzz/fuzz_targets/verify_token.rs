@@ -21,7 +21,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libfuzzer_sys::fuzz_target;
 use tokenmint::domain::Timestamp;
 use tokenmint::issuance::InactiveReason;
-use tokenmint::issuance::keys::{KeyAlgorithm, KeyRing};
+use tokenmint::domain::KeyAlgorithm;
+use tokenmint::issuance::keys::KeyRing;
 use tokenmint::issuance::verifier::JwtPolicy;
 use tokenmint_fuzz::{ISSUER, assemble, position, tamper};
 

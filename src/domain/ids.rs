@@ -62,7 +62,7 @@ fn parse_uuid(raw: &str, field: &str) -> Result<Uuid> {
             reason::INVALID_ID,
             format!("{field} must be an id (a UUID)"),
         )
-        .with_meta("id", truncate(raw, 64))
+        .with_meta("id", crate::error::truncate(raw, 64))
     })
 }
 
@@ -80,11 +80,6 @@ fn parse_opaque_id(raw: &str, what: &str, field: &str, reason: &'static str) -> 
             format!("{what} must be 1-128 characters without spaces or control characters"),
         ))
     }
-}
-
-/// Shortens a value echoed back in an error message.
-pub(crate) fn truncate(raw: &str, max: usize) -> String {
-    raw.chars().take(max).collect()
 }
 
 /// The id of a user (the `sub` claim). Opaque to tokenmint.

@@ -33,7 +33,7 @@ impl IpRestriction {
                     nets.push(net);
                 }
                 None => {
-                    let shown = crate::domain::ids::truncate(raw, 64);
+                    let shown = crate::error::truncate(raw, 64);
                     let message = format!("{shown:?} is not an IPv4/IPv6 address or CIDR block");
                     error = Some(match error {
                         None => Error::invalid(

@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, reason};
 
+/// Spending limits as they arrive in a request, before validation ([`TokenLimits::parse`]).
+#[derive(Debug, Clone, Default)]
+pub struct LimitsInput {
+    /// (coin, tx_value_limit) pairs.
+    pub spending: Vec<(String, String)>,
+    /// The all-ERC-20 limit, when given.
+    pub all_erc20: Option<String>,
+}
+
 /// Most digits an amount may have (enough for any 256-bit value).
 pub const MAX_AMOUNT_DIGITS: usize = 78;
 
@@ -22,7 +31,7 @@ impl Amount {
             && raw.len() <= MAX_AMOUNT_DIGITS
             && raw.bytes().all(|b| b.is_ascii_digit());
         if !ok {
-            let shown = crate::domain::ids::truncate(raw, 90);
+            let shown = crate::error::truncate(raw, 90);
             return Err(Error::invalid(
                 field,
                 reason::INVALID_LIMIT,
@@ -149,7 +158,7 @@ fn parse_coin(raw: &str, field: &str) -> Result<String> {
     if ok {
         Ok(coin)
     } else {
-        let shown = crate::domain::ids::truncate(raw, 40);
+        let shown = crate::error::truncate(raw, 40);
         Err(Error::invalid(
             field,
             reason::INVALID_COIN,

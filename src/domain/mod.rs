@@ -1,21 +1,27 @@
 //! Newtypes that cannot hold an invalid value. Each `parse` validates and normalises its input
 //! once; code that receives one of these types never re-checks it.
 
+pub mod change;
 pub mod ids;
 pub mod ip;
 pub mod limits;
+pub mod policy;
 pub mod scope;
 pub mod template;
 pub mod text;
 pub mod time;
 pub mod token;
 mod unique;
+pub mod update_paths;
 
+pub use change::{ChangeEvent, ChangeKind, DeniedToken, EventKind, ListCursor, TokenChange};
 pub use ids::{EnterpriseId, TemplateId, TokenId, UserId};
 pub use ip::IpRestriction;
-pub use limits::{Amount, SpendingLimit, TokenLimits};
+pub use limits::{Amount, LimitsInput, SpendingLimit, TokenLimits};
+pub use policy::{Environment, KeyAlgorithm};
 pub use scope::{ScopeCatalog, ScopeSet};
 pub use template::{TemplateName, TemplateRecord};
 pub use text::{Description, Label};
 pub use time::Timestamp;
-pub use token::{StoredStatus, TokenRecord, TokenStatus};
+pub use token::{StoredStatus, TokenRecord, TokenStatus, TokenUpdate};
+pub use update_paths::UpdatePaths;

@@ -1,7 +1,6 @@
 //! The scope catalog and validated sets of scopes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use serde::Deserialize;
 
@@ -45,14 +44,6 @@ impl ScopeCatalog {
     /// The built-in catalog.
     pub fn builtin() -> Self {
         Self::from_toml(DEFAULT_CATALOG).expect("the built-in scope catalog is valid")
-    }
-
-    /// Loads a catalog file (TOML, `[[scope]] name/description/deprecated`).
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read scope catalog {}: {e}", path.display()))?;
-        Self::from_toml(&text)
-            .map_err(|e| anyhow::anyhow!("invalid scope catalog {}: {e}", path.display()))
     }
 
     /// Parses a catalog from TOML text; names must be unique and well-formed.
@@ -99,7 +90,7 @@ impl ScopeCatalog {
                 set.insert(name.to_owned());
                 continue;
             }
-            let shown = crate::domain::ids::truncate(name, 100);
+            let shown = crate::error::truncate(name, 100);
             let violation = format!("unknown scope {shown:?}; ListScopes returns the catalog");
             error = Some(match error {
                 None => Error::invalid(format!("{field}[{i}]"), reason::INVALID_SCOPE, violation)

@@ -154,3 +154,12 @@ pub fn effective_status(
         StoredStatus::Suspended => TokenStatus::Suspended,
     }
 }
+
+/// A change of a token's label and description (UpdateToken), each field already valid.
+#[derive(Debug, Clone, Default)]
+pub struct TokenUpdate {
+    /// New label, if it changes.
+    pub label: Option<Label>,
+    /// New description, if it changes.
+    pub description: Option<Description>,
+}

@@ -3,21 +3,24 @@
 //! address, and its stored row through the metadata cache).
 
 use crate::error::{Error, ErrorCode, Result, reason};
-use crate::issuance::{Caller, TokenManager};
+use crate::issuance::{Authenticator, Caller};
 
 /// Authenticates the caller of `request` and checks it holds `scope` (or `all`).
 pub async fn caller_with_scope<T>(
-    tokens: &TokenManager,
+    authenticator: &Authenticator,
     request: &tonic::Request<T>,
     scope: &str,
 ) -> Result<Caller> {
-    let caller = caller(tokens, request).await?;
+    let caller = caller(authenticator, request).await?;
     caller.require_scope(scope)?;
     Ok(caller)
 }
 
 /// Authenticates the caller of `request`.
-pub async fn caller<T>(tokens: &TokenManager, request: &tonic::Request<T>) -> Result<Caller> {
+pub async fn caller<T>(
+    authenticator: &Authenticator,
+    request: &tonic::Request<T>,
+) -> Result<Caller> {
     let header = request.metadata().get("authorization").ok_or_else(|| {
         Error::new(
             ErrorCode::Unauthenticated,
@@ -42,7 +45,7 @@ pub async fn caller<T>(tokens: &TokenManager, request: &tonic::Request<T>) -> Re
     let peer = request
         .remote_addr()
         .map(|a| crate::domain::ip::canonical(a.ip()));
-    let caller = tokens.authenticate(token, peer).await?;
+    let caller = authenticator.authenticate(token, peer).await?;
     crate::grpc::observe::record_user(&caller.user_id);
     Ok(caller)
 }

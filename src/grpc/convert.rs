@@ -1,10 +1,38 @@
 //! Conversions between protobuf messages and domain types.
 
-use crate::domain::{TemplateRecord, Timestamp, TokenLimits, TokenRecord, TokenStatus};
-use crate::issuance::InactiveReason;
+use crate::domain::{
+    Description, EnterpriseId, IpRestriction, Label, LimitsInput, ScopeCatalog, TemplateId,
+    TemplateRecord, Timestamp, TokenLimits, TokenRecord, TokenStatus, TokenUpdate, UpdatePaths,
+};
+use crate::error::{Error, Result, Violations};
 use crate::issuance::lifecycle::available_actions;
-use crate::issuance::tokens::LimitsInput;
+use crate::issuance::minting::{Lifetime, MintRequest};
+use crate::issuance::{InactiveReason, management};
 use crate::proto::v1 as pb;
+
+/// Times to and from `google.protobuf.Timestamp`.
+pub trait ProtoTime {
+    /// As a protobuf timestamp.
+    fn into_proto(self) -> prost_types::Timestamp;
+}
+
+impl ProtoTime for Timestamp {
+    fn into_proto(self) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: self.0.div_euclid(1_000_000),
+            nanos: i32::try_from(self.0.rem_euclid(1_000_000) * 1000).unwrap_or(0),
+        }
+    }
+}
+
+/// A time from a protobuf timestamp (sub-microsecond precision is dropped).
+pub fn timestamp_from_proto(ts: &prost_types::Timestamp) -> Timestamp {
+    Timestamp(
+        ts.seconds
+            .saturating_mul(1_000_000)
+            .saturating_add(i64::from(ts.nanos) / 1000),
+    )
+}
 
 /// Most bytes the items of one list response may take encoded: a page ends early (with a
 /// `next_page_token`) rather than outgrow the 4 MiB a default gRPC client accepts. The half MiB
@@ -61,10 +89,10 @@ pub fn token_to_proto(record: &TokenRecord, now: Timestamp) -> pb::Token {
         key_id: record.key_id.clone(),
         created_by: record.created_by.as_str().to_owned(),
         updated_by: record.updated_by.as_str().to_owned(),
-        created_at: Some(record.created_at.to_proto()),
-        updated_at: Some(record.updated_at.to_proto()),
-        expires_at: Some(record.expires_at.to_proto()),
-        last_used_at: record.last_used_at.map(Timestamp::to_proto),
+        created_at: Some(record.created_at.into_proto()),
+        updated_at: Some(record.updated_at.into_proto()),
+        expires_at: Some(record.expires_at.into_proto()),
+        last_used_at: record.last_used_at.map(ProtoTime::into_proto),
         last_used_ip: record.last_used_ip.clone().unwrap_or_default(),
         available_actions: Some(pb::AvailableActions {
             activate: actions.activate,
@@ -98,8 +126,8 @@ pub fn template_to_proto(record: &TemplateRecord) -> pb::Template {
         token_limits: (!record.limits.is_empty()).then(|| limits_to_proto(&record.limits)),
         default_duration_seconds: record.default_duration_secs,
         version: record.version,
-        created_at: Some(record.created_at.to_proto()),
-        updated_at: Some(record.updated_at.to_proto()),
+        created_at: Some(record.created_at.into_proto()),
+        updated_at: Some(record.updated_at.into_proto()),
         created_by: record.created_by.to_string(),
         updated_by: record.updated_by.to_string(),
     }
@@ -175,9 +203,118 @@ pub fn reason_to_proto(reason: InactiveReason) -> pb::InactiveReason {
     }
 }
 
+/// CreateToken's request as the core takes it: every field parsed against `catalog` and the
+/// lifetime bounded by `max_lifetime_secs`, each bad field reported (in one BadRequest); a
+/// malformed `template_id` alone, first. All of CreateToken's validation before any storage
+/// access; the CLI's bootstrap mints through it too.
+pub fn mint_request(
+    req: pb::CreateTokenRequest,
+    catalog: &ScopeCatalog,
+    max_lifetime_secs: i64,
+) -> Result<MintRequest> {
+    let template = match req.template_id.as_str() {
+        "" => None,
+        raw => Some(TemplateId::parse(raw, "template_id")?),
+    };
+    let mut v = Violations::default();
+    let label = match &template {
+        Some(_) if req.label.trim().is_empty() => Some(None),
+        _ => v.check(Label::parse(&req.label)).map(Some),
+    };
+    let description = v.check(Description::parse(&req.description));
+    let scopes = v.check(catalog.parse_scopes(&req.scopes, "scopes"));
+    let ips = v.check(IpRestriction::parse(&req.ip_restrict, "ip_restrict"));
+    let enterprise = v.check(EnterpriseId::parse_optional(
+        &req.enterprise_id,
+        "enterprise_id",
+    ));
+    let limits = match limits_from_proto(req.token_limits) {
+        Some(l) => v
+            .check(TokenLimits::parse(
+                &l.spending,
+                l.all_erc20.as_deref(),
+                "token_limits",
+            ))
+            .map(Some),
+        None => Some(None),
+    };
+    let lifetime = v.check(Lifetime::parse(
+        req.duration_seconds,
+        req.expires_at.as_ref().map(timestamp_from_proto),
+        Timestamp::now(),
+        max_lifetime_secs,
+    ));
+    v.finish()?;
+    match (
+        label,
+        description,
+        scopes,
+        ips,
+        enterprise,
+        limits,
+        lifetime,
+    ) {
+        (
+            Some(label),
+            Some(description),
+            Some(scopes),
+            Some(ips),
+            Some(enterprise),
+            Some(limits),
+            Some(lifetime),
+        ) => Ok(MintRequest {
+            label,
+            description,
+            scopes,
+            lifetime,
+            ips,
+            enterprise,
+            limits,
+            admin: req.admin,
+            template,
+        }),
+        _ => Err(Error::internal("validation passed without values")),
+    }
+}
+
+
+/// UpdateToken's change: the fields its mask names (or, without one, those given a value),
+/// each parsed. All of UpdateToken's validation, before any storage access.
+pub fn token_update(req: &pb::UpdateTokenRequest) -> Result<TokenUpdate> {
+    let paths = UpdatePaths::parse(
+        req.update_mask.as_ref().map(|m| m.paths.as_slice()),
+        management::UPDATABLE_FIELDS,
+        &[
+            ("label", !req.label.trim().is_empty()),
+            ("description", !req.description.trim().is_empty()),
+        ],
+    )?;
+    let mut v = Violations::default();
+    let update = TokenUpdate {
+        label: if paths.contains("label") {
+            v.check(Label::parse(&req.label))
+        } else {
+            None
+        },
+        description: if paths.contains("description") {
+            v.check(Description::parse(&req.description))
+        } else {
+            None
+        },
+    };
+    v.finish()?;
+    Ok(update)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proto_round_trip_keeps_microseconds() {
+        let t = Timestamp(1_764_590_000_123_456);
+        assert_eq!(timestamp_from_proto(&t.into_proto()), t);
+    }
 
     fn scope(n: usize) -> pb::Scope {
         pb::Scope {

@@ -11,9 +11,19 @@ use axum::routing::get;
 use crate::domain::Timestamp;
 use crate::issuance::keys::KeyManager;
 use crate::issuance::last_used::LastUsed;
-use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::Gauges;
+
+/// Connections of the database pool at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolReading {
+    /// Open connections in use.
+    pub in_use: u32,
+    /// Open idle connections.
+    pub idle: u32,
+    /// The pool's maximum size.
+    pub max: u32,
+}
 
 /// What `/metrics` reads: the registry, and the state behind the gauges.
 #[derive(Clone)]
@@ -22,8 +32,9 @@ pub struct MetricsSource {
     pub metrics: Arc<Metrics>,
     /// For the signing-key age.
     pub keys: Arc<KeyManager>,
-    /// For the pool usage.
-    pub store: Store,
+    /// The database pool's usage: (in use, idle, maximum) connections. A reading function
+    /// rather than the store, so that the HTTP layer does not depend on storage.
+    pub pool: Arc<dyn Fn() -> PoolReading + Send + Sync>,
     /// For the write-behind queue depth.
     pub last_used: Arc<LastUsed>,
     /// For the number of requests running.
@@ -47,7 +58,7 @@ pub fn metrics_router(metrics: MetricsSource) -> Router {
 async fn render_metrics(source: MetricsSource) -> Response {
     let ring = source.keys.ring();
     let signing_key_created = ring.signing.created_at;
-    let pool = source.store.pool_usage();
+    let pool = (source.pool)();
     let gauges = Gauges {
         signing_key_age_secs: (Timestamp::now().0 - signing_key_created.0).max(0) as f64 / 1e6,
         pool_in_use: pool.in_use,

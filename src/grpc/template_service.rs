@@ -9,28 +9,28 @@ use crate::error::{Error, reason};
 use crate::grpc::bounds::RequestBounds;
 use crate::grpc::observe::record_template;
 use crate::grpc::{auth, convert, headers, request_id, status::to_status};
-use crate::issuance::templates::{TemplateInput, TemplateManager};
-use crate::issuance::{Caller, TokenManager};
+use crate::issuance::templates::{TemplateInput, TemplateManager, update_paths};
+use crate::issuance::{Authenticator, Caller};
 use crate::proto::v1::{self as pb, template_service_server::TemplateService};
 
 /// The TemplateService implementation.
 #[derive(Clone)]
 pub struct TemplateApi {
-    tokens: Arc<TokenManager>,
+    authenticator: Arc<Authenticator>,
     templates: Arc<TemplateManager>,
     bounds: RequestBounds,
 }
 
 impl TemplateApi {
-    /// Serves `templates`, authenticating callers through `tokens`. Requests whose repeated
+    /// Serves `templates`, authenticating callers through `authenticator`. Requests whose repeated
     /// fields exceed `bounds` are refused first.
     pub fn new(
-        tokens: Arc<TokenManager>,
+        authenticator: Arc<Authenticator>,
         templates: Arc<TemplateManager>,
         bounds: RequestBounds,
     ) -> Self {
         Self {
-            tokens,
+            authenticator,
             templates,
             bounds,
         }
@@ -38,7 +38,7 @@ impl TemplateApi {
 
     /// Authenticates a template call (scope `user_manage`).
     async fn manager<T>(&self, request: &Request<T>) -> Result<Caller, Error> {
-        auth::caller_with_scope(&self.tokens, request, scope::USER_MANAGE).await
+        auth::caller_with_scope(&self.authenticator, request, scope::USER_MANAGE).await
     }
 }
 
@@ -151,12 +151,10 @@ impl TemplateService for TemplateApi {
             let id = TemplateId::parse(&template.id, "template.id")?;
             record_template(id);
             let expected_version = template.version;
-            let mask = req
-                .update_mask
-                .filter(|m| !m.paths.is_empty())
-                .map(|m| m.paths);
+            let input = input_from(template);
+            let paths = update_paths(req.update_mask.as_ref().map(|m| m.paths.as_slice()), &input)?;
             self.templates
-                .update(&caller, id, input_from(template), expected_version, mask)
+                .update(&caller, id, input, expected_version, &paths)
                 .await
         }
         .await;

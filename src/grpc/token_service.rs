@@ -4,39 +4,38 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::domain::{TemplateId, Timestamp, TokenId, scope};
+use crate::domain::{TokenId, scope};
 use crate::error::{Error, reason};
 use crate::grpc::bounds::RequestBounds;
 use crate::grpc::observe::{record_template, record_token};
 use crate::grpc::rendered::RenderedTokens;
 use crate::grpc::{auth, convert, headers, request_id, status::to_status};
 use crate::issuance::lifecycle::Action;
-use crate::issuance::tokens::{CreateTokenInput, UpdateMask};
-use crate::issuance::{TokenManager, Verification};
+use crate::issuance::{TokenCore, Verification};
 use crate::proto::v1::{self as pb, token_service_server::TokenService};
 use crate::telemetry::Metrics;
 
 /// The TokenService implementation.
 #[derive(Clone)]
 pub struct TokenApi {
-    tokens: Arc<TokenManager>,
+    core: TokenCore,
     metrics: Arc<Metrics>,
     rendered: Arc<RenderedTokens>,
     bounds: RequestBounds,
 }
 
 impl TokenApi {
-    /// Serves `tokens`, counting mints, verifications and revocations in `metrics`; VerifyToken
+    /// Serves `core`, counting mints, verifications and revocations in `metrics`; VerifyToken
     /// keeps the encoded metadata of up to `rendered_capacity` tokens. Requests whose repeated
     /// fields exceed `bounds` are refused first.
     pub fn new(
-        tokens: Arc<TokenManager>,
+        core: TokenCore,
         metrics: Arc<Metrics>,
         rendered_capacity: usize,
         bounds: RequestBounds,
     ) -> Self {
         Self {
-            tokens,
+            core,
             metrics,
             rendered: Arc::new(RenderedTokens::new(rendered_capacity)),
             bounds,
@@ -45,7 +44,7 @@ impl TokenApi {
 
     /// Authenticates a token-management call (scope `user_manage`).
     async fn manager<T>(&self, request: &Request<T>) -> Result<crate::issuance::Caller, Error> {
-        auth::caller_with_scope(&self.tokens, request, scope::USER_MANAGE).await
+        auth::caller_with_scope(&self.core.authenticator, request, scope::USER_MANAGE).await
     }
 
     async fn lifecycle(
@@ -58,14 +57,14 @@ impl TokenApi {
             let caller = self.manager(&request).await?;
             let id = TokenId::parse(request.get_ref(), "id")?;
             record_token(id);
-            self.tokens.transition(&caller, id, action).await
+            self.core.manager.transition(&caller, id, action).await
         }
         .await;
         if result.is_ok() && action == Action::Revoke {
             self.metrics.revoked();
         }
         result
-            .map(|t| convert::token_to_proto(&t, self.tokens.expiry_clock()))
+            .map(|t| convert::token_to_proto(&t, self.core.manager.expiry_clock()))
             .map_err(|e| to_status(e, &rid))
     }
 }
@@ -80,25 +79,16 @@ impl TokenService for TokenApi {
         let result = async {
             self.bounds.create_token(request.get_ref())?;
             let caller = self.manager(&request).await?;
-            let req = request.into_inner();
-            if !req.template_id.is_empty()
-                && let Ok(id) = TemplateId::parse(&req.template_id, "template_id")
-            {
+            let minter = &self.core.minter;
+            let request = convert::mint_request(
+                request.into_inner(),
+                minter.catalog(),
+                minter.max_lifetime_secs(),
+            )?;
+            if let Some(id) = request.template {
                 record_template(id);
             }
-            let input = CreateTokenInput {
-                label: req.label,
-                description: req.description,
-                scopes: req.scopes,
-                duration_seconds: req.duration_seconds,
-                expires_at: req.expires_at.as_ref().map(Timestamp::from_proto),
-                ip_restrict: req.ip_restrict,
-                enterprise_id: req.enterprise_id,
-                limits: convert::limits_from_proto(req.token_limits),
-                admin: req.admin,
-                template_id: req.template_id,
-            };
-            self.tokens.create(&caller, input).await
+            minter.create(&caller, request).await
         }
         .await;
         self.metrics.minted(match &result {
@@ -110,7 +100,7 @@ impl TokenService for TokenApi {
         let mut response = Response::new(pb::CreateTokenResponse {
             token: Some(convert::token_to_proto(
                 &minted.record,
-                self.tokens.expiry_clock(),
+                self.core.manager.expiry_clock(),
             )),
             raw_token: minted.raw.expose().to_owned(),
         });
@@ -127,12 +117,15 @@ impl TokenService for TokenApi {
             let caller = self.manager(&request).await?;
             let id = TokenId::parse(&request.get_ref().id, "id")?;
             record_token(id);
-            self.tokens.get(&caller, id).await
+            self.core.manager.get(&caller, id).await
         }
         .await;
         let token = result.map_err(|e| to_status(e, &rid))?;
         Ok(Response::new(pb::GetTokenResponse {
-            token: Some(convert::token_to_proto(&token, self.tokens.expiry_clock())),
+            token: Some(convert::token_to_proto(
+                &token,
+                self.core.manager.expiry_clock(),
+            )),
         }))
     }
 
@@ -155,13 +148,14 @@ impl TokenService for TokenApi {
                 "" => None,
                 raw => Some(TokenId::parse(raw, "parent_id")?),
             };
-            self.tokens
+            self.core
+                .manager
                 .list(&caller, req.page_size, &req.page_token, status, parent)
                 .await
         }
         .await;
         let page = result.map_err(|e| to_status(e, &rid))?;
-        let now = self.tokens.expiry_clock();
+        let now = self.core.manager.expiry_clock();
         let (tokens, next_page_token) = convert::fit_page(
             &page.tokens,
             convert::MAX_PAGE_BYTES,
@@ -186,18 +180,16 @@ impl TokenService for TokenApi {
             let req = request.get_ref();
             let id = TokenId::parse(&req.id, "id")?;
             record_token(id);
-            let mask = match &req.update_mask {
-                Some(mask) if !mask.paths.is_empty() => UpdateMask::Paths(mask.paths.clone()),
-                _ => UpdateMask::NonEmpty,
-            };
-            self.tokens
-                .update(&caller, id, &req.label, &req.description, mask)
-                .await
+            let update = convert::token_update(req)?;
+            self.core.manager.update(&caller, id, update).await
         }
         .await;
         let token = result.map_err(|e| to_status(e, &rid))?;
         Ok(Response::new(pb::UpdateTokenResponse {
-            token: Some(convert::token_to_proto(&token, self.tokens.expiry_clock())),
+            token: Some(convert::token_to_proto(
+                &token,
+                self.core.manager.expiry_clock(),
+            )),
         }))
     }
 
@@ -243,13 +235,16 @@ impl TokenService for TokenApi {
             let caller = self.manager(&request).await?;
             let id = TokenId::parse(&request.get_ref().id, "id")?;
             record_token(id);
-            self.tokens.revoke_tree(&caller, id).await
+            self.core.manager.revoke_tree(&caller, id).await
         }
         .await;
         let (token, descendants) = result.map_err(|e| to_status(e, &rid))?;
         self.metrics.revoked();
         Ok(Response::new(pb::RevokeTokenResponse {
-            token: Some(convert::token_to_proto(&token, self.tokens.expiry_clock())),
+            token: Some(convert::token_to_proto(
+                &token,
+                self.core.manager.expiry_clock(),
+            )),
             descendants_revoked: i64::try_from(descendants).unwrap_or(i64::MAX),
         }))
     }
@@ -263,7 +258,7 @@ impl TokenService for TokenApi {
             let caller = self.manager(&request).await?;
             let id = TokenId::parse(&request.get_ref().id, "id")?;
             record_token(id);
-            self.tokens.delete(&caller, id).await
+            self.core.manager.delete(&caller, id).await
         }
         .await;
         result.map_err(|e| to_status(e, &rid))?;
@@ -277,9 +272,11 @@ impl TokenService for TokenApi {
         let rid = request_id::of(&request);
         let result = async {
             self.bounds.verify_token(request.get_ref())?;
-            auth::caller_with_scope(&self.tokens, &request, scope::TOKEN_INTROSPECT).await?;
+            auth::caller_with_scope(&self.core.authenticator, &request, scope::TOKEN_INTROSPECT)
+                .await?;
             let req = request.get_ref();
-            self.tokens
+            self.core
+                .introspector
                 .verify(&req.token, &req.client_ip, &req.required_scopes)
                 .await
         }
@@ -292,7 +289,7 @@ impl TokenService for TokenApi {
         let response = match result.map_err(|e| to_status(e, &rid))? {
             Verification::Active(record) => {
                 record_token(&record.id);
-                let now = self.tokens.expiry_clock();
+                let now = self.core.manager.expiry_clock();
                 pb::VerifyTokenResponse::active_encoded(self.rendered.encoded(&record, now))
             }
             Verification::Inactive(why) => {
@@ -307,12 +304,12 @@ impl TokenService for TokenApi {
         request: Request<pb::ListScopesRequest>,
     ) -> Result<Response<pb::ListScopesResponse>, Status> {
         let rid = request_id::of(&request);
-        auth::caller(&self.tokens, &request)
+        auth::caller(&self.core.authenticator, &request)
             .await
             .map_err(|e| to_status(e, &rid))?;
         let scopes = self
-            .tokens
-            .catalog()
+            .core
+            .catalog
             .entries()
             .iter()
             .map(|s| pb::Scope {
@@ -328,7 +325,7 @@ impl TokenService for TokenApi {
         &self,
         _request: Request<pb::GetJwksRequest>,
     ) -> Result<Response<pb::GetJwksResponse>, Status> {
-        let ring = self.tokens.keys().ring();
+        let ring = self.core.keys.ring();
         let keys = ring
             .verifying_keys()
             .map(|k| {

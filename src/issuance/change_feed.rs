@@ -24,13 +24,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::domain::{ChangeEvent, EventKind};
 use crate::domain::{Timestamp, TokenId};
 use crate::error::Result;
 use crate::issuance::caches::MetadataCache;
 use crate::issuance::deny_list::DenyList;
 use crate::issuance::keys::KeyManager;
 use crate::store::Store;
-use crate::store::events::{ChangeEvent, EventKind};
 
 /// How long a skipped log position is re-read before it is taken for a rolled-back transaction.
 /// A position is taken just before its transaction commits, so a commit that outlasts this is

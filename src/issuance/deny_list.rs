@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use crate::domain::DeniedToken;
 use crate::domain::{StoredStatus, Timestamp, TokenId};
 use crate::issuance::verifier::InactiveReason;
-use crate::store::DeniedToken;
 
 /// Why a token is denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

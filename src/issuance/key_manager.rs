@@ -9,10 +9,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::domain::KeyAlgorithm;
 use crate::domain::Timestamp;
 use crate::error::Result;
 use crate::issuance::key_rows;
-use crate::issuance::keys::{KeyAlgorithm, KeyRing, build_ring, generate};
+use crate::issuance::keys::{KeyRing, build_ring, generate};
 use crate::issuance::sealing::MasterKey;
 use crate::store::{Store, StoredKey};
 

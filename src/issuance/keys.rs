@@ -14,9 +14,9 @@ use ring::signature::{
     ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
     Ed25519KeyPair, KeyPair, UnparsedPublicKey, VerificationAlgorithm,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::domain::Timestamp;
+use crate::domain::{KeyAlgorithm, Timestamp};
 use crate::error::{Error, Result};
 use crate::issuance::key_rows;
 use crate::issuance::sealing::MasterKey;
@@ -26,41 +26,6 @@ pub use crate::issuance::key_manager::{
     KeyManager, RetireRefusal, UNKNOWN_KEY_REFRESH, UNKNOWN_KEY_WAIT, retire_offline,
     rotate_offline,
 };
-
-/// The signature algorithms tokenmint signs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum KeyAlgorithm {
-    /// Ed25519 (RFC 8037), the default.
-    #[default]
-    EdDSA,
-    /// ECDSA on P-256 with SHA-256.
-    ES256,
-}
-
-impl KeyAlgorithm {
-    /// The JWS `alg` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::EdDSA => "EdDSA",
-            Self::ES256 => "ES256",
-        }
-    }
-
-    /// Parses a JWS `alg` name (only the two we sign with).
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "EdDSA" => Some(Self::EdDSA),
-            "ES256" => Some(Self::ES256),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for KeyAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 enum KeyPairKind {
     Ed25519(Ed25519KeyPair),

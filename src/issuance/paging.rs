@@ -6,9 +6,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::domain::ListCursor;
 use crate::domain::Timestamp;
 use crate::error::{Error, Result, reason};
-use crate::store::ListCursor;
 
 /// Default page size.
 pub const DEFAULT_PAGE_SIZE: usize = 50;

@@ -1,7 +1,7 @@
 //! Issuance rules shared by tokens and templates: what production demands, and enterprise
 //! membership.
 
-use crate::config::Environment;
+use crate::domain::Environment;
 use crate::domain::{EnterpriseId, IpRestriction, ScopeSet, UserId, scope};
 use crate::error::{Error, Result, reason};
 use crate::store::Store;
@@ -40,6 +40,24 @@ pub fn check_environment(
             "scope \"all\" is not allowed in production",
         )
         .with_meta("scope", scope::ALL));
+    }
+    Ok(())
+}
+
+/// The rules every new or re-enabled token meets besides its caller's bounds: the
+/// environment's (production: a restriction that is not a catch-all, no `all`) and membership of
+/// its enterprise by the user it is minted for.
+pub async fn require_issuable(
+    store: &Store,
+    environment: Environment,
+    user: &UserId,
+    scopes: &ScopeSet,
+    ips: &IpRestriction,
+    enterprise: Option<&EnterpriseId>,
+) -> Result<()> {
+    check_environment(environment, scopes, ips, "scopes", "ip_restrict")?;
+    if let Some(enterprise) = enterprise {
+        require_member(store, enterprise, user).await?;
     }
     Ok(())
 }

@@ -5,17 +5,16 @@
 
 use std::sync::Arc;
 
-use crate::config::Environment;
+use crate::domain::Environment;
 use crate::domain::{
-    Description, EnterpriseId, IpRestriction, ScopeCatalog, ScopeSet, TemplateId, TemplateName,
-    TemplateRecord, Timestamp, TokenLimits,
+    Description, EnterpriseId, IpRestriction, LimitsInput, ScopeCatalog, ScopeSet, TemplateId,
+    TemplateName, TemplateRecord, Timestamp, TokenLimits, UpdatePaths,
 };
 use crate::error::{Error, ErrorCode, Result, Violations, reason};
 use crate::issuance::Caller;
 use crate::issuance::authority::{Bounder, Ceiling, EnterpriseBound};
 use crate::issuance::paging::{Page, Resume};
 use crate::issuance::rules;
-use crate::issuance::tokens::LimitsInput;
 use crate::store::Store;
 use crate::store::templates::TemplateWriteError;
 
@@ -282,8 +281,8 @@ impl TemplateManager {
         })
     }
 
-    /// Applies `input` to the fields named by `mask` (or its non-empty fields when `mask` is
-    /// `None`). A non-zero `expected_version` must match the stored one.
+    /// Applies `input` to the fields named by `paths` ([`update_paths`]). A non-zero
+    /// `expected_version` must match the stored one.
     #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.template_id = %id))]
     pub async fn update(
         &self,
@@ -291,10 +290,9 @@ impl TemplateManager {
         id: TemplateId,
         input: TemplateInput,
         expected_version: i64,
-        mask: Option<Vec<String>>,
+        paths: &UpdatePaths,
     ) -> Result<SavedTemplate> {
-        let paths = update_paths(mask, &input)?;
-        let set = |field: &str| paths.iter().any(|p| p == field);
+        let set = |field: &str| paths.contains(field);
         for attempt in 1.. {
             let current = self.owned(caller, id).await?;
             if expected_version != 0 && expected_version != current.version {
@@ -420,60 +418,26 @@ impl PartialFields {
     }
 }
 
-/// The fields an UpdateTemplate changes: the paths of its `mask`, each one of
-/// [`UPDATABLE_FIELDS`], or without a mask those of `input` with a non-empty value; an update
+/// The fields an UpdateTemplate changes: the paths of its `mask` (each one of
+/// [`UPDATABLE_FIELDS`]), or without a mask those of `input` with a non-empty value; an update
 /// that changes nothing is refused. Pure: no storage access.
-pub fn update_paths(mask: Option<Vec<String>>, input: &TemplateInput) -> Result<Vec<String>> {
-    let paths = match mask {
-        Some(paths) => {
-            let mut v = Violations::default();
-            for (i, path) in paths.iter().enumerate() {
-                if !UPDATABLE_FIELDS.contains(&path.as_str()) {
-                    v.check::<()>(Err(Error::invalid(
-                        format!("update_mask.paths[{i}]"),
-                        reason::INVALID_UPDATE_MASK,
-                        format!(
-                            "{path:?} cannot be updated; allowed: {}",
-                            UPDATABLE_FIELDS.join(", ")
-                        ),
-                    )
-                    .with_meta("path", crate::domain::ids::truncate(path, 64))));
-                }
-            }
-            v.finish()?;
-            paths
-        }
-        None => non_empty_fields(input),
-    };
-    if paths.is_empty() {
-        return Err(Error::invalid(
-            "update_mask",
-            reason::EMPTY_UPDATE,
-            "nothing to update: name fields in update_mask",
-        ));
-    }
-    Ok(paths)
-}
-
-/// The fields a mask-less update changes: those with a non-empty value.
-fn non_empty_fields(input: &TemplateInput) -> Vec<String> {
-    let mut paths = Vec::new();
-    let mut add = |on: bool, name: &str| {
-        if on {
-            paths.push(name.to_owned());
-        }
-    };
-    add(!input.name.trim().is_empty(), "name");
-    add(!input.description.trim().is_empty(), "description");
-    add(!input.enterprise_id.is_empty(), "enterprise_id");
-    add(!input.token_scopes.is_empty(), "token_scopes");
-    add(!input.allowed_ips.is_empty(), "allowed_ips");
-    add(input.limits.is_some(), "token_limits");
-    add(
-        input.default_duration_seconds != 0,
-        "default_duration_seconds",
-    );
-    paths
+pub fn update_paths(mask: Option<&[String]>, input: &TemplateInput) -> Result<UpdatePaths> {
+    UpdatePaths::parse(
+        mask,
+        UPDATABLE_FIELDS,
+        &[
+            ("name", !input.name.trim().is_empty()),
+            ("description", !input.description.trim().is_empty()),
+            ("enterprise_id", !input.enterprise_id.is_empty()),
+            ("token_scopes", !input.token_scopes.is_empty()),
+            ("allowed_ips", !input.allowed_ips.is_empty()),
+            ("token_limits", input.limits.is_some()),
+            (
+                "default_duration_seconds",
+                input.default_duration_seconds != 0,
+            ),
+        ],
+    )
 }
 
 fn parse_limits(limits: Option<&LimitsInput>) -> Result<TokenLimits> {

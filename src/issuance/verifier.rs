@@ -233,7 +233,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::issuance::keys::KeyAlgorithm;
+    use crate::domain::KeyAlgorithm;
 
     fn policy() -> JwtPolicy {
         JwtPolicy {
@@ -399,8 +399,8 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::domain::KeyAlgorithm;
     use crate::issuance::claims::{Claims, sign};
-    use crate::issuance::keys::KeyAlgorithm;
 
     fn policy() -> JwtPolicy {
         JwtPolicy {
@@ -437,7 +437,7 @@ mod properties {
     }
 
     prop_compose! {
-        /// Claims as `TokenManager::create` writes them, with arbitrary values where the server
+        /// Claims as `Minter::create` writes them, with arbitrary values where the server
         /// takes them from the request or the caller.
         fn claims()(
             sub in "[^\\s\\p{C}]{1,40}",

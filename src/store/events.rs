@@ -9,39 +9,8 @@ use sea_orm::{
 
 use super::entities::token_events::{self, Column, Entity as TokenEvents};
 use super::{Store, db_error};
-use crate::domain::{Timestamp, TokenId};
+use crate::domain::{ChangeEvent, EventKind, Timestamp, TokenId};
 use crate::error::Result;
-
-/// What changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// A token's status, metadata or deletion.
-    TokenChanged,
-    /// The set of signing keys (rotation).
-    KeysChanged,
-}
-
-impl EventKind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::TokenChanged => "token",
-            Self::KeysChanged => "keys",
-        }
-    }
-}
-
-/// One entry of the change log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChangeEvent {
-    /// Log position (unique; not necessarily visible in order across concurrent transactions).
-    pub seq: i64,
-    /// What changed.
-    pub kind: EventKind,
-    /// The token concerned, for token events.
-    pub token_id: Option<TokenId>,
-    /// When the change was written.
-    pub created_at: Timestamp,
-}
 
 impl From<token_events::Model> for ChangeEvent {
     fn from(m: token_events::Model) -> Self {

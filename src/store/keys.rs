@@ -8,8 +8,9 @@ use sea_orm::{
 };
 
 use super::entities::signing_keys::{self, Column, Entity as SigningKeys};
-use super::events::{self, EventKind};
+use super::events;
 use super::{Backend, Store, db_error};
+use crate::domain::EventKind;
 use crate::domain::Timestamp;
 use crate::error::Result;
 

@@ -31,27 +31,14 @@ use sea_orm::{
     Select, SqlxPostgresConnector, SqlxSqliteConnector,
 };
 
-pub use events::ChangeEvent;
 pub use keys::{RetiredMac, StoredKey};
-pub use token_changes::{ChangeKind, TokenChange};
 pub use token_writer::TokenWriter;
-pub use tokens::{DeniedToken, TokenUpdate};
 pub use usage_batch::LastUse;
 pub(crate) use write_gate::WriteTurn;
 
-use crate::domain::Timestamp;
+use crate::domain::ListCursor;
 use crate::error::Error;
 use write_gate::WriteGate;
-
-/// Where a keyset-paginated list continues: after the row with this creation time and id
-/// (lists are ordered by creation time, then id, both descending).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListCursor {
-    /// Creation time of the last row of the previous page.
-    pub created_at: Timestamp,
-    /// Id of the last row of the previous page.
-    pub id: String,
-}
 
 /// Orders `query` newest first (creation time, then id, both descending), continues after
 /// `cursor` and takes `limit` rows: the keyset pagination of every list.

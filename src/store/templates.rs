@@ -4,7 +4,8 @@
 use sea_orm::{ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::templates::{self, Column, Entity as Templates};
-use super::{ListCursor, Store, db_error, is_unique_violation, newest_first_page};
+use super::{Store, db_error, is_unique_violation, newest_first_page};
+use crate::domain::ListCursor;
 use crate::domain::{
     Description, EnterpriseId, IpRestriction, ScopeSet, TemplateId, TemplateName, TemplateRecord,
     Timestamp, TokenLimits, UserId,

@@ -10,7 +10,8 @@ use sea_orm::sqlx::{self, AssertSqlSafe, pool::PoolConnection};
 
 use super::Store;
 use super::batching::{POSTGRES_CHUNK_ROWS, SQLITE_CHUNK_ROWS, power_of_two_chunks};
-use super::token_changes::{ChangeStatements, TokenChange, apply_changes};
+use super::token_changes::{ChangeStatements, apply_changes};
+use crate::domain::TokenChange;
 use crate::domain::TokenRecord;
 
 /// The columns a new token row sets, in the order [`bind_row!`] binds them.
@@ -358,8 +359,9 @@ mod tests {
     /// change event, and a label change keeps the description.
     #[tokio::test]
     async fn changes_apply_in_the_batch_with_their_events() {
+        use crate::domain::ChangeKind;
+        use crate::domain::TokenUpdate;
         use crate::domain::{Label, StoredStatus, Timestamp, UserId};
-        use crate::store::{ChangeKind, TokenUpdate};
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(dir.path()).await;
         let tokens: Vec<TokenRecord> = (0..4).map(record).collect();
@@ -476,8 +478,8 @@ mod tests {
     /// committed.
     #[tokio::test]
     async fn a_short_row_count_fails_the_batch_before_it_commits() {
+        use crate::domain::ChangeKind;
         use crate::domain::StoredStatus;
-        use crate::store::ChangeKind;
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(dir.path()).await;
         let mut writer = BatchWriter::new(store.clone());
@@ -543,7 +545,14 @@ mod tests {
         let store = sqlite_store(dir.path()).await;
         let mut writer = BatchWriter::new(store.clone());
         writer.write(&[record(1)], &[]).await.unwrap();
-        assert_eq!(store.pool_usage().in_use, 1, "kept after the batch");
+        assert!(writer.connection.is_some(), "kept after the batch");
+        // The pool sees it too, once the connections used by the migrations are back: sqlx
+        // returns a dropped connection from a spawned task, so the count settles a moment later.
+        let settled = std::time::Instant::now();
+        while store.pool_usage().in_use != 1 && settled.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(store.pool_usage().in_use, 1, "the pool counts it in use");
 
         let dir = tempfile::tempdir().unwrap();
         let store = single_connection_store(dir.path()).await;
@@ -553,6 +562,7 @@ mod tests {
             .write(std::slice::from_ref(&first), &[])
             .await
             .unwrap();
+        assert!(writer.connection.is_none(), "a pool of one is not held");
         assert_eq!(store.find_token(first.id).await.unwrap(), Some(first));
         writer.write(&[record(2)], &[]).await.unwrap();
     }

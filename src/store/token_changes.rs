@@ -9,39 +9,8 @@ use std::sync::Arc;
 
 use sea_orm::sqlx::{self, AssertSqlSafe};
 
-use super::events::EventKind;
-use super::{Store, TokenUpdate};
-use crate::domain::{StoredStatus, Timestamp, TokenId, UserId};
-
-/// A change to `user`'s token `id`, made at `at`. It applies only to a token of that user that
-/// is not deleted (and, for a status change, still has the expected status).
-#[derive(Debug, Clone)]
-pub struct TokenChange {
-    /// The token.
-    pub id: TokenId,
-    /// Its owner, who makes the change.
-    pub user: UserId,
-    /// When the change is made.
-    pub at: Timestamp,
-    /// What changes.
-    pub kind: ChangeKind,
-}
-
-/// What a [`TokenChange`] changes.
-#[derive(Debug, Clone)]
-pub enum ChangeKind {
-    /// Status `from` → `to`, only if the stored status is still `from` (compare-and-set).
-    Status {
-        /// The status the caller saw.
-        from: StoredStatus,
-        /// The new status.
-        to: StoredStatus,
-    },
-    /// A new label and/or description.
-    Text(TokenUpdate),
-    /// Marks the token deleted (a tombstone that keeps id and expiry until it expires).
-    Delete,
-}
+use super::Store;
+use crate::domain::{EventKind, TokenChange};
 
 /// The statements of [`ChangeKind`]s and of their change-log event, with one backend's
 /// placeholders.
@@ -96,7 +65,8 @@ pub(crate) const EVENT_KIND: EventKind = EventKind::TokenChanged;
 /// transaction and argument types differ per backend).
 macro_rules! apply_changes {
     ($txn:expr, $statements:expr, $changes:expr) => {{
-        use $crate::store::token_changes::{ChangeKind, EVENT_KIND};
+        use $crate::domain::ChangeKind;
+        use $crate::store::token_changes::EVENT_KIND;
         let statements: &$crate::store::token_changes::ChangeStatements = $statements;
         let mut applied = Vec::with_capacity($changes.len());
         for change in $changes {

@@ -11,7 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Store;
 use super::token_batch::BatchWriter;
-use super::token_changes::{ChangeStatements, TokenChange, apply_alone};
+use super::token_changes::{ChangeStatements, apply_alone};
+use crate::domain::TokenChange;
 use crate::domain::TokenRecord;
 use crate::error::{Error, Result};
 
@@ -228,8 +229,8 @@ mod tests {
     /// commit, and changes that arrive with creates share their transactions.
     #[tokio::test]
     async fn changes_ride_the_group_commit_on_sqlite() {
+        use crate::domain::{ChangeKind, TokenChange};
         use crate::domain::{StoredStatus, Timestamp};
-        use crate::store::{ChangeKind, TokenChange};
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions {
             max_connections: 4,

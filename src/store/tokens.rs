@@ -5,7 +5,8 @@ use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::tokens::{self, Column, Entity as Tokens};
-use super::{ListCursor, Store, db_error, newest_first_page};
+use super::{Store, db_error, newest_first_page};
+use crate::domain::{DeniedToken, ListCursor};
 use crate::domain::{
     Description, EnterpriseId, IpRestriction, Label, ScopeSet, StoredStatus, Timestamp, TokenId,
     TokenLimits, TokenRecord, UserId,
@@ -25,28 +26,6 @@ pub enum StatusFilter {
     Revoked,
     /// Active or suspended, past expiry.
     Expired,
-}
-
-/// A label/description change.
-#[derive(Debug, Clone, Default)]
-pub struct TokenUpdate {
-    /// New label, if it changes.
-    pub label: Option<Label>,
-    /// New description, if it changes.
-    pub description: Option<Description>,
-}
-
-/// A token that must not verify although it has not expired: suspended, revoked or deleted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeniedToken {
-    /// The token.
-    pub id: TokenId,
-    /// Its stored status.
-    pub status: StoredStatus,
-    /// Whether it was deleted.
-    pub deleted: bool,
-    /// When it expires (after which it can be forgotten).
-    pub expires_at: Timestamp,
 }
 
 impl Store {

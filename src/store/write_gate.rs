@@ -49,8 +49,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::domain::TokenUpdate;
+    use crate::domain::{ChangeKind, TokenChange};
     use crate::domain::{EnterpriseId, Label, StoredStatus, Timestamp, TokenRecord};
-    use crate::store::{ChangeKind, Store, StoreOptions, TokenChange, TokenUpdate, TokenWriter};
+    use crate::store::{Store, StoreOptions, TokenWriter};
 
     #[tokio::test]
     async fn turns_are_taken_in_arrival_order() {

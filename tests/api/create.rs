@@ -476,7 +476,7 @@ async fn enterprise_tokens_need_membership() {
 #[tokio::test]
 async fn production_requires_ip_restriction_and_refuses_all() {
     let app = TestApp::spawn_with(|s| {
-        s.environment = tokenmint::config::Environment::Production;
+        s.environment = tokenmint::domain::Environment::Production;
         s.server.allow_plaintext = true;
         s.keys.master_key = Some(tokenmint::config::Secret::new("11".repeat(32)));
     })

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use tokenmint::config::Settings;
-use tokenmint::issuance::keys::KeyAlgorithm;
+use tokenmint::domain::KeyAlgorithm;
 use tokenmint::proto::v1 as pb;
 use tonic::transport::Channel;
 

@@ -570,7 +570,7 @@ async fn create_for_an_enterprise_needs_membership() {
 #[tokio::test]
 async fn create_in_production_needs_allowed_ips() {
     let app = TestApp::spawn_with(|s| {
-        s.environment = tokenmint::config::Environment::Production;
+        s.environment = tokenmint::domain::Environment::Production;
         s.server.allow_plaintext = true;
         s.keys.master_key = Some(tokenmint::config::Secret::new("11".repeat(32)));
     })

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokenmint::config::{Environment, Secret, Settings, TlsSettings};
+use tokenmint::config::{Secret, Settings, TlsSettings};
+use tokenmint::domain::Environment;
 use tokenmint::proto::v1 as pb;
 use tokio::process::Command;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};

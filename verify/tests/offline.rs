@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::json;
-use tokenmint::issuance::keys::KeyAlgorithm;
+use tokenmint::domain::KeyAlgorithm;
 use tokenmint::proto::v1 as pb;
 use tokenmint_verify::{JwksSource, Verifier, VerifyError};
 
