@@ -5,7 +5,7 @@
 //! PKCS#8 key on every call (jsonwebtoken's `encode`) would cost; `policy_verify_*` vs
 //! `ring_*_verify` is what our verification policy adds to the raw signature check, and
 //! `jsonwebtoken_decode_eddsa` what the same checks cost through `jsonwebtoken::decode` (the
-//! server's path until session 6);
+//! server's path before it checked signatures with ring directly);
 //! `cache_key_*` compares the two hashes the verified-signature cache can key by on a token
 //! (`cache_key_server` is the one this CPU gets: SHA-256 with SHA instructions, else BLAKE3).
 

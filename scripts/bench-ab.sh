@@ -2,7 +2,7 @@
 # Compares two tokenmint server binaries on this machine, interleaved (A, B, A, B, …), each on a
 # fresh SQLite data directory, server pinned to core 0 and load generator (B's `tokenmint bench`)
 # to core 1. On a shared VM whose speed drifts by ±15% within minutes, this is how a change is
-# measured (docs/benchmarks-history.md, session 3).
+# measured (BENCHMARKS.md, "Old build against new").
 #   scripts/bench-ab.sh OLD_BINARY NEW_BINARY [rounds, default 3]
 # Environment: AB_SCENARIOS (default health,verify,create), AB_DURATION (default 4s).
 set -euo pipefail

@@ -3,10 +3,11 @@
 //!
 //! VerifyToken is the call every other service makes on every request, and most of its answers
 //! repeat the last one for the same token. Building the `Token` message and encoding it again was
-//! the largest part of a cached verification left to the handler (docs/benchmarks-history.md,
-//! session 5), so the server encodes it once per cached record and sends those bytes. On the wire
-//! nothing changes: field 3 is the same length-delimited `Token`, and a decoded response has
-//! `token` set exactly as the generated type would (build.rs maps the proto type to this one).
+//! the largest part of a cached verification left to the handler (ARCHITECTURE.md, "The
+//! rendered-response cache"), so the server encodes it once per cached record and sends those
+//! bytes. On the wire nothing changes: field 3 is the same length-delimited `Token`, and a
+//! decoded response has `token` set exactly as the generated type would (build.rs maps the proto
+//! type to this one).
 
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};

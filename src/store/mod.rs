@@ -156,7 +156,8 @@ impl Store {
             .busy_timeout(busy_timeout)
             .foreign_keys(true)
             // 1 MiB of page cache per connection (SQLite's default is 2 MiB): the hot rows
-            // live in tokenmint's own caches, and memory is budgeted (BENCHMARKS.md).
+            // live in tokenmint's own caches, and memory is budgeted (ARCHITECTURE.md, "Caches and
+            // their invalidation"; the resident-set target in BENCHMARKS.md).
             .pragma("cache_size", "-1024");
         // SQLite has one writer; a few connections serve the readers of WAL mode.
         let pool = SqlitePoolOptions::new()

@@ -1,8 +1,8 @@
 //! The group commit's transaction: a batch of new tokens in multi-row INSERTs, then the batch's
 //! changes to existing tokens (`token_changes`), issued straight through sqlx on SeaORM's pool.
 //! SeaORM's `InsertMany` (active models, cloned `sea_query` values, the SQL text rebuilt per
-//! batch) cost more of a CreateToken than SQLite's own work did (docs/benchmarks-history.md,
-//! session 4).
+//! batch) cost more of a CreateToken than SQLite's own work did (ARCHITECTURE.md, "Group
+//! commit").
 
 use std::sync::Arc;
 
@@ -230,7 +230,7 @@ impl BatchWriter {
 
     /// One transaction of multi-row INSERTs and then the changes, straight through sqlx:
     /// SeaORM's statement building cost more than SQLite's own work for a batch
-    /// (docs/benchmarks-history.md, session 4). Returns the rows inserted and the change-log
+    /// (ARCHITECTURE.md, "Group commit"). Returns the rows inserted and the change-log
     /// position of each change that applied. The transaction runs in the store's write turn,
     /// which is taken before the connection, as every writer does: a writer holding the pool's
     /// last connection while it waits for the turn would starve the writer that has the turn.

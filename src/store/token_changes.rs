@@ -1,9 +1,9 @@
 //! Changes to existing tokens (status, label and description, deletion), each with its change-log
 //! event. On SQLite the group commit applies them inside its batch transaction: a RevokeToken
 //! shares the commit and the sync of the CreateTokens around it instead of queueing for SQLite's
-//! single write lock with a transaction of its own (BENCHMARKS.md, session 9). On PostgreSQL,
-//! whose writers don't exclude each other, a change commits alone ([`apply_alone`]): waiting for
-//! a batch there only lengthened the tail (p99 of `mixed` +17%).
+//! single write lock with a transaction of its own (ARCHITECTURE.md, "Group commit"). On
+//! PostgreSQL, whose writers don't exclude each other, a change commits alone ([`apply_alone`]):
+//! waiting for a batch there only lengthened the tail (p99 of `mixed` +17%).
 
 use std::sync::Arc;
 

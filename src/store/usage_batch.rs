@@ -3,7 +3,7 @@
 //!
 //! Under verification load the flush touches every token in use once a second; one SeaORM UPDATE
 //! per token (a statement built, a round trip to the database thread) cost several percent of the
-//! server's CPU (docs/benchmarks-history.md, session 5). The batches join a `VALUES` list to
+//! server's CPU (ARCHITECTURE.md, "Last-used recording"). The batches join a `VALUES` list to
 //! `tokens` by id, which SQLite (3.33+) and PostgreSQL both accept.
 
 use sea_orm::sqlx::{self, AssertSqlSafe};

@@ -6,9 +6,10 @@
 //! loses every attempt that lands while another writer holds the lock. Under CreateToken's group
 //! commit, which holds the lock for most of each second, any other write (a template, a key
 //! rotation, the last-used flush; RevokeToken before it joined the group commit) waited 5 ms at
-//! the median and up to 130 ms (BENCHMARKS.md, session 9). Writers of one process now take turns
-//! on a FIFO gate first, so each one starts the moment the previous one commits. Writers in other
-//! processes on the same file (a second `tokenmint`, the CLI) still meet SQLite's busy timeout.
+//! the median and up to 130 ms under load (ARCHITECTURE.md, "The write gate"). Writers of one
+//! process now take turns on a FIFO gate first, so each one starts the moment the previous one
+//! commits. Writers in other processes on the same file (a second `tokenmint`, the CLI) still
+//! meet SQLite's busy timeout.
 //! PostgreSQL locks rows, not the database, so its writers do not take turns.
 
 use std::sync::Arc;
