@@ -12,7 +12,7 @@ use tokenmint::{startup, telemetry};
 
 /// mimalloc instead of the system allocator: an RPC makes dozens of small allocations (HTTP/2
 /// frames, protobuf strings, futures), and glibc's malloc/free took ~12% of a CreateToken's CPU
-/// time (docs/benchmarks-history.md, session 4).
+/// time (ARCHITECTURE.md, "Smaller mechanisms").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

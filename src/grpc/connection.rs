@@ -6,7 +6,7 @@
 //! over a transport without vectored writes) instead of copying it, and while a chained payload is
 //! pending it flushes before encoding the next frame. A `VerifyTokenResponse` then cost two
 //! `writev` calls, a `CreateTokenResponse` three. On loopback each write also runs the receiver's
-//! TCP path, so writes were one of the largest costs of a small RPC (docs/benchmarks-history.md).
+//! TCP path, so writes were one of the largest costs of a small RPC (ARCHITECTURE.md, "Smaller mechanisms").
 //!
 //! How: writes only append to a buffer. The first flush after new data does not write: it wakes
 //! its own task and returns `Pending`, which puts the connection task at the back of the run

@@ -277,7 +277,6 @@ pub fn mint_request(
     }
 }
 
-
 /// UpdateToken's change: the fields its mask names (or, without one, those given a value),
 /// each parsed. All of UpdateToken's validation, before any storage access.
 pub fn token_update(req: &pb::UpdateTokenRequest) -> Result<TokenUpdate> {

@@ -23,9 +23,10 @@ pub type TokenHash = [u8; 32];
 /// verified one's signature, so the hash must be cryptographic. Every VerifyToken hashes two
 /// tokens (the caller's and the subject), so the faster of two strong hashes is used: SHA-256
 /// where the CPU computes it in hardware (x86 SHA extensions, ARMv8 SHA2), BLAKE3 elsewhere. On
-/// a 580-byte token, SHA-256 took 23,000 instructions without the extensions against BLAKE3's
-/// 4,900 (session 5's VM), and 518 ns against BLAKE3's 851 ns with them (session 6's);
-/// `cargo bench --bench crypto -- cache_key`.
+/// a 580-byte token, SHA-256 without the extensions costs about five times BLAKE3's
+/// instructions, and with them about 0.6 of BLAKE3's time; `cargo bench --bench crypto --
+/// cache_key` compares them on the machine at hand (ARCHITECTURE.md, "Caches and their
+/// invalidation").
 pub fn token_hash(raw: &str) -> TokenHash {
     if sha256_in_hardware() {
         let digest = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());

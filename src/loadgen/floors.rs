@@ -59,8 +59,8 @@ const MESSAGE: &[u8] = &[b'x'; 420];
 
 /// Measures each operation for about `each` on a thread of its own, pinned to `core` when one is
 /// given: the core the server runs on, so that the floors and the server's rates come from the
-/// same core (the cores of a shared VM run at different speeds; docs/benchmarks-history.md,
-/// session 7).
+/// same core (the cores of a shared VM run at different speeds; BENCHMARKS.md,
+/// "How to reproduce").
 pub fn measure_on(core: Option<usize>, each: Duration) -> anyhow::Result<Floors> {
     std::thread::scope(|scope| {
         scope

@@ -194,7 +194,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
 /// Opens `count` separate HTTP/2 connections. Their writes go through the server's own
 /// [`Coalesced`] writer (one `send` per scheduler turn, however many requests it carries): the
 /// load generator has one core too, and a `writev` per request made it, not the server, the
-/// bottleneck of the verify scenario (docs/benchmarks-history.md, session 5).
+/// bottleneck of the verify scenario (ARCHITECTURE.md, "Smaller mechanisms").
 async fn connect(addr: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
     let endpoint = Endpoint::from_shared(addr.to_owned())
         .with_context(|| format!("invalid address {addr}"))?
