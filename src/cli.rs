@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::domain::{EnterpriseId, UserId};
-use crate::grpc::convert;
+use crate::grpc::requests;
 use crate::issuance::Caller;
 use crate::issuance::claims::RawToken;
 use crate::issuance::keys;
@@ -52,7 +52,7 @@ pub async fn bootstrap(settings: &Settings, request: BootstrapRequest) -> anyhow
         ..pb::CreateTokenRequest::default()
     };
     let minter = &core.tokens.minter;
-    let result = match convert::mint_request(rpc, minter.catalog(), minter.max_lifetime_secs()) {
+    let result = match requests::mint_request(rpc, minter.catalog(), minter.max_lifetime_secs()) {
         Ok(mint) => minter.create(&Caller::operator(user), mint).await,
         Err(e) => Err(e),
     };

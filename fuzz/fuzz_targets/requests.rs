@@ -16,20 +16,16 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use tokenmint::domain::Environment;
 use tokenmint::domain::{
-    Description, EnterpriseId, IpRestriction, LimitsInput, ScopeCatalog, TemplateId,
-    TemplateName, Timestamp, TokenId, TokenLimits,
+    EnterpriseId, Environment, KeyAlgorithm, ScopeCatalog, TemplateId, Timestamp, TokenId,
 };
-use tokenmint::error::{Error, ErrorCode, Result, Violations, reason};
-use tokenmint::grpc::{convert, request_id, status};
+use tokenmint::error::{Error, ErrorCode, Result, reason};
+use tokenmint::grpc::{convert, request_id, requests, status};
 use tokenmint::issuance::claims::{self, Audience, Claims};
-use tokenmint::domain::KeyAlgorithm;
+use tokenmint::issuance::introspection::parse_client_ip;
 use tokenmint::issuance::keys::KeyRing;
 use tokenmint::issuance::paging::Page;
 use tokenmint::issuance::rules;
-use tokenmint::issuance::templates::{TemplateInput, update_paths};
-use tokenmint::issuance::introspection::parse_client_ip;
 use tokenmint::issuance::verifier::JwtPolicy;
 use tokenmint::proto::v1 as pb;
 use tokenmint_fuzz::{Fields, ISSUER};
@@ -121,7 +117,7 @@ fn create_token(req: pb::CreateTokenRequest, environment: Environment) -> Result
     let world = world();
     let admin = req.admin;
     let now = Timestamp::now();
-    let mint = convert::mint_request(req, &world.catalog, MAX_LIFETIME_SECS)?;
+    let mint = requests::mint_request(req, &world.catalog, MAX_LIFETIME_SECS)?;
     let expires_at = mint
         .lifetime
         .expiry(now, DEFAULT_LIFETIME_SECS, MAX_LIFETIME_SECS)
@@ -158,13 +154,6 @@ fn create_token(req: pb::CreateTokenRequest, environment: Environment) -> Result
     Ok(())
 }
 
-fn parse_limits(limits: Option<&LimitsInput>) -> Result<TokenLimits> {
-    match limits {
-        Some(l) => TokenLimits::parse(&l.spending, l.all_erc20.as_deref(), "token_limits"),
-        None => Ok(TokenLimits::default()),
-    }
-}
-
 fn list_tokens(req: pb::ListTokensRequest) -> Result<()> {
     let status = convert::status_filter_from_proto(req.status).map_err(|n| {
         Error::invalid(
@@ -179,7 +168,7 @@ fn list_tokens(req: pb::ListTokensRequest) -> Result<()> {
 
 fn update_token(req: pb::UpdateTokenRequest) -> Result<()> {
     TokenId::parse(&req.id, "id")?;
-    convert::token_update(&req).map(drop)
+    requests::token_update(&req).map(drop)
 }
 
 fn verify_token(req: pb::VerifyTokenRequest) -> Result<()> {
@@ -196,55 +185,19 @@ fn verify_token(req: pb::VerifyTokenRequest) -> Result<()> {
     Ok(())
 }
 
-/// A template's fields, parsed as `TemplateManager::create` does.
-fn template_fields(input: &TemplateInput, environment: Environment) -> Result<()> {
-    let world = world();
-    let mut v = Violations::default();
-    v.check(TemplateName::parse(&input.name));
-    v.check(EnterpriseId::parse_optional(
-        &input.enterprise_id,
-        "enterprise_id",
-    ));
-    v.check(Description::parse(&input.description));
-    let scopes = v.check(
-        world
-            .catalog
-            .parse_scopes(&input.token_scopes, "token_scopes"),
-    );
-    let ips = v.check(IpRestriction::parse(&input.allowed_ips, "allowed_ips"));
-    v.check(parse_limits(input.limits.as_ref()));
-    v.check(duration(input.default_duration_seconds));
-    v.finish()?;
-    let (Some(scopes), Some(ips)) = (scopes, ips) else {
-        return Err(Error::internal("validation passed without values"));
-    };
-    rules::require_scopes(&scopes, "token_scopes")?;
-    rules::check_environment(environment, &scopes, &ips, "token_scopes", "allowed_ips")
-}
-
-/// `TemplateManager`'s default-duration rule.
-fn duration(secs: i64) -> Result<i64> {
-    let field = "default_duration_seconds";
-    if secs < 0 {
-        return Err(Error::invalid(field, reason::INVALID_LIFETIME, "negative"));
-    }
-    if secs > MAX_LIFETIME_SECS {
-        return Err(Error::invalid(field, reason::LIFETIME_TOO_LONG, "too long"));
-    }
-    Ok(secs)
-}
-
+/// CreateTemplate: every field parsed by the server's own edge conversion, then the rules on
+/// the values.
 fn create_template(req: pb::CreateTemplateRequest, environment: Environment) -> Result<()> {
-    let input = TemplateInput {
-        name: req.name,
-        enterprise_id: req.enterprise_id,
-        description: req.description,
-        token_scopes: req.token_scopes,
-        allowed_ips: req.allowed_ips,
-        limits: convert::limits_from_proto(req.token_limits),
-        default_duration_seconds: req.default_duration_seconds,
-    };
-    template_fields(&input, environment)
+    let world = world();
+    let fields = requests::template_fields(&req, &world.catalog, MAX_LIFETIME_SECS)?;
+    rules::require_scopes(&fields.scopes, "token_scopes")?;
+    rules::check_environment(
+        environment,
+        &fields.scopes,
+        &fields.ips,
+        "token_scopes",
+        "allowed_ips",
+    )
 }
 
 fn list_templates(req: pb::ListTemplatesRequest) -> Result<()> {
@@ -259,7 +212,8 @@ fn list_templates(req: pb::ListTemplatesRequest) -> Result<()> {
     Page::parse(req.page_size, &req.page_token, query).map(drop)
 }
 
-/// UpdateTemplate: the template and its id, the field mask, then each named field's parser.
+/// UpdateTemplate: the template and its id, then the server's own edge conversion of the mask
+/// and the named fields.
 fn update_template(req: pb::UpdateTemplateRequest) -> Result<()> {
     let world = world();
     let template = req.template.ok_or_else(|| {
@@ -270,45 +224,11 @@ fn update_template(req: pb::UpdateTemplateRequest) -> Result<()> {
         )
     })?;
     TemplateId::parse(&template.id, "template.id")?;
-    let input = TemplateInput {
-        name: template.name,
-        enterprise_id: template.enterprise_id,
-        description: template.description,
-        token_scopes: template.token_scopes,
-        allowed_ips: template.allowed_ips,
-        limits: convert::limits_from_proto(template.token_limits),
-        default_duration_seconds: template.default_duration_seconds,
-    };
-    let paths = update_paths(req.update_mask.as_ref().map(|m| m.paths.as_slice()), &input)?;
-    let set = |field: &str| paths.contains(field);
-    let mut v = Violations::default();
-    if set("name") {
-        v.check(TemplateName::parse(&input.name));
-    }
-    if set("enterprise_id") {
-        v.check(EnterpriseId::parse_optional(
-            &input.enterprise_id,
-            "enterprise_id",
-        ));
-    }
-    if set("description") {
-        v.check(Description::parse(&input.description));
-    }
-    if set("token_scopes") {
-        v.check(
-            world
-                .catalog
-                .parse_scopes(&input.token_scopes, "token_scopes"),
-        );
-    }
-    if set("allowed_ips") {
-        v.check(IpRestriction::parse(&input.allowed_ips, "allowed_ips"));
-    }
-    if set("token_limits") {
-        v.check(parse_limits(input.limits.as_ref()));
-    }
-    if set("default_duration_seconds") {
-        v.check(duration(input.default_duration_seconds));
-    }
-    v.finish().map_err(|e| e.nested_in("template"))
+    requests::template_patch(
+        &template,
+        req.update_mask.as_ref(),
+        &world.catalog,
+        MAX_LIFETIME_SECS,
+    )
+    .map(drop)
 }

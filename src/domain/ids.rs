@@ -48,6 +48,28 @@ uuid_id!(
     TemplateId
 );
 
+/// The id of a signing key (the JWT header's `kid`), as the key manager made it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// Wraps a key id made by the key manager or read from the store.
+    pub fn new(kid: impl Into<String>) -> Self {
+        Self(kid.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 fn parse_uuid(raw: &str, field: &str) -> Result<Uuid> {
     if raw.is_empty() {
         return Err(Error::invalid(

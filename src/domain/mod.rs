@@ -15,7 +15,7 @@ mod unique;
 pub mod update_paths;
 
 pub use change::{ChangeEvent, ChangeKind, DeniedToken, EventKind, ListCursor, TokenChange};
-pub use ids::{EnterpriseId, TemplateId, TokenId, UserId};
+pub use ids::{EnterpriseId, KeyId, TemplateId, TokenId, UserId};
 pub use ip::IpRestriction;
 pub use limits::{Amount, LimitsInput, SpendingLimit, TokenLimits};
 pub use policy::{Environment, KeyAlgorithm};

@@ -1,8 +1,10 @@
 //! A token's stored metadata and lifecycle states.
 
+use std::net::IpAddr;
+
 use crate::domain::{
-    Description, EnterpriseId, IpRestriction, Label, ScopeSet, Timestamp, TokenId, TokenLimits,
-    UserId,
+    Description, EnterpriseId, IpRestriction, KeyId, Label, ScopeSet, TemplateId, Timestamp,
+    TokenId, TokenLimits, UserId,
 };
 
 /// The status column: what an operator last did to the token. Expiry is derived from time.
@@ -72,7 +74,7 @@ pub struct TokenRecord {
     /// Admin rights.
     pub admin: bool,
     /// Template it was minted from.
-    pub template_id: Option<String>,
+    pub template_id: Option<TemplateId>,
     /// Version of that template; 0 when none.
     pub template_version: i64,
     /// Stored status.
@@ -80,7 +82,7 @@ pub struct TokenRecord {
     /// Last 6 characters of the signed token.
     pub checksum: String,
     /// The signing key's id.
-    pub key_id: String,
+    pub key_id: KeyId,
     /// Who created it.
     pub created_by: UserId,
     /// Who last changed it.
@@ -94,7 +96,7 @@ pub struct TokenRecord {
     /// Last successful verification.
     pub last_used_at: Option<Timestamp>,
     /// Client address of the last successful verification.
-    pub last_used_ip: Option<String>,
+    pub last_used_ip: Option<IpAddr>,
     /// Deletion time; a deleted token is a tombstone.
     pub deleted_at: Option<Timestamp>,
     /// The token that minted this one; `None` for a root token (made by the operator CLI).
@@ -126,7 +128,7 @@ impl TokenRecord {
             template_version: 0,
             status: StoredStatus::Active,
             checksum: format!("{n:06}"),
-            key_id: "k1".into(),
+            key_id: KeyId::new("k1"),
             created_by: user.clone(),
             updated_by: user,
             created_at: Timestamp(1_700_000_000_000_000),

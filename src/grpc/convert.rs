@@ -1,13 +1,11 @@
-//! Conversions between protobuf messages and domain types.
+//! Conversions between protobuf messages and domain types: records to messages, times, reasons
+//! and statuses. Requests become typed commands in [`super::requests`].
 
 use crate::domain::{
-    Description, EnterpriseId, IpRestriction, Label, LimitsInput, ScopeCatalog, TemplateId,
-    TemplateRecord, Timestamp, TokenLimits, TokenRecord, TokenStatus, TokenUpdate, UpdatePaths,
+    LimitsInput, TemplateRecord, Timestamp, TokenLimits, TokenRecord, TokenStatus,
 };
-use crate::error::{Error, Result, Violations};
+use crate::issuance::InactiveReason;
 use crate::issuance::lifecycle::available_actions;
-use crate::issuance::minting::{Lifetime, MintRequest};
-use crate::issuance::{InactiveReason, management};
 use crate::proto::v1 as pb;
 
 /// Times to and from `google.protobuf.Timestamp`.
@@ -83,17 +81,23 @@ pub fn token_to_proto(record: &TokenRecord, now: Timestamp) -> pb::Token {
         ip_restrict: record.ip_restrict.to_strings(),
         token_limits: (!record.limits.is_empty()).then(|| limits_to_proto(&record.limits)),
         admin: record.admin,
-        template_id: record.template_id.clone().unwrap_or_default(),
+        template_id: record
+            .template_id
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
         status: status_to_proto(status) as i32,
         checksum: record.checksum.clone(),
-        key_id: record.key_id.clone(),
+        key_id: record.key_id.to_string(),
         created_by: record.created_by.as_str().to_owned(),
         updated_by: record.updated_by.as_str().to_owned(),
         created_at: Some(record.created_at.into_proto()),
         updated_at: Some(record.updated_at.into_proto()),
         expires_at: Some(record.expires_at.into_proto()),
         last_used_at: record.last_used_at.map(ProtoTime::into_proto),
-        last_used_ip: record.last_used_ip.clone().unwrap_or_default(),
+        last_used_ip: record
+            .last_used_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
         available_actions: Some(pb::AvailableActions {
             activate: actions.activate,
             suspend: actions.suspend,
@@ -201,108 +205,6 @@ pub fn reason_to_proto(reason: InactiveReason) -> pb::InactiveReason {
         InactiveReason::InsufficientScope => pb::InactiveReason::InsufficientScope,
         InactiveReason::InvalidClaims => pb::InactiveReason::InvalidClaims,
     }
-}
-
-/// CreateToken's request as the core takes it: every field parsed against `catalog` and the
-/// lifetime bounded by `max_lifetime_secs`, each bad field reported (in one BadRequest); a
-/// malformed `template_id` alone, first. All of CreateToken's validation before any storage
-/// access; the CLI's bootstrap mints through it too.
-pub fn mint_request(
-    req: pb::CreateTokenRequest,
-    catalog: &ScopeCatalog,
-    max_lifetime_secs: i64,
-) -> Result<MintRequest> {
-    let template = match req.template_id.as_str() {
-        "" => None,
-        raw => Some(TemplateId::parse(raw, "template_id")?),
-    };
-    let mut v = Violations::default();
-    let label = match &template {
-        Some(_) if req.label.trim().is_empty() => Some(None),
-        _ => v.check(Label::parse(&req.label)).map(Some),
-    };
-    let description = v.check(Description::parse(&req.description));
-    let scopes = v.check(catalog.parse_scopes(&req.scopes, "scopes"));
-    let ips = v.check(IpRestriction::parse(&req.ip_restrict, "ip_restrict"));
-    let enterprise = v.check(EnterpriseId::parse_optional(
-        &req.enterprise_id,
-        "enterprise_id",
-    ));
-    let limits = match limits_from_proto(req.token_limits) {
-        Some(l) => v
-            .check(TokenLimits::parse(
-                &l.spending,
-                l.all_erc20.as_deref(),
-                "token_limits",
-            ))
-            .map(Some),
-        None => Some(None),
-    };
-    let lifetime = v.check(Lifetime::parse(
-        req.duration_seconds,
-        req.expires_at.as_ref().map(timestamp_from_proto),
-        Timestamp::now(),
-        max_lifetime_secs,
-    ));
-    v.finish()?;
-    match (
-        label,
-        description,
-        scopes,
-        ips,
-        enterprise,
-        limits,
-        lifetime,
-    ) {
-        (
-            Some(label),
-            Some(description),
-            Some(scopes),
-            Some(ips),
-            Some(enterprise),
-            Some(limits),
-            Some(lifetime),
-        ) => Ok(MintRequest {
-            label,
-            description,
-            scopes,
-            lifetime,
-            ips,
-            enterprise,
-            limits,
-            admin: req.admin,
-            template,
-        }),
-        _ => Err(Error::internal("validation passed without values")),
-    }
-}
-
-/// UpdateToken's change: the fields its mask names (or, without one, those given a value),
-/// each parsed. All of UpdateToken's validation, before any storage access.
-pub fn token_update(req: &pb::UpdateTokenRequest) -> Result<TokenUpdate> {
-    let paths = UpdatePaths::parse(
-        req.update_mask.as_ref().map(|m| m.paths.as_slice()),
-        management::UPDATABLE_FIELDS,
-        &[
-            ("label", !req.label.trim().is_empty()),
-            ("description", !req.description.trim().is_empty()),
-        ],
-    )?;
-    let mut v = Violations::default();
-    let update = TokenUpdate {
-        label: if paths.contains("label") {
-            v.check(Label::parse(&req.label))
-        } else {
-            None
-        },
-        description: if paths.contains("description") {
-            v.check(Description::parse(&req.description))
-        } else {
-            None
-        },
-    };
-    v.finish()?;
-    Ok(update)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The gRPC edge: tonic handlers only. Each handler authenticates, converts the request, calls one
-//! function of the issuance core and converts the answer. Errors become `tonic::Status` in
+//! The gRPC edge: tonic handlers only. Each handler authenticates, parses the request into a typed
+//! command ([`requests`]), calls one function of the issuance core and converts the answer
+//! ([`convert`]). Errors become `tonic::Status` in
 //! [`status`] and nowhere else.
 
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod load_shed;
 pub mod observe;
 pub mod rendered;
 pub mod request_id;
+pub mod requests;
 pub mod status;
 pub mod template_service;
 pub mod token_service;

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::domain::{TemplateId, scope};
+use crate::domain::{EnterpriseId, TemplateId, scope};
 use crate::error::{Error, reason};
 use crate::grpc::bounds::RequestBounds;
 use crate::grpc::observe::record_template;
-use crate::grpc::{auth, convert, headers, request_id, status::to_status};
-use crate::issuance::templates::{TemplateInput, TemplateManager, update_paths};
+use crate::grpc::{auth, convert, headers, request_id, requests, status::to_status};
+use crate::issuance::templates::TemplateManager;
 use crate::issuance::{Authenticator, Caller};
 use crate::proto::v1::{self as pb, template_service_server::TemplateService};
 
@@ -42,19 +42,6 @@ impl TemplateApi {
     }
 }
 
-/// The core's input from a protobuf template.
-fn input_from(template: pb::Template) -> TemplateInput {
-    TemplateInput {
-        name: template.name,
-        enterprise_id: template.enterprise_id,
-        description: template.description,
-        token_scopes: template.token_scopes,
-        allowed_ips: template.allowed_ips,
-        limits: convert::limits_from_proto(template.token_limits),
-        default_duration_seconds: template.default_duration_seconds,
-    }
-}
-
 #[tonic::async_trait]
 impl TemplateService for TemplateApi {
     async fn create_template(
@@ -65,17 +52,12 @@ impl TemplateService for TemplateApi {
         let result = async {
             self.bounds.create_template(request.get_ref())?;
             let caller = self.manager(&request).await?;
-            let req = request.into_inner();
-            let input = TemplateInput {
-                name: req.name,
-                enterprise_id: req.enterprise_id,
-                description: req.description,
-                token_scopes: req.token_scopes,
-                allowed_ips: req.allowed_ips,
-                limits: convert::limits_from_proto(req.token_limits),
-                default_duration_seconds: req.default_duration_seconds,
-            };
-            self.templates.create(&caller, input).await
+            let fields = requests::template_fields(
+                request.get_ref(),
+                self.templates.catalog(),
+                self.templates.max_lifetime_secs(),
+            )?;
+            self.templates.create(&caller, fields).await
         }
         .await;
         let saved = result.map_err(|e| to_status(e, &rid))?;
@@ -113,8 +95,9 @@ impl TemplateService for TemplateApi {
         let result = async {
             let caller = self.manager(&request).await?;
             let req = request.get_ref();
+            let enterprise = EnterpriseId::parse_optional(&req.enterprise_id, "enterprise_id")?;
             self.templates
-                .list(&caller, req.page_size, &req.page_token, &req.enterprise_id)
+                .list(&caller, req.page_size, &req.page_token, enterprise)
                 .await
         }
         .await;
@@ -150,11 +133,14 @@ impl TemplateService for TemplateApi {
             })?;
             let id = TemplateId::parse(&template.id, "template.id")?;
             record_template(id);
-            let expected_version = template.version;
-            let input = input_from(template);
-            let paths = update_paths(req.update_mask.as_ref().map(|m| m.paths.as_slice()), &input)?;
+            let patch = requests::template_patch(
+                &template,
+                req.update_mask.as_ref(),
+                self.templates.catalog(),
+                self.templates.max_lifetime_secs(),
+            )?;
             self.templates
-                .update(&caller, id, input, expected_version, &paths)
+                .update(&caller, id, patch, template.version)
                 .await
         }
         .await;

@@ -9,7 +9,7 @@ use crate::error::{Error, reason};
 use crate::grpc::bounds::RequestBounds;
 use crate::grpc::observe::{record_template, record_token};
 use crate::grpc::rendered::RenderedTokens;
-use crate::grpc::{auth, convert, headers, request_id, status::to_status};
+use crate::grpc::{auth, convert, headers, request_id, requests, status::to_status};
 use crate::issuance::lifecycle::Action;
 use crate::issuance::{TokenCore, Verification};
 use crate::proto::v1::{self as pb, token_service_server::TokenService};
@@ -80,7 +80,7 @@ impl TokenService for TokenApi {
             self.bounds.create_token(request.get_ref())?;
             let caller = self.manager(&request).await?;
             let minter = &self.core.minter;
-            let request = convert::mint_request(
+            let request = requests::mint_request(
                 request.into_inner(),
                 minter.catalog(),
                 minter.max_lifetime_secs(),
@@ -180,7 +180,7 @@ impl TokenService for TokenApi {
             let req = request.get_ref();
             let id = TokenId::parse(&req.id, "id")?;
             record_token(id);
-            let update = convert::token_update(req)?;
+            let update = requests::token_update(req)?;
             self.core.manager.update(&caller, id, update).await
         }
         .await;

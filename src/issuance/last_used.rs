@@ -37,15 +37,11 @@ impl LastUsed {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.drain().map(|(id, (at, ip))| (id, at, ip)).collect()
         };
-        let batch: Vec<(TokenId, Timestamp, Option<String>)> = drained
-            .iter()
-            .map(|(id, at, ip)| (*id, *at, ip.map(|ip| ip.to_string())))
-            .collect();
-        if batch.is_empty() {
+        if drained.is_empty() {
             return Ok(0);
         }
-        match store.record_last_used(&batch).await {
-            Ok(()) => Ok(batch.len()),
+        match store.record_last_used(&drained).await {
+            Ok(()) => Ok(drained.len()),
             Err(error) => {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 for (id, at, ip) in drained {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::domain::{
-    Description, EnterpriseId, Environment, IpRestriction, Label, ScopeCatalog, ScopeSet,
+    Description, EnterpriseId, Environment, IpRestriction, KeyId, Label, ScopeCatalog, ScopeSet,
     StoredStatus, TemplateId, Timestamp, TokenId, TokenLimits, TokenRecord,
 };
 use crate::error::{Error, Result, reason};
@@ -280,11 +280,11 @@ impl Minter {
             ip_restrict: ips,
             limits,
             admin,
-            template_id: template.as_ref().map(|t| t.id.to_string()),
+            template_id: template.as_ref().map(|t| t.id),
             template_version: template.as_ref().map_or(0, |t| t.version),
             status: StoredStatus::Active,
             checksum: raw.checksum(),
-            key_id: ring.signing.kid.clone(),
+            key_id: KeyId::new(ring.signing.kid.clone()),
             created_by: caller.user_id.clone(),
             updated_by: caller.user_id.clone(),
             created_at: now,

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use crate::domain::Environment;
 use crate::domain::{
-    Description, EnterpriseId, IpRestriction, LimitsInput, ScopeCatalog, ScopeSet, TemplateId,
-    TemplateName, TemplateRecord, Timestamp, TokenLimits, UpdatePaths,
+    Description, EnterpriseId, IpRestriction, ScopeCatalog, ScopeSet, TemplateId, TemplateName,
+    TemplateRecord, Timestamp, TokenLimits,
 };
-use crate::error::{Error, ErrorCode, Result, Violations, reason};
+use crate::error::{Error, ErrorCode, Result, reason};
 use crate::issuance::Caller;
 use crate::issuance::authority::{Bounder, Ceiling, EnterpriseBound};
 use crate::issuance::paging::{Page, Resume};
@@ -29,23 +29,43 @@ pub const UPDATABLE_FIELDS: &[&str] = &[
     "default_duration_seconds",
 ];
 
-/// A template as it arrives in a request, before validation.
+/// A template's caller-settable fields, each parsed (CreateTemplate; parsed at the edge by
+/// `grpc::requests::template_fields`).
+#[derive(Debug, Clone)]
+pub struct TemplateFields {
+    /// The name, unique among the user's templates.
+    pub name: TemplateName,
+    /// The enterprise the template (and every token minted from it) is bound to, if any.
+    pub enterprise: Option<EnterpriseId>,
+    /// The description.
+    pub description: Description,
+    /// The scopes tokens minted from it may hold.
+    pub scopes: ScopeSet,
+    /// The networks tokens minted from it are restricted to (unrestricted: none).
+    pub ips: IpRestriction,
+    /// The spending limits of tokens minted from it.
+    pub limits: TokenLimits,
+    /// The lifetime of tokens minted from it when they ask none, in seconds (0: the service's).
+    pub default_duration_secs: i64,
+}
+
+/// The fields an UpdateTemplate changes, each parsed; `None` leaves a field as stored.
 #[derive(Debug, Clone, Default)]
-pub struct TemplateInput {
-    /// Name.
-    pub name: String,
-    /// Enterprise id (empty: none).
-    pub enterprise_id: String,
-    /// Description.
-    pub description: String,
-    /// Scope names.
-    pub token_scopes: Vec<String>,
-    /// Addresses / CIDR blocks.
-    pub allowed_ips: Vec<String>,
-    /// Spending limits, when given.
-    pub limits: Option<LimitsInput>,
-    /// Default token lifetime in seconds (0: service default).
-    pub default_duration_seconds: i64,
+pub struct TemplatePatch {
+    /// A new name.
+    pub name: Option<TemplateName>,
+    /// A new enterprise binding (`Some(None)`: none).
+    pub enterprise: Option<Option<EnterpriseId>>,
+    /// A new description.
+    pub description: Option<Description>,
+    /// New scopes.
+    pub scopes: Option<ScopeSet>,
+    /// New networks.
+    pub ips: Option<IpRestriction>,
+    /// New spending limits.
+    pub limits: Option<TokenLimits>,
+    /// A new default lifetime in seconds.
+    pub default_duration_secs: Option<i64>,
 }
 
 /// A created or updated template and the deprecated scopes it holds.
@@ -91,17 +111,6 @@ pub struct TemplateManager {
     max_lifetime_secs: i64,
 }
 
-/// A template's validated, caller-settable fields.
-struct Fields {
-    name: TemplateName,
-    enterprise: Option<EnterpriseId>,
-    description: Description,
-    scopes: ScopeSet,
-    ips: IpRestriction,
-    limits: TokenLimits,
-    default_duration_secs: i64,
-}
-
 impl TemplateManager {
     /// Assembles the template core.
     pub fn new(
@@ -118,6 +127,16 @@ impl TemplateManager {
         }
     }
 
+    /// The scope catalog requests are parsed against.
+    pub fn catalog(&self) -> &ScopeCatalog {
+        &self.catalog
+    }
+
+    /// The longest default lifetime a template may set, in seconds.
+    pub fn max_lifetime_secs(&self) -> i64 {
+        self.max_lifetime_secs
+    }
+
     /// `caller`'s template `id`, or NOT_FOUND.
     pub async fn owned(&self, caller: &Caller, id: TemplateId) -> Result<TemplateRecord> {
         self.store
@@ -126,71 +145,12 @@ impl TemplateManager {
             .ok_or_else(|| Error::template_not_found(id))
     }
 
-    fn parse_duration(&self, secs: i64) -> Result<i64> {
-        let field = "default_duration_seconds";
-        if secs < 0 {
-            return Err(Error::invalid(
-                field,
-                reason::INVALID_LIFETIME,
-                format!("{field} must not be negative"),
-            ));
-        }
-        if secs > self.max_lifetime_secs {
-            return Err(Error::invalid(
-                field,
-                reason::LIFETIME_TOO_LONG,
-                format!("{field} may be at most {} seconds", self.max_lifetime_secs),
-            )
-            .with_meta("max_lifetime_seconds", self.max_lifetime_secs.to_string()));
-        }
-        Ok(secs)
-    }
-
-    /// Validates every field of `input`.
-    fn parse_all(&self, input: &TemplateInput) -> Result<Fields> {
-        let mut v = Violations::default();
-        let name = v.check(TemplateName::parse(&input.name));
-        let enterprise = v.check(EnterpriseId::parse_optional(
-            &input.enterprise_id,
-            "enterprise_id",
-        ));
-        let description = v.check(Description::parse(&input.description));
-        let scopes = v.check(
-            self.catalog
-                .parse_scopes(&input.token_scopes, "token_scopes"),
-        );
-        let ips = v.check(IpRestriction::parse(&input.allowed_ips, "allowed_ips"));
-        let limits = v.check(parse_limits(input.limits.as_ref()));
-        let duration = v.check(self.parse_duration(input.default_duration_seconds));
-        v.finish()?;
-        match (name, enterprise, description, scopes, ips, limits, duration) {
-            (
-                Some(name),
-                Some(enterprise),
-                Some(description),
-                Some(scopes),
-                Some(ips),
-                Some(limits),
-                Some(d),
-            ) => Ok(Fields {
-                name,
-                enterprise,
-                description,
-                scopes,
-                ips,
-                limits,
-                default_duration_secs: d,
-            }),
-            _ => Err(Error::internal("template validation passed without values")),
-        }
-    }
-
     /// Rules on the final values: scopes present, production rules, the caller may grant the
     /// scopes (checked when they are new or changed) and belongs to the enterprise.
     async fn check_rules(
         &self,
         caller: &Caller,
-        fields: &Fields,
+        fields: &TemplateFields,
         scopes_changed: bool,
         enterprise_changed: bool,
     ) -> Result<()> {
@@ -213,8 +173,7 @@ impl TemplateManager {
 
     /// Creates a template for `caller`.
     #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.template_id))]
-    pub async fn create(&self, caller: &Caller, input: TemplateInput) -> Result<SavedTemplate> {
-        let fields = self.parse_all(&input)?;
+    pub async fn create(&self, caller: &Caller, fields: TemplateFields) -> Result<SavedTemplate> {
         self.check_rules(caller, &fields, true, true).await?;
         let now = Timestamp::now();
         let record = TemplateRecord {
@@ -253,9 +212,8 @@ impl TemplateManager {
         caller: &Caller,
         page_size: i32,
         page_token: &str,
-        enterprise_id: &str,
+        enterprise: Option<EnterpriseId>,
     ) -> Result<TemplatePage> {
-        let enterprise = EnterpriseId::parse_optional(enterprise_id, "enterprise_id")?;
         let query = format!(
             "templates:{}",
             enterprise
@@ -281,71 +239,37 @@ impl TemplateManager {
         })
     }
 
-    /// Applies `input` to the fields named by `paths` ([`update_paths`]). A non-zero
-    /// `expected_version` must match the stored one.
+    /// Applies `patch` to `caller`'s template `id`. A non-zero `expected_version` must match the
+    /// stored one.
     #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.user_id = %caller.user_id, tokenmint.template_id = %id))]
     pub async fn update(
         &self,
         caller: &Caller,
         id: TemplateId,
-        input: TemplateInput,
+        patch: TemplatePatch,
         expected_version: i64,
-        paths: &UpdatePaths,
     ) -> Result<SavedTemplate> {
-        let set = |field: &str| paths.contains(field);
         for attempt in 1.. {
             let current = self.owned(caller, id).await?;
             if expected_version != 0 && expected_version != current.version {
                 return Err(version_mismatch(&current, expected_version));
             }
-            let mut v = Violations::default();
-            let fields = PartialFields {
-                name: if set("name") {
-                    v.check(TemplateName::parse(&input.name))
-                } else {
-                    Some(current.name.clone())
-                },
-                enterprise: if set("enterprise_id") {
-                    v.check(EnterpriseId::parse_optional(
-                        &input.enterprise_id,
-                        "enterprise_id",
-                    ))
-                } else {
-                    Some(current.enterprise_id.clone())
-                },
-                description: if set("description") {
-                    v.check(Description::parse(&input.description))
-                } else {
-                    Some(current.description.clone())
-                },
-                scopes: if set("token_scopes") {
-                    v.check(
-                        self.catalog
-                            .parse_scopes(&input.token_scopes, "token_scopes"),
-                    )
-                } else {
-                    Some(current.scopes.clone())
-                },
-                ips: if set("allowed_ips") {
-                    v.check(IpRestriction::parse(&input.allowed_ips, "allowed_ips"))
-                } else {
-                    Some(current.allowed_ips.clone())
-                },
-                limits: if set("token_limits") {
-                    v.check(parse_limits(input.limits.as_ref()))
-                } else {
-                    Some(current.limits.clone())
-                },
-                default_duration_secs: if set("default_duration_seconds") {
-                    v.check(self.parse_duration(input.default_duration_seconds))
-                } else {
-                    Some(current.default_duration_secs)
-                },
-            }
-            .complete();
-            v.finish().map_err(|e| e.nested_in("template"))?;
-            let fields = fields
-                .ok_or_else(|| Error::internal("template validation passed without values"))?;
+            let patch = patch.clone();
+            let fields = TemplateFields {
+                name: patch.name.unwrap_or_else(|| current.name.clone()),
+                enterprise: patch
+                    .enterprise
+                    .unwrap_or_else(|| current.enterprise_id.clone()),
+                description: patch
+                    .description
+                    .unwrap_or_else(|| current.description.clone()),
+                scopes: patch.scopes.unwrap_or_else(|| current.scopes.clone()),
+                ips: patch.ips.unwrap_or_else(|| current.allowed_ips.clone()),
+                limits: patch.limits.unwrap_or_else(|| current.limits.clone()),
+                default_duration_secs: patch
+                    .default_duration_secs
+                    .unwrap_or(current.default_duration_secs),
+            };
             let scopes_changed = fields.scopes != current.scopes;
             let enterprise_changed = fields.enterprise != current.enterprise_id;
             self.check_rules(caller, &fields, scopes_changed, enterprise_changed)
@@ -393,58 +317,26 @@ impl TemplateManager {
     }
 }
 
-/// Optional pieces of [`Fields`], completed once every check passed.
-struct PartialFields {
-    name: Option<TemplateName>,
-    enterprise: Option<Option<EnterpriseId>>,
-    description: Option<Description>,
-    scopes: Option<ScopeSet>,
-    ips: Option<IpRestriction>,
-    limits: Option<TokenLimits>,
-    default_duration_secs: Option<i64>,
-}
-
-impl PartialFields {
-    fn complete(self) -> Option<Fields> {
-        Some(Fields {
-            name: self.name?,
-            enterprise: self.enterprise?,
-            description: self.description?,
-            scopes: self.scopes?,
-            ips: self.ips?,
-            limits: self.limits?,
-            default_duration_secs: self.default_duration_secs?,
-        })
+/// Parses a template's `default_duration_seconds`: not negative (0: the service's default), at
+/// most `max_lifetime_secs`.
+pub fn parse_default_duration(secs: i64, max_lifetime_secs: i64) -> Result<i64> {
+    let field = "default_duration_seconds";
+    if secs < 0 {
+        return Err(Error::invalid(
+            field,
+            reason::INVALID_LIFETIME,
+            format!("{field} must not be negative"),
+        ));
     }
-}
-
-/// The fields an UpdateTemplate changes: the paths of its `mask` (each one of
-/// [`UPDATABLE_FIELDS`]), or without a mask those of `input` with a non-empty value; an update
-/// that changes nothing is refused. Pure: no storage access.
-pub fn update_paths(mask: Option<&[String]>, input: &TemplateInput) -> Result<UpdatePaths> {
-    UpdatePaths::parse(
-        mask,
-        UPDATABLE_FIELDS,
-        &[
-            ("name", !input.name.trim().is_empty()),
-            ("description", !input.description.trim().is_empty()),
-            ("enterprise_id", !input.enterprise_id.is_empty()),
-            ("token_scopes", !input.token_scopes.is_empty()),
-            ("allowed_ips", !input.allowed_ips.is_empty()),
-            ("token_limits", input.limits.is_some()),
-            (
-                "default_duration_seconds",
-                input.default_duration_seconds != 0,
-            ),
-        ],
-    )
-}
-
-fn parse_limits(limits: Option<&LimitsInput>) -> Result<TokenLimits> {
-    match limits {
-        Some(l) => TokenLimits::parse(&l.spending, l.all_erc20.as_deref(), "token_limits"),
-        None => Ok(TokenLimits::default()),
+    if secs > max_lifetime_secs {
+        return Err(Error::invalid(
+            field,
+            reason::LIFETIME_TOO_LONG,
+            format!("{field} may be at most {max_lifetime_secs} seconds"),
+        )
+        .with_meta("max_lifetime_seconds", max_lifetime_secs.to_string()));
     }
+    Ok(secs)
 }
 
 fn version_mismatch(current: &TemplateRecord, expected: i64) -> Error {

@@ -83,7 +83,7 @@ macro_rules! bind_row {
             .bind(row.ip_restrict.as_str())
             .bind(row.token_limits.as_str())
             .bind(r.admin)
-            .bind(r.template_id.as_deref())
+            .bind(r.template_id.map(|t| t.to_string()))
             .bind(r.template_version)
             .bind(r.status.as_str())
             .bind(r.checksum.as_str())
@@ -94,7 +94,7 @@ macro_rules! bind_row {
             .bind(r.updated_at.0)
             .bind(r.expires_at.0)
             .bind(r.last_used_at.map(|t| t.0))
-            .bind(r.last_used_ip.as_deref())
+            .bind(r.last_used_ip.map(|ip| ip.to_string()))
             .bind(r.deleted_at.map(|t| t.0))
             .bind(row.parent_id.as_deref())
     }};
@@ -304,7 +304,7 @@ mod tests {
             ip_restrict: IpRestriction::parse(&ips, "ip_restrict").unwrap(),
             limits: TokenLimits::parse(&limits, Some("100"), "token_limits").unwrap(),
             admin: n.is_multiple_of(2),
-            template_id: Some(format!("template-{n}")),
+            template_id: Some(crate::domain::TemplateId::generate()),
             template_version: n as i64,
             parent_id: Some(crate::domain::TokenId::generate()),
             created_at: Timestamp(1_700_000_000_000_000 + n as i64),

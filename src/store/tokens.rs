@@ -8,8 +8,8 @@ use super::entities::tokens::{self, Column, Entity as Tokens};
 use super::{Store, db_error, newest_first_page};
 use crate::domain::{DeniedToken, ListCursor};
 use crate::domain::{
-    Description, EnterpriseId, IpRestriction, Label, ScopeSet, StoredStatus, Timestamp, TokenId,
-    TokenLimits, TokenRecord, UserId,
+    Description, EnterpriseId, IpRestriction, KeyId, Label, ScopeSet, StoredStatus, TemplateId,
+    Timestamp, TokenId, TokenLimits, TokenRecord, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -191,18 +191,28 @@ fn from_model(m: tokens::Model) -> Result<TokenRecord> {
         ip_restrict: IpRestriction::from_trusted(&ips),
         limits,
         admin: m.admin,
-        template_id: m.template_id.clone(),
+        template_id: m
+            .template_id
+            .as_deref()
+            .map(|t| TemplateId::parse(t, "template_id"))
+            .transpose()
+            .map_err(|_| corrupt("template_id"))?,
         template_version: m.template_version,
         status: StoredStatus::parse(&m.status).ok_or_else(|| corrupt("status"))?,
         checksum: m.checksum.clone(),
-        key_id: m.key_id.clone(),
+        key_id: KeyId::new(m.key_id.clone()),
         created_by: UserId::parse(&m.created_by).map_err(|_| corrupt("created_by"))?,
         updated_by: UserId::parse(&m.updated_by).map_err(|_| corrupt("updated_by"))?,
         created_at: Timestamp(m.created_at),
         updated_at: Timestamp(m.updated_at),
         expires_at: Timestamp(m.expires_at),
         last_used_at: m.last_used_at.map(Timestamp),
-        last_used_ip: m.last_used_ip.clone(),
+        last_used_ip: m
+            .last_used_ip
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| corrupt("last_used_ip"))?,
         deleted_at: m.deleted_at.map(Timestamp),
         parent_id: m
             .parent_id

@@ -10,10 +10,12 @@ use sea_orm::sqlx::{self, AssertSqlSafe};
 
 use super::Store;
 use super::batching::{POSTGRES_CHUNK_ROWS, SQLITE_CHUNK_ROWS, power_of_two_chunks};
+use std::net::IpAddr;
+
 use crate::domain::{Timestamp, TokenId};
 
 /// One token's last use: id, time, client address.
-pub type LastUse = (TokenId, Timestamp, Option<String>);
+pub type LastUse = (TokenId, Timestamp, Option<IpAddr>);
 
 /// Binds the rows of `chunk` to `query`, three parameters each (a macro: the argument types
 /// differ per backend).
@@ -21,8 +23,8 @@ macro_rules! bind_uses {
     ($query:expr, $chunk:expr) => {{
         $chunk
             .iter()
-            .fold($query, |q, row: &(String, i64, Option<&str>)| {
-                q.bind(row.0.as_str()).bind(row.1).bind(row.2)
+            .fold($query, |q, row: &(String, i64, Option<String>)| {
+                q.bind(row.0.as_str()).bind(row.1).bind(row.2.as_deref())
             })
     }};
 }
@@ -71,9 +73,9 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(String, i64, Option<&str>)> = batch
+        let rows: Vec<(String, i64, Option<String>)> = batch
             .iter()
-            .map(|(id, at, ip)| (id.to_string(), at.0, ip.as_deref()))
+            .map(|(id, at, ip)| (id.to_string(), at.0, ip.map(|ip| ip.to_string())))
             .collect();
         let _turn = self.write_turn().await;
         let result: Result<(), sqlx::Error> = async {
@@ -133,7 +135,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let ip = (i % 3 != 0).then(|| format!("10.0.0.{i}"));
+                let ip = (i % 3 != 0).then(|| format!("10.0.0.{i}").parse().unwrap());
                 (r.id, Timestamp(1_750_000_000_000_000 + i as i64), ip)
             })
             .collect();
