@@ -18,6 +18,9 @@
 //! environment's rules are checked on the result, so production's IP requirement can be met by
 //! a restriction inherited from the caller. ActivateToken asks whether the caller's ceiling
 //! [`admits`] the token as it stands. Property tests below check that no narrowing ever widens.
+//!
+//! (Length: about half of this file is those property tests and their generators; the rule is
+//! the service's security boundary, so its tests stay beside it.)
 
 use crate::domain::{
     Amount, EnterpriseId, IpRestriction, ScopeSet, SpendingLimit, TemplateId, Timestamp,

@@ -3,6 +3,9 @@
 //! changed the key set — under one reload turn, so that an older read never replaces a newer —
 //! or when a token names a key this server does not know (in the background, briefly waited
 //! for). Also the offline `keys rotate` and `keys retire` commands.
+//!
+//! (Length: the second half of this file is the tests of reloading and retiring, which need the
+//! manager's private state.)
 
 use std::fmt;
 use std::future::Future;

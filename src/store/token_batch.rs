@@ -3,6 +3,9 @@
 //! SeaORM's `InsertMany` (active models, cloned `sea_query` values, the SQL text rebuilt per
 //! batch) cost more of a CreateToken than SQLite's own work did (ARCHITECTURE.md, "Group
 //! commit").
+//!
+//! (Length: about half of this file is the tests of atomic batches, kept connections and the
+//! write turn, which drive the writer's private parts.)
 
 use std::sync::Arc;
 
