@@ -1,0 +1,120 @@
+//! The background tasks of a running server: the change-feed poller, the last-used flusher and
+//! housekeeping, each stopped by one shutdown signal.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::Core;
+use crate::config::Settings;
+use crate::domain::Timestamp;
+use crate::issuance::change_feed::ChangeFeed;
+use crate::issuance::deny_list::DenyList;
+use crate::store::Store;
+
+/// Starts the change-feed poller, the last-used flusher and the housekeeping task.
+pub(super) fn spawn_background(
+    settings: &Settings,
+    core: &Core,
+) -> (watch::Sender<bool>, Vec<JoinHandle<()>>) {
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let mut feed = ChangeFeed::new(
+        core.store.clone(),
+        core.deny.clone(),
+        core.metadata.clone(),
+        core.keys.clone(),
+        core.feed_health.clone(),
+        settings.tokens.leeway_secs,
+    );
+    let period = Duration::from_millis(settings.background.change_poll_interval_ms);
+    let mut stop_feed = stopped.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    if let Err(error) = feed.poll().await {
+                        tracing::warn!(%error, "change feed poll failed");
+                    }
+                }
+                _ = stopped_signal(&mut stop_feed) => break,
+            }
+        }
+    }));
+
+    let (store, last_used) = (core.store.clone(), core.last_used.clone());
+    let period = Duration::from_millis(settings.background.last_used_flush_interval_ms);
+    tasks.push(every(period, stopped.clone(), move || {
+        let (store, last_used) = (store.clone(), last_used.clone());
+        async move {
+            if let Err(error) = last_used.flush(&store).await {
+                tracing::warn!(%error, "last-used flush failed; will retry");
+            }
+        }
+    }));
+
+    let (store, deny) = (core.store.clone(), core.deny.clone());
+    let retention = settings.tokens.max_lifetime_secs + settings.tokens.leeway_secs;
+    let leeway = settings.tokens.leeway_secs;
+    tasks.push(every(Duration::from_secs(60), stopped, move || {
+        let (store, deny) = (store.clone(), deny.clone());
+        async move { housekeeping(&store, &deny, retention, leeway).await }
+    }));
+    (stop, tasks)
+}
+
+/// Forgets what can no longer matter: deny-list entries and tombstones of expired tokens, old
+/// change-log entries, and retired keys past the longest token lifetime.
+async fn housekeeping(store: &Store, deny: &DenyList, key_retention_secs: i64, leeway_secs: i64) {
+    let now = Timestamp::now();
+    deny.prune(now.plus_secs(-leeway_secs), now.plus_secs(-60));
+    let results = [
+        ("change log", store.prune_events(now.plus_secs(-3600)).await),
+        (
+            "tombstones",
+            store
+                .purge_expired_tombstones(now.plus_secs(-leeway_secs))
+                .await,
+        ),
+        (
+            "retired keys",
+            store
+                .delete_keys_retired_before(now.plus_secs(-key_retention_secs))
+                .await,
+        ),
+    ];
+    for (what, result) in results {
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(what, removed = n, "housekeeping"),
+            Err(error) => tracing::warn!(what, %error, "housekeeping failed"),
+        }
+    }
+}
+
+/// Runs `tick` every `period` until `stop` turns true.
+fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut tick: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => tick().await,
+                _ = stopped_signal(&mut stop) => break,
+            }
+        }
+    })
+}
+
+/// Resolves once `stop` is true (or its sender is gone), without holding a guard across awaits.
+async fn stopped_signal(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
