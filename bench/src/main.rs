@@ -7,8 +7,8 @@ use clap::Parser;
 use tokenmint_bench::BenchOptions;
 
 /// The same allocator as the `tokenmint` server binary: the load generator ran inside that binary
-/// when the published figures were measured, and its own allocations are part of what limits the
-/// verify scenario on a shared machine.
+/// (as `tokenmint bench`) when the published figures were measured, so its own cost per request
+/// stays what it was then (ARCHITECTURE.md, "Where the load generator lives").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
