@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Reproduces BENCHMARKS.md: a release tokenmint pinned to core 0, `tokenmint bench` pinned to
-# core 1, every scenario plus the crypto floors in one run (measured on the server's core, between
-# rounds, while it is idle), on SQLite or PostgreSQL.
-#   scripts/bench.sh sqlite|postgres [extra tokenmint bench flags…]
+# Reproduces BENCHMARKS.md: a release tokenmint pinned to core 0, the load generator
+# (`tokenmint-bench`, built from bench/ into the same target/release/) pinned to core 1, every
+# scenario plus the crypto floors in one run (measured on the server's core, between rounds, while
+# it is idle), on SQLite or PostgreSQL.
+#   scripts/bench.sh sqlite|postgres [extra tokenmint-bench flags…]
 # Server settings can be changed through TOKENMINT__* variables (e.g. TOKENMINT__CACHE__VERIFIED_CAPACITY=1
 # to measure verification without the verified-signature cache, or TOKENMINT__LOG__FILTER=info to
 # include the per-RPC log line; default warn), the scenarios with BENCH_SCENARIOS (default
@@ -12,8 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 store=${1:-sqlite}
 shift || true
-cargo build --release --quiet
+cargo build --release --quiet -p tokenmint -p tokenmint-bench
 bin=$PWD/target/release/tokenmint
+bench=$PWD/target/release/tokenmint-bench
 work=$(mktemp -d)
 port=50090
 server=""
@@ -39,11 +41,11 @@ if [ "$cores" -ge 2 ]; then pin_server="taskset -c 0"; pin_bench="taskset -c 1";
 TOKENMINT__LOG__FILTER=${TOKENMINT__LOG__FILTER:-warn} $pin_server "$bin" serve --data-dir "$work" --listen 127.0.0.1:$port 2> "$work/server.log" &
 server=$!
 for _ in $(seq 1 100); do
-  "$bin" bench --addr http://127.0.0.1:$port --scenario health --requests 1 --warmup 0s > /dev/null 2>&1 && break
+  "$bench" --addr http://127.0.0.1:$port --scenario health --requests 1 --warmup 0s > /dev/null 2>&1 && break
   sleep 0.1
 done
 echo "store: $store; server: ${pin_server:-unpinned}; load generator: ${pin_bench:-unpinned}; $(nproc) cores"
-$pin_bench "$bin" bench --addr http://127.0.0.1:$port --token "$token" --floors "${floors_core[@]}" \
+$pin_bench "$bench" --addr http://127.0.0.1:$port --token "$token" --floors "${floors_core[@]}" \
   --scenario "${BENCH_SCENARIOS:-health,verify,create,mixed}" --rounds "${BENCH_ROUNDS:-3}" --duration "${BENCH_DURATION:-5s}" \
   --json "target/bench-$store.json" "$@"
 echo "server resident set: $(ps -o rss= -p "$server") KiB"

@@ -2,7 +2,8 @@
 //!
 //! A request travels proto → [`grpc`] handler → [`issuance`] core → [`store`] → database.
 //! [`domain`] holds the validated value types all layers share; [`config`] and [`startup`] build
-//! the running service; [`cli`] implements the operator commands; [`loadgen`] is `tokenmint bench`.
+//! the running service; [`cli`] implements the operator commands. The load generator is a crate of
+//! its own (`bench/`, `tokenmint-bench`) that uses this library; the server never depends on it.
 
 pub mod cli;
 pub mod config;
@@ -10,7 +11,6 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod issuance;
-pub mod loadgen;
 pub mod proto;
 pub mod startup;
 pub mod store;

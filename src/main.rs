@@ -1,4 +1,5 @@
-//! The `tokenmint` command: `serve`, `bootstrap`, `keys`, `enterprise`, `migrate`, `bench`.
+//! The `tokenmint` command: `serve`, `bootstrap`, `keys`, `enterprise`, `migrate`, `config`,
+//! `health`. The load generator is the `tokenmint-bench` binary (`bench/`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,6 @@ use clap::{Parser, Subcommand};
 use tokenmint::cli::{self, BootstrapRequest};
 use tokenmint::config::{LogFormat, Settings};
 use tokenmint::domain::Environment;
-use tokenmint::loadgen::{self, BenchOptions};
 use tokenmint::{startup, telemetry};
 
 /// mimalloc instead of the system allocator: an RPC makes dozens of small allocations (HTTP/2
@@ -94,8 +94,6 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Load-test a running server and measure the crypto floors (see BENCHMARKS.md).
-    Bench(BenchOptions),
     /// Manage enterprise membership.
     Enterprise {
         #[command(subcommand)]
@@ -280,11 +278,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             command: ConfigCommand::Check,
         } => {
             print!("{}", cli::check_config(&settings)?);
-            Ok(())
-        }
-        Command::Bench(options) => {
-            let report = loadgen::run(&options).await?;
-            println!("{report}");
             Ok(())
         }
         Command::Enterprise {

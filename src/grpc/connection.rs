@@ -14,6 +14,9 @@
 //! writes them all at once. So a response leaves in one write, and under load one write carries
 //! the responses of several streams. The cost is one extra task poll per flush. A buffer past
 //! [`HIGH_WATER`] is written before more is accepted, so a slow reader still pushes back.
+//!
+//! The load generator (`bench/`, the `tokenmint-bench` crate) wraps its client connections in the
+//! same type: it depends on this library, never the other way round.
 
 use std::io;
 use std::pin::Pin;

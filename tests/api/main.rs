@@ -5,7 +5,6 @@
 mod helpers;
 
 mod auth;
-mod bench;
 mod bounded;
 mod change_feed;
 mod create;

@@ -1,5 +1,10 @@
-//! `tokenmint bench`: a gRPC load generator for a running tokenmint, and the single-core crypto
+//! `tokenmint-bench`: a gRPC load generator for a running tokenmint, and the single-core crypto
 //! floors that bound it, measured in the same run so results can be stated as ratios.
+//!
+//! A tool, not part of the server: this crate depends on the `tokenmint` library (for the
+//! generated gRPC client and the [`Coalesced`] connection writer), and nothing in the server
+//! depends on it. The `tokenmint-bench` binary (`src/main.rs`) parses [`BenchOptions`] and calls
+//! [`run`]; the tests call [`run`] directly.
 //!
 //! Each scenario drives the server over `connections` HTTP/2 connections with `concurrency`
 //! requests in flight for a duration (or a request count). Latencies of OK responses go into an
@@ -16,14 +21,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use tokenmint::grpc::connection::Coalesced;
 use tonic::transport::{Channel, Endpoint};
-
-use crate::grpc::connection::Coalesced;
 
 pub use report::{Report, ScenarioResult};
 pub use workload::{Scenario, VerifyMix};
 
-/// What to run: the arguments of `tokenmint bench`.
+/// What to run: the arguments of `tokenmint-bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
     /// Server address.

@@ -4,14 +4,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokenmint::proto::v1::{self as pb, token_service_client::TokenServiceClient};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::loadgen::BenchOptions;
-use crate::proto::v1::{self as pb, token_service_client::TokenServiceClient};
+use crate::BenchOptions;
 
 /// A load scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

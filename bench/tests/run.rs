@@ -1,10 +1,10 @@
-//! `tokenmint bench` itself: a short run reports throughput and no errors against a healthy
+//! The load generator itself: a short run reports throughput and no errors against a healthy
 //! server, and failed responses count as errors, never as throughput. No timing assertions.
 
 use std::time::Duration;
 
-use tokenmint::loadgen::{self, BenchOptions, Scenario, VerifyMix};
 use tokenmint::proto::v1 as pb;
+use tokenmint_bench::{BenchOptions, Scenario, VerifyMix};
 
 use crate::helpers::{TestApp, authed};
 
@@ -51,7 +51,7 @@ async fn a_short_run_of_every_scenario_reports_throughput_and_no_errors() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = options(&app, token, all);
     options.json = Some(dir.path().join("report.json"));
-    let report = loadgen::run(&options).await.unwrap();
+    let report = tokenmint_bench::run(&options).await.unwrap();
     assert_eq!(report.scenarios.len(), 4);
     for result in &report.scenarios {
         let name = result.scenario.name();
@@ -79,7 +79,7 @@ async fn the_mixed_verify_pool_expects_inactive_answers_for_bad_tokens() {
     let mut options = options(&app, token, vec![Scenario::Verify]);
     options.verify_mix = VerifyMix::Mixed;
     options.pool = 40;
-    let report = loadgen::run(&options).await.unwrap();
+    let report = tokenmint_bench::run(&options).await.unwrap();
     let verify = &report.scenarios[0];
     assert_eq!(verify.mix, Some("mixed"));
     assert!(
@@ -97,13 +97,13 @@ async fn error_responses_count_as_errors_not_throughput() {
     let token = app
         .bootstrap("bench", &["user_manage", "wallet_view"])
         .await;
-    let report = loadgen::run(&options(&app, token.clone(), vec![Scenario::Health]))
+    let report = tokenmint_bench::run(&options(&app, token.clone(), vec![Scenario::Health]))
         .await
         .unwrap();
     assert_eq!(report.scenarios[0].ok, 200);
     let mut creates = options(&app, token, vec![Scenario::Create]);
     creates.requests = Some(50);
-    let report = loadgen::run(&creates).await.unwrap();
+    let report = tokenmint_bench::run(&creates).await.unwrap();
     let create = &report.scenarios[0];
     assert_eq!(create.ok, 0, "refused creates are not throughput");
     assert_eq!(
@@ -126,7 +126,7 @@ async fn rounds_interleave_scenarios_and_add_up() {
     );
     options.rounds = 3;
     options.requests = Some(40);
-    let report = loadgen::run(&options).await.unwrap();
+    let report = tokenmint_bench::run(&options).await.unwrap();
     assert_eq!(
         report.scenarios.len(),
         2,
@@ -175,7 +175,7 @@ async fn floors_alone_need_no_server() {
         server_cores: 1,
         json: None,
     };
-    let report = loadgen::run(&options).await.unwrap();
+    let report = tokenmint_bench::run(&options).await.unwrap();
     assert!(report.scenarios.is_empty());
     let floors = report.floors.as_ref().expect("floors measured");
     assert!(floors.ed25519_sign.ops_per_sec > 0.0 && floors.ed25519_verify.ops_per_sec > 0.0);

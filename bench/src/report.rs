@@ -7,8 +7,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::loadgen::floors::Floors;
-use crate::loadgen::{BenchOptions, Scenario};
+use crate::floors::Floors;
+use crate::{BenchOptions, Scenario};
 
 /// One scenario's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -332,7 +332,7 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadgen::floors::Rate;
+    use crate::floors::Rate;
 
     fn floors(sign_ops: f64, verify_ops: f64) -> Floors {
         let rate = |ops: f64| Rate {
