@@ -177,7 +177,7 @@ impl Metrics {
         let rpc_in_flight = Gauge::default();
         registry.register(
             "rpc_in_flight",
-            "gRPC requests running now (health checks excluded; compare with server.max_in_flight_requests)",
+            "gRPC requests running now, a stream until it ends (health checks excluded; compare with server.max_in_flight_requests)",
             rpc_in_flight.clone(),
         );
         let untrusted_key_rows = Gauge::default();

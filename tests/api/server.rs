@@ -346,3 +346,51 @@ async fn beyond_max_in_flight_requests_the_server_sheds_load_but_stays_observabl
         .await
         .expect("with the slot free, requests are served again");
 }
+
+#[tokio::test]
+async fn a_stream_holds_its_in_flight_slot_until_it_ends() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_response};
+
+    let app = TestApp::spawn_with(|s| s.server.max_in_flight_requests = 1).await;
+    let caller = app.bootstrap("alice", &["user_manage"]).await;
+    let mut client = app.client().await;
+    let channel = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (send, requests) = tokio::sync::mpsc::channel(1);
+    let list_services = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    send.send(list_services).await.unwrap();
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("one answer");
+    assert!(matches!(
+        first.message_response,
+        Some(server_reflection_response::MessageResponse::ListServicesResponse(_))
+    ));
+
+    // The stream's headers and first message are out; the stream is still open.
+    wait_for_in_flight(&app, 1).await;
+    let status = client
+        .list_scopes(authed(&caller, pb::ListScopesRequest {}))
+        .await
+        .expect_err("the open stream holds the only slot");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    drop(send);
+    assert!(stream.message().await.unwrap().is_none(), "the stream ends");
+    wait_for_in_flight(&app, 0).await;
+    client
+        .list_scopes(authed(&caller, pb::ListScopesRequest {}))
+        .await
+        .expect("the slot is free once the stream has ended");
+}
