@@ -11,7 +11,7 @@ use tonic::Request;
 use tonic::transport::Channel;
 
 /// A running tokenmint on its own database.
-pub struct TestApp {
+pub(crate) struct TestApp {
     /// Address of the server.
     pub addr: SocketAddr,
     /// The settings it runs with (shared with the CLI functions, so they act on its store).
@@ -22,12 +22,12 @@ pub struct TestApp {
 
 impl TestApp {
     /// A server with the default test settings.
-    pub async fn spawn() -> Self {
+    pub(crate) async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
     }
 
     /// A server with `configure` applied to the test settings.
-    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+    pub(crate) async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings {
             data_dir: dir.path().to_path_buf(),
@@ -50,19 +50,19 @@ impl TestApp {
     }
 
     /// The server's URL.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// A connected TokenService client.
-    pub async fn client(&self) -> TokenServiceClient<Channel> {
+    pub(crate) async fn client(&self) -> TokenServiceClient<Channel> {
         TokenServiceClient::connect(self.url())
             .await
             .expect("connect")
     }
 
     /// A token for `user` with `scopes`, minted by the operator CLI path (`tokenmint bootstrap`).
-    pub async fn bootstrap(&self, user: &str, scopes: &[&str]) -> String {
+    pub(crate) async fn bootstrap(&self, user: &str, scopes: &[&str]) -> String {
         let request = BootstrapRequest {
             user: user.into(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
@@ -81,7 +81,7 @@ impl TestApp {
 }
 
 /// A request carrying `authorization: Bearer <token>`.
-pub fn authed<T>(token: &str, message: T) -> Request<T> {
+pub(crate) fn authed<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert(
         "authorization",

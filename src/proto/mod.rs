@@ -6,6 +6,11 @@
 pub mod verify_response;
 
 /// The `tokenmint.v1` package.
+#[expect(
+    clippy::allow_attributes,
+    clippy::allow_attributes_without_reason,
+    reason = "tonic-build writes plain #[allow] attributes into the generated code"
+)]
 pub mod v1 {
     tonic::include_proto!("tokenmint.v1");
 

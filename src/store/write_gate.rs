@@ -23,7 +23,9 @@ pub(crate) struct WriteGate(Option<Arc<Mutex<()>>>);
 /// The right to write; the next writer in line gets it when this is dropped, so it must live
 /// until the transaction has committed or rolled back.
 #[must_use = "the turn ends when it is dropped; keep it until the transaction ends"]
-pub(crate) struct WriteTurn(#[allow(dead_code)] Option<OwnedMutexGuard<()>>);
+pub(crate) struct WriteTurn(
+    #[expect(dead_code, reason = "held for its Drop, never read")] Option<OwnedMutexGuard<()>>,
+);
 
 impl WriteGate {
     /// Writers queue, one at a time, in arrival order (SQLite).

@@ -22,10 +22,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 /// Environment variable naming a PostgreSQL server (e.g. `postgres://postgres@127.0.0.1:5432`);
 /// when set, every test runs on its own new database there instead of SQLite.
-pub const PG_ENV: &str = "TOKENMINT_TEST_DATABASE_URL";
+pub(crate) const PG_ENV: &str = "TOKENMINT_TEST_DATABASE_URL";
 
 /// A database for one test (shared by every server the test starts), dropped at the end.
-pub struct TestDatabase {
+pub(crate) struct TestDatabase {
     /// Data directory (SQLite file and master key).
     pub dir: tempfile::TempDir,
     /// PostgreSQL URL of this test's database, if on PostgreSQL.
@@ -35,7 +35,7 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     /// A fresh database: SQLite by default, PostgreSQL when [`PG_ENV`] is set.
-    pub async fn create() -> Arc<Self> {
+    pub(crate) async fn create() -> Arc<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let (pg_url, pg_admin) = match std::env::var(PG_ENV) {
             Ok(server) if !server.is_empty() => {
@@ -63,7 +63,7 @@ impl TestDatabase {
     }
 
     /// Settings for a server on this database, listening on port 0.
-    pub fn settings(&self) -> Settings {
+    pub(crate) fn settings(&self) -> Settings {
         let mut settings = Settings {
             data_dir: self.dir.path().to_path_buf(),
             ..Settings::default()
@@ -103,7 +103,7 @@ impl Drop for TestDatabase {
 }
 
 /// A running tokenmint and the database it uses.
-pub struct TestApp {
+pub(crate) struct TestApp {
     /// Address of the server.
     pub addr: SocketAddr,
     /// Address of the plaintext metrics listener, if configured.
@@ -117,18 +117,21 @@ pub struct TestApp {
 
 impl TestApp {
     /// A server on a fresh database with default test settings.
-    pub async fn spawn() -> Self {
+    pub(crate) async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
     }
 
     /// A server on a fresh database, with `configure` applied to its settings.
-    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+    pub(crate) async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
         let db = TestDatabase::create().await;
         Self::spawn_on(db, configure).await
     }
 
     /// Another server on an existing database (a replica).
-    pub async fn spawn_on(db: Arc<TestDatabase>, configure: impl FnOnce(&mut Settings)) -> Self {
+    pub(crate) async fn spawn_on(
+        db: Arc<TestDatabase>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Self {
         let mut settings = db.settings();
         configure(&mut settings);
         let server = startup::start(settings.clone())
@@ -144,13 +147,13 @@ impl TestApp {
     }
 
     /// Starts stopping the server (drain, flush); the handle ends when it has stopped.
-    pub fn begin_stop(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    pub(crate) fn begin_stop(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
         let server = self.server.take().expect("a running server");
         tokio::spawn(server.stop())
     }
 
     /// Stops the server (draining requests and flushing writes) and starts it again on the same database.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("clean stop");
         }
@@ -163,12 +166,12 @@ impl TestApp {
     }
 
     /// The server's URL.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Calls the gRPC method at `path` (one the server may not know) with an empty message.
-    pub async fn call_raw(&self, path: &str) -> Result<(), Status> {
+    pub(crate) async fn call_raw(&self, path: &str) -> Result<(), Status> {
         let channel = tonic::transport::Endpoint::from_shared(self.url())
             .expect("server URL")
             .connect()
@@ -182,26 +185,26 @@ impl TestApp {
     }
 
     /// A connected TokenService client.
-    pub async fn client(&self) -> TokenServiceClient<Channel> {
+    pub(crate) async fn client(&self) -> TokenServiceClient<Channel> {
         TokenServiceClient::connect(self.url())
             .await
             .expect("connect")
     }
 
     /// A connected TemplateService client.
-    pub async fn templates(&self) -> TemplateServiceClient<Channel> {
+    pub(crate) async fn templates(&self) -> TemplateServiceClient<Channel> {
         TemplateServiceClient::connect(self.url())
             .await
             .expect("connect")
     }
 
     /// A token for `user` with `scopes`, minted by the operator CLI path.
-    pub async fn bootstrap(&self, user: &str, scopes: &[&str]) -> String {
+    pub(crate) async fn bootstrap(&self, user: &str, scopes: &[&str]) -> String {
         self.bootstrap_with(user, scopes, |_| {}).await
     }
 
     /// Like [`bootstrap`](Self::bootstrap), with the request adjusted by `adjust`.
-    pub async fn bootstrap_with(
+    pub(crate) async fn bootstrap_with(
         &self,
         user: &str,
         scopes: &[&str],
@@ -225,7 +228,7 @@ impl TestApp {
     }
 
     /// A `user_manage` + `token_introspect` caller for `user`.
-    pub async fn manager(&self, user: &str) -> String {
+    pub(crate) async fn manager(&self, user: &str) -> String {
         self.bootstrap(
             user,
             &[
@@ -240,7 +243,7 @@ impl TestApp {
     }
 
     /// Adds `user` to `enterprise` (the `tokenmint enterprise add-member` path).
-    pub async fn add_member(&self, enterprise: &str, user: &str) {
+    pub(crate) async fn add_member(&self, enterprise: &str, user: &str) {
         cli::add_enterprise_member(&self.settings, enterprise, user)
             .await
             .expect("add member");
@@ -248,7 +251,11 @@ impl TestApp {
 
     /// Signs arbitrary header and claims with the server's current signing key — for tokens the
     /// API would never mint (expired, not yet valid, wrong issuer…). `header` may omit `kid`/`alg`.
-    pub async fn forge(&self, mut header: serde_json::Value, claims: serde_json::Value) -> String {
+    pub(crate) async fn forge(
+        &self,
+        mut header: serde_json::Value,
+        claims: serde_json::Value,
+    ) -> String {
         tokenmint::issuance::jwt_crypto::install();
         let store = startup::open_store(&self.settings).await.expect("store");
         let master = startup::master_key(&self.settings).expect("master key");
@@ -276,7 +283,7 @@ impl TestApp {
     }
 
     /// The standard claims of a token for `user`, valid now, as the server would mint them.
-    pub fn claims(&self, user: &str, scope: &str) -> serde_json::Value {
+    pub(crate) fn claims(&self, user: &str, scope: &str) -> serde_json::Value {
         let now = chrono::Utc::now().timestamp();
         let id = uuid::Uuid::now_v7().to_string();
         serde_json::json!({
@@ -287,7 +294,7 @@ impl TestApp {
 }
 
 /// A request carrying `authorization: Bearer <token>`.
-pub fn authed<T>(token: &str, message: T) -> Request<T> {
+pub(crate) fn authed<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert(
         "authorization",
@@ -298,7 +305,7 @@ pub fn authed<T>(token: &str, message: T) -> Request<T> {
 
 /// Asserts `status` has `code` and ErrorInfo `reason` (domain tokenmint) and a RequestInfo; returns the details.
 #[track_caller]
-pub fn assert_error(status: &Status, code: Code, reason: &str) -> ErrorDetails {
+pub(crate) fn assert_error(status: &Status, code: Code, reason: &str) -> ErrorDetails {
     assert_eq!(
         status.code(),
         code,
@@ -325,7 +332,7 @@ pub fn assert_error(status: &Status, code: Code, reason: &str) -> ErrorDetails {
 }
 
 /// The BadRequest field names of `status`.
-pub fn bad_fields(status: &Status) -> Vec<String> {
+pub(crate) fn bad_fields(status: &Status) -> Vec<String> {
     status
         .get_error_details()
         .bad_request()
@@ -334,7 +341,7 @@ pub fn bad_fields(status: &Status) -> Vec<String> {
 }
 
 /// ErrorInfo metadata value `key` of `status`.
-pub fn error_meta(status: &Status, key: &str) -> Option<String> {
+pub(crate) fn error_meta(status: &Status, key: &str) -> Option<String> {
     status
         .get_error_details()
         .error_info()
@@ -342,7 +349,7 @@ pub fn error_meta(status: &Status, key: &str) -> Option<String> {
 }
 
 /// Polls `check` until it returns `Some` or `within` has passed.
-pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+pub(crate) async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -360,21 +367,21 @@ where
 }
 
 /// Decodes the claims of a JWT without verifying it (for asserting what was minted).
-pub fn claims_of(token: &str) -> serde_json::Value {
+pub(crate) fn claims_of(token: &str) -> serde_json::Value {
     let payload = token.split('.').nth(1).expect("three parts");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url"))
         .expect("json claims")
 }
 
 /// Decodes the header of a JWT.
-pub fn header_of(token: &str) -> serde_json::Value {
+pub(crate) fn header_of(token: &str) -> serde_json::Value {
     let header = token.split('.').next().expect("header");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url"))
         .expect("json header")
 }
 
 /// A plain HTTP/1.1 GET on the server's port: the status line, the lower-cased head and the body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -417,7 +424,7 @@ fn dechunk(mut rest: &str) -> String {
 
 /// Holds the database's write lock (SQLite) or a share lock on one table (PostgreSQL; `tokens`
 /// unless told), so that writes wait while reads go on.
-pub enum DatabaseLock {
+pub(crate) enum DatabaseLock {
     /// `BEGIN IMMEDIATE` on SQLite.
     Sqlite(sea_orm::sqlx::SqliteConnection),
     /// `LOCK TABLE tokens IN SHARE MODE` on PostgreSQL.
@@ -426,12 +433,12 @@ pub enum DatabaseLock {
 
 impl DatabaseLock {
     /// Takes the lock on `app`'s database.
-    pub async fn take(app: &TestApp) -> Self {
+    pub(crate) async fn take(app: &TestApp) -> Self {
         Self::take_on(app, "tokens").await
     }
 
     /// Takes the lock on `app`'s database: on PostgreSQL, a share lock on `table` only.
-    pub async fn take_on(app: &TestApp, table: &str) -> Self {
+    pub(crate) async fn take_on(app: &TestApp, table: &str) -> Self {
         use sea_orm::sqlx::{AssertSqlSafe, Connection, Executor};
         let url = app.settings.database_url();
         if url.starts_with("postgres") {
@@ -451,7 +458,7 @@ impl DatabaseLock {
 
     /// On PostgreSQL, an exclusive lock on `table` of `app`'s database: reads of it wait too
     /// (a database that does not answer). `None` on SQLite, whose readers nothing can hold up.
-    pub async fn take_exclusive(app: &TestApp, table: &str) -> Option<Self> {
+    pub(crate) async fn take_exclusive(app: &TestApp, table: &str) -> Option<Self> {
         use sea_orm::sqlx::{AssertSqlSafe, Connection, Executor};
         let url = app.settings.database_url();
         if !url.starts_with("postgres") {
@@ -465,7 +472,7 @@ impl DatabaseLock {
     }
 
     /// Lets writes through again.
-    pub async fn release(self) {
+    pub(crate) async fn release(self) {
         use sea_orm::sqlx::Executor;
         match self {
             Self::Sqlite(mut conn) => conn.execute("ROLLBACK").await.map(|_| ()),
@@ -477,7 +484,7 @@ impl DatabaseLock {
 
 /// Runs `statements` on `app`'s database in one transaction, as another process would: the
 /// statements bypass every server (for changes a test cannot make through the API).
-pub async fn execute_in_database(app: &TestApp, statements: &[String]) {
+pub(crate) async fn execute_in_database(app: &TestApp, statements: &[String]) {
     use sea_orm::sqlx::{AssertSqlSafe, Connection, Executor};
     let url = app.settings.database_url();
     macro_rules! run {
@@ -499,13 +506,13 @@ pub async fn execute_in_database(app: &TestApp, statements: &[String]) {
 }
 
 /// A certificate authority made for one test.
-pub struct Ca {
+pub(crate) struct Ca {
     issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
 impl Ca {
     /// A new self-signed CA named `name`.
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
@@ -521,12 +528,12 @@ impl Ca {
     }
 
     /// Its certificate (PEM).
-    pub fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// A leaf certificate and its key (PEM) for `names`, for a server or a client.
-    pub fn leaf(
+    pub(crate) fn leaf(
         &self,
         names: &[&str],
         purpose: rcgen::ExtendedKeyUsagePurpose,
@@ -545,7 +552,7 @@ impl Ca {
     }
 
     /// A server certificate for `localhost` and 127.0.0.1, and its key.
-    pub fn server_leaf(&self) -> (String, String) {
+    pub(crate) fn server_leaf(&self) -> (String, String) {
         self.leaf(
             &["localhost", "127.0.0.1"],
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
@@ -553,7 +560,7 @@ impl Ca {
     }
 
     /// A client certificate for `name`, and its key.
-    pub fn client_leaf(&self, name: &str) -> (String, String) {
+    pub(crate) fn client_leaf(&self, name: &str) -> (String, String) {
         self.leaf(&[name], rcgen::ExtendedKeyUsagePurpose::ClientAuth)
     }
 }

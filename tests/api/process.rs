@@ -12,7 +12,7 @@ use crate::helpers::{TestApp, TestDatabase, authed, eventually};
 const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
 
 /// Runs the binary with the test database's data dir (and PostgreSQL URL, if any).
-pub fn command(db: &TestDatabase, args: &[&str]) -> Command {
+pub(crate) fn command(db: &TestDatabase, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .arg("--data-dir")
@@ -35,7 +35,7 @@ pub fn command(db: &TestDatabase, args: &[&str]) -> Command {
 /// every port-0 bind of the tests' in-process servers lands: a port taken from that range could be
 /// handed to one of them before the child binds it, and the child's health check would then reach
 /// the wrong server.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 10_000) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -56,7 +56,7 @@ async fn serve(db: &TestDatabase, port: u16) -> Child {
 }
 
 /// Waits until a server answers on `port` (at most 20 s).
-pub async fn wait_until_serving(port: u16) {
+pub(crate) async fn wait_until_serving(port: u16) {
     let listen = format!("127.0.0.1:{port}");
     let url = format!("http://{listen}");
     let up = eventually(Duration::from_secs(20), || {

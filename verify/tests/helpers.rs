@@ -19,13 +19,13 @@ use tonic::Request;
 use tonic::transport::Channel;
 
 /// tokenmint's generated TokenService client.
-pub type Client = pb::token_service_client::TokenServiceClient<Channel>;
+pub(crate) type Client = pb::token_service_client::TokenServiceClient<Channel>;
 
 /// The scopes of a caller that manages its own tokens and may introspect any.
-pub const MANAGER_SCOPES: &[&str] = &["user_manage", "token_introspect", "wallet_view"];
+pub(crate) const MANAGER_SCOPES: &[&str] = &["user_manage", "token_introspect", "wallet_view"];
 
 /// A running tokenmint on its own database.
-pub struct TestApp {
+pub(crate) struct TestApp {
     /// Address of the server.
     pub addr: SocketAddr,
     /// The settings it runs with (shared with the CLI functions, so they act on its store).
@@ -36,12 +36,12 @@ pub struct TestApp {
 
 impl TestApp {
     /// A server with the default test settings.
-    pub async fn spawn() -> Self {
+    pub(crate) async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
     }
 
     /// A server with `configure` applied to the test settings.
-    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+    pub(crate) async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings {
             data_dir: dir.path().to_path_buf(),
@@ -64,22 +64,22 @@ impl TestApp {
     }
 
     /// The gRPC endpoint.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// The JWKS document's URL.
-    pub fn jwks_url(&self) -> String {
+    pub(crate) fn jwks_url(&self) -> String {
         format!("http://{}/.well-known/jwks.json", self.addr)
     }
 
     /// A connected TokenService client.
-    pub async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         Client::connect(self.url()).await.expect("connect")
     }
 
     /// A verifier with default settings reading keys through GetJwks.
-    pub async fn verifier(&self) -> Verifier {
+    pub(crate) async fn verifier(&self) -> Verifier {
         Verifier::builder(JwksSource::grpc(self.url()))
             .build()
             .await
@@ -87,12 +87,12 @@ impl TestApp {
     }
 
     /// A token for `user` with `scopes`, minted by the operator CLI path (`tokenmint bootstrap`).
-    pub async fn bootstrap(&self, user: &str, scopes: &[&str]) -> String {
+    pub(crate) async fn bootstrap(&self, user: &str, scopes: &[&str]) -> String {
         self.bootstrap_with(user, scopes, |_| {}).await
     }
 
     /// Like [`bootstrap`](Self::bootstrap), with the request adjusted by `adjust`.
-    pub async fn bootstrap_with(
+    pub(crate) async fn bootstrap_with(
         &self,
         user: &str,
         scopes: &[&str],
@@ -116,12 +116,12 @@ impl TestApp {
     }
 
     /// A caller for `user` with [`MANAGER_SCOPES`].
-    pub async fn manager(&self, user: &str) -> String {
+    pub(crate) async fn manager(&self, user: &str) -> String {
         self.bootstrap(user, MANAGER_SCOPES).await
     }
 
     /// Mints a token through CreateToken as `caller`.
-    pub async fn create_token(
+    pub(crate) async fn create_token(
         &self,
         caller: &str,
         request: pb::CreateTokenRequest,
@@ -136,7 +136,11 @@ impl TestApp {
 
     /// Signs arbitrary `header` and `claims` with the server's current signing key (tokens the
     /// API would never mint). `header` may omit `kid` and `alg`; they default to the key's.
-    pub async fn forge(&self, mut header: serde_json::Value, claims: serde_json::Value) -> String {
+    pub(crate) async fn forge(
+        &self,
+        mut header: serde_json::Value,
+        claims: serde_json::Value,
+    ) -> String {
         let store = startup::open_store(&self.settings).await.expect("store");
         let master = startup::master_key(&self.settings).expect("master key");
         let keys = KeyManager::load(store.clone(), master, self.settings.keys.algorithm, 86_400)
@@ -163,7 +167,7 @@ impl TestApp {
     }
 
     /// Claims as the server would mint them for `user`, valid for an hour from now.
-    pub fn claims(&self, user: &str, scope: &str) -> serde_json::Value {
+    pub(crate) fn claims(&self, user: &str, scope: &str) -> serde_json::Value {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let now = unix_now();
         let id = format!("forged-{}", NEXT.fetch_add(1, Ordering::Relaxed));
@@ -175,7 +179,7 @@ impl TestApp {
     }
 
     /// Stops the server, draining requests.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("clean stop");
         }
@@ -183,7 +187,7 @@ impl TestApp {
 }
 
 /// A request carrying `authorization: Bearer <token>`.
-pub fn authed<T>(token: &str, message: T) -> Request<T> {
+pub(crate) fn authed<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert(
         "authorization",
@@ -193,7 +197,7 @@ pub fn authed<T>(token: &str, message: T) -> Request<T> {
 }
 
 /// Polls `check` until it returns `Some` or `within` has passed.
-pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+pub(crate) async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -211,12 +215,12 @@ where
 }
 
 /// The decoded JOSE header of a JWT.
-pub fn header_of(token: &str) -> serde_json::Value {
+pub(crate) fn header_of(token: &str) -> serde_json::Value {
     decode_part(token, 0)
 }
 
 /// The decoded payload of a JWT (not verified).
-pub fn payload_of(token: &str) -> serde_json::Value {
+pub(crate) fn payload_of(token: &str) -> serde_json::Value {
     decode_part(token, 1)
 }
 
@@ -226,7 +230,7 @@ fn decode_part(token: &str, index: usize) -> serde_json::Value {
 }
 
 /// `token` with its payload replaced by `payload` (signature untouched).
-pub fn with_payload(token: &str, payload: &serde_json::Value) -> String {
+pub(crate) fn with_payload(token: &str, payload: &serde_json::Value) -> String {
     let parts: Vec<&str> = token.split('.').collect();
     format!(
         "{}.{}.{}",
@@ -237,7 +241,7 @@ pub fn with_payload(token: &str, payload: &serde_json::Value) -> String {
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
@@ -245,6 +249,6 @@ pub fn unix_now() -> i64 {
 }
 
 /// Owned strings.
-pub fn strings(values: &[&str]) -> Vec<String> {
+pub(crate) fn strings(values: &[&str]) -> Vec<String> {
     values.iter().map(|s| s.to_string()).collect()
 }
