@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::domain::Timestamp;
+use crate::domain::{StoredStatus, Timestamp};
 use crate::error::{Error, ErrorCode, Result, reason};
 use crate::issuance::caches::MetadataCache;
 use crate::issuance::caller::Caller;
@@ -73,6 +73,14 @@ impl Authenticator {
             Some(record) if record.deleted_at.is_none() => record,
             _ => return Err(unauthenticated(InactiveReason::UnknownToken)),
         };
+        // The deny list is the fast answer; the row is the authority. A replica whose change
+        // feed lags (or gave up on a gap) must not let a stopped token keep minting once its
+        // row says so, as VerifyToken already refuses it.
+        match record.status {
+            StoredStatus::Active => {}
+            StoredStatus::Suspended => return Err(unauthenticated(InactiveReason::Suspended)),
+            StoredStatus::Revoked => return Err(unauthenticated(InactiveReason::Revoked)),
+        }
         self.last_used.record(token.id, now, peer);
         Ok(Caller {
             user_id: token.user_id.clone(),

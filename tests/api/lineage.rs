@@ -494,6 +494,46 @@ async fn a_caller_whose_row_is_gone_stops_authenticating() {
 }
 
 #[tokio::test]
+async fn a_caller_whose_row_says_stopped_is_refused_even_before_the_deny_list_hears_of_it() {
+    let app = TestApp::spawn_with(|s| s.cache.metadata_ttl_secs = 1).await;
+    let revoked = app.bootstrap("alice", MANAGER).await;
+    let suspended = app.bootstrap("carol", MANAGER).await;
+    // A replica whose change feed lags (or gave up on a gap): the row has changed, no change
+    // event tells this server so.
+    let id = |raw: &str| claims_of(raw)["jti"].as_str().unwrap().to_owned();
+    crate::helpers::execute_in_database(
+        &app,
+        &[
+            format!(
+                "UPDATE tokens SET status = 'revoked' WHERE id = '{}'",
+                id(&revoked)
+            ),
+            format!(
+                "UPDATE tokens SET status = 'suspended' WHERE id = '{}'",
+                id(&suspended)
+            ),
+        ],
+    )
+    .await;
+    for (caller, why) in [(&revoked, "REVOKED"), (&suspended, "SUSPENDED")] {
+        let refused = crate::helpers::eventually(Duration::from_secs(5), || async {
+            app.client()
+                .await
+                .create_token(authed(caller, request(&["wallet_view"])))
+                .await
+                .err()
+        })
+        .await
+        .expect("the caller stops authenticating once its cached metadata is stale");
+        assert_error(&refused, Code::Unauthenticated, "INVALID_CREDENTIALS");
+        assert_eq!(
+            error_meta(&refused, "inactive_reason").as_deref(),
+            Some(why)
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_signed_claims_bound_a_caller_whatever_its_row_says_now() {
     // Every call reads the row, so the edit below is seen at once.
     let app = TestApp::spawn_with(|s| s.cache.metadata_ttl_secs = 0).await;
