@@ -14,24 +14,24 @@ use std::hint::black_box;
 use divan::Bencher;
 use tokenmint::domain::KeyAlgorithm;
 use tokenmint::issuance::claims::{self, Audience, Claims};
-use tokenmint::issuance::jwt_crypto;
 use tokenmint::issuance::keys::KeyRing;
-use tokenmint::issuance::verifier::JwtPolicy;
+use tokenmint::issuance::verifier::{JwtPolicy, verify_signature};
+use tokenmint_jwt::jsonwebtoken_provider;
 
 fn main() {
-    jwt_crypto::install();
+    jsonwebtoken_provider::install();
     divan::main();
 }
 
-fn claims() -> Claims {
+fn claims() -> Claims<'static> {
     let now = 1_800_000_000;
     let id = "01a23174-39ed-7634-95d9-31fce35eb30c".to_owned();
     Claims {
         iss: "tokenmint".into(),
         aud: Audience::One("tokenmint".into()),
         sub: "bench-user".into(),
-        client_id: id.clone(),
-        jti: id,
+        client_id: id.clone().into(),
+        jti: id.into(),
         iat: now,
         nbf: now,
         exp: now + 3600,
@@ -80,11 +80,7 @@ fn policy_verify(bencher: Bencher, algorithm: KeyAlgorithm) {
     let ring = KeyRing::ephemeral(algorithm).unwrap();
     let token = claims::sign(&claims(), &ring.signing).unwrap();
     let policy = policy();
-    bencher.bench_local(|| {
-        policy
-            .verify_signature(black_box(token.expose()), &ring)
-            .unwrap()
-    });
+    bencher.bench_local(|| verify_signature(&policy, black_box(token.expose()), &ring).unwrap());
 }
 
 #[divan::bench]
@@ -98,7 +94,8 @@ fn jsonwebtoken_decode_eddsa(bencher: Bencher) {
     validation.validate_exp = false;
     validation.validate_aud = false;
     bencher.bench_local(|| {
-        jsonwebtoken::decode::<Claims>(black_box(token.expose()), &decoding, &validation).unwrap()
+        jsonwebtoken::decode::<serde_json::Value>(black_box(token.expose()), &decoding, &validation)
+            .unwrap()
     });
 }
 

@@ -9,6 +9,8 @@
 #                    sanitizer would only slow the run down; debug assertions and overflow checks
 #                    stay on either way; use address when unsafe code enters a fuzzed path)
 #   FUZZ_RESULTS     a file to append the --long table rows to
+#   FUZZ_NICE        the --long run's niceness (default 19: it yields to everything else; 0 when
+#                    it must finish beside builds)
 # Seeds are read from fuzz/corpus/<target>/ (committed); what libFuzzer finds on the way goes to
 # fuzz/work/<target>/ and crashes to fuzz/artifacts/<target>/ (both ignored by git). A crash fails
 # the script, names the artifact, and is reproduced with
@@ -52,7 +54,7 @@ for target in $targets; do
     run=(fuzz run)
   else
     limit=(-runs="$runs")
-    run=(nice -n 19 cargo)
+    run=(nice -n "${FUZZ_NICE:-19}" cargo)
     if rustup toolchain list 2> /dev/null | grep -q '^nightly'; then run+=(+nightly); fi
     run+=(fuzz run)
   fi

@@ -4,6 +4,9 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+/// What an address means (IPv4-mapped as IPv4), for the server and every offline verifier alike.
+pub use tokenmint_jwt::ip::canonical;
+use tokenmint_jwt::ip::{Networks, parse_net};
 
 use crate::domain::unique::Unique;
 use crate::error::{Error, Result, reason};
@@ -11,13 +14,12 @@ use crate::error::{Error, Result, reason};
 /// A normalised, de-duplicated list of networks a token may be used from. Empty means "anywhere".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IpRestriction {
-    nets: Vec<IpNet>,
-    /// `nets` as normalised CIDR strings, rendered once: a CreateToken writes them three times
-    /// (claim, row, response), and formatting addresses is not cheap.
+    /// The networks, matched as every verifier matches them (`tokenmint-jwt`); unreadable
+    /// stored or claimed entries make them allow nothing (fail closed, never "anywhere").
+    networks: Networks,
+    /// The networks as normalised CIDR strings, rendered once: a CreateToken writes them three
+    /// times (claim, row, response), and formatting addresses is not cheap.
     rendered: Vec<String>,
-    /// Set when stored or claimed entries could not be read: such a restriction allows nothing
-    /// (it fails closed rather than turning into "anywhere").
-    unreadable: bool,
 }
 
 impl IpRestriction {
@@ -49,36 +51,28 @@ impl IpRestriction {
         }
         match error {
             Some(e) => Err(e),
-            None => Ok(Self::of(nets.into_vec(), false)),
+            None => Ok(Self::of(Networks::new(nets.into_vec()))),
         }
     }
 
     /// Networks read back from the store or a claim. An entry that does not parse makes the
     /// whole restriction allow nothing (fail closed), never "anywhere".
     pub fn from_trusted<S: AsRef<str>>(entries: &[S]) -> Self {
-        let nets: Vec<IpNet> = entries
-            .iter()
-            .filter_map(|s| parse_net(s.as_ref()))
-            .collect();
-        let unreadable = nets.len() != entries.len();
-        if unreadable {
+        let networks = Networks::from_entries(entries);
+        if !networks.is_readable() {
             tracing::error!("an IP restriction holds unreadable entries; it allows no address");
         }
-        Self::of(nets, unreadable)
+        Self::of(networks)
     }
 
-    fn of(nets: Vec<IpNet>, unreadable: bool) -> Self {
-        let rendered = nets.iter().map(ToString::to_string).collect();
-        Self {
-            nets,
-            rendered,
-            unreadable,
-        }
+    fn of(networks: Networks) -> Self {
+        let rendered = networks.nets().iter().map(ToString::to_string).collect();
+        Self { networks, rendered }
     }
 
     /// Whether no restriction applies.
     pub fn is_unrestricted(&self) -> bool {
-        self.nets.is_empty() && !self.unreadable
+        self.networks.is_unrestricted()
     }
 
     /// Whether the restriction lets in every IPv4 or every IPv6 client: it holds `0.0.0.0/0`,
@@ -89,21 +83,22 @@ impl IpRestriction {
             ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96);
         let mapped = MAPPED;
         // Merged first: `0.0.0.0/1` and `128.0.0.0/1` together are `0.0.0.0/0`.
-        IpNet::aggregate(&self.nets).iter().any(|net| match net {
-            IpNet::V4(v4) => v4.prefix_len() == 0,
-            IpNet::V6(v6) => v6.prefix_len() == 0 || v6.contains(&mapped),
-        })
+        IpNet::aggregate(&self.networks.nets().to_vec())
+            .iter()
+            .any(|net| match net {
+                IpNet::V4(v4) => v4.prefix_len() == 0,
+                IpNet::V6(v6) => v6.prefix_len() == 0 || v6.contains(&mapped),
+            })
     }
 
     /// Whether every stored or claimed entry could be read (always, for a parsed request).
     pub fn is_readable(&self) -> bool {
-        !self.unreadable
+        self.networks.is_readable()
     }
 
     /// Whether `addr` is allowed (always, when unrestricted).
     pub fn allows(&self, addr: IpAddr) -> bool {
-        let addr = canonical(addr);
-        !self.unreadable && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(&addr)))
+        self.networks.allows(addr)
     }
 
     /// Whether every network of `self` lies inside one of `outer`'s.
@@ -112,18 +107,19 @@ impl IpRestriction {
     /// in a hash set: at most 129 lookups per network whatever the sizes, never one comparison
     /// per pair of networks.
     pub fn is_within(&self, outer: &IpRestriction) -> bool {
-        if self.unreadable {
+        if !self.is_readable() {
             return false;
         }
-        let outer_nets: HashSet<IpNet> = outer.nets.iter().copied().collect();
+        let outer_nets: HashSet<IpNet> = outer.networks.nets().iter().copied().collect();
         let mut lengths: Vec<(bool, u8)> = outer
-            .nets
+            .networks
+            .nets()
             .iter()
             .map(|n| (n.addr().is_ipv4(), n.prefix_len()))
             .collect();
         lengths.sort_unstable();
         lengths.dedup();
-        self.nets.iter().all(|net| {
+        self.networks.nets().iter().all(|net| {
             lengths
                 .iter()
                 .filter(|&&(v4, len)| v4 == net.addr().is_ipv4() && len <= net.prefix_len())
@@ -142,43 +138,6 @@ impl IpRestriction {
     /// The normalised CIDR strings, borrowed.
     pub fn as_strings(&self) -> &[String] {
         &self.rendered
-    }
-}
-
-/// Parses one entry as a network, normalising addresses to host routes and IPv4-mapped IPv6
-/// networks to the IPv4 networks they map (`::ffff:10.0.0.0/104` is `10.0.0.0/8`): clients on
-/// dual-stack sockets are matched as IPv4 (see [`canonical`]), so that is what such a network
-/// means, here and in `tokenmint-verify`.
-fn parse_net(raw: &str) -> Option<IpNet> {
-    if let Ok(net) = raw.parse::<IpNet>() {
-        return Some(canonical_net(net.trunc()));
-    }
-    raw.parse::<IpAddr>()
-        .ok()
-        .map(|addr| IpNet::from(canonical(addr)))
-}
-
-/// An IPv6 network inside `::ffff:0:0/96` as the IPv4 network it maps; any other network as is.
-fn canonical_net(net: IpNet) -> IpNet {
-    match net {
-        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
-            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
-                .map(IpNet::V4)
-                .unwrap_or(net),
-            None => net,
-        },
-        other => other,
-    }
-}
-
-/// Maps IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) to IPv4, as peers on dual-stack sockets appear.
-pub fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
     }
 }
 
@@ -294,9 +253,10 @@ mod tests {
         for (inner, expected) in cases {
             let inner = parse(&[inner]).unwrap();
             let pairwise = inner
-                .nets
+                .networks
+                .nets()
                 .iter()
-                .all(|n| outer.nets.iter().any(|o| o.contains(n)));
+                .all(|n| outer.networks.nets().iter().any(|o| o.contains(n)));
             assert_eq!(pairwise, expected, "{inner:?}");
             assert_eq!(inner.is_within(&outer), expected, "{inner:?}");
         }

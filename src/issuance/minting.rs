@@ -2,6 +2,7 @@
 //! then by the environment's rules (authority.rs), signed and stored through the group-commit
 //! writer.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::domain::{
@@ -229,6 +230,13 @@ impl Minter {
             enterprise,
             ..
         } = authority::narrow(&caller.ceiling(), asked)?;
+        if !ips.is_readable() {
+            // Narrowing refuses an unreadable bound before this; should one ever slip through,
+            // it would be signed as a readable subset (or `[]`) and stored as less than it was.
+            return Err(Error::internal(
+                "refusing to mint from an unreadable IP restriction",
+            ));
+        }
         let expires_at = expiry.at();
         if expires_at <= now {
             // A caller inside its clock leeway past expiry would mint an already-expired token.
@@ -251,19 +259,20 @@ impl Minter {
         let id = TokenId::generate();
         tracing::Span::current().record("tokenmint.token_id", tracing::field::display(id));
         let ring = self.keys.ring();
+        let id_text = id.to_string();
         let claims = Claims {
-            iss: self.policy.jwt.issuer.clone(),
+            iss: Cow::Borrowed(&self.policy.jwt.issuer),
             aud: Audience::One(self.policy.jwt.audience.clone()),
-            sub: caller.user_id.to_string(),
-            client_id: id.to_string(),
-            jti: id.to_string(),
+            sub: Cow::Borrowed(caller.user_id.as_str()),
+            client_id: Cow::Borrowed(&id_text),
+            jti: Cow::Borrowed(&id_text),
             iat: now.as_secs(),
             nbf: now.as_secs(),
             exp: expires_at.as_secs(),
-            scope: scopes.to_claim(),
-            ent: enterprise.as_ref().map(ToString::to_string),
+            scope: Cow::Owned(scopes.to_claim()),
+            ent: enterprise.as_ref().map(|e| Cow::Owned(e.to_string())),
             adm: admin,
-            tpl: template.as_ref().map(|t| t.id.to_string()),
+            tpl: template.as_ref().map(|t| Cow::Owned(t.id.to_string())),
             ips: (!ips.is_unrestricted()).then(|| ips.to_strings()),
         };
         let raw = {

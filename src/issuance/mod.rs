@@ -17,7 +17,6 @@ pub mod changes;
 pub mod claims;
 pub mod deny_list;
 pub mod introspection;
-pub mod jwt_crypto;
 pub mod key_manager;
 pub mod key_rows;
 pub mod keys;

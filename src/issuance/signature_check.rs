@@ -7,7 +7,7 @@ use crate::domain::Timestamp;
 use crate::issuance::InactiveReason;
 use crate::issuance::caches::{VerifiedCache, token_hash};
 use crate::issuance::keys::{KeyManager, KeyRing};
-use crate::issuance::verifier::{JwtPolicy, VerifiedToken};
+use crate::issuance::verifier::{self, JwtPolicy, VerifiedToken};
 
 /// Checks signatures against the current key ring through a cache of verified tokens.
 ///
@@ -49,7 +49,7 @@ impl SignatureCheck {
 
     /// Whether `token` is inside its validity window at `now` (with the policy's leeway).
     pub fn check_time(&self, token: &VerifiedToken, now: Timestamp) -> Result<(), InactiveReason> {
-        self.policy.check_time(token, now)
+        verifier::check_time(&self.policy, token, now)
     }
 
     /// Signature and static claims against `ring`, through the cache.
@@ -64,7 +64,7 @@ impl SignatureCheck {
         }
         let token = {
             let _span = tracing::debug_span!("verify_signature").entered();
-            Arc::new(self.policy.verify_signature(raw, ring)?)
+            Arc::new(verifier::verify_signature(&self.policy, raw, ring)?)
         };
         self.cache.insert(hash, token.clone());
         Ok(token)

@@ -21,7 +21,7 @@ use crate::issuance::sealing::MasterKey;
 use crate::issuance::signature_check::SignatureCheck;
 use crate::issuance::templates::TemplateManager;
 use crate::issuance::verifier::JwtPolicy;
-use crate::issuance::{Authenticator, Introspector, Minter, TokenCore, TokenManager, jwt_crypto};
+use crate::issuance::{Authenticator, Introspector, Minter, TokenCore, TokenManager};
 use crate::store::{Store, StoreOptions, TokenWriter};
 
 /// Everything a running tokenmint holds, built from settings.
@@ -119,7 +119,6 @@ impl Core {
     /// Builds the core: validates settings, opens the store, loads keys and the deny list.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         settings.validate()?;
-        jwt_crypto::install();
         let catalog = Arc::new(scope_catalog(settings)?);
         let store = open_store(settings).await?;
         let master = master_key_for(settings, &store).await?;

@@ -256,7 +256,7 @@ impl TestApp {
         mut header: serde_json::Value,
         claims: serde_json::Value,
     ) -> String {
-        tokenmint::issuance::jwt_crypto::install();
+        tokenmint_jwt::jsonwebtoken_provider::install();
         let store = startup::open_store(&self.settings).await.expect("store");
         let master = startup::master_key(&self.settings).expect("master key");
         let keys = KeyManager::load(store.clone(), master, self.settings.keys.algorithm, 86_400)

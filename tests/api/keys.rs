@@ -302,7 +302,7 @@ async fn es256_token_verifies_through_the_server() {
 
 #[tokio::test]
 async fn es256_token_verifies_offline_with_the_published_coordinates() {
-    tokenmint::issuance::jwt_crypto::install();
+    tokenmint_jwt::jsonwebtoken_provider::install();
     let app = TestApp::spawn_with(es256).await;
     let caller = app.manager(USER).await;
     let client = app.client().await;
@@ -325,7 +325,7 @@ async fn es256_token_verifies_offline_with_the_published_coordinates() {
 
 #[tokio::test]
 async fn eddsa_token_verifies_offline_with_the_published_key() {
-    tokenmint::issuance::jwt_crypto::install();
+    tokenmint_jwt::jsonwebtoken_provider::install();
     let app = TestApp::spawn().await;
     let caller = app.manager(USER).await;
     let client = app.client().await;

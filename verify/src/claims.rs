@@ -1,12 +1,13 @@
-//! The claims of a verified tokenmint access token, the JWT wire form they are read from, and the
-//! use checks (client address, scopes) shared by offline and online verification.
+//! The claims of a verified tokenmint access token as a consuming service reads them, and the
+//! use checks (client address, scopes) shared by offline and online verification. The wire form
+//! and what an IP entry means are `tokenmint-jwt`'s, shared with the server.
 
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
+use tokenmint_jwt::ip::Networks;
 
 use crate::error::VerifyError;
 
@@ -51,16 +52,10 @@ impl Claims {
     /// Whether the token may be used by a client at `addr`: always when it is not IP-restricted,
     /// otherwise when `addr` lies in one of its networks. IPv4-mapped IPv6 addresses
     /// (`::ffff:10.0.0.1`, as dual-stack sockets report IPv4 peers) count as their IPv4 address.
-    /// An entry that cannot be parsed matches nothing (it never widens the restriction).
+    /// An entry that cannot be parsed makes the token usable from nowhere (it never widens the
+    /// restriction), exactly as the server treats it.
     pub fn allows_ip(&self, addr: IpAddr) -> bool {
-        if self.ips.is_empty() {
-            return true;
-        }
-        let addr = canonical(addr);
-        self.ips
-            .iter()
-            .filter_map(|net| parse_cidr(net))
-            .any(|(network, prefix)| contains(network, prefix, addr))
+        Networks::from_entries(&self.ips).allows(addr)
     }
 
     /// Whether the token is IP-restricted.
@@ -89,83 +84,32 @@ impl Claims {
     }
 }
 
-/// The `aud` claim: one audience or several.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum Audience {
-    /// A single audience.
-    One(String),
-    /// Several audiences.
-    Many(Vec<String>),
-}
-
-impl Audience {
-    /// Whether `aud` is among the audiences.
-    pub(crate) fn contains(&self, aud: &str) -> bool {
-        match self {
-            Self::One(a) => a == aud,
-            Self::Many(list) => list.iter().any(|a| a == aud),
+impl From<tokenmint_jwt::Claims<'_>> for Claims {
+    fn from(wire: tokenmint_jwt::Claims<'_>) -> Self {
+        Self {
+            sub: wire.sub.into_owned(),
+            jti: wire.jti.into_owned(),
+            client_id: wire.client_id.into_owned(),
+            scope: wire.scope.split_whitespace().map(str::to_owned).collect(),
+            ent: wire.ent.filter(|e| !e.is_empty()).map(|e| e.into_owned()),
+            adm: wire.adm,
+            tpl: wire.tpl.filter(|t| !t.is_empty()).map(|t| t.into_owned()),
+            ips: wire.ips.unwrap_or_default(),
+            iat: wire.iat,
+            nbf: wire.nbf,
+            exp: wire.exp,
         }
     }
 }
 
-/// The claims as tokenmint writes them into the JWT payload. Every registered claim tokenmint
-/// always sets is required; a token without one is malformed.
-#[derive(Debug, Deserialize)]
-pub(crate) struct WireClaims {
-    /// Issuer.
-    pub(crate) iss: String,
-    /// Audience.
-    pub(crate) aud: Audience,
-    sub: String,
-    client_id: String,
-    jti: String,
-    iat: i64,
-    nbf: i64,
-    exp: i64,
-    scope: String,
-    #[serde(default)]
-    ent: Option<String>,
-    #[serde(default)]
-    adm: bool,
-    #[serde(default)]
-    tpl: Option<String>,
-    #[serde(default)]
-    ips: Option<Vec<String>>,
-}
-
-impl WireClaims {
-    /// Parses a JWT payload (JSON bytes).
-    pub(crate) fn parse(payload: &[u8]) -> Result<Self, VerifyError> {
-        serde_json::from_slice(payload).map_err(|_| VerifyError::Malformed)
-    }
-
-    /// Decodes the payload of a compact JWT *without verifying it*. Only for a token whose
-    /// signature someone trustworthy has just checked (tokenmint's VerifyToken said active).
-    pub(crate) fn from_verified_token(token: &str) -> Result<Self, VerifyError> {
-        let payload = token.split('.').nth(1).ok_or(VerifyError::Malformed)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| VerifyError::Malformed)?;
-        Self::parse(&payload)
-    }
-
-    /// The public form.
-    pub(crate) fn into_claims(self) -> Claims {
-        Claims {
-            sub: self.sub,
-            jti: self.jti,
-            client_id: self.client_id,
-            scope: self.scope.split_whitespace().map(str::to_owned).collect(),
-            ent: self.ent.filter(|e| !e.is_empty()),
-            adm: self.adm,
-            tpl: self.tpl.filter(|t| !t.is_empty()),
-            ips: self.ips.unwrap_or_default(),
-            iat: self.iat,
-            nbf: self.nbf,
-            exp: self.exp,
-        }
-    }
+/// Reads the claims of a compact JWT *without verifying it*. Only for a token whose signature
+/// someone trustworthy has just checked (tokenmint's VerifyToken said active).
+pub(crate) fn from_verified_token(token: &str) -> Result<Claims, VerifyError> {
+    let payload = token.split('.').nth(1).ok_or(VerifyError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| VerifyError::Malformed)?;
+    Ok(tokenmint_jwt::Claims::from_payload(&payload)?.into())
 }
 
 /// Seconds since the Unix epoch.
@@ -173,67 +117,6 @@ pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Maps IPv4-mapped IPv6 addresses to IPv4.
-fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// Parses `a.b.c.d/n`, `x::y/n` or a bare address (a host route) into the network address and
-/// prefix length. IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) become IPv4 networks.
-fn parse_cidr(raw: &str) -> Option<(IpAddr, u8)> {
-    let raw = raw.trim();
-    let (addr, prefix) = match raw.split_once('/') {
-        Some((addr, prefix)) => {
-            let addr: IpAddr = addr.parse().ok()?;
-            // Decimal digits only: `u8::from_str` would also accept a leading `+`.
-            if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            (addr, prefix.parse::<u8>().ok()?)
-        }
-        None => {
-            let addr: IpAddr = raw.parse().ok()?;
-            (addr, max_prefix(addr))
-        }
-    };
-    if prefix > max_prefix(addr) {
-        return None;
-    }
-    match addr {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) if prefix >= 96 => Some((IpAddr::V4(v4), prefix - 96)),
-            _ => Some((addr, prefix)),
-        },
-        IpAddr::V4(_) => Some((addr, prefix)),
-    }
-}
-
-/// 32 for IPv4, 128 for IPv6.
-fn max_prefix(addr: IpAddr) -> u8 {
-    match addr {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
-}
-
-/// Whether `addr` lies in `network/prefix` (same family only; host bits of `network` ignored).
-fn contains(network: IpAddr, prefix: u8, addr: IpAddr) -> bool {
-    match (network, addr) {
-        (IpAddr::V4(net), IpAddr::V4(addr)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            u32::from(net) & mask == u32::from(addr) & mask
-        }
-        (IpAddr::V6(net), IpAddr::V6(addr)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            u128::from(net) & mask == u128::from(addr) & mask
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]
@@ -261,25 +144,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_blocks_and_addresses() {
-        assert_eq!(parse_cidr("10.0.0.0/8"), Some((ip("10.0.0.0"), 8)));
-        assert_eq!(parse_cidr("10.0.0.1"), Some((ip("10.0.0.1"), 32)));
-        assert_eq!(parse_cidr("2001:db8::/32"), Some((ip("2001:db8::"), 32)));
-        assert_eq!(parse_cidr("::ffff:10.0.0.0/104"), Some((ip("10.0.0.0"), 8)));
-        assert_eq!(parse_cidr("0.0.0.0/0"), Some((ip("0.0.0.0"), 0)));
-        for bad in [
-            "10.0.0.0/33",
-            "10.0.0.0/",
-            "10.0.0.0/+8",
-            "x/8",
-            "",
-            "::/129",
-        ] {
-            assert_eq!(parse_cidr(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
     fn allows_addresses_inside_the_networks_only() {
         let c = claims(&["10.0.0.0/8", "2001:db8::1/128", "192.168.1.7/24"], &[]);
         assert!(c.allows_ip(ip("10.9.9.9")));
@@ -304,6 +168,11 @@ mod tests {
         let garbage = claims(&["not a network"], &[]);
         assert!(!garbage.allows_ip(ip("8.8.8.8")));
         assert!(garbage.is_ip_restricted());
+        let partly = claims(&["10.0.0.0/8", "not a network"], &[]);
+        assert!(
+            !partly.allows_ip(ip("10.0.0.1")),
+            "as the server: unreadable is nowhere"
+        );
     }
 
     #[test]

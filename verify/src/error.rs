@@ -90,3 +90,17 @@ impl VerifyError {
         matches!(self, Self::IpNotAllowed | Self::InsufficientScope)
     }
 }
+
+impl From<tokenmint_jwt::JwtError> for VerifyError {
+    fn from(error: tokenmint_jwt::JwtError) -> Self {
+        use tokenmint_jwt::JwtError;
+        match error {
+            JwtError::Malformed => Self::Malformed,
+            JwtError::UnknownKey => Self::UnknownKey,
+            JwtError::BadSignature => Self::BadSignature,
+            JwtError::InvalidClaims => Self::InvalidClaims,
+            JwtError::NotYetValid => Self::NotYetValid,
+            JwtError::Expired => Self::Expired,
+        }
+    }
+}

@@ -105,9 +105,12 @@ pub(crate) struct PublicKey {
     key: UnparsedPublicKey<Vec<u8>>,
 }
 
-impl PublicKey {
-    /// Whether `signature` is valid for `message` under this key.
-    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+impl tokenmint_jwt::VerifyingKey for PublicKey {
+    fn algorithm(&self) -> &str {
+        self.algorithm.name()
+    }
+
+    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         self.key.verify(message, signature).is_ok()
     }
 }

@@ -11,7 +11,7 @@ use ring::digest;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig};
 
-use crate::claims::{Claims, WireClaims, unix_now};
+use crate::claims::{self, Claims, unix_now};
 use crate::error::VerifyError;
 use crate::proto::v1::token_service_client::TokenServiceClient;
 use crate::proto::v1::{InactiveReason, VerifyTokenRequest};
@@ -192,7 +192,7 @@ impl OnlineVerifier {
             .into_inner();
         let answer = if response.active {
             // tokenmint has just verified this exact token's signature: its payload is authentic.
-            WireClaims::from_verified_token(token).map(WireClaims::into_claims)
+            claims::from_verified_token(token)
         } else {
             Err(inactive_reason(response.reason))
         };

@@ -6,22 +6,16 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
+use tokenmint_jwt::{Compact, Policy};
 use tokio::sync::{Mutex, oneshot};
 use tonic::transport::{Certificate, ClientTlsConfig};
 
-use crate::claims::{Claims, WireClaims, unix_now};
+use crate::claims::{Claims, unix_now};
 use crate::error::VerifyError;
 use crate::jwks::{Fetcher, JwksSource, KeySet, PublicKey, key_set};
 
 /// tokenmint's default issuer and audience (`tokens.issuer`, `tokens.audience`).
 const DEFAULT_ISSUER_AND_AUDIENCE: &str = "tokenmint";
-
-/// The `typ` RFC 9068 requires of access tokens (compared case-insensitively, with or without
-/// the `application/` prefix).
-const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// Verifies tokenmint access tokens offline: signature, type, issuer, audience and lifetime,
 /// with tokenmint's public keys and no call per token.
@@ -40,9 +34,8 @@ pub struct Verifier {
 struct Inner {
     fetcher: Fetcher,
     source: JwksSource,
-    issuer: String,
-    audience: String,
-    leeway_secs: i64,
+    /// Issuer, audience and leeway: the same rules as the server's (`tokenmint-jwt`).
+    policy: Policy,
     min_refresh_interval: Duration,
     keys: RwLock<Arc<KeySet>>,
     /// Held while fetching: one fetch at a time, and the rate limit's memory.
@@ -133,9 +126,11 @@ impl VerifierBuilder {
         let inner = Arc::new(Inner {
             fetcher,
             source: self.source,
-            issuer: self.issuer,
-            audience: self.audience,
-            leeway_secs: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
+            policy: Policy {
+                issuer: self.issuer,
+                audience: self.audience,
+                leeway_secs: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
+            },
             min_refresh_interval: self.min_refresh_interval,
             keys: RwLock::new(Arc::new(keys)),
             refresh: Mutex::new(RefreshState {
@@ -176,16 +171,6 @@ async fn refresh_periodically(
     tracing::debug!("token key refresh stopped");
 }
 
-/// The JOSE header members tokenmint sets.
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    typ: Option<String>,
-}
-
 impl Verifier {
     /// A builder for a verifier that reads keys from `source`.
     pub fn builder(source: JwksSource) -> VerifierBuilder {
@@ -201,42 +186,23 @@ impl Verifier {
         }
     }
 
-    /// Verifies `token` and returns its claims. Checks, in tokenmint's order: form (three
-    /// base64url parts, a JSON header), a known `kid` (an unknown one triggers one rate-limited
-    /// key refresh), the header's `alg` equal to that key's algorithm, the signature, `typ`,
-    /// `iss`, `aud`, then `nbf`/`exp` with leeway.
+    /// Verifies `token` and returns its claims. Checks, in tokenmint's order (the steps of
+    /// `tokenmint-jwt`, which the server runs too): form (three base64url parts, a JSON header),
+    /// a known `kid` (an unknown one triggers one rate-limited key refresh), the header's `alg`
+    /// equal to that key's algorithm, the signature, the claims, `typ`, `iss`, `aud`, then
+    /// `nbf`/`exp` with leeway.
     ///
     /// Does not check the token's IP restriction or scopes: see
     /// [`verify_for`](Self::verify_for).
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        let parts = Parts::split(token)?;
-        let header: Header =
-            serde_json::from_slice(&parts.header).map_err(|_| VerifyError::Malformed)?;
-        let kid = header.kid.as_deref().ok_or(VerifyError::UnknownKey)?;
-        let key = self.key_for(kid).await?;
-        if header.alg != key.algorithm.name() {
-            return Err(VerifyError::BadSignature);
-        }
-        if !key.verify(parts.signing_input.as_bytes(), &parts.signature) {
-            return Err(VerifyError::BadSignature);
-        }
-        let claims = WireClaims::parse(&parts.payload)?;
-        if !header.typ.as_deref().is_some_and(is_access_token_typ) {
-            return Err(VerifyError::InvalidClaims);
-        }
-        if claims.iss != self.inner.issuer || !claims.aud.contains(&self.inner.audience) {
-            return Err(VerifyError::InvalidClaims);
-        }
-        let claims = claims.into_claims();
-        let now = unix_now();
-        let leeway = self.inner.leeway_secs;
-        if claims.nbf > now.saturating_add(leeway) {
-            return Err(VerifyError::NotYetValid);
-        }
-        if claims.exp <= now.saturating_sub(leeway) {
-            return Err(VerifyError::Expired);
-        }
-        Ok(claims)
+        let compact = Compact::parse(token)?;
+        let key = self.key_for(compact.kid()?).await?;
+        let payload = compact.verify_with(key.as_ref())?;
+        let claims = tokenmint_jwt::Claims::from_payload(&payload)?;
+        let policy = &self.inner.policy;
+        policy.check_claims(compact.header(), &claims)?;
+        policy.check_time(claims.nbf, claims.exp, unix_now())?;
+        Ok(claims.into())
     }
 
     /// [`verify`](Self::verify), then checks the token may be used from `client_ip` and grants
@@ -332,82 +298,10 @@ impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
             .field("source", &self.inner.source)
-            .field("issuer", &self.inner.issuer)
-            .field("audience", &self.inner.audience)
-            .field("leeway_secs", &self.inner.leeway_secs)
+            .field("issuer", &self.inner.policy.issuer)
+            .field("audience", &self.inner.policy.audience)
+            .field("leeway_secs", &self.inner.policy.leeway_secs)
             .field("key_ids", &self.key_ids())
             .finish()
-    }
-}
-
-/// A compact JWS split and decoded.
-struct Parts<'a> {
-    /// `header.payload`, the signed bytes.
-    signing_input: &'a str,
-    header: Vec<u8>,
-    payload: Vec<u8>,
-    signature: Vec<u8>,
-}
-
-impl<'a> Parts<'a> {
-    /// Splits `token` into exactly three base64url (unpadded) parts.
-    fn split(token: &'a str) -> Result<Self, VerifyError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(VerifyError::Malformed);
-        };
-        let decode = |part: &str| {
-            URL_SAFE_NO_PAD
-                .decode(part)
-                .map_err(|_| VerifyError::Malformed)
-        };
-        Ok(Self {
-            signing_input: &token[..header.len() + 1 + payload.len()],
-            header: decode(header)?,
-            payload: decode(payload)?,
-            signature: decode(signature)?,
-        })
-    }
-}
-
-/// `at+jwt`, case-insensitively, with or without the `application/` prefix (RFC 9068 §2.1).
-fn is_access_token_typ(typ: &str) -> bool {
-    let typ = typ.to_ascii_lowercase();
-    typ == ACCESS_TOKEN_TYP || typ.strip_prefix("application/") == Some(ACCESS_TOKEN_TYP)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn access_token_types() {
-        for ok in [
-            "at+jwt",
-            "AT+JWT",
-            "application/at+jwt",
-            "Application/At+Jwt",
-        ] {
-            assert!(is_access_token_typ(ok), "{ok}");
-        }
-        for bad in ["JWT", "at+jwt ", "application/jwt", "text/at+jwt", ""] {
-            assert!(!is_access_token_typ(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn splits_exactly_three_base64url_parts() {
-        let parts = Parts::split("e30.e30.AAAA").unwrap();
-        assert_eq!(parts.signing_input, "e30.e30");
-        assert_eq!(parts.header, b"{}");
-        assert_eq!(parts.signature, [0, 0, 0]);
-        for bad in ["e30.e30", "e30.e30.AA.AA", "e30.e3=.AA", "e3+.e30.AA", ""] {
-            assert!(
-                matches!(Parts::split(bad), Err(VerifyError::Malformed)),
-                "{bad:?}"
-            );
-        }
     }
 }

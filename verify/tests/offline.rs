@@ -152,6 +152,30 @@ async fn typ_and_audience_forms_follow_rfc_9068() {
     );
 }
 
+/// tokenmint writes `ips` only for a restricted token: a present but empty list is refused, never
+/// read as "anywhere" (fail closed).
+#[tokio::test]
+async fn an_empty_ips_claim_is_malformed_not_unrestricted() {
+    let app = TestApp::spawn().await;
+    let verifier = app.verifier().await;
+    let mut claims = app.claims("alice", "wallet_view");
+    claims["ips"] = json!(["10.0.0.0/8"]);
+    let restricted = app.forge(json!({"typ": "at+jwt"}), claims.clone()).await;
+    let verified = verifier
+        .verify(&restricted)
+        .await
+        .expect("a restricted token verifies");
+    assert!(verified.is_ip_restricted());
+
+    claims["ips"] = json!([]);
+    let empty = app.forge(json!({"typ": "at+jwt"}), claims).await;
+    assert_eq!(verifier.verify(&empty).await, Err(VerifyError::Malformed));
+    assert_eq!(
+        verifier.verify_for(&empty, &[], ip("10.0.0.1")).await,
+        Err(VerifyError::Malformed)
+    );
+}
+
 #[tokio::test]
 async fn tampered_payload_is_bad_signature() {
     let app = TestApp::spawn().await;

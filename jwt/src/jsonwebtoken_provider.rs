@@ -1,11 +1,12 @@
-//! A `ring`-backed cryptography provider for `jsonwebtoken`.
+//! A `ring`-backed cryptography provider for `jsonwebtoken`, for tests and benchmarks that
+//! check tokenmint's tokens with an independent JWT library (feature `jsonwebtoken`).
 //!
-//! tokenmint depends on `jsonwebtoken` 12 with `default-features = false`, so
-//! that crate ships with no crypto backend at all: the first `encode` or
-//! `decode` panics unless a [`CryptoProvider`] has been installed. Rather than
-//! pulling in a second crypto stack (`aws-lc-rs` or the RustCrypto crates),
-//! this module provides a minimal provider on top of `ring`, which tokenmint
-//! already uses to generate its signing keys.
+//! tokenmint signs and verifies with ring directly (this crate's [`crate::Compact`] steps); no
+//! production path goes through jsonwebtoken. Tests use it as a second opinion, and
+//! jsonwebtoken 12 with `default-features = false` ships with no crypto backend: the first
+//! `encode` or `decode` panics unless a [`CryptoProvider`] has been installed. Rather than
+//! pull in a second crypto stack (`aws-lc-rs`, or the RustCrypto crates with `rsa` and its
+//! advisory), this module is a minimal provider on top of `ring`.
 //!
 //! Only the two algorithms tokenmint issues are supported:
 //!
@@ -23,8 +24,7 @@
 //! because `KeyUtils::new_unimplemented()` would panic when reached. RSA ones
 //! return an error.
 //!
-//! Call [`install`] once at start-up (and at the top of every test that signs
-//! or verifies tokens) before using jsonwebtoken.
+//! Call [`install`] at the top of every test that signs or verifies with jsonwebtoken.
 
 use std::ptr;
 
@@ -60,22 +60,22 @@ static PROVIDER: CryptoProvider = CryptoProvider {
     },
 };
 
-/// Installs the ring-backed provider as jsonwebtoken's process-wide default. Idempotent: safe to call from every test and at start-up.
+/// Installs the ring-backed provider as jsonwebtoken's process-wide default. Idempotent: safe
+/// to call from every test.
 ///
-/// If some *other* provider was installed first, that one stays in place (a
-/// jsonwebtoken limitation) and a warning is logged.
+/// # Panics
+/// If some *other* provider was installed first (it would stay in place, a jsonwebtoken
+/// limitation): a test would then check tokens with a backend it did not mean to.
 pub fn install() {
     if PROVIDER.install_default().is_ok() {
         return;
     }
     let ours_is_installed =
         CryptoProvider::try_get_default().is_some_and(|installed| ptr::eq(installed, &PROVIDER));
-    if !ours_is_installed {
-        tracing::warn!(
-            "another jsonwebtoken CryptoProvider was installed first; \
-             the ring-backed provider was not installed"
-        );
-    }
+    assert!(
+        ours_is_installed,
+        "another jsonwebtoken CryptoProvider was installed first"
+    );
 }
 
 /// The error returned for every algorithm or key type this provider refuses.
