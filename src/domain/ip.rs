@@ -1,9 +1,12 @@
 //! IP restrictions: lists of addresses and CIDR blocks.
+//!
+//! Length: the type is the first ~145 lines; the rest are its tests and containment properties.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+
 /// What an address means (IPv4-mapped as IPv4), for the server and every offline verifier alike.
 pub use tokenmint_jwt::ip::canonical;
 use tokenmint_jwt::ip::{Networks, parse_net};

@@ -21,6 +21,9 @@
 //!
 //! (Length: about half of this file is those property tests and their generators; the rule is
 //! the service's security boundary, so its tests stay beside it.)
+//!
+//! Length: the rule is the first ~420 lines; the rest are its property and example tests, kept
+//! beside it so that what the rule promises reads next to the rule.
 
 use crate::domain::{
     Amount, EnterpriseId, IpRestriction, ScopeSet, SpendingLimit, TemplateId, Timestamp,

@@ -6,6 +6,8 @@
 //!
 //! (Length: the second half of this file is the tests of reloading and retiring, which need the
 //! manager's private state.)
+//!
+//! Length: the manager is the first ~270 lines; the rest are its tests (reload races included).
 
 use std::fmt;
 use std::future::Future;

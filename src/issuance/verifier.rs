@@ -1,6 +1,9 @@
-//! JWT policy in one place: what makes a token's signature and claims acceptable, and which
+//! The server's token verification: `tokenmint-jwt`'s steps (the same `tokenmint-verify` runs)
+//! with this server's key ring, the claims read into domain values, and which
 //! [`InactiveReason`] each failure maps to. The algorithm comes from the key the `kid` names,
 //! never from the header alone; `none` and HMAC are never accepted.
+//!
+//! Length: the code is the first ~170 lines; the rest are its tests and sign → verify properties.
 
 use std::net::IpAddr;
 use std::sync::Arc;

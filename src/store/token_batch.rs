@@ -6,6 +6,9 @@
 //!
 //! (Length: about half of this file is the tests of atomic batches, kept connections and the
 //! write turn, which drive the writer's private parts.)
+//!
+//! Length: the batch SQL is the first ~290 lines; the rest are its tests, which run each
+//! statement shape on both databases.
 
 use std::sync::Arc;
 
