@@ -8,7 +8,9 @@
 //! * [`Verifier`] — **offline**: fetches the keys once (then every `refresh_interval`, and again
 //!   when a token names an unknown `kid`, at most once per `min_refresh_interval`) and verifies
 //!   each token locally: form, key, algorithm (the key's own; never `none`, never HMAC),
-//!   signature, `typ`, `iss`, `aud`, `nbf`/`exp`. No network call per token.
+//!   signature, `typ`, `iss`, `aud`, `nbf`/`exp`. No network call per token. These steps and the
+//!   meaning of every claim (IP networks included) come from `tokenmint-jwt`, the code the
+//!   server itself verifies with, so the two cannot disagree about a token's form.
 //! * [`OnlineVerifier`] — **online**: asks tokenmint (`TokenService/VerifyToken`, with a caller
 //!   token holding `token_introspect`) and caches each answer for a short `ttl`.
 //! * [`RequireToken`] — a tower [`Layer`](tower::Layer) for tonic servers and any `http`
