@@ -7,6 +7,9 @@
 # The load generator is the `tokenmint-bench` next to NEW_BINARY (cargo builds both into the same
 # target/release/), or AB_BENCH if set. A NEW build from before the load generator had its own
 # binary has none next to it: then its `tokenmint bench` subcommand is used.
+# Build both sides with the same command (bench.sh's: cargo build --release -p tokenmint
+# -p tokenmint-bench): another -p set unifies dependency features differently and makes a
+# different server binary out of the same code.
 # Environment: AB_SCENARIOS (default health,verify,create), AB_DURATION (default 4s), AB_BENCH.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OLD_BINARY NEW_BINARY [rounds]" >&2; exit 2; }
