@@ -1,4 +1,5 @@
-// Not run in CI: an example of calling tokenmint from Go with stubs made by `buf generate`.
+// Not run in CI (no Go module proxy is reachable from its machines, see ../README.md): an example
+// of calling tokenmint from Go with stubs made by `buf generate`.
 //
 //	cd examples/go && buf generate ../../proto && go mod init example.com/tokenmint-client && go mod tidy
 //	TOKEN=$(tokenmint bootstrap --user alice --scopes user_manage,token_introspect,wallet_view) go run .
