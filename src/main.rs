@@ -1,6 +1,7 @@
 //! The `tokenmint` command: `serve`, `bootstrap`, `keys`, `enterprise`, `migrate`, `config`,
 //! `health`. The load generator is the `tokenmint-bench` binary (`bench/`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,7 +43,7 @@ enum Command {
     Serve {
         /// Address to listen on (default 127.0.0.1:50051).
         #[arg(long)]
-        listen: Option<String>,
+        listen: Option<SocketAddr>,
     },
     /// Mint a token directly in the store and print it on stdout (nothing else goes to stdout).
     Bootstrap {
@@ -196,7 +197,7 @@ fn settings_from(cli: &Cli) -> anyhow::Result<Settings> {
         listen: Some(listen),
     } = &cli.command
     {
-        settings.server.listen = listen.clone();
+        settings.server.listen = *listen;
     }
     Ok(settings)
 }

@@ -43,7 +43,7 @@ impl Default for HandshakeLimits {
 impl From<&TlsSettings> for HandshakeLimits {
     fn from(settings: &TlsSettings) -> Self {
         Self {
-            timeout: Duration::from_secs(settings.handshake_timeout_secs),
+            timeout: Duration::from_secs(settings.handshake_timeout_secs.get()),
             per_peer: settings.max_handshakes_per_peer,
         }
     }
@@ -204,7 +204,7 @@ impl ReloadingConfig {
             let stamp = || files.iter().map(|f| modified(f)).collect::<Vec<_>>();
             let mut seen = stamp();
             let mut interval =
-                tokio::time::interval(Duration::from_secs(settings.reload_interval_secs));
+                tokio::time::interval(Duration::from_secs(settings.reload_interval_secs.get()));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

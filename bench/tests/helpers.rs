@@ -33,10 +33,12 @@ impl TestApp {
             data_dir: dir.path().to_path_buf(),
             ..Settings::default()
         };
-        settings.server.listen = "127.0.0.1:0".into();
+        settings.server.listen = "127.0.0.1:0".parse().expect("an address");
         settings.server.shutdown_grace_secs = 2;
-        settings.background.change_poll_interval_ms = 100;
-        settings.background.last_used_flush_interval_ms = 100;
+        settings.background.change_poll_interval_ms =
+            std::num::NonZeroU64::new(100).expect("nonzero");
+        settings.background.last_used_flush_interval_ms =
+            std::num::NonZeroU64::new(100).expect("nonzero");
         configure(&mut settings);
         let server = startup::start(settings.clone())
             .await

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::JwtError;
+use crate::ids;
 
 /// The `aud` claim: one audience or several (RFC 7519 §4.1.3 allows both forms).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,15 +106,26 @@ fn present_list<'de, D: Deserializer<'de>>(
 }
 
 impl<'a> Claims<'a> {
-    /// Reads the claims from a verified payload (JSON). Besides missing or mistyped claims, an
-    /// `ips` claim that is present but empty or `null` is malformed: tokenmint writes `ips` only
-    /// for a restricted token, and reading either as "anywhere" would fail open.
+    /// Reads the claims from a verified payload (JSON). Besides missing or mistyped claims, these
+    /// are malformed, for every verifier alike:
+    /// - an `ips` claim that is present but empty or `null`: tokenmint writes `ips` only for a
+    ///   restricted token, and reading either as "anywhere" would fail open;
+    /// - an id of the wrong shape ([`crate::ids`]): `jti` and `tpl` are UUIDs, `sub` and `ent`
+    ///   are 1–128 printable characters (an empty `ent` is not "no enterprise").
     pub fn from_payload(payload: &'a [u8]) -> Result<Self, JwtError> {
         let claims: Self = serde_json::from_slice(payload).map_err(|_| JwtError::Malformed)?;
-        if claims.ips.as_ref().is_some_and(Vec::is_empty) {
+        if claims.ips.as_ref().is_some_and(Vec::is_empty) || !claims.ids_are_well_formed() {
             return Err(JwtError::Malformed);
         }
         Ok(claims)
+    }
+
+    /// Whether `jti`, `sub`, `ent` and `tpl` have the shapes tokenmint gives them.
+    fn ids_are_well_formed(&self) -> bool {
+        ids::is_uuid(&self.jti)
+            && ids::is_opaque_id(&self.sub)
+            && self.ent.as_deref().is_none_or(ids::is_opaque_id)
+            && self.tpl.as_deref().is_none_or(ids::is_uuid)
     }
 }
 
@@ -123,11 +135,14 @@ mod tests {
 
     use super::*;
 
+    const JTI: &str = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+    const TPL: &str = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c";
+
     fn full() -> Value {
         json!({
             "iss": "tokenmint", "aud": "tokenmint", "sub": "alice",
-            "client_id": "t1", "jti": "t1", "iat": 1, "nbf": 1, "exp": 2,
-            "scope": "wallet_view trade_view", "ent": "acme", "adm": true, "tpl": "tp1",
+            "client_id": JTI, "jti": JTI, "iat": 1, "nbf": 1, "exp": 2,
+            "scope": "wallet_view trade_view", "ent": "acme", "adm": true, "tpl": TPL,
             "ips": ["10.0.0.0/8"]
         })
     }
@@ -188,10 +203,10 @@ mod tests {
     fn optional_strings_borrow_too_and_escapes_are_read() {
         let claims = read(&full()).unwrap();
         assert!(matches!(claims.ent, Some(Cow::Borrowed("acme"))));
-        assert!(matches!(claims.tpl, Some(Cow::Borrowed("tp1"))));
+        assert!(matches!(claims.tpl, Some(Cow::Borrowed(TPL))));
         let escaped =
             br#"{"iss":"token\u006dint","aud":"tokenmint","sub":"al\"ice","client_id":"t1",
-            "jti":"t1","iat":1,"nbf":1,"exp":2,"scope":"a","ent":"ac\u006de"}"#;
+            "jti":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","iat":1,"nbf":1,"exp":2,"scope":"a","ent":"ac\u006de"}"#;
         let claims = Claims::from_payload(escaped).unwrap();
         assert_eq!(claims.iss, "tokenmint");
         assert_eq!(claims.sub, "al\"ice");
@@ -202,9 +217,30 @@ mod tests {
     }
 
     #[test]
+    fn ids_of_the_wrong_shape_are_malformed() {
+        let cases = [
+            ("jti", json!("t1")),
+            ("jti", json!("")),
+            ("sub", json!("")),
+            ("sub", json!("a b")),
+            ("sub", json!("x".repeat(129))),
+            ("ent", json!("")),
+            ("ent", json!("ac me")),
+            ("tpl", json!("")),
+            ("tpl", json!("tp1")),
+        ];
+        for (claim, value) in cases {
+            let mut claims = full();
+            claims[claim] = value.clone();
+            assert_eq!(read(&claims), Err(JwtError::Malformed), "{claim}: {value}");
+        }
+    }
+
+    #[test]
     fn a_repeated_claim_is_malformed() {
         let twice = br#"{"iss":"tokenmint","aud":"tokenmint","sub":"alice","sub":"root",
-            "client_id":"t1","jti":"t1","iat":1,"nbf":1,"exp":2,"scope":"a"}"#;
+            "client_id":"t1","jti":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","iat":1,"nbf":1,"exp":2,
+            "scope":"a"}"#;
         assert_eq!(Claims::from_payload(twice), Err(JwtError::Malformed));
     }
 

@@ -11,7 +11,8 @@
 //!    server, a JWKS cache with refresh in `tokenmint-verify`);
 //! 3. [`Compact::verify_with`]: the header's `alg` is the key's, the signature verifies; the
 //!    decoded payload comes back;
-//! 4. [`Claims::from_payload`]: the claims, every required one present;
+//! 4. [`Claims::from_payload`]: the claims, every required one present and each id well formed
+//!    ([`ids`]);
 //! 5. [`Policy::check_claims`] (`typ`, `iss`, `aud`) and [`Policy::check_time`] (`nbf`, `exp`).
 //!
 //! Every step fails with a [`JwtError`] that each verifier maps to its own reason type. The
@@ -22,6 +23,7 @@
 mod claims;
 mod compact;
 mod error;
+pub mod ids;
 pub mod ip;
 #[cfg(feature = "jsonwebtoken")]
 pub mod jsonwebtoken_provider;

@@ -1,10 +1,13 @@
-//! Layering: the defaults, the TOML file and the environment merged into one TOML value, then
-//! deserialised into [`Settings`] (so each source can set any option, and an unknown one is an
-//! error that names it).
+//! Layering with figment: the defaults, then the TOML file, then the environment, each able to
+//! set any option. An unknown option or a value of the wrong type is an error that names the
+//! option and where it came from (the file, or the environment variable).
 
 use std::path::Path;
 
 use anyhow::Context;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 
 use super::{ENV_PREFIX, Settings};
 
@@ -15,98 +18,99 @@ impl Settings {
         file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        let layer = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                let layer: toml::Value = toml::from_str(&text)
-                    .with_context(|| format!("invalid TOML in config file {}", path.display()))?;
-                Some(layer)
-            }
-            None => None,
-        };
-        Self::from_layers(layer, vars)
-    }
-
-    /// [`Settings::load`] with the file's text given instead of its path (no file system access).
-    pub fn from_toml(
-        text: &str,
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> anyhow::Result<Self> {
-        let layer: toml::Value = toml::from_str(text).context("invalid TOML in config")?;
-        Self::from_layers(Some(layer), vars)
-    }
-
-    /// Layers defaults, the parsed file `layer` and the environment `vars`.
-    fn from_layers(
-        layer: Option<toml::Value>,
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> anyhow::Result<Self> {
-        let mut merged = toml::Value::try_from(Settings::default()).context("default settings")?;
-        if let Some(layer) = layer {
-            merge(&mut merged, layer);
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            // figment skips a missing file silently; a named one must exist.
+            std::fs::metadata(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            figment = figment.merge(Toml::file_exact(path));
         }
-        for (name, value) in vars {
+        Self::extract(figment, vars)
+    }
+
+    /// Adds the environment on top of `figment` and reads the result.
+    fn extract(
+        figment: Figment,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let environment = EnvVars::from_vars(vars)?;
+        // Lossy: an environment value is text, read as a number or a boolean where the option
+        // is one ("500", "true", "on"), and as text where it is text ("2024" as an issuer).
+        let settings = figment.merge(environment).extract_lossy::<Settings>();
+        settings.context("invalid configuration")
+    }
+}
+
+/// The settings named by environment variables, as a figment provider.
+struct EnvVars {
+    /// Each variable's setting path (`["server", "listen"]`), its name, and its value.
+    settings: Vec<(Vec<String>, String, Value)>,
+}
+
+impl EnvVars {
+    /// Keeps `TOKENMINT__…` and `DATABASE_URL`; ignores every other variable.
+    fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let mut settings = Vec::new();
+        for (name, raw) in vars {
             let path: Vec<String> = if name == "DATABASE_URL" {
                 vec!["database".into(), "url".into()]
             } else if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
-                rest.split("__").map(|p| p.to_ascii_lowercase()).collect()
+                rest.split("__").map(str::to_ascii_lowercase).collect()
             } else {
                 continue;
             };
-            set_path(&mut merged, &path, env_value(&value))
-                .with_context(|| format!("environment variable {name} does not name a setting"))?;
+            anyhow::ensure!(
+                path.iter().all(|part| !part.is_empty()),
+                "environment variable {name} does not name a setting"
+            );
+            settings.push((path, name, Value::from(raw)));
         }
-        let settings: Settings = merged.try_into().context("invalid configuration")?;
-        Ok(settings)
+        Ok(Self { settings })
     }
 }
 
-/// Parses an environment value as a TOML value when it is one (numbers, booleans), else a string.
-fn env_value(raw: &str) -> toml::Value {
-    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut table) => match table.remove("v") {
-            Some(
-                v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_)),
-            ) => v,
-            _ => toml::Value::String(raw.to_owned()),
-        },
-        Err(_) => toml::Value::String(raw.to_owned()),
-    }
-}
-
-fn merge(base: &mut toml::Value, layer: toml::Value) {
-    match (base, layer) {
-        (toml::Value::Table(base), toml::Value::Table(layer)) => {
-            for (k, v) in layer {
-                match base.get_mut(&k) {
-                    Some(existing) => merge(existing, v),
-                    None => {
-                        base.insert(k, v);
-                    }
-                }
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        let names: Vec<(Vec<String>, String)> = self
+            .settings
+            .iter()
+            .map(|(path, name, _)| (path.clone(), name.clone()))
+            .collect();
+        // Errors then say "for key "server.listen (TOKENMINT__SERVER__LISTEN)"".
+        Metadata::named("environment variable").interpolater(move |_, keys| {
+            let dotted = keys.join(".");
+            match names.iter().find(|(path, _)| path.iter().eq(keys.iter())) {
+                Some((_, name)) => format!("{dotted} ({name})"),
+                None => dotted,
             }
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        for (path, name, value) in &self.settings {
+            insert(&mut root, path, value.clone())
+                .map_err(|why| figment::Error::from(format!("{name}: {why}")))?;
         }
-        (base, layer) => *base = layer,
+        Ok(Profile::Default.collect(root))
     }
 }
 
-fn set_path(root: &mut toml::Value, path: &[String], value: toml::Value) -> anyhow::Result<()> {
-    let (last, parents) = path
-        .split_last()
-        .ok_or_else(|| anyhow::anyhow!("empty setting name"))?;
-    let mut node = root;
-    for key in parents {
-        let table = node
-            .as_table_mut()
-            .ok_or_else(|| anyhow::anyhow!("{key} is not a section"))?;
-        node = table
-            .entry(key.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+/// Sets `path` in `root`, making the sections on the way.
+fn insert(root: &mut Dict, path: &[String], value: Value) -> Result<(), String> {
+    let Some((last, sections)) = path.split_last() else {
+        return Err("empty setting name".into());
+    };
+    let mut table = root;
+    for section in sections {
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| Value::from(Dict::new()));
+        table = match entry {
+            Value::Dict(_, dict) => dict,
+            _ => return Err(format!("{section} is not a section")),
+        };
     }
-    let table = node
-        .as_table_mut()
-        .ok_or_else(|| anyhow::anyhow!("{last} is not inside a section"))?;
     table.insert(last.clone(), value);
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The sections of [`Settings`](super::Settings), each option documented where it is declared,
 //! with its default.
 
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -13,12 +15,12 @@ use crate::domain::KeyAlgorithm;
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to listen on (gRPC and the HTTP JWKS route share it). Default `127.0.0.1:50051`.
-    pub listen: String,
+    pub listen: SocketAddr,
     /// Seconds to wait for in-flight RPCs at shutdown. Default 10.
     pub shutdown_grace_secs: u64,
     /// A second, plaintext HTTP listener serving only `GET /metrics` (e.g. `0.0.0.0:9464`), for
     /// scrapers that hold no client certificate. Unset (default): metrics are on `listen` only.
-    pub metrics_listen: Option<String>,
+    pub metrics_listen: Option<SocketAddr>,
     /// TLS (and, with `client_ca_file`, mutual TLS). Required in production unless
     /// `allow_plaintext` is set.
     pub tls: Option<TlsSettings>,
@@ -27,14 +29,14 @@ pub struct ServerSettings {
     /// Largest request message accepted, in bytes (larger: RESOURCE_EXHAUSTED). Default 1 MiB.
     pub max_message_bytes: usize,
     /// Longest time an RPC may run, in seconds; a caller's shorter `grpc-timeout` wins. Default 30.
-    pub request_timeout_secs: u64,
+    pub request_timeout_secs: NonZeroU64,
     /// Concurrent streams a client may open on one HTTP/2 connection. Default 1024.
-    pub max_concurrent_streams: u32,
+    pub max_concurrent_streams: NonZeroU32,
     /// RPCs served at once per connection (more wait for a slot). Default 1024.
-    pub concurrency_limit_per_connection: usize,
+    pub concurrency_limit_per_connection: NonZeroUsize,
     /// gRPC requests running at once across all connections; one more is answered UNAVAILABLE at
     /// once (health checks and the HTTP routes are exempt). Default 4096.
-    pub max_in_flight_requests: usize,
+    pub max_in_flight_requests: NonZeroUsize,
     /// TCP keepalive idle time, in seconds (0: off). Default 60.
     pub tcp_keepalive_secs: u64,
     /// Interval of HTTP/2 PING keepalives, in seconds (0: off). Default 30.
@@ -57,11 +59,11 @@ pub struct TlsSettings {
     pub client_ca_file: Option<PathBuf>,
     /// How often the files are checked for changes, in seconds. Default 10.
     #[serde(default = "default_tls_reload_secs")]
-    pub reload_interval_secs: u64,
+    pub reload_interval_secs: NonZeroU64,
     /// How long a new connection has to complete its TLS handshake, in seconds; then it is
     /// closed. Default 5.
     #[serde(default = "default_tls_handshake_timeout_secs")]
-    pub handshake_timeout_secs: u64,
+    pub handshake_timeout_secs: NonZeroU64,
     /// Handshakes in progress at once from one peer IP address (IPv6: one /64 network); a
     /// connection beyond it is closed at once (0: no bound). Behind a NAT or a TCP load balancer every client shares the
     /// balancer's address: raise it, or set 0 and bound connections there. Default 64.
@@ -69,12 +71,12 @@ pub struct TlsSettings {
     pub max_handshakes_per_peer: usize,
 }
 
-fn default_tls_reload_secs() -> u64 {
-    10
+fn default_tls_reload_secs() -> NonZeroU64 {
+    NonZeroU64::new(10).expect("nonzero")
 }
 
-fn default_tls_handshake_timeout_secs() -> u64 {
-    5
+fn default_tls_handshake_timeout_secs() -> NonZeroU64 {
+    NonZeroU64::new(5).expect("nonzero")
 }
 
 fn default_tls_handshakes_per_peer() -> usize {
@@ -111,7 +113,7 @@ pub struct DatabaseSettings {
     /// Also read from `DATABASE_URL`.
     pub url: Option<Secret>,
     /// Pool size. Default 10 (SQLite uses at most 4: it has a single writer).
-    pub max_connections: u32,
+    pub max_connections: NonZeroU32,
     /// Seconds to wait for a connection before failing. Default 5.
     pub connect_timeout_secs: u64,
 }
@@ -154,13 +156,13 @@ pub struct TokenSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct RequestSettings {
     /// IP addresses and CIDR blocks in one request (`ip_restrict`, `allowed_ips`). Default 100.
-    pub max_ip_entries: usize,
+    pub max_ip_entries: NonZeroUsize,
     /// Spending limits in one request (`token_limits.spending_limits`). Default 100.
-    pub max_spending_limits: usize,
+    pub max_spending_limits: NonZeroUsize,
     /// Scopes in one request (`scopes`, `token_scopes`, `required_scopes`). Default 100.
-    pub max_scopes: usize,
+    pub max_scopes: NonZeroUsize,
     /// Paths of one `update_mask`. Default 20.
-    pub max_mask_paths: usize,
+    pub max_mask_paths: NonZeroUsize,
 }
 
 /// In-memory cache sizes.
@@ -185,9 +187,9 @@ pub struct CacheSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct BackgroundSettings {
     /// How often to poll the change log for changes made by other processes, in ms. Default 500.
-    pub change_poll_interval_ms: u64,
+    pub change_poll_interval_ms: NonZeroU64,
     /// How often pending last-used times are written, in ms. Default 1000.
-    pub last_used_flush_interval_ms: u64,
+    pub last_used_flush_interval_ms: NonZeroU64,
 }
 
 /// Log output format.
@@ -214,16 +216,16 @@ pub struct LogSettings {
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:50051".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             shutdown_grace_secs: 10,
             metrics_listen: None,
             tls: None,
             allow_plaintext: false,
             max_message_bytes: 1024 * 1024,
-            request_timeout_secs: 30,
-            max_concurrent_streams: 1024,
-            concurrency_limit_per_connection: 1024,
-            max_in_flight_requests: 4096,
+            request_timeout_secs: NonZeroU64::new(30).expect("nonzero"),
+            max_concurrent_streams: NonZeroU32::new(1024).expect("nonzero"),
+            concurrency_limit_per_connection: NonZeroUsize::new(1024).expect("nonzero"),
+            max_in_flight_requests: NonZeroUsize::new(4096).expect("nonzero"),
             tcp_keepalive_secs: 60,
             http2_keepalive_interval_secs: 30,
             http2_keepalive_timeout_secs: 20,
@@ -235,7 +237,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: None,
-            max_connections: 10,
+            max_connections: NonZeroU32::new(10).expect("nonzero"),
             connect_timeout_secs: 5,
         }
     }
@@ -267,10 +269,10 @@ impl Default for TokenSettings {
 impl Default for RequestSettings {
     fn default() -> Self {
         Self {
-            max_ip_entries: 100,
-            max_spending_limits: 100,
-            max_scopes: 100,
-            max_mask_paths: 20,
+            max_ip_entries: NonZeroUsize::new(100).expect("nonzero"),
+            max_spending_limits: NonZeroUsize::new(100).expect("nonzero"),
+            max_scopes: NonZeroUsize::new(100).expect("nonzero"),
+            max_mask_paths: NonZeroUsize::new(20).expect("nonzero"),
         }
     }
 }
@@ -289,8 +291,8 @@ impl Default for CacheSettings {
 impl Default for BackgroundSettings {
     fn default() -> Self {
         Self {
-            change_poll_interval_ms: 500,
-            last_used_flush_interval_ms: 1000,
+            change_poll_interval_ms: NonZeroU64::new(500).expect("nonzero"),
+            last_used_flush_interval_ms: NonZeroU64::new(1000).expect("nonzero"),
         }
     }
 }

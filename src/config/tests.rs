@@ -15,7 +15,7 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 fn defaults_validate() {
     let s = Settings::load(None, vec![]).unwrap();
     s.validate().unwrap();
-    assert_eq!(s.server.listen, "127.0.0.1:50051");
+    assert_eq!(s.server.listen.to_string(), "127.0.0.1:50051");
     assert_eq!(s.tokens.leeway_secs, 5);
 }
 
@@ -25,20 +25,23 @@ fn a_zero_background_interval_is_refused() {
         "TOKENMINT__BACKGROUND__CHANGE_POLL_INTERVAL_MS",
         "TOKENMINT__BACKGROUND__LAST_USED_FLUSH_INTERVAL_MS",
     ] {
-        let s = Settings::load(None, vars(&[(var, "0")])).unwrap();
-        let err = s.validate().unwrap_err().to_string();
-        assert!(err.contains("must be positive"), "{var}: {err}");
+        let err = format!(
+            "{:#}",
+            Settings::load(None, vars(&[(var, "0")])).unwrap_err()
+        );
+        assert!(err.contains("nonzero"), "{var}: {err}");
+        assert!(err.contains(var), "the error names the variable: {err}");
     }
 }
 
 #[test]
 fn request_caps_have_defaults_and_must_be_positive() {
     let s = Settings::load(None, vars(&[("TOKENMINT__REQUESTS__MAX_SCOPES", "7")])).unwrap();
-    assert_eq!(s.requests.max_scopes, 7);
-    assert_eq!(s.requests.max_ip_entries, 100);
-    assert_eq!(s.requests.max_mask_paths, 20);
-    let s = Settings::load(None, vars(&[("TOKENMINT__REQUESTS__MAX_IP_ENTRIES", "0")])).unwrap();
-    let err = s.validate().unwrap_err().to_string();
+    assert_eq!(s.requests.max_scopes.get(), 7);
+    assert_eq!(s.requests.max_ip_entries.get(), 100);
+    assert_eq!(s.requests.max_mask_paths.get(), 20);
+    let zero = Settings::load(None, vars(&[("TOKENMINT__REQUESTS__MAX_IP_ENTRIES", "0")]));
+    let err = format!("{:#}", zero.unwrap_err());
     assert!(err.contains("requests.max_ip_entries"), "{err}");
 }
 
@@ -130,20 +133,40 @@ fn production_servers_need_tls_or_an_explicit_plaintext_allowance() {
         .tls
         .as_ref()
         .expect("nested TLS settings from the environment");
-    assert_eq!(tls.reload_interval_secs, 10);
+    assert_eq!(tls.reload_interval_secs.get(), 10);
     s.validate_server().unwrap();
 }
 
 #[test]
-fn unknown_settings_and_bad_values_are_refused() {
-    assert!(Settings::load(None, vars(&[("TOKENMINT__NOPE", "1")])).is_err());
-    let s = Settings::load(None, vars(&[("TOKENMINT__SERVER__LISTEN", "nowhere")])).unwrap();
-    assert!(
-        s.validate()
-            .unwrap_err()
-            .to_string()
-            .contains("server.listen")
+fn unknown_settings_and_bad_values_are_refused_naming_the_option_and_its_source() {
+    let err = format!(
+        "{:#}",
+        Settings::load(None, vars(&[("TOKENMINT__NOPE", "1")])).unwrap_err()
     );
+    assert!(err.contains("nope"), "{err}");
+    let listen = vars(&[("TOKENMINT__SERVER__LISTEN", "nowhere")]);
+    let err = format!("{:#}", Settings::load(None, listen).unwrap_err());
+    assert!(err.contains("server.listen"), "{err}");
+    assert!(err.contains("TOKENMINT__SERVER__LISTEN"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[server]\nmax_concurrent_streams = 0\n").unwrap();
+    let err = format!("{:#}", Settings::load(Some(&file), vec![]).unwrap_err());
+    assert!(err.contains("server.max_concurrent_streams"), "{err}");
+    assert!(err.contains("c.toml"), "the error names the file: {err}");
+
+    let missing = dir.path().join("missing.toml");
+    let err = format!("{:#}", Settings::load(Some(&missing), vec![]).unwrap_err());
+    assert!(err.contains("cannot read config file"), "{err}");
+}
+
+#[test]
+fn an_environment_value_that_looks_like_a_number_still_sets_a_text_option() {
+    let s = Settings::load(None, vars(&[("TOKENMINT__TOKENS__ISSUER", "2024")])).unwrap();
+    assert_eq!(s.tokens.issuer, "2024");
+    let s = Settings::load(None, vars(&[("TOKENMINT__KEYS__MASTER_KEY", "1234")])).unwrap();
+    assert_eq!(s.keys.master_key.as_ref().map(Secret::expose), Some("1234"));
 }
 
 #[test]

@@ -88,12 +88,10 @@ fn parse_uuid(raw: &str, field: &str) -> Result<Uuid> {
     })
 }
 
-/// Checks the shape shared by user and enterprise ids: 1-128 printable characters, no whitespace.
+/// Checks the shape shared by user and enterprise ids: 1-128 printable characters, no whitespace
+/// (`tokenmint_jwt::ids`, the rule every verifier applies to a token's `sub` and `ent`).
 fn parse_opaque_id(raw: &str, what: &str, field: &str, reason: &'static str) -> Result<String> {
-    let ok = !raw.is_empty()
-        && raw.chars().count() <= 128
-        && raw.chars().all(|c| !c.is_control() && !c.is_whitespace());
-    if ok {
+    if tokenmint_jwt::ids::is_opaque_id(raw) {
         Ok(raw.to_owned())
     } else {
         Err(Error::invalid(

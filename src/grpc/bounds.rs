@@ -2,6 +2,8 @@
 //! with INVALID_ARGUMENT (reason `TOO_MANY_ITEMS`) before it is authenticated or any element is
 //! parsed, so the work one request can cause stays bounded by configuration, not by its size.
 
+use std::num::NonZeroUsize;
+
 use crate::config::RequestSettings;
 use crate::error::{Error, Result, Violations, reason};
 use crate::proto::v1 as pb;
@@ -103,8 +105,8 @@ impl RequestBounds {
 }
 
 /// Refuses `count` entries in `field` when they are more than `max`.
-fn cap(field: &str, count: usize, max: usize) -> Result<()> {
-    if count <= max {
+fn cap(field: &str, count: usize, max: NonZeroUsize) -> Result<()> {
+    if count <= max.get() {
         return Ok(());
     }
     Err(Error::invalid(
@@ -122,11 +124,12 @@ mod tests {
     use super::*;
 
     fn bounds() -> RequestBounds {
+        let n = |n| NonZeroUsize::new(n).expect("nonzero");
         RequestBounds(RequestSettings {
-            max_ip_entries: 2,
-            max_spending_limits: 1,
-            max_scopes: 3,
-            max_mask_paths: 1,
+            max_ip_entries: n(2),
+            max_spending_limits: n(1),
+            max_scopes: n(3),
+            max_mask_paths: n(1),
         })
     }
 

@@ -13,6 +13,7 @@ use crate::grpc::{auth, convert, headers, request_id, requests, status::to_statu
 use crate::issuance::lifecycle::Action;
 use crate::issuance::{TokenCore, Verification};
 use crate::proto::v1::{self as pb, token_service_server::TokenService};
+use crate::proto::wire;
 use crate::telemetry::Metrics;
 
 /// The TokenService implementation.
@@ -268,7 +269,7 @@ impl TokenService for TokenApi {
     async fn verify_token(
         &self,
         request: Request<pb::VerifyTokenRequest>,
-    ) -> Result<Response<pb::VerifyTokenResponse>, Status> {
+    ) -> Result<Response<wire::VerifyTokenResponse>, Status> {
         let rid = request_id::of(&request);
         let result = async {
             self.bounds.verify_token(request.get_ref())?;
@@ -290,10 +291,10 @@ impl TokenService for TokenApi {
             Verification::Active(record) => {
                 record_token(&record.id);
                 let now = self.core.manager.expiry_clock();
-                pb::VerifyTokenResponse::active_encoded(self.rendered.encoded(&record, now))
+                wire::VerifyTokenResponse::active_encoded(self.rendered.encoded(&record, now))
             }
             Verification::Inactive(why) => {
-                pb::VerifyTokenResponse::inactive(convert::reason_to_proto(why))
+                wire::VerifyTokenResponse::inactive(convert::reason_to_proto(why))
             }
         };
         Ok(Response::new(response))

@@ -375,7 +375,7 @@ mod properties {
             scopes in vec("[a-z0-9_.:-]{1,16}", 0..6),
             ent in proptest::option::of("[^\\s\\p{C}]{1,40}"),
             adm in any::<bool>(),
-            tpl in proptest::option::of(".{0,40}"),
+            tpl in proptest::option::of(any::<u128>()),
             ips in proptest::option::of(vec(network(), 1..4)),
             many_audiences in any::<bool>(),
         ) -> Claims<'static> {
@@ -398,7 +398,7 @@ mod properties {
                 scope: scopes.join(" ").into(),
                 ent: ent.map(Into::into),
                 adm,
-                tpl: tpl.map(Into::into),
+                tpl: tpl.map(|tpl| uuid::Uuid::from_u128(tpl).to_string().into()),
                 ips,
             }
         }

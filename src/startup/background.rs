@@ -30,7 +30,7 @@ pub(super) fn spawn_background(
         core.feed_health.clone(),
         settings.tokens.leeway_secs,
     );
-    let period = Duration::from_millis(settings.background.change_poll_interval_ms);
+    let period = Duration::from_millis(settings.background.change_poll_interval_ms.get());
     let mut stop_feed = stopped.clone();
     tasks.push(tokio::spawn(async move {
         let mut interval = tokio::time::interval(period);
@@ -47,7 +47,7 @@ pub(super) fn spawn_background(
     }));
 
     let (store, last_used) = (core.store.clone(), core.last_used.clone());
-    let period = Duration::from_millis(settings.background.last_used_flush_interval_ms);
+    let period = Duration::from_millis(settings.background.last_used_flush_interval_ms.get());
     tasks.push(every(period, stopped.clone(), move || {
         let (store, last_used) = (store.clone(), last_used.clone());
         async move {

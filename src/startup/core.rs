@@ -56,7 +56,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         })?;
     }
     let options = StoreOptions {
-        max_connections: settings.database.max_connections,
+        max_connections: settings.database.max_connections.get(),
         connect_timeout: Duration::from_secs(settings.database.connect_timeout_secs),
     };
     let store = Store::connect(&settings.database_url(), &options).await?;

@@ -62,7 +62,7 @@ impl RunningServer {
 /// Builds everything and starts serving on `settings.server.listen` (port 0 picks a free port).
 /// Fails fast on unusable settings, TLS files or database.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
-    let addr = settings.listen_addr()?;
+    let addr = settings.server.listen;
     settings.validate_server()?;
     let tls = settings
         .server
@@ -77,7 +77,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let metrics_listener = match &settings.server.metrics_listen {
         Some(metrics_addr) => {
-            Some(TcpListener::bind(metrics_addr).await.with_context(|| {
+            Some(TcpListener::bind(*metrics_addr).await.with_context(|| {
                 format!("server.metrics_listen: cannot listen on {metrics_addr}")
             })?)
         }
@@ -135,7 +135,7 @@ async fn serve(
     health_reporter
         .set_serving::<TemplateServiceServer<TemplateApi>>()
         .await;
-    let load_shed = LoadShedLayer::new(settings.server.max_in_flight_requests);
+    let load_shed = LoadShedLayer::new(settings.server.max_in_flight_requests.get());
     let metrics_source = MetricsSource {
         metrics: metrics.clone(),
         keys: core.keys.clone(),
@@ -167,9 +167,9 @@ async fn serve(
     let secs = |n: u64| (n > 0).then(|| Duration::from_secs(n));
     let router = tonic::transport::Server::builder()
         .accept_http1(true)
-        .timeout(Duration::from_secs(server.request_timeout_secs))
-        .concurrency_limit_per_connection(server.concurrency_limit_per_connection)
-        .max_concurrent_streams(server.max_concurrent_streams)
+        .timeout(Duration::from_secs(server.request_timeout_secs.get()))
+        .concurrency_limit_per_connection(server.concurrency_limit_per_connection.get())
+        .max_concurrent_streams(server.max_concurrent_streams.get())
         .http2_keepalive_interval(secs(server.http2_keepalive_interval_secs))
         .http2_keepalive_timeout(secs(server.http2_keepalive_timeout_secs))
         .layer(

@@ -59,9 +59,9 @@ async fn create_token_fields_over_their_caps_are_too_many_items_and_the_caps_are
     let mut client = app.client().await;
     let at_caps = pb::CreateTokenRequest {
         label: "at the caps".into(),
-        scopes: copies("wallet_view", caps.max_scopes),
-        ip_restrict: hosts(0, caps.max_ip_entries),
-        token_limits: limits(caps.max_spending_limits),
+        scopes: copies("wallet_view", caps.max_scopes.get()),
+        ip_restrict: hosts(0, caps.max_ip_entries.get()),
+        token_limits: limits(caps.max_spending_limits.get()),
         ..Default::default()
     };
     let created = client
@@ -71,34 +71,34 @@ async fn create_token_fields_over_their_caps_are_too_many_items_and_the_caps_are
         .into_inner()
         .token
         .unwrap();
-    assert_eq!(created.ip_restrict.len(), caps.max_ip_entries);
+    assert_eq!(created.ip_restrict.len(), caps.max_ip_entries.get());
     assert_eq!(
         created.token_limits.unwrap().spending_limits.len(),
-        caps.max_spending_limits
+        caps.max_spending_limits.get()
     );
 
     let over: [(&str, usize, pb::CreateTokenRequest); 3] = [
         (
             "scopes",
-            caps.max_scopes,
+            caps.max_scopes.get(),
             pb::CreateTokenRequest {
-                scopes: copies("wallet_view", caps.max_scopes + 1),
+                scopes: copies("wallet_view", caps.max_scopes.get() + 1),
                 ..at_caps.clone()
             },
         ),
         (
             "ip_restrict",
-            caps.max_ip_entries,
+            caps.max_ip_entries.get(),
             pb::CreateTokenRequest {
-                ip_restrict: hosts(0, caps.max_ip_entries + 1),
+                ip_restrict: hosts(0, caps.max_ip_entries.get() + 1),
                 ..at_caps.clone()
             },
         ),
         (
             "token_limits.spending_limits",
-            caps.max_spending_limits,
+            caps.max_spending_limits.get(),
             pb::CreateTokenRequest {
-                token_limits: limits(caps.max_spending_limits + 1),
+                token_limits: limits(caps.max_spending_limits.get() + 1),
                 ..at_caps.clone()
             },
         ),
@@ -127,7 +127,7 @@ async fn create_token_fields_over_their_caps_are_too_many_items_and_the_caps_are
 #[tokio::test]
 async fn the_cap_is_checked_before_authentication_and_parsing() {
     let app = TestApp::spawn().await;
-    let max = RequestSettings::default().max_ip_entries;
+    let max = RequestSettings::default().max_ip_entries.get();
     let mut client = app.client().await;
     let request = pb::CreateTokenRequest {
         label: "x".into(),
@@ -149,9 +149,9 @@ async fn template_fields_over_their_caps_are_too_many_items_and_the_caps_are_acc
     let mut templates = app.templates().await;
     let at_caps = pb::CreateTemplateRequest {
         name: "at the caps".into(),
-        token_scopes: copies("wallet_view", caps.max_scopes),
-        allowed_ips: hosts(0, caps.max_ip_entries),
-        token_limits: limits(caps.max_spending_limits),
+        token_scopes: copies("wallet_view", caps.max_scopes.get()),
+        allowed_ips: hosts(0, caps.max_ip_entries.get()),
+        token_limits: limits(caps.max_spending_limits.get()),
         ..Default::default()
     };
     let template = templates
@@ -161,30 +161,30 @@ async fn template_fields_over_their_caps_are_too_many_items_and_the_caps_are_acc
         .into_inner()
         .template
         .unwrap();
-    assert_eq!(template.allowed_ips.len(), caps.max_ip_entries);
+    assert_eq!(template.allowed_ips.len(), caps.max_ip_entries.get());
 
     let over: [(&str, usize, pb::CreateTemplateRequest); 3] = [
         (
             "token_scopes",
-            caps.max_scopes,
+            caps.max_scopes.get(),
             pb::CreateTemplateRequest {
-                token_scopes: copies("wallet_view", caps.max_scopes + 1),
+                token_scopes: copies("wallet_view", caps.max_scopes.get() + 1),
                 ..at_caps.clone()
             },
         ),
         (
             "allowed_ips",
-            caps.max_ip_entries,
+            caps.max_ip_entries.get(),
             pb::CreateTemplateRequest {
-                allowed_ips: hosts(0, caps.max_ip_entries + 1),
+                allowed_ips: hosts(0, caps.max_ip_entries.get() + 1),
                 ..at_caps.clone()
             },
         ),
         (
             "token_limits.spending_limits",
-            caps.max_spending_limits,
+            caps.max_spending_limits.get(),
             pb::CreateTemplateRequest {
-                token_limits: limits(caps.max_spending_limits + 1),
+                token_limits: limits(caps.max_spending_limits.get() + 1),
                 ..at_caps.clone()
             },
         ),
@@ -213,7 +213,7 @@ async fn template_fields_over_their_caps_are_too_many_items_and_the_caps_are_acc
             &caller,
             update(
                 pb::Template {
-                    allowed_ips: hosts(1, caps.max_ip_entries + 1),
+                    allowed_ips: hosts(1, caps.max_ip_entries.get() + 1),
                     ..template.clone()
                 },
                 vec!["allowed_ips".into()],
@@ -221,18 +221,18 @@ async fn template_fields_over_their_caps_are_too_many_items_and_the_caps_are_acc
         ))
         .await
         .unwrap_err();
-    assert_too_many(&status, "template.allowed_ips", caps.max_ip_entries);
+    assert_too_many(&status, "template.allowed_ips", caps.max_ip_entries.get());
     let status = templates
         .update_template(authed(
             &caller,
             update(
                 template.clone(),
-                copies("description", caps.max_mask_paths + 1),
+                copies("description", caps.max_mask_paths.get() + 1),
             ),
         ))
         .await
         .unwrap_err();
-    assert_too_many(&status, "update_mask.paths", caps.max_mask_paths);
+    assert_too_many(&status, "update_mask.paths", caps.max_mask_paths.get());
     let updated = templates
         .update_template(authed(
             &caller,
@@ -241,7 +241,7 @@ async fn template_fields_over_their_caps_are_too_many_items_and_the_caps_are_acc
                     description: "changed".into(),
                     ..template
                 },
-                copies("description", caps.max_mask_paths),
+                copies("description", caps.max_mask_paths.get()),
             ),
         ))
         .await
@@ -284,15 +284,15 @@ async fn update_mask_paths_and_required_scopes_over_their_caps_are_too_many_item
     let status = client
         .update_token(authed(
             &caller,
-            update(copies("label", caps.max_mask_paths + 1)),
+            update(copies("label", caps.max_mask_paths.get() + 1)),
         ))
         .await
         .unwrap_err();
-    assert_too_many(&status, "update_mask.paths", caps.max_mask_paths);
+    assert_too_many(&status, "update_mask.paths", caps.max_mask_paths.get());
     let renamed = client
         .update_token(authed(
             &caller,
-            update(copies("label", caps.max_mask_paths)),
+            update(copies("label", caps.max_mask_paths.get())),
         ))
         .await
         .expect("a mask of exactly the cap is accepted")
@@ -305,12 +305,12 @@ async fn update_mask_paths_and_required_scopes_over_their_caps_are_too_many_item
         required_scopes: copies("wallet_view", n),
     };
     let status = client
-        .verify_token(authed(&caller, verify(caps.max_scopes + 1)))
+        .verify_token(authed(&caller, verify(caps.max_scopes.get() + 1)))
         .await
         .unwrap_err();
-    assert_too_many(&status, "required_scopes", caps.max_scopes);
+    assert_too_many(&status, "required_scopes", caps.max_scopes.get());
     let answer = client
-        .verify_token(authed(&caller, verify(caps.max_scopes)))
+        .verify_token(authed(&caller, verify(caps.max_scopes.get())))
         .await
         .expect("exactly the cap is accepted")
         .into_inner();
@@ -320,7 +320,10 @@ async fn update_mask_paths_and_required_scopes_over_their_caps_are_too_many_item
 /// Caps come from the configuration.
 #[tokio::test]
 async fn caps_are_configurable() {
-    let app = TestApp::spawn_with(|s| s.requests.max_scopes = 2).await;
+    let app = TestApp::spawn_with(|s| {
+        s.requests.max_scopes = std::num::NonZeroUsize::new(2).expect("nonzero")
+    })
+    .await;
     let caller = app.manager("alice").await;
     let mut client = app.client().await;
     let request = |n: usize| pb::CreateTokenRequest {
@@ -394,8 +397,8 @@ async fn a_list_tokens_page_ends_before_a_default_client_would_refuse_it() {
                     label: format!("large {n}"),
                     description: "d".repeat(1000),
                     scopes: vec!["wallet_view".into()],
-                    ip_restrict: hosts(n, caps.max_ip_entries),
-                    token_limits: limits(caps.max_spending_limits),
+                    ip_restrict: hosts(n, caps.max_ip_entries.get()),
+                    token_limits: limits(caps.max_spending_limits.get()),
                     ..Default::default()
                 };
                 let token = client.create_token(authed(&caller, request)).await.unwrap();
@@ -452,8 +455,8 @@ async fn a_list_templates_page_ends_before_a_default_client_would_refuse_it() {
                     name: format!("large {n}"),
                     description: "d".repeat(1000),
                     token_scopes: vec!["wallet_view".into()],
-                    allowed_ips: hosts(n, caps.max_ip_entries),
-                    token_limits: limits(caps.max_spending_limits),
+                    allowed_ips: hosts(n, caps.max_ip_entries.get()),
+                    token_limits: limits(caps.max_spending_limits.get()),
                     ..Default::default()
                 };
                 let template = templates

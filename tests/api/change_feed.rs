@@ -145,7 +145,10 @@ async fn a_server_whose_position_was_pruned_from_the_change_log_reloads_its_deny
 
 #[tokio::test]
 async fn tokens_naming_made_up_keys_do_not_tie_up_requests_while_the_database_is_slow() {
-    let app = TestApp::spawn_with(|s| s.server.max_in_flight_requests = 4).await;
+    let app = TestApp::spawn_with(|s| {
+        s.server.max_in_flight_requests = std::num::NonZeroUsize::new(4).expect("nonzero")
+    })
+    .await;
     let caller = app.manager(USER).await;
     let client = app.client().await;
     let scopes = |token: String| {

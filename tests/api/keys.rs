@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use tokenmint::config::Settings;
-use tokenmint::domain::KeyAlgorithm;
+use tokenmint::domain;
 use tokenmint::proto::v1 as pb;
 use tonic::transport::Channel;
 
@@ -25,7 +26,7 @@ const PROPAGATION: Duration = Duration::from_secs(2);
 
 /// Makes a server generate ES256 (P-256) keys.
 fn es256(settings: &mut Settings) {
-    settings.keys.algorithm = KeyAlgorithm::ES256;
+    settings.keys.algorithm = domain::KeyAlgorithm::ES256;
 }
 
 /// Mints a `wallet_view` token for the caller through CreateToken.
@@ -62,13 +63,6 @@ async fn jwks_kids(client: &Client) -> Vec<String> {
     kids
 }
 
-/// The GetJwks entry of the key that signed `token`.
-async fn jwk_of(client: &Client, token: &str) -> pb::Jwk {
-    let kid = kid_of(token);
-    let key = jwks(client).await.into_iter().find(|k| k.kid == kid);
-    key.unwrap_or_else(|| panic!("no JWK with kid {kid}"))
-}
-
 /// The `kid` header of a JWT.
 fn kid_of(token: &str) -> String {
     let header = header_of(token);
@@ -97,6 +91,24 @@ async fn rotate_and_wait(app: &TestApp, client: &Client, caller: &str) -> String
     .await;
     assert!(switched.is_some(), "signs with {new_kid} within 2 s");
     new_kid
+}
+
+/// The key that signed `token`, read by jsonwebtoken's own JWK types from the HTTP JWKS document
+/// (`/.well-known/jwks.json`): an independent reader's view of what tokenmint publishes.
+async fn jsonwebtoken_key_for(app: &TestApp, token: &str) -> (Jwk, DecodingKey) {
+    let (status_line, _, body) = http_get(app.addr, "/.well-known/jwks.json").await;
+    assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line}");
+    let set: JwkSet = serde_json::from_str(&body).expect("jsonwebtoken reads the JWKS document");
+    let jwk = set
+        .find(&kid_of(token))
+        .expect("the signing key is published");
+    assert_eq!(
+        jwk.common.public_key_use,
+        Some(PublicKeyUse::Signature),
+        "use: sig"
+    );
+    let decoding = DecodingKey::from_jwk(jwk).expect("jsonwebtoken accepts the published JWK");
+    (jwk.clone(), decoding)
 }
 
 /// Third-party validation of tokenmint's tokens with jsonwebtoken.
@@ -301,16 +313,15 @@ async fn es256_token_verifies_through_the_server() {
 }
 
 #[tokio::test]
-async fn es256_token_verifies_offline_with_the_published_coordinates() {
+async fn es256_token_verifies_offline_with_jsonwebtokens_reading_of_the_jwks() {
     tokenmint_jwt::jsonwebtoken_provider::install();
     let app = TestApp::spawn_with(es256).await;
     let caller = app.manager(USER).await;
     let client = app.client().await;
     let minted = mint(&client, &caller).await;
-    let key = jwk_of(&client, &minted.raw_token).await;
+    let (jwk, decoding) = jsonwebtoken_key_for(&app, &minted.raw_token).await;
 
-    let decoding = DecodingKey::from_ec_components(&key.x, &key.y);
-    let decoding = decoding.expect("EC decoding key");
+    assert_eq!(jwk.common.key_algorithm, Some(KeyAlgorithm::ES256));
     let validation = offline_validation(Algorithm::ES256);
     let data = jsonwebtoken::decode::<Value>(&minted.raw_token, &decoding, &validation);
 
@@ -324,16 +335,15 @@ async fn es256_token_verifies_offline_with_the_published_coordinates() {
 // EdDSA offline
 
 #[tokio::test]
-async fn eddsa_token_verifies_offline_with_the_published_key() {
+async fn eddsa_token_verifies_offline_with_jsonwebtokens_reading_of_the_jwks() {
     tokenmint_jwt::jsonwebtoken_provider::install();
     let app = TestApp::spawn().await;
     let caller = app.manager(USER).await;
     let client = app.client().await;
     let minted = mint(&client, &caller).await;
-    let key = jwk_of(&client, &minted.raw_token).await;
+    let (jwk, decoding) = jsonwebtoken_key_for(&app, &minted.raw_token).await;
 
-    let decoding = DecodingKey::from_ed_components(&key.x);
-    let decoding = decoding.expect("Ed25519 decoding key");
+    assert_eq!(jwk.common.key_algorithm, Some(KeyAlgorithm::EdDSA));
     let validation = offline_validation(Algorithm::EdDSA);
     let data = jsonwebtoken::decode::<Value>(&minted.raw_token, &decoding, &validation);
 

@@ -789,7 +789,11 @@ async fn verifies(client: &mut Client, caller: &str, raw: &str) -> bool {
 async fn a_revoke_whose_caller_gave_up_still_stops_verification_once_committed() {
     // The change feed would bring the deny list up to date within one poll; with an hour between
     // polls, only the revoke's own path can make this server stop verifying the token.
-    let app = TestApp::spawn_with(|s| s.background.change_poll_interval_ms = 3_600_000).await;
+    let app = TestApp::spawn_with(|s| {
+        s.background.change_poll_interval_ms =
+            std::num::NonZeroU64::new(3_600_000).expect("nonzero")
+    })
+    .await;
     let caller = app
         .bootstrap("alice", &["user_manage", "wallet_view", "token_introspect"])
         .await;

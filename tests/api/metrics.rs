@@ -25,7 +25,11 @@ async fn scrape(app: &TestApp) -> String {
 #[tokio::test]
 async fn counters_move_with_the_rpcs_served() {
     // Last-used times stay queued for the whole test, so the queue-depth gauge is predictable.
-    let app = TestApp::spawn_with(|s| s.background.last_used_flush_interval_ms = 3_600_000).await;
+    let app = TestApp::spawn_with(|s| {
+        s.background.last_used_flush_interval_ms =
+            std::num::NonZeroU64::new(3_600_000).expect("nonzero")
+    })
+    .await;
     let caller = app
         .bootstrap("alice", &["user_manage", "token_introspect", "wallet_view"])
         .await;

@@ -323,7 +323,8 @@ async fn a_key_rotated_in_elsewhere_is_used_before_the_change_feed_brings_it() {
     // B reads the change log once an hour: only a token naming the new key can make it look.
     let a = TestApp::spawn().await;
     let b = TestApp::spawn_on(a.db.clone(), |s| {
-        s.background.change_poll_interval_ms = 3_600_000;
+        s.background.change_poll_interval_ms =
+            std::num::NonZeroU64::new(3_600_000).expect("nonzero");
     })
     .await;
     let client_b = b.client().await;

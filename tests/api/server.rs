@@ -297,7 +297,10 @@ async fn shutdown_waits_for_in_flight_rpcs_and_keeps_what_they_wrote() {
 
 #[tokio::test]
 async fn beyond_max_in_flight_requests_the_server_sheds_load_but_stays_observable() {
-    let app = TestApp::spawn_with(|s| s.server.max_in_flight_requests = 1).await;
+    let app = TestApp::spawn_with(|s| {
+        s.server.max_in_flight_requests = std::num::NonZeroUsize::new(1).expect("nonzero")
+    })
+    .await;
     let caller = app
         .bootstrap("alice", &["user_manage", "wallet_view"])
         .await;
@@ -353,7 +356,10 @@ async fn a_stream_holds_its_in_flight_slot_until_it_ends() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_response};
 
-    let app = TestApp::spawn_with(|s| s.server.max_in_flight_requests = 1).await;
+    let app = TestApp::spawn_with(|s| {
+        s.server.max_in_flight_requests = std::num::NonZeroUsize::new(1).expect("nonzero")
+    })
+    .await;
     let caller = app.bootstrap("alice", &["user_manage"]).await;
     let mut client = app.client().await;
     let channel = tonic::transport::Endpoint::from_shared(app.url())

@@ -30,8 +30,8 @@ fn server_tls(dir: &Path, ca: &Ca, client_ca: Option<&Ca>) -> TlsSettings {
         cert_file: write(dir, "server.crt", &cert),
         key_file: write(dir, "server.key", &key),
         client_ca_file: client_ca.map(|c| write(dir, "client-ca.crt", &c.pem())),
-        reload_interval_secs: 1,
-        handshake_timeout_secs: 5,
+        reload_interval_secs: std::num::NonZeroU64::new(1).expect("nonzero"),
+        handshake_timeout_secs: std::num::NonZeroU64::new(5).expect("nonzero"),
         max_handshakes_per_peer: 64,
     }
 }
@@ -349,7 +349,7 @@ async fn a_separate_plaintext_listener_serves_metrics_to_scrapers_without_certif
     let tls = server_tls(dir.path(), &server_ca, Some(&client_ca));
     let app = TestApp::spawn_with(|s| {
         s.server.tls = Some(tls);
-        s.server.metrics_listen = Some("127.0.0.1:0".into());
+        s.server.metrics_listen = Some("127.0.0.1:0".parse().expect("an address"));
     })
     .await;
     let good = client_ca.client_leaf("billing-service");
@@ -374,7 +374,7 @@ async fn connections_that_never_send_a_client_hello_do_not_keep_a_real_client_ou
     let ca = Ca::new("tokenmint test CA");
     // Idle handshakes may last a minute: the client must not need any of them to end.
     let tls = TlsSettings {
-        handshake_timeout_secs: 60,
+        handshake_timeout_secs: std::num::NonZeroU64::new(60).expect("nonzero"),
         ..server_tls(dir.path(), &ca, None)
     };
     let app = TestApp::spawn_with(|s| s.server.tls = Some(tls)).await;

@@ -47,10 +47,12 @@ impl TestApp {
             data_dir: dir.path().to_path_buf(),
             ..Settings::default()
         };
-        settings.server.listen = "127.0.0.1:0".into();
+        settings.server.listen = "127.0.0.1:0".parse().expect("an address");
         settings.server.shutdown_grace_secs = 2;
-        settings.background.change_poll_interval_ms = 100;
-        settings.background.last_used_flush_interval_ms = 100;
+        settings.background.change_poll_interval_ms =
+            std::num::NonZeroU64::new(100).expect("nonzero");
+        settings.background.last_used_flush_interval_ms =
+            std::num::NonZeroU64::new(100).expect("nonzero");
         configure(&mut settings);
         let server = startup::start(settings.clone())
             .await
@@ -170,7 +172,11 @@ impl TestApp {
     pub(crate) fn claims(&self, user: &str, scope: &str) -> serde_json::Value {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let now = unix_now();
-        let id = format!("forged-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        // A UUID, as every tokenmint token id is (any other `jti` is malformed).
+        let id = format!(
+            "00000000-0000-4000-8000-{:012x}",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         serde_json::json!({
             "iss": self.settings.tokens.issuer, "aud": self.settings.tokens.audience, "sub": user,
             "client_id": id, "jti": id, "iat": now, "nbf": now, "exp": now + 3600,
@@ -251,4 +257,19 @@ pub(crate) fn unix_now() -> i64 {
 /// Owned strings.
 pub(crate) fn strings(values: &[&str]) -> Vec<String> {
     values.iter().map(|s| s.to_string()).collect()
+}
+
+/// Reads an HTTP/1.1 request head from `stream` (up to the blank line); false when the peer
+/// closed first. For the tests' one-route JWKS servers, which answer every request alike.
+pub(crate) async fn read_request_head(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+    }
+    true
 }

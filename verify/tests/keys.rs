@@ -9,7 +9,7 @@ use tokenmint_verify::{JwksSource, Verifier, VerifyError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::helpers::{TestApp, eventually, header_of};
+use crate::helpers::{TestApp, eventually, header_of, read_request_head};
 
 /// Rotates the signing key with the operator command and waits until the running server
 /// publishes the new key (it learns of it through its change feed). Returns the new kid.
@@ -171,13 +171,8 @@ async fn counting_jwks_proxy(tokenmint: std::net::SocketAddr) -> (String, Arc<At
             };
             let counter = counter.clone();
             tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buffer[..n]),
-                    }
+                if !read_request_head(&mut stream).await {
+                    return;
                 }
                 counter.fetch_add(1, Ordering::SeqCst);
                 let document = fetch_jwks(tokenmint).await;

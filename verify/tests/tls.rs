@@ -54,8 +54,8 @@ async fn both_verifiers_reach_a_mutual_tls_tokenmint_with_a_client_certificate()
         cert_file: write("server.crt", &cert),
         key_file: write("server.key", &key),
         client_ca_file: Some(write("client-ca.crt", &client_ca.pem())),
-        reload_interval_secs: 10,
-        handshake_timeout_secs: 5,
+        reload_interval_secs: std::num::NonZeroU64::new(10).expect("nonzero"),
+        handshake_timeout_secs: std::num::NonZeroU64::new(5).expect("nonzero"),
         max_handshakes_per_peer: 64,
     };
     let app = TestApp::spawn_with(|s| s.server.tls = Some(tls)).await;
@@ -115,8 +115,8 @@ async fn the_http_jwks_source_fetches_over_https_trusting_the_configured_ca() {
         cert_file: write("server.crt", &cert),
         key_file: write("server.key", &key),
         client_ca_file: None,
-        reload_interval_secs: 10,
-        handshake_timeout_secs: 5,
+        reload_interval_secs: std::num::NonZeroU64::new(10).expect("nonzero"),
+        handshake_timeout_secs: std::num::NonZeroU64::new(5).expect("nonzero"),
         max_handshakes_per_peer: 64,
     };
     let app = TestApp::spawn_with(|s| s.server.tls = Some(tls)).await;
