@@ -11,6 +11,7 @@
 //! HdrHistogram; any other outcome counts as an error by gRPC code, never as throughput.
 
 pub mod floors;
+pub mod propagation;
 pub mod report;
 pub mod workload;
 

@@ -36,7 +36,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = settings.validate();
     let _ = settings.validate_server();
-    let _ = settings.listen_addr();
     let _ = settings.database_url();
     if planted {
         let shown = format!("{settings:?}");

@@ -28,6 +28,16 @@ impl Settings {
         Self::extract(figment, vars)
     }
 
+    /// [`Settings::load`] with the file's text given instead of its path (no file system access;
+    /// the config fuzz target uses it).
+    pub fn from_toml(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let figment = Figment::from(Serialized::defaults(Settings::default()));
+        Self::extract(figment.merge(Toml::string(text)), vars)
+    }
+
     /// Adds the environment on top of `figment` and reads the result.
     fn extract(
         figment: Figment,
