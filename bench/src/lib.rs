@@ -11,7 +11,6 @@
 //! HdrHistogram; any other outcome counts as an error by gRPC code, never as throughput.
 
 pub mod floors;
-pub mod propagation;
 pub mod report;
 pub mod workload;
 

@@ -24,8 +24,6 @@ use crate::issuance::verifier::JwtPolicy;
 use crate::issuance::{Authenticator, Introspector, Minter, TokenCore, TokenManager};
 use crate::store::{Store, StoreOptions, TokenWriter};
 
-/// How many times the shutdown flush tries rows that another server was writing.
-const SHUTDOWN_FLUSH_ATTEMPTS: u32 = 5;
 /// Everything a running tokenmint holds, built from settings.
 pub struct Core {
     /// Database.
@@ -210,23 +208,8 @@ impl Core {
 
     /// Flushes pending writes and closes the store.
     pub async fn shutdown(self) {
-        // A row another server was writing is handed back to the map: try again a few times,
-        // so that a rolling restart does not drop the last uses this server saw.
-        for attempt in 1..=SHUTDOWN_FLUSH_ATTEMPTS {
-            match self.last_used.flush(&self.store).await {
-                Ok(_) if self.last_used.queue_depth() == 0 => break,
-                Ok(_) if attempt < SHUTDOWN_FLUSH_ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Ok(_) => tracing::warn!(
-                    left = self.last_used.queue_depth(),
-                    "last-used times other servers kept writing were not flushed at shutdown"
-                ),
-                Err(error) => {
-                    tracing::warn!(%error, "could not flush last-used times at shutdown");
-                    break;
-                }
-            }
+        if let Err(error) = self.last_used.flush(&self.store).await {
+            tracing::warn!(%error, "could not flush last-used times at shutdown");
         }
         let Self {
             store,

@@ -30,8 +30,7 @@ impl From<token_events::Model> for ChangeEvent {
     }
 }
 
-/// Appends an event inside the caller's transaction; on PostgreSQL also notifies every server's
-/// change feed, on commit ([`super::notify`]).
+/// Appends an event inside the caller's transaction.
 pub(crate) async fn append<C: ConnectionTrait>(
     conn: &C,
     kind: EventKind,
@@ -44,12 +43,7 @@ pub(crate) async fn append<C: ConnectionTrait>(
         created_at: Set(now.0),
         ..Default::default()
     };
-    TokenEvents::insert(event).exec(conn).await?;
-    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        conn.execute_unprepared(super::notify::NOTIFY_CHANGE)
-            .await?;
-    }
-    Ok(())
+    TokenEvents::insert(event).exec(conn).await.map(|_| ())
 }
 
 impl Store {

@@ -7,7 +7,6 @@ pub mod enterprises;
 pub mod entities;
 pub mod events;
 pub mod keys;
-pub mod notify;
 pub mod templates;
 mod token_batch;
 mod token_changes;
