@@ -11,6 +11,7 @@
 //! HdrHistogram; any other outcome counts as an error by gRPC code, never as throughput.
 
 pub mod floors;
+pub mod propagation;
 pub mod report;
 pub mod workload;
 
@@ -42,6 +43,11 @@ pub struct BenchOptions {
     /// Requests in flight.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// At most this many requests per second in all (each worker paced evenly); unset: as fast
+    /// as the server answers. A paced load is a background load of a known size, not a measure
+    /// of the server's maximum.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// How long each scenario is measured (ignored when `requests` is set).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -86,6 +92,14 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
+    /// How often each worker may start a request under `--rate`.
+    fn worker_period(&self) -> Option<Duration> {
+        let rate = self.rate.filter(|rate| *rate > 0.0)?;
+        Some(Duration::from_secs_f64(
+            self.concurrency.max(1) as f64 / rate,
+        ))
+    }
+
     /// The scenarios to run: those asked for, else all of them (none with `--floors` alone).
     fn scenarios(&self) -> Vec<Scenario> {
         match (self.scenarios.is_empty(), self.floors) {
@@ -160,6 +174,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
                     workload,
                     &channels,
                     options.concurrency,
+                    options.worker_period(),
                     Some(options.warmup),
                     None,
                     None,
@@ -170,6 +185,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
                 workload,
                 &channels,
                 options.concurrency,
+                options.worker_period(),
                 options.requests.is_none().then_some(options.duration),
                 options.requests,
                 Some(workload.scenario.name()),
@@ -223,11 +239,13 @@ async fn connect(addr: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
     Ok(channels)
 }
 
-/// Runs `workload` with `concurrency` workers until `duration` passes or `requests` are done.
+/// Runs `workload` with `concurrency` workers, each starting a request at most every `period`
+/// (when set), until `duration` passes or `requests` are done.
 async fn drive(
     workload: &Arc<workload::Workload>,
     channels: &[Channel],
     concurrency: usize,
+    period: Option<Duration>,
     duration: Option<Duration>,
     requests: Option<u64>,
     progress_label: Option<&'static str>,
@@ -259,7 +277,15 @@ async fn drive(
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut errors = std::collections::BTreeMap::<String, u64>::new();
             let mut sequence = i as u64;
+            let mut pace = period.map(|period| {
+                let mut pace = tokio::time::interval(period);
+                pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                pace
+            });
             loop {
+                if let Some(pace) = &mut pace {
+                    pace.tick().await;
+                }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }

@@ -24,6 +24,7 @@ fn options(app: &TestApp, token: String, scenarios: Vec<Scenario>) -> BenchOptio
         scenarios,
         connections: 2,
         concurrency: 8,
+        rate: None,
         duration: Duration::from_secs(60),
         requests: Some(200),
         warmup: Duration::ZERO,
@@ -156,6 +157,24 @@ async fn rounds_interleave_scenarios_and_add_up() {
     assert_eq!(created, 121);
 }
 
+/// A paced load (the background of `scripts/propagation.sh`) stays under its rate: each worker
+/// starts at most one request per period, whatever the server could take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_run_stays_under_its_rate() {
+    let app = TestApp::spawn().await;
+    let token = app.bootstrap("bench", BENCH_SCOPES).await;
+    let mut options = options(&app, token, vec![Scenario::Health]);
+    options.requests = None;
+    options.duration = Duration::from_millis(1_000);
+    options.concurrency = 4;
+    options.rate = Some(40.0);
+    let report = tokenmint_bench::run(&options).await.unwrap();
+    let health = &report.scenarios[0];
+    // 40 req/s for 1 s, plus the first request of each worker, which starts at once.
+    assert!(health.ok <= 44, "{} requests in 1 s at 40 req/s", health.ok);
+    assert!(health.ok >= 4, "every worker ran: {}", health.ok);
+}
+
 #[tokio::test]
 async fn floors_alone_need_no_server() {
     let options = BenchOptions {
@@ -163,6 +182,7 @@ async fn floors_alone_need_no_server() {
         scenarios: Vec::new(),
         connections: 1,
         concurrency: 1,
+        rate: None,
         duration: Duration::from_millis(10),
         requests: None,
         warmup: Duration::ZERO,

@@ -69,6 +69,8 @@ async fn render_metrics(source: MetricsSource) -> Response {
         untrusted_key_rows: ring.untrusted_rows(),
         feed_key_reload_failures: source.feed.key_reload_failures(),
         deny_list_resyncs: source.feed.deny_list_resyncs(),
+        change_log_rewinds: source.feed.log_rewinds(),
+        change_feed_position: source.feed.position(),
     };
     (
         [(

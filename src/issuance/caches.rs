@@ -169,6 +169,11 @@ impl MetadataCache {
         self.cache.remove(id);
     }
 
+    /// Drops every entry (after the change log went back in time).
+    pub fn clear(&self) {
+        self.cache.clear();
+    }
+
     /// How long `id`'s entry lives: between 3/4 of the TTL and all of it, fixed per token by the
     /// random low bits of its id. Tokens first verified together (a hot set right after a
     /// restart, a freshly minted pool) would otherwise go stale together and be read from the

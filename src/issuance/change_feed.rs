@@ -18,10 +18,17 @@
 //! - A change pruned from the log before this server read it (a server that could not poll for
 //!   longer than the log is kept). When the oldest position left is past the one it read up to,
 //!   the feed reloads the deny list and the keys in full.
+//! - A log that went back in time: the database was restored from a backup, and the positions
+//!   after the backup are being handed out again to other changes. An epoch number stored in the
+//!   database cannot reveal that (the backup holds the old number too), so the cursor remembers
+//!   the newest entry it applied as it was written (position and write time, [`LogEntryMark`]).
+//!   When the log no longer holds that entry at that position, the feed has read a history that
+//!   is gone: it drops everything it learnt from the log, reloads the deny list and the keys, and
+//!   starts again from the log's newest position.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::domain::{ChangeEvent, EventKind};
@@ -31,14 +38,15 @@ use crate::issuance::caches::MetadataCache;
 use crate::issuance::deny_list::DenyList;
 use crate::issuance::keys::KeyManager;
 use crate::store::Store;
+use crate::store::events::LogShape;
 
 /// How long a skipped log position is re-read before it is taken for a rolled-back transaction.
 /// A position is taken just before its transaction commits, so a commit that outlasts this is
 /// one that stalled between its last statement and `COMMIT`.
 pub const GAP_PATIENCE: Duration = Duration::from_secs(60);
 
-/// How many log positions before the newest the first poll re-applies: the changes that may
-/// have committed after start-up read the deny list, and before the first poll.
+/// How many log positions before the newest one read at start-up (or after a rewind) the feed
+/// re-applies: changes that took earlier positions may still have been committing then.
 const START_LOOKBACK: i64 = 1_000;
 
 /// The most events one poll reads after the cursor; the next poll continues.
@@ -47,12 +55,46 @@ const BATCH: u64 = 5_000;
 /// The most skipped positions remembered; beyond it the oldest are given up first.
 const MAX_GAPS: usize = 10_000;
 
+/// One change-log entry as it was written: a log holding another entry (or none) at `seq` is
+/// not the history this mark was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogEntryMark {
+    /// The entry's position.
+    pub seq: i64,
+    /// When it was written (microseconds; a position handed out again after a restore is written
+    /// later, so it differs).
+    pub written_at: Timestamp,
+}
+
+impl LogEntryMark {
+    /// The mark of `event`.
+    pub fn of(event: &ChangeEvent) -> Self {
+        Self {
+            seq: event.seq,
+            written_at: event.created_at,
+        }
+    }
+}
+
+/// Whether the log described by `shape` is no longer the history in which `newest` was the
+/// newest entry applied: the entry at its position was written at another time, or is gone
+/// while positions at or before it are still there (pruning only removes whole prefixes) or
+/// the log now ends before it.
+fn is_rewound(newest: LogEntryMark, shape: &LogShape) -> bool {
+    match shape.written_at {
+        Some(written_at) => written_at != newest.written_at,
+        None => shape.latest < newest.seq || shape.oldest.is_none_or(|oldest| oldest <= newest.seq),
+    }
+}
+
 /// Which change-log positions a feed has applied: every one up to `high`, except `gaps`.
 #[derive(Debug)]
 pub struct LogCursor {
     high: i64,
     /// Skipped positions, with when each was first seen skipped (this server's clock).
     gaps: BTreeMap<i64, Instant>,
+    /// The newest entry applied, once one has been read.
+    newest: Option<LogEntryMark>,
 }
 
 impl LogCursor {
@@ -61,7 +103,13 @@ impl LogCursor {
         Self {
             high: seq,
             gaps: BTreeMap::new(),
+            newest: None,
         }
+    }
+
+    /// The newest entry applied, if any was read.
+    pub fn newest(&self) -> Option<LogEntryMark> {
+        self.newest
     }
 
     /// The highest position applied.
@@ -74,15 +122,19 @@ impl LogCursor {
         self.gaps.keys().copied().collect()
     }
 
-    /// Records that the events at `seqs` (in any order) were applied at `now`: a skipped one is
-    /// no longer waited for, and the positions a new one jumps over are.
-    pub fn advance(&mut self, seqs: &[i64], now: Instant) {
-        let mut newer: Vec<i64> = Vec::with_capacity(seqs.len());
-        for &seq in seqs {
+    /// Records that the `entries` (in any order) were applied at `now`: a skipped one is no
+    /// longer waited for, and the positions a new one jumps over are.
+    pub fn advance(&mut self, entries: &[LogEntryMark], now: Instant) {
+        let mut newer: Vec<i64> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let seq = entry.seq;
             if seq <= self.high {
                 self.gaps.remove(&seq);
             } else {
                 newer.push(seq);
+            }
+            if seq >= self.high && self.newest.is_none_or(|newest| seq > newest.seq) {
+                self.newest = Some(*entry);
             }
         }
         newer.sort_unstable();
@@ -113,6 +165,8 @@ impl LogCursor {
 pub struct FeedHealth {
     key_reload_failures: AtomicU64,
     deny_list_resyncs: AtomicU64,
+    log_rewinds: AtomicU64,
+    position: AtomicI64,
 }
 
 impl FeedHealth {
@@ -121,9 +175,21 @@ impl FeedHealth {
         self.key_reload_failures.load(Ordering::Relaxed)
     }
 
-    /// Full deny-list reloads after the log was pruned past this server's position.
+    /// Full deny-list reloads: after the log was pruned past this server's position, or went
+    /// back in time.
     pub fn deny_list_resyncs(&self) -> u64 {
         self.deny_list_resyncs.load(Ordering::Relaxed)
+    }
+
+    /// The change-log position this server has applied every change up to (gaps aside).
+    pub fn position(&self) -> i64 {
+        self.position.load(Ordering::Relaxed)
+    }
+
+    /// Times the log no longer held the newest entry this server had applied (a database
+    /// restored from a backup).
+    pub fn log_rewinds(&self) -> u64 {
+        self.log_rewinds.load(Ordering::Relaxed)
     }
 }
 
@@ -136,14 +202,16 @@ pub struct ChangeFeed {
     health: Arc<FeedHealth>,
     /// How long after expiry a token still passes the time check (its deny entry must stay).
     leeway_secs: i64,
-    /// Where the log has been read up to; `None` until the first poll.
-    cursor: Option<LogCursor>,
+    /// Where the log has been read up to.
+    cursor: LogCursor,
     /// A key-set change was read and the keys could not be reloaded since.
     keys_pending: bool,
 }
 
 impl ChangeFeed {
-    /// A feed that updates `deny`, `metadata` and `keys`, and reports to `health`.
+    /// A feed that updates `deny`, `metadata` and `keys`, and reports to `health`, reading the
+    /// log from `loaded_at`: the newest position read before those were loaded (less
+    /// [`START_LOOKBACK`], for changes with earlier positions still committing then).
     pub fn new(
         store: Store,
         deny: Arc<DenyList>,
@@ -151,6 +219,7 @@ impl ChangeFeed {
         keys: Arc<KeyManager>,
         health: Arc<FeedHealth>,
         leeway_secs: i64,
+        loaded_at: i64,
     ) -> Self {
         Self {
             store,
@@ -159,7 +228,7 @@ impl ChangeFeed {
             keys,
             health,
             leeway_secs,
-            cursor: None,
+            cursor: LogCursor::after((loaded_at - START_LOOKBACK).max(0)),
             keys_pending: false,
         }
     }
@@ -169,31 +238,37 @@ impl ChangeFeed {
     /// the same events again; a key-set reload that fails does not hold them up (it is retried
     /// at each poll until it succeeds).
     pub async fn poll(&mut self) -> Result<usize> {
-        let mut cursor = match self.cursor.take() {
-            Some(cursor) => cursor,
-            None => {
-                let latest = self.store.latest_event_seq().await?;
-                LogCursor::after((latest - START_LOOKBACK).max(0))
-            }
-        };
-        if let Err(error) = self.resync_if_pruned(&cursor).await {
-            self.cursor = Some(cursor);
-            return Err(error);
+        let newest = self.cursor.newest();
+        let shape = self
+            .store
+            .log_shape(newest.map_or(0, |mark| mark.seq))
+            .await?;
+        if let Some(mark) = newest
+            && is_rewound(mark, &shape)
+        {
+            self.start_over(mark, &shape).await?;
+        } else if shape
+            .oldest
+            .is_some_and(|oldest| oldest > self.cursor.high() + 1)
+        {
+            self.resync_after_prune(&shape).await?;
         }
-        let read = self.read_and_apply(&cursor).await;
-        if let Ok(seqs) = &read {
+        let read = self.read_and_apply().await;
+        if let Ok(entries) = &read {
             let now = Instant::now();
-            cursor.advance(seqs, now);
-            let given_up = cursor.give_up_older_than(GAP_PATIENCE, now);
+            self.cursor.advance(entries, now);
+            let given_up = self.cursor.give_up_older_than(GAP_PATIENCE, now);
             if given_up > 0 {
                 tracing::debug!(given_up, "change-log positions taken for rolled back");
             }
+            self.health
+                .position
+                .store(self.cursor.high(), Ordering::Relaxed);
         }
-        self.cursor = Some(cursor);
         if self.keys_pending {
             self.reload_keys().await;
         }
-        read.map(|seqs| seqs.len())
+        read.map(|entries| entries.len())
     }
 
     /// Reloads the keys; on failure logs, counts, and leaves the reload pending for the next
@@ -215,28 +290,20 @@ impl ChangeFeed {
         }
     }
 
-    /// When changes after `cursor` may have been pruned from the log before this server read
-    /// them (the oldest position left is past the next one it expects), reloads the deny list
-    /// and the keys in full. A position skipped for a rolled-back transaction can make this
-    /// reload when nothing was missed; that costs a read, never a change.
-    async fn resync_if_pruned(&mut self, cursor: &LogCursor) -> Result<()> {
-        let Some(oldest) = self.store.oldest_event_seq().await? else {
-            return Ok(());
-        };
-        if oldest <= cursor.high() + 1 {
-            return Ok(());
-        }
+    /// Changes after the cursor may have been pruned from the log before this server read them
+    /// (the oldest position left is past the next one it expects): reloads the deny list and the
+    /// keys in full. A position skipped for a rolled-back transaction can make this reload when
+    /// nothing was missed; that costs a read, never a change.
+    async fn resync_after_prune(&mut self, shape: &LogShape) -> Result<()> {
         tracing::warn!(
-            read_up_to = cursor.high(),
-            oldest_left = oldest,
+            read_up_to = self.cursor.high(),
+            oldest_left = shape.oldest,
             "the change log was pruned past what this server had read: reloading the deny list \
              and the keys in full"
         );
-        // Read before the deny list: the state read below is at least this recent.
-        let as_of = self.store.latest_event_seq().await?;
-        let horizon = Timestamp::now().plus_secs(-self.leeway_secs);
-        let denied = self.store.denied_tokens(horizon).await?;
-        self.deny.resync(&denied, as_of);
+        // `shape` was read before the deny list: the state read below is at least that recent.
+        let denied = self.store.denied_tokens(self.horizon()).await?;
+        self.deny.resync(&denied, shape.latest);
         self.health
             .deny_list_resyncs
             .fetch_add(1, Ordering::Relaxed);
@@ -244,15 +311,41 @@ impl ChangeFeed {
         Ok(())
     }
 
-    /// Reads the events after `cursor` and at its gaps, applies them, and returns their
-    /// positions.
-    async fn read_and_apply(&mut self, cursor: &LogCursor) -> Result<Vec<i64>> {
-        let mut events = self.store.events_at(&cursor.gaps()).await?;
-        events.extend(self.store.events_after(cursor.high(), BATCH).await?);
+    /// The log no longer holds the newest entry this server applied (module docs): forgets all
+    /// it learnt from the log, reloads the deny list and the keys, and reads on from the log's
+    /// newest position (less the look-back for changes still committing).
+    async fn start_over(&mut self, lost: LogEntryMark, shape: &LogShape) -> Result<()> {
+        tracing::warn!(
+            applied_up_to = lost.seq,
+            log_now_ends_at = shape.latest,
+            "the change log went back in time (a database restored from a backup?): reloading \
+             the deny list and the keys, and dropping cached token metadata"
+        );
+        let denied = self.store.denied_tokens(self.horizon()).await?;
+        self.deny.reset(&denied, shape.latest);
+        self.metadata.clear();
+        self.cursor = LogCursor::after((shape.latest - START_LOOKBACK).max(0));
+        self.health.log_rewinds.fetch_add(1, Ordering::Relaxed);
+        self.health
+            .deny_list_resyncs
+            .fetch_add(1, Ordering::Relaxed);
+        self.reload_keys().await;
+        Ok(())
+    }
+
+    /// Expired tokens whose deny entries still matter: they pass the time check until then.
+    fn horizon(&self) -> Timestamp {
+        Timestamp::now().plus_secs(-self.leeway_secs)
+    }
+
+    /// Reads the events after the cursor and at its gaps, applies them, and returns their marks.
+    async fn read_and_apply(&mut self) -> Result<Vec<LogEntryMark>> {
+        let mut events = self.store.events_at(&self.cursor.gaps()).await?;
+        events.extend(self.store.events_after(self.cursor.high(), BATCH).await?);
         if !events.is_empty() {
             self.apply(&events).await?;
         }
-        Ok(events.iter().map(|e| e.seq).collect())
+        Ok(events.iter().map(LogEntryMark::of).collect())
     }
 
     /// Brings the deny list, the metadata cache and the key ring up to date with `events`.
@@ -289,15 +382,88 @@ impl ChangeFeed {
 mod tests {
     use super::*;
 
+    /// Entries at `seqs`, each written at a time derived from its position.
+    fn marks(seqs: &[i64]) -> Vec<LogEntryMark> {
+        seqs.iter()
+            .map(|&seq| LogEntryMark {
+                seq,
+                written_at: Timestamp(1_000_000 + seq),
+            })
+            .collect()
+    }
+
+    /// The shape of a log holding `oldest..=latest`, whose entry at the asked position was
+    /// written at `written_at`.
+    fn shape(oldest: i64, latest: i64, written_at: Option<i64>) -> LogShape {
+        LogShape {
+            oldest: Some(oldest),
+            latest,
+            written_at: written_at.map(Timestamp),
+        }
+    }
+
+    #[test]
+    fn the_cursor_remembers_the_newest_entry_it_applied() {
+        let mut cursor = LogCursor::after(10);
+        assert_eq!(cursor.newest(), None, "nothing read yet");
+        cursor.advance(&marks(&[12, 11]), Instant::now());
+        assert_eq!(cursor.newest(), Some(marks(&[12])[0]));
+        cursor.advance(&marks(&[9]), Instant::now());
+        assert_eq!(
+            cursor.newest(),
+            Some(marks(&[12])[0]),
+            "an older one changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_log_that_no_longer_holds_the_newest_entry_applied_went_back_in_time() {
+        let newest = marks(&[50])[0];
+        let written = Some(newest.written_at.0);
+        assert!(
+            !is_rewound(newest, &shape(1, 60, written)),
+            "the same history, grown"
+        );
+        assert!(
+            !is_rewound(newest, &shape(1, 50, written)),
+            "the same history, idle"
+        );
+        assert!(
+            is_rewound(newest, &shape(1, 60, Some(newest.written_at.0 + 7))),
+            "restored, and position 50 handed out again to another change"
+        );
+        assert!(
+            is_rewound(newest, &shape(1, 40, None)),
+            "restored, and not written since"
+        );
+        let empty = LogShape {
+            oldest: None,
+            latest: 0,
+            written_at: None,
+        };
+        assert!(
+            is_rewound(newest, &empty),
+            "restored from before any change"
+        );
+        assert!(
+            is_rewound(newest, &shape(30, 60, None)),
+            "entry 50 is gone while 30 is left: not pruning, which removes the oldest first"
+        );
+        assert!(
+            !is_rewound(newest, &shape(55, 60, None)),
+            "pruned past entry 50: the prune check's case, not a rewind"
+        );
+    }
+
     #[test]
     fn positions_jumped_over_are_waited_for_until_they_commit() {
         let t0 = Instant::now();
         let mut cursor = LogCursor::after(10);
-        cursor.advance(&[11, 14], t0);
+        cursor.advance(&marks(&[11, 14]), t0);
         assert_eq!(cursor.high(), 14);
         assert_eq!(cursor.gaps(), [12, 13], "12 and 13 have not committed yet");
 
-        cursor.advance(&[13, 15], t0);
+        cursor.advance(&marks(&[13, 15]), t0);
         assert_eq!(cursor.high(), 15);
         assert_eq!(cursor.gaps(), [12], "13 committed late and was read");
     }
@@ -305,7 +471,7 @@ mod tests {
     #[test]
     fn events_read_out_of_order_leave_no_false_gaps() {
         let mut cursor = LogCursor::after(0);
-        cursor.advance(&[3, 1, 2], Instant::now());
+        cursor.advance(&marks(&[3, 1, 2]), Instant::now());
         assert_eq!(cursor.high(), 3);
         assert!(cursor.gaps().is_empty());
     }
@@ -314,8 +480,8 @@ mod tests {
     fn a_position_never_committed_is_given_up_after_the_patience() {
         let t0 = Instant::now();
         let mut cursor = LogCursor::after(0);
-        cursor.advance(&[2], t0);
-        cursor.advance(&[4], t0 + Duration::from_secs(30));
+        cursor.advance(&marks(&[2]), t0);
+        cursor.advance(&marks(&[4]), t0 + Duration::from_secs(30));
         let patience = Duration::from_secs(60);
 
         assert_eq!(cursor.give_up_older_than(patience, t0 + patience), 0);
@@ -329,7 +495,7 @@ mod tests {
     fn a_long_jump_remembers_only_the_latest_gaps() {
         let mut cursor = LogCursor::after(0);
         let far = 3 * MAX_GAPS as i64;
-        cursor.advance(&[far], Instant::now());
+        cursor.advance(&marks(&[far]), Instant::now());
         let gaps = cursor.gaps();
         assert_eq!(gaps.len(), MAX_GAPS);
         assert_eq!(gaps.first(), Some(&(far - MAX_GAPS as i64)));

@@ -128,6 +128,26 @@ impl DenyList {
         *entries = fresh;
     }
 
+    /// Replaces the whole set with `states`, read at change-log position `as_of` or later,
+    /// keeping nothing: after the log went back in time, entries set from positions past `as_of`
+    /// came from a history that is gone. Updates from positions after `as_of` still apply.
+    pub fn reset(&self, states: &[DeniedToken], as_of: i64) {
+        let now = Timestamp::now();
+        let fresh = states
+            .iter()
+            .filter_map(|state| {
+                let entry = Entry {
+                    denial: Some(denial_of(state)?),
+                    expires_at: state.expires_at,
+                    seq: as_of,
+                    set_at: now,
+                };
+                Some((state.id, entry))
+            })
+            .collect();
+        *self.entries.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+    }
+
     /// Forgets entries of tokens that expired before `expired_before`, and entries without a
     /// denial set before `settled_before`; returns how many.
     pub fn prune(&self, expired_before: Timestamp, settled_before: Timestamp) -> usize {
@@ -241,5 +261,38 @@ mod tests {
             "the reactivation settled"
         );
         assert_eq!(list.check(&revoked), Some(Denial::Revoked), "denials stay");
+    }
+
+    /// After a restore, an entry from a later position of the lost history (a revoke the backup
+    /// does not hold, or a reactivation) must not outlive the reset; changes after it apply.
+    #[test]
+    fn a_reset_keeps_nothing_from_the_lost_history() {
+        let list = DenyList::default();
+        let (lost_revoke, still_revoked) = (TokenId::generate(), TokenId::generate());
+        let lost_reactivation = TokenId::generate();
+        list.apply(&state(lost_revoke, StoredStatus::Revoked, false, 100), 90);
+        list.apply(
+            &state(lost_reactivation, StoredStatus::Active, false, 100),
+            91,
+        );
+        list.reset(
+            &[
+                state(still_revoked, StoredStatus::Revoked, false, 100),
+                state(lost_reactivation, StoredStatus::Suspended, false, 100),
+            ],
+            40,
+        );
+        assert_eq!(list.check(&lost_revoke), None, "the restored row is active");
+        assert_eq!(list.check(&still_revoked), Some(Denial::Revoked));
+        assert_eq!(list.check(&lost_reactivation), Some(Denial::Suspended));
+        list.apply(
+            &state(lost_reactivation, StoredStatus::Active, false, 100),
+            41,
+        );
+        assert_eq!(
+            list.check(&lost_reactivation),
+            None,
+            "a change after the reset applies"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! memory; a background task flushes the latest use of each token in one transaction per interval
 //! (and once more at shutdown).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -41,7 +41,17 @@ impl LastUsed {
             return Ok(0);
         }
         match store.record_last_used(&drained).await {
-            Ok(()) => Ok(drained.len()),
+            Ok(held) if held.is_empty() => Ok(drained.len()),
+            Ok(held) => {
+                // Another server was writing these rows: keep them for the next flush, unless
+                // a newer use replaced them meanwhile.
+                let held: HashSet<TokenId> = held.into_iter().collect();
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                for (id, at, ip) in drained.iter().filter(|(id, ..)| held.contains(id)) {
+                    pending.entry(*id).or_insert((*at, *ip));
+                }
+                Ok(drained.len() - held.len())
+            }
             Err(error) => {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 for (id, at, ip) in drained {

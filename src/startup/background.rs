@@ -1,10 +1,12 @@
-//! The background tasks of a running server: the change-feed poller, the last-used flusher and
-//! housekeeping, each stopped by one shutdown signal.
+//! The background tasks of a running server: the change-feed poller (and, on PostgreSQL, the
+//! listener that wakes it), the last-used flusher and housekeeping, each stopped by one shutdown
+//! signal.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::Core;
@@ -12,7 +14,8 @@ use crate::config::Settings;
 use crate::domain::Timestamp;
 use crate::issuance::change_feed::ChangeFeed;
 use crate::issuance::deny_list::DenyList;
-use crate::store::Store;
+use crate::store::notify::{ChangeNotifications, Signal};
+use crate::store::{Backend, Store};
 
 /// Starts the change-feed poller, the last-used flusher and the housekeeping task.
 pub(super) fn spawn_background(
@@ -29,19 +32,32 @@ pub(super) fn spawn_background(
         core.keys.clone(),
         core.feed_health.clone(),
         settings.tokens.leeway_secs,
+        core.log_position_at_load,
     );
     let period = Duration::from_millis(settings.background.change_poll_interval_ms.get());
+    // Woken at once by a PostgreSQL notification; the interval is the fallback (and SQLite's
+    // only way to hear of the CLI's changes).
+    let wake = Arc::new(Notify::new());
+    if core.store.backend() == Backend::Postgres {
+        let url = settings.database_url();
+        tasks.push(tokio::spawn(listen_for_changes(
+            url,
+            wake.clone(),
+            stopped.clone(),
+        )));
+    }
     let mut stop_feed = stopped.clone();
     tasks.push(tokio::spawn(async move {
         let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = interval.tick() => {
-                    if let Err(error) = feed.poll().await {
-                        tracing::warn!(%error, "change feed poll failed");
-                    }
-                }
+                _ = interval.tick() => {}
+                () = wake.notified() => {}
                 _ = stopped_signal(&mut stop_feed) => break,
+            }
+            if let Err(error) = feed.poll().await {
+                tracing::warn!(%error, "change feed poll failed");
             }
         }
     }));
@@ -65,6 +81,54 @@ pub(super) fn spawn_background(
         async move { housekeeping(&store, &deny, retention, leeway).await }
     }));
     (stop, tasks)
+}
+
+/// Wakes the change feed on every PostgreSQL change notification ([`ChangeNotifications`]), and
+/// after the listening connection comes back, so that what was sent meanwhile is caught up.
+/// While the database is unreachable it tries again a second after each failed attempt (an
+/// attempt itself may wait up to sqlx's connect timeout); the feed's interval keeps polling.
+async fn listen_for_changes(url: String, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    const RETRY: Duration = Duration::from_secs(1);
+    let mut failing = false;
+    loop {
+        let connected = tokio::select! {
+            connected = ChangeNotifications::listen(&url) => connected,
+            _ = stopped_signal(&mut stop) => return,
+        };
+        let mut notifications = match connected {
+            Ok(notifications) => notifications,
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "change notifications unavailable; polling only until they are back");
+                    failing = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY) => continue,
+                    _ = stopped_signal(&mut stop) => return,
+                }
+            }
+        };
+        if failing {
+            // Every exit from the loop below marks a failure, so `failing` needs no reset.
+            tracing::info!("listening for change notifications again");
+        }
+        // Whatever committed before the LISTEN took effect was not announced: catch up.
+        wake.notify_one();
+        loop {
+            let signal = tokio::select! {
+                signal = notifications.next() => signal,
+                _ = stopped_signal(&mut stop) => return,
+            };
+            match signal {
+                Ok(Signal::Changed | Signal::Reconnected) => wake.notify_one(),
+                Err(error) => {
+                    tracing::warn!(%error, "lost the change-notification connection; reconnecting");
+                    failing = true;
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Forgets what can no longer matter: deny-list entries and tombstones of expired tokens, old

@@ -24,6 +24,8 @@ use crate::issuance::verifier::JwtPolicy;
 use crate::issuance::{Authenticator, Introspector, Minter, TokenCore, TokenManager};
 use crate::store::{Store, StoreOptions, TokenWriter};
 
+/// How many times the shutdown flush tries rows that another server was writing.
+const SHUTDOWN_FLUSH_ATTEMPTS: u32 = 5;
 /// Everything a running tokenmint holds, built from settings.
 pub struct Core {
     /// Database.
@@ -42,6 +44,8 @@ pub struct Core {
     pub last_used: Arc<LastUsed>,
     /// What the change feed could not do.
     pub feed_health: Arc<FeedHealth>,
+    /// The newest change-log position read before the keys and the deny list were loaded.
+    pub log_position_at_load: i64,
     writer_task: JoinHandle<()>,
 }
 
@@ -121,6 +125,9 @@ impl Core {
         settings.validate()?;
         let catalog = Arc::new(scope_catalog(settings)?);
         let store = open_store(settings).await?;
+        // Read before the keys and the deny list: the change feed starts here, so nothing that
+        // commits while they load is missed, and the server is caught up when it starts serving.
+        let log_position_at_load = store.latest_event_seq().await?;
         let master = master_key_for(settings, &store).await?;
         let retention = settings.tokens.max_lifetime_secs + settings.tokens.leeway_secs;
         let keys = Arc::new(
@@ -202,14 +209,30 @@ impl Core {
             metadata,
             last_used,
             feed_health: Arc::new(FeedHealth::default()),
+            log_position_at_load,
             writer_task,
         })
     }
 
     /// Flushes pending writes and closes the store.
     pub async fn shutdown(self) {
-        if let Err(error) = self.last_used.flush(&self.store).await {
-            tracing::warn!(%error, "could not flush last-used times at shutdown");
+        // A row another server was writing is handed back to the map: try again a few times,
+        // so that a rolling restart does not drop the last uses this server saw.
+        for attempt in 1..=SHUTDOWN_FLUSH_ATTEMPTS {
+            match self.last_used.flush(&self.store).await {
+                Ok(_) if self.last_used.queue_depth() == 0 => break,
+                Ok(_) if attempt < SHUTDOWN_FLUSH_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(_) => tracing::warn!(
+                    left = self.last_used.queue_depth(),
+                    "last-used times other servers kept writing were not flushed at shutdown"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "could not flush last-used times at shutdown");
+                    break;
+                }
+            }
         }
         let Self {
             store,

@@ -3,8 +3,8 @@
 //! `issuance::change_feed`) so that changes made elsewhere reach their in-memory state.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
 };
 
 use super::entities::token_events::{self, Column, Entity as TokenEvents};
@@ -30,7 +30,8 @@ impl From<token_events::Model> for ChangeEvent {
     }
 }
 
-/// Appends an event inside the caller's transaction.
+/// Appends an event inside the caller's transaction; on PostgreSQL also notifies every server's
+/// change feed, on commit ([`super::notify`]).
 pub(crate) async fn append<C: ConnectionTrait>(
     conn: &C,
     kind: EventKind,
@@ -43,7 +44,12 @@ pub(crate) async fn append<C: ConnectionTrait>(
         created_at: Set(now.0),
         ..Default::default()
     };
-    TokenEvents::insert(event).exec(conn).await.map(|_| ())
+    TokenEvents::insert(event).exec(conn).await?;
+    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        conn.execute_unprepared(super::notify::NOTIFY_CHANGE)
+            .await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -84,24 +90,56 @@ impl Store {
         Ok(latest.map_or(0, |m| m.seq))
     }
 
-    /// The lowest committed log position, `None` for an empty log.
-    pub async fn oldest_event_seq(&self) -> Result<Option<i64>> {
-        let oldest = TokenEvents::find()
-            .order_by_asc(Column::Seq)
-            .one(self.db())
-            .await
-            .map_err(db_error)?;
-        Ok(oldest.map(|m| m.seq))
+    /// The log's oldest and newest positions, and when the entry at `at` was written (`None`
+    /// if there is none), in one round trip: what a feed checks before each read.
+    pub async fn log_shape(&self, at: i64) -> Result<LogShape> {
+        let backend = self.db().get_database_backend();
+        let placeholder = if backend == DbBackend::Postgres {
+            "$1"
+        } else {
+            "?"
+        };
+        let sql = format!(
+            "SELECT (SELECT MIN(seq) FROM token_events) AS oldest, \
+                    (SELECT MAX(seq) FROM token_events) AS latest, \
+                    (SELECT created_at FROM token_events WHERE seq = {placeholder}) AS written_at"
+        );
+        let statement = Statement::from_sql_and_values(backend, sql, [at.into()]);
+        let row = self.db().query_one_raw(statement).await.map_err(db_error)?;
+        let get = |column: &str| -> Result<Option<i64>> {
+            row.as_ref()
+                .map_or(Ok(None), |row| row.try_get::<Option<i64>>("", column))
+                .map_err(db_error)
+        };
+        Ok(LogShape {
+            oldest: get("oldest")?,
+            latest: get("latest")?.unwrap_or(0),
+            written_at: get("written_at")?.map(Timestamp),
+        })
     }
 
-    /// Deletes events older than `cutoff`.
+    /// Deletes events older than `cutoff`, except the newest: a feed recognises the history it
+    /// read by its newest entry (`issuance::change_feed`), so an idle log is never left empty.
     pub async fn prune_events(&self, cutoff: Timestamp) -> Result<u64> {
         let _turn = self.write_turn().await;
+        let newest = self.latest_event_seq().await?;
         let result = TokenEvents::delete_many()
             .filter(Column::CreatedAt.lt(cutoff.0))
+            .filter(Column::Seq.lt(newest))
             .exec(self.db())
             .await
             .map_err(db_error)?;
         Ok(result.rows_affected)
     }
+}
+
+/// What [`Store::log_shape`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogShape {
+    /// The lowest position left, `None` for an empty log.
+    pub oldest: Option<i64>,
+    /// The highest position, 0 for an empty log.
+    pub latest: i64,
+    /// When the entry at the asked position was written, `None` if there is none.
+    pub written_at: Option<Timestamp>,
 }

@@ -7,6 +7,7 @@ pub mod enterprises;
 pub mod entities;
 pub mod events;
 pub mod keys;
+pub mod notify;
 pub mod templates;
 mod token_batch;
 mod token_changes;

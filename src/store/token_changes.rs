@@ -3,7 +3,8 @@
 //! shares the commit and the sync of the CreateTokens around it instead of queueing for SQLite's
 //! single write lock with a transaction of its own (ARCHITECTURE.md, "Group commit"). On
 //! PostgreSQL, whose writers don't exclude each other, a change commits alone ([`apply_alone`]):
-//! waiting for a batch there only lengthened the tail (p99 of `mixed` +17%).
+//! waiting for a batch there only lengthened the tail (p99 of `mixed` +17%). There it also
+//! notifies every server's change feed ([`super::notify`]).
 
 use std::sync::Arc;
 
@@ -125,6 +126,11 @@ pub(crate) async fn apply_alone(
     let _turn = store.write_turn().await;
     let mut txn = store.db().get_postgres_connection_pool().begin().await?;
     let applied = apply_changes!(txn, statements, std::slice::from_ref(change));
+    if applied[0].is_some() {
+        sqlx::query(super::notify::NOTIFY_CHANGE)
+            .execute(&mut *txn)
+            .await?;
+    }
     txn.commit().await?;
     Ok(applied[0])
 }

@@ -66,8 +66,13 @@ pub struct Gauges {
     /// Change-feed key-set reloads that failed since start (each retried on its own).
     pub feed_key_reload_failures: u64,
     /// Full deny-list reloads since start because the change log had been pruned past this
-    /// server's position.
+    /// server's position, or went back in time.
     pub deny_list_resyncs: u64,
+    /// Times since start the change log no longer held the newest entry this server had applied
+    /// (a database restored from a backup).
+    pub change_log_rewinds: u64,
+    /// The change-log position this server's feed has applied every change up to.
+    pub change_feed_position: i64,
 }
 
 type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
@@ -90,6 +95,8 @@ pub struct Metrics {
     untrusted_key_rows: Gauge,
     feed_key_reload_failures: Gauge,
     deny_list_resyncs: Gauge,
+    change_log_rewinds: Gauge,
+    change_feed_position: Gauge,
 }
 
 /// Latency buckets from 100 µs to about 6.5 s (×2 per bucket).
@@ -198,8 +205,22 @@ impl Metrics {
         registry.register(
             "deny_list_resyncs",
             "Full deny-list reloads since start because the change log was pruned past the \
-             position this server had read",
+             position this server had read, or went back in time",
             deny_list_resyncs.clone(),
+        );
+        let change_log_rewinds = Gauge::default();
+        registry.register(
+            "change_log_rewinds",
+            "Times since start the change log no longer held the newest entry this server had \
+             applied (a database restored from a backup); each one reloads the deny list",
+            change_log_rewinds.clone(),
+        );
+        let change_feed_position = Gauge::default();
+        registry.register(
+            "change_feed_position",
+            "The change-log position this server has applied every change up to; replicas of \
+             one database that stay apart are not seeing each other's changes",
+            change_feed_position.clone(),
         );
         Self {
             registry,
@@ -218,6 +239,8 @@ impl Metrics {
             untrusted_key_rows,
             feed_key_reload_failures,
             deny_list_resyncs,
+            change_log_rewinds,
+            change_feed_position,
         }
     }
 
@@ -275,6 +298,9 @@ impl Metrics {
             .set(i64::try_from(gauges.feed_key_reload_failures).unwrap_or(i64::MAX));
         self.deny_list_resyncs
             .set(i64::try_from(gauges.deny_list_resyncs).unwrap_or(i64::MAX));
+        self.change_log_rewinds
+            .set(i64::try_from(gauges.change_log_rewinds).unwrap_or(i64::MAX));
+        self.change_feed_position.set(gauges.change_feed_position);
         self.dropped_log_lines
             .set(i64::try_from(crate::telemetry::dropped_log_lines()).unwrap_or(i64::MAX));
         let mut text = String::with_capacity(8 * 1024);
@@ -311,6 +337,8 @@ mod tests {
             untrusted_key_rows: 1,
             feed_key_reload_failures: 2,
             deny_list_resyncs: 5,
+            change_log_rewinds: 1,
+            change_feed_position: 42,
         });
         for line in [
             r#"tokenmint_rpc_requests_total{service="tokenmint.v1.TokenService",method="CreateToken",code="OK"} 2"#,
@@ -326,6 +354,8 @@ mod tests {
             "tokenmint_signing_keys_untrusted 1",
             "tokenmint_change_feed_key_reload_failures 2",
             "tokenmint_deny_list_resyncs 5",
+            "tokenmint_change_log_rewinds 1",
+            "tokenmint_change_feed_position 42",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -507,6 +507,26 @@ pub(crate) async fn execute_in_database(app: &TestApp, statements: &[String]) {
     }
 }
 
+/// The single integer `query` returns in `app`'s database (through a connection of its own).
+pub(crate) async fn query_number(app: &TestApp, query: &str) -> i64 {
+    use sea_orm::sqlx::{AssertSqlSafe, Connection, query_scalar};
+    let url = app.settings.database_url();
+    macro_rules! run {
+        ($conn:ty) => {{
+            let mut conn = <$conn>::connect(&url).await.unwrap();
+            query_scalar(AssertSqlSafe(query.to_owned()))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }};
+    }
+    if url.starts_with("postgres") {
+        run!(sea_orm::sqlx::PgConnection)
+    } else {
+        run!(sea_orm::sqlx::SqliteConnection)
+    }
+}
+
 /// A certificate authority made for one test.
 pub(crate) struct Ca {
     issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,

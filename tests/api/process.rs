@@ -1,8 +1,11 @@
 //! The real `tokenmint` binary: `bootstrap` prints only the token, `serve` answers, a token whose
-//! CreateToken was answered OK survives `kill -9`, `health` probes, and `config check` validates and
-//! prints the effective configuration without secrets.
+//! CreateToken was answered OK survives `kill -9` (of the only server, and of one of two replicas
+//! under load), `health` probes, and `config check` validates and prints the effective
+//! configuration without secrets.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokenmint::proto::v1 as pb;
@@ -197,6 +200,176 @@ async fn created_tokens_survive_kill_dash_nine() {
     }
     server.kill().ok();
     server.wait().ok();
+}
+
+/// A client of several replicas: each call goes to its preferred one, and to the next when that
+/// one does not answer (the retry a load balancer or a client with several endpoints makes).
+#[derive(Clone)]
+struct ReplicaClient {
+    endpoints: Vec<pb::token_service_client::TokenServiceClient<tonic::transport::Channel>>,
+    caller: String,
+}
+
+impl ReplicaClient {
+    /// Connects lazily to every port.
+    fn new(ports: &[u16], caller: &str) -> Self {
+        let endpoints = ports
+            .iter()
+            .map(|port| {
+                let endpoint =
+                    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+                        .expect("endpoint")
+                        .connect_timeout(Duration::from_secs(2))
+                        .timeout(Duration::from_secs(10));
+                pb::token_service_client::TokenServiceClient::new(endpoint.connect_lazy())
+            })
+            .collect();
+        Self {
+            endpoints,
+            caller: caller.to_owned(),
+        }
+    }
+
+    /// Mints a token, starting at endpoint `first`; its id and raw token if some replica
+    /// answered OK.
+    async fn mint(&self, first: usize, label: String) -> Option<(String, String)> {
+        for n in 0..self.endpoints.len() {
+            let mut client = self.endpoints[(first + n) % self.endpoints.len()].clone();
+            let request = pb::CreateTokenRequest {
+                label: label.clone(),
+                scopes: vec!["wallet_view".into()],
+                ..Default::default()
+            };
+            if let Ok(response) = client.create_token(authed(&self.caller, request)).await {
+                let minted = response.into_inner();
+                return Some((minted.token.expect("metadata").id, minted.raw_token));
+            }
+        }
+        None
+    }
+}
+
+/// Waits until `tokenmint health` reports the server on `port` SERVING (at most 20 s).
+async fn wait_until_healthy(port: u16) {
+    let addr = format!("http://127.0.0.1:{port}");
+    let healthy = eventually(Duration::from_secs(20), || {
+        let addr = addr.clone();
+        async move {
+            let probe = Command::new(BIN)
+                .args(["health", "--addr", &addr, "--timeout", "1s"])
+                .output()
+                .ok()?;
+            probe.status.success().then_some(())
+        }
+    });
+    assert!(
+        healthy.await.is_some(),
+        "the server on {port} reports SERVING"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_killed_under_load_loses_nothing_and_catches_up_before_serving() {
+    let db = TestDatabase::create().await;
+    if db.pg_url.is_none() {
+        // Replicas share PostgreSQL; the SQLite server alone is the test above.
+        return;
+    }
+    let scopes = "user_manage,token_introspect,wallet_view";
+    let bootstrap = ["bootstrap", "--user", "alice", "--scopes", scopes];
+    let caller = command(&db, &bootstrap).output().expect("bootstrap");
+    assert!(caller.status.success());
+    let caller = String::from_utf8(caller.stdout).unwrap().trim().to_owned();
+    let ports = [free_port(), free_port()];
+    let mut a = serve(&db, ports[0]).await;
+    let mut b = serve(&db, ports[1]).await;
+    let client = ReplicaClient::new(&ports, &caller);
+
+    // Eight clients mint without pause, half of them starting at A, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for worker in 0..8 {
+        let (client, stop) = (client.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let (mut acknowledged, mut failed) = (Vec::new(), 0);
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match client.mint(worker % 2, format!("w{worker}-{i}")).await {
+                    Some(id) => acknowledged.push(id),
+                    None => failed += 1,
+                }
+                i += 1;
+            }
+            (acknowledged, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.kill().expect("SIGKILL");
+    a.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut acknowledged, mut failed) = (Vec::new(), 0);
+    for worker in load {
+        let (ids, failures) = worker.await.unwrap();
+        acknowledged.extend(ids);
+        failed += failures;
+    }
+    assert_eq!(failed, 0, "every call A did not answer was answered by B");
+    assert!(
+        acknowledged.len() >= 16,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+
+    // While A is down, B revokes one of the tokens; A must know it from its first answer on.
+    let (revoked_id, revoked_raw) = acknowledged[0].clone();
+    let mut on_b = client.endpoints[1].clone();
+    let request = pb::RevokeTokenRequest {
+        id: revoked_id.clone(),
+        cascade: false,
+    };
+    on_b.revoke_token(authed(&caller, request))
+        .await
+        .expect("RevokeToken on B");
+    let mut a = serve(&db, ports[0]).await;
+    wait_until_healthy(ports[0]).await;
+    let mut on_a = ReplicaClient::new(&ports[..1], &caller).endpoints.remove(0);
+    let request = pb::VerifyTokenRequest {
+        token: revoked_raw,
+        ..Default::default()
+    };
+    let seen = on_a.verify_token(authed(&caller, request)).await;
+    assert_eq!(
+        seen.expect("VerifyToken on A").into_inner().reason,
+        pb::InactiveReason::Revoked as i32,
+        "A's first answer knows the revoke made while it was down"
+    );
+
+    let request = pb::ListTokensRequest {
+        page_size: 1000,
+        ..Default::default()
+    };
+    let mut listed = Vec::new();
+    let mut request = request;
+    loop {
+        let page = on_a
+            .list_tokens(authed(&caller, request.clone()))
+            .await
+            .expect("ListTokens")
+            .into_inner();
+        listed.extend(page.tokens.into_iter().map(|t| t.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    for (id, _) in &acknowledged {
+        assert!(listed.contains(id), "acknowledged token {id} was lost");
+    }
+    for server in [&mut a, &mut b] {
+        server.kill().ok();
+        server.wait().ok();
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Two servers on one database (replicas): a token minted on one verifies on the other, and
 //! lifecycle changes, a caller's revocation and key rotations made elsewhere reach every server
-//! through the change feed within 2 s (it polls the change log every 100 ms in tests).
+//! through the change feed within 2 s (it polls the change log every 100 ms in tests; on
+//! PostgreSQL a notification wakes it at once, which the last tests check with a server that
+//! barely polls).
 
 use std::time::Duration;
 
@@ -342,4 +344,176 @@ async fn a_key_rotated_in_elsewhere_is_used_before_the_change_feed_brings_it() {
     assert!(response.active, "B verifies it: reason {}", response.reason);
     let listed = list(&client_b, &new_caller).await;
     assert!(listed.is_ok(), "B authenticates it as a caller: {listed:?}");
+}
+
+// PostgreSQL notifications: a change wakes every replica's change feed at once.
+
+/// A replica of `a` that reads the change log only once an hour on its own: a change can reach
+/// it in time only through a notification.
+async fn replica_that_barely_polls(a: &TestApp) -> TestApp {
+    TestApp::spawn_on(a.db.clone(), |s| {
+        s.background.change_poll_interval_ms =
+            std::num::NonZeroU64::new(3_600_000).expect("nonzero");
+    })
+    .await
+}
+
+/// Whether `app` runs on PostgreSQL. SQLite has no notifications: its replicas (one server and
+/// the CLI) hear of each other's changes by polling, which the tests above cover.
+fn on_postgresql(app: &TestApp) -> bool {
+    app.settings.database_url().starts_with("postgres")
+}
+
+#[tokio::test]
+async fn on_postgresql_a_revoke_reaches_a_replica_that_is_not_polling() {
+    let a = TestApp::spawn().await;
+    if !on_postgresql(&a) {
+        return;
+    }
+    let b = replica_that_barely_polls(&a).await;
+    let caller = a.manager(USER).await;
+    let (client_a, client_b) = (a.client().await, b.client().await);
+    let minted = mint(&client_a, &caller).await;
+    let raw = minted.raw_token.as_str();
+    assert!(
+        verify(&client_b, &caller, raw).await.active,
+        "B has it as active"
+    );
+
+    revoke(&client_a, &caller, id_of(&minted)).await;
+
+    let seen = verify_until(&client_b, &caller, raw, pb::InactiveReason::Revoked).await;
+    assert!(
+        seen.is_some(),
+        "B reports REVOKED within 2 s, though it polls hourly"
+    );
+}
+
+#[tokio::test]
+async fn on_postgresql_a_key_rotated_by_the_cli_is_announced_to_the_servers() {
+    let a = TestApp::spawn().await;
+    if !on_postgresql(&a) {
+        return;
+    }
+    let b = replica_that_barely_polls(&a).await;
+    let caller = a.manager(USER).await;
+    let client_b = b.client().await;
+
+    let new_kid = tokenmint::cli::rotate_keys(&a.settings).await;
+    let new_kid = new_kid.expect("rotate keys");
+
+    let kid = new_kid.as_str();
+    let (client_b, caller) = (&client_b, caller.as_str());
+    let switched = eventually(PROPAGATION, move || async move {
+        let minted = mint(client_b, caller).await;
+        (kid_of(&minted.raw_token) == kid).then_some(())
+    })
+    .await;
+    assert!(
+        switched.is_some(),
+        "B signs with {new_kid} within 2 s, though it polls hourly"
+    );
+}
+
+#[tokio::test]
+async fn on_postgresql_a_lost_listening_connection_is_re_established() {
+    use sea_orm::sqlx::{Connection, PgConnection};
+    let a = TestApp::spawn().await;
+    if !on_postgresql(&a) {
+        return;
+    }
+    let b = replica_that_barely_polls(&a).await;
+    let caller = a.manager(USER).await;
+    let (client_a, client_b) = (a.client().await, b.client().await);
+    let minted = mint(&client_a, &caller).await;
+    let raw = minted.raw_token.as_str();
+    assert!(
+        verify(&client_b, &caller, raw).await.active,
+        "B has it as active"
+    );
+
+    // Cut every server's listening connection, as a database restart or a proxy would.
+    let url = a.settings.database_url();
+    let listeners = |terminate: bool| {
+        let url = url.clone();
+        async move {
+            let mut admin = PgConnection::connect(&url).await.expect("connect");
+            let count = if terminate {
+                "count(pg_terminate_backend(pid))"
+            } else {
+                "count(*)"
+            };
+            let query = format!(
+                "SELECT {count} FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            );
+            let n: i64 = sea_orm::sqlx::query_scalar(sea_orm::sqlx::AssertSqlSafe(query))
+                .fetch_one(&mut admin)
+                .await
+                .expect("pg_stat_activity");
+            n
+        }
+    };
+    let both = || {
+        eventually(PROPAGATION, || async {
+            (listeners(false).await >= 2).then_some(())
+        })
+    };
+    assert!(both().await.is_some(), "both servers listen");
+    assert!(listeners(true).await >= 2, "both listening connections cut");
+    // Only a notification on a new connection can now bring B the revoke in time.
+    assert!(both().await.is_some(), "both servers listen again");
+    revoke(&client_a, &caller, id_of(&minted)).await;
+
+    let seen = verify_until(&client_b, &caller, raw, pb::InactiveReason::Revoked).await;
+    assert!(
+        seen.is_some(),
+        "B reports REVOKED within 2 s, though it polls hourly"
+    );
+}
+
+#[tokio::test]
+async fn on_postgresql_replicas_flushing_last_use_of_the_same_tokens_do_not_deadlock() {
+    use tokenmint::domain::{Timestamp, TokenId};
+    use tokenmint::store::{LastUse, Store, StoreOptions};
+    let a = TestApp::spawn().await;
+    if !on_postgresql(&a) {
+        return;
+    }
+    let caller = a.manager(USER).await;
+    let client = a.client().await;
+    // Three statements per flush on PostgreSQL (16 rows each).
+    let mut ids = Vec::new();
+    for _ in 0..48 {
+        let id = id_of(&mint(&client, &caller).await);
+        ids.push(TokenId::parse(&id, "id").expect("a token id"));
+    }
+    let options = StoreOptions {
+        max_connections: 2,
+        connect_timeout: Duration::from_secs(5),
+    };
+    let url = a.settings.database_url();
+    let one = Store::connect(&url, &options).await.expect("connect");
+    let two = Store::connect(&url, &options).await.expect("connect");
+
+    for round in 0..5 {
+        // Two servers' flushes of the same tokens, each in its own (here: opposite) order.
+        let at = Timestamp::now();
+        let forward: Vec<LastUse> = ids.iter().map(|id| (*id, at, None)).collect();
+        let backward: Vec<LastUse> = forward.iter().rev().copied().collect();
+        let (first, second) = tokio::join!(
+            one.record_last_used(&forward),
+            two.record_last_used(&backward)
+        );
+        let (first, second) = match (first, second) {
+            (Ok(first), Ok(second)) => (first, second),
+            other => panic!("round {round}: both flushes commit: {other:?}"),
+        };
+        // A row one flush left to the other is handed back to be written next time, never
+        // dropped; no row is left by both.
+        assert!(
+            first.iter().all(|id| !second.contains(id)),
+            "round {round}: {first:?} {second:?}"
+        );
+    }
 }
