@@ -277,8 +277,11 @@ async fn drive(
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut errors = std::collections::BTreeMap::<String, u64>::new();
             let mut sequence = i as u64;
+            // Workers start their periods spread over one period, not all at once in bursts.
             let mut pace = period.map(|period| {
-                let mut pace = tokio::time::interval(period);
+                let offset = period.mul_f64(i as f64 / concurrency.max(1) as f64);
+                let mut pace =
+                    tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
                 pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 pace
             });

@@ -71,6 +71,7 @@ async fn render_metrics(source: MetricsSource) -> Response {
         deny_list_resyncs: source.feed.deny_list_resyncs(),
         change_log_rewinds: source.feed.log_rewinds(),
         change_feed_position: source.feed.position(),
+        change_notifications_listening: source.feed.listening(),
     };
     (
         [(

@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::domain::{ChangeEvent, EventKind};
@@ -107,9 +107,32 @@ impl LogCursor {
         }
     }
 
+    /// Where a feed starts reading a log of extent `shape` whose current state it has just
+    /// loaded: [`START_LOOKBACK`] positions before the newest (changes with earlier positions may
+    /// still have been committing), but not before the oldest left.
+    pub fn starting_at(shape: &LogShape) -> Self {
+        let oldest = shape.oldest.unwrap_or(0);
+        Self::after((shape.latest - START_LOOKBACK).max(oldest - 1).max(0))
+    }
+
     /// The newest entry applied, if any was read.
     pub fn newest(&self) -> Option<LogEntryMark> {
         self.newest
+    }
+
+    /// The position up to which every change has been applied: just before the first gap, or
+    /// `high`. A state read from the database stands for this position: the feed re-reads
+    /// every change after it.
+    pub fn applied_through(&self) -> i64 {
+        self.gaps
+            .first_key_value()
+            .map_or(self.high, |(gap, _)| gap - 1)
+    }
+
+    /// Moves past positions that are gone from the log (pruned): they are no longer waited for.
+    pub fn skip_pruned_before(&mut self, oldest: i64) {
+        self.high = self.high.max(oldest - 1);
+        self.gaps.retain(|seq, _| *seq >= oldest);
     }
 
     /// The highest position applied.
@@ -167,6 +190,7 @@ pub struct FeedHealth {
     deny_list_resyncs: AtomicU64,
     log_rewinds: AtomicU64,
     position: AtomicI64,
+    listening: AtomicBool,
 }
 
 impl FeedHealth {
@@ -179,6 +203,16 @@ impl FeedHealth {
     /// back in time.
     pub fn deny_list_resyncs(&self) -> u64 {
         self.deny_list_resyncs.load(Ordering::Relaxed)
+    }
+
+    /// Whether this server hears PostgreSQL change notifications now (never on SQLite).
+    pub fn listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
+    }
+
+    /// Records whether change notifications are heard.
+    pub fn set_listening(&self, listening: bool) {
+        self.listening.store(listening, Ordering::Relaxed);
     }
 
     /// The change-log position this server has applied every change up to (gaps aside).
@@ -210,8 +244,9 @@ pub struct ChangeFeed {
 
 impl ChangeFeed {
     /// A feed that updates `deny`, `metadata` and `keys`, and reports to `health`, reading the
-    /// log from `loaded_at`: the newest position read before those were loaded (less
-    /// [`START_LOOKBACK`], for changes with earlier positions still committing then).
+    /// log from `loaded_at` (its extent read before those were loaded): from its newest position
+    /// less [`START_LOOKBACK`], for changes with earlier positions still committing then, but
+    /// not from before its oldest (pruned positions are not gaps to wait for).
     pub fn new(
         store: Store,
         deny: Arc<DenyList>,
@@ -219,7 +254,7 @@ impl ChangeFeed {
         keys: Arc<KeyManager>,
         health: Arc<FeedHealth>,
         leeway_secs: i64,
-        loaded_at: i64,
+        loaded_at: &LogShape,
     ) -> Self {
         Self {
             store,
@@ -228,7 +263,7 @@ impl ChangeFeed {
             keys,
             health,
             leeway_secs,
-            cursor: LogCursor::after((loaded_at - START_LOOKBACK).max(0)),
+            cursor: LogCursor::starting_at(loaded_at),
             keys_pending: false,
         }
     }
@@ -301,9 +336,13 @@ impl ChangeFeed {
             "the change log was pruned past what this server had read: reloading the deny list \
              and the keys in full"
         );
-        // `shape` was read before the deny list: the state read below is at least that recent.
         let denied = self.store.denied_tokens(self.horizon()).await?;
-        self.deny.resync(&denied, shape.latest);
+        if let Some(oldest) = shape.oldest {
+            self.cursor.skip_pruned_before(oldest);
+        }
+        // The state read stands for every position the feed will not read again: a change at a
+        // later one (even one still committing at a lower position than the newest) re-applies.
+        self.deny.resync(&denied, self.cursor.applied_through());
         self.health
             .deny_list_resyncs
             .fetch_add(1, Ordering::Relaxed);
@@ -322,9 +361,11 @@ impl ChangeFeed {
              the deny list and the keys, and dropping cached token metadata"
         );
         let denied = self.store.denied_tokens(self.horizon()).await?;
-        self.deny.reset(&denied, shape.latest);
+        let cursor = LogCursor::starting_at(shape);
+        // Stamped with where the feed reads on from: the changes after it re-apply.
+        self.deny.reset(&denied, cursor.applied_through());
         self.metadata.clear();
-        self.cursor = LogCursor::after((shape.latest - START_LOOKBACK).max(0));
+        self.cursor = cursor;
         self.health.log_rewinds.fetch_add(1, Ordering::Relaxed);
         self.health
             .deny_list_resyncs
@@ -414,6 +455,33 @@ mod tests {
             Some(marks(&[12])[0]),
             "an older one changes nothing"
         );
+    }
+
+    #[test]
+    fn a_feed_starts_before_the_newest_position_but_not_before_the_oldest() {
+        let busy = shape(1, 5_000, None);
+        assert_eq!(LogCursor::starting_at(&busy).high(), 5_000 - START_LOOKBACK);
+        // An idle log pruned down to its newest entry: nothing below it to wait for.
+        let idle = shape(5_000, 5_000, None);
+        assert_eq!(LogCursor::starting_at(&idle).high(), 4_999);
+        let empty = LogShape {
+            oldest: None,
+            latest: 0,
+            written_at: None,
+        };
+        assert_eq!(LogCursor::starting_at(&empty).high(), 0);
+    }
+
+    #[test]
+    fn a_state_read_stands_for_the_positions_before_the_first_gap() {
+        let mut cursor = LogCursor::after(10);
+        cursor.advance(&marks(&[11, 14]), Instant::now());
+        assert_eq!(cursor.applied_through(), 11, "12 may still commit");
+        cursor.skip_pruned_before(13);
+        assert_eq!(cursor.gaps(), [13], "12 was pruned: not waited for");
+        assert_eq!(cursor.applied_through(), 12);
+        cursor.skip_pruned_before(20);
+        assert_eq!((cursor.high(), cursor.applied_through()), (19, 19));
     }
 
     #[test]

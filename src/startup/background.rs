@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::Core;
 use crate::config::Settings;
 use crate::domain::Timestamp;
-use crate::issuance::change_feed::ChangeFeed;
+use crate::issuance::change_feed::{ChangeFeed, FeedHealth};
 use crate::issuance::deny_list::DenyList;
 use crate::store::notify::{ChangeNotifications, Signal};
 use crate::store::{Backend, Store};
@@ -32,7 +32,7 @@ pub(super) fn spawn_background(
         core.keys.clone(),
         core.feed_health.clone(),
         settings.tokens.leeway_secs,
-        core.log_position_at_load,
+        &core.log_at_load,
     );
     let period = Duration::from_millis(settings.background.change_poll_interval_ms.get());
     // Woken at once by a PostgreSQL notification; the interval is the fallback (and SQLite's
@@ -43,6 +43,7 @@ pub(super) fn spawn_background(
         tasks.push(tokio::spawn(listen_for_changes(
             url,
             wake.clone(),
+            core.feed_health.clone(),
             stopped.clone(),
         )));
     }
@@ -85,9 +86,17 @@ pub(super) fn spawn_background(
 
 /// Wakes the change feed on every PostgreSQL change notification ([`ChangeNotifications`]), and
 /// after the listening connection comes back, so that what was sent meanwhile is caught up.
-/// While the database is unreachable it tries again a second after each failed attempt (an
-/// attempt itself may wait up to sqlx's connect timeout); the feed's interval keeps polling.
-async fn listen_for_changes(url: String, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+/// Every [`PING_EVERY`] it checks that the connection still answers (within [`PING_TIMEOUT`]):
+/// a connection cut silently would otherwise leave the feed on its polling interval unseen.
+/// While the database is unreachable it tries again a second after each failure (an attempt
+/// itself may wait up to sqlx's connect timeout); the feed's interval keeps polling, and
+/// `health` says whether notifications are heard (`tokenmint_change_notifications_listening`).
+async fn listen_for_changes(
+    url: String,
+    wake: Arc<Notify>,
+    health: Arc<FeedHealth>,
+    mut stop: watch::Receiver<bool>,
+) {
     const RETRY: Duration = Duration::from_secs(1);
     let mut failing = false;
     loop {
@@ -95,38 +104,62 @@ async fn listen_for_changes(url: String, wake: Arc<Notify>, mut stop: watch::Rec
             connected = ChangeNotifications::listen(&url) => connected,
             _ = stopped_signal(&mut stop) => return,
         };
-        let mut notifications = match connected {
-            Ok(notifications) => notifications,
+        match connected {
+            Ok(mut notifications) => {
+                if failing {
+                    tracing::info!("listening for change notifications again");
+                }
+                health.set_listening(true);
+                // Whatever committed before the LISTEN took effect was not announced: catch up.
+                wake.notify_one();
+                let Some(error) = relay(&mut notifications, &wake, &mut stop).await else {
+                    return;
+                };
+                health.set_listening(false);
+                tracing::warn!(%error, "lost the change-notification connection; reconnecting");
+            }
             Err(error) => {
                 if !failing {
                     tracing::warn!(%error, "change notifications unavailable; polling only until they are back");
-                    failing = true;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(RETRY) => continue,
-                    _ = stopped_signal(&mut stop) => return,
                 }
             }
-        };
-        if failing {
-            // Every exit from the loop below marks a failure, so `failing` needs no reset.
-            tracing::info!("listening for change notifications again");
         }
-        // Whatever committed before the LISTEN took effect was not announced: catch up.
-        wake.notify_one();
-        loop {
-            let signal = tokio::select! {
-                signal = notifications.next() => signal,
-                _ = stopped_signal(&mut stop) => return,
-            };
-            match signal {
-                Ok(Signal::Changed | Signal::Reconnected) => wake.notify_one(),
-                Err(error) => {
-                    tracing::warn!(%error, "lost the change-notification connection; reconnecting");
-                    failing = true;
-                    break;
+        failing = true;
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            _ = stopped_signal(&mut stop) => return,
+        }
+    }
+}
+
+/// How often the listening connection is checked.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// How long a check may take before the connection is taken for dead.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wakes the feed on each notification until the connection fails (what went wrong) or `stop`
+/// turns true (`None`).
+async fn relay(
+    notifications: &mut ChangeNotifications,
+    wake: &Notify,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<String> {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        let signal = tokio::select! {
+            signal = notifications.next() => signal,
+            _ = ping.tick() => {
+                match tokio::time::timeout(PING_TIMEOUT, notifications.ping()).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(error)) => return Some(error.to_string()),
+                    Err(_) => return Some(format!("no answer to a check within {PING_TIMEOUT:?}")),
                 }
             }
+            _ = stopped_signal(stop) => return None,
+        };
+        match signal {
+            Ok(Signal::Changed | Signal::Reconnected) => wake.notify_one(),
+            Err(error) => return Some(error.to_string()),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::issuance::signature_check::SignatureCheck;
 use crate::issuance::templates::TemplateManager;
 use crate::issuance::verifier::JwtPolicy;
 use crate::issuance::{Authenticator, Introspector, Minter, TokenCore, TokenManager};
+use crate::store::events::LogShape;
 use crate::store::{Store, StoreOptions, TokenWriter};
 
 /// How many times the shutdown flush tries rows that another server was writing.
@@ -44,8 +45,8 @@ pub struct Core {
     pub last_used: Arc<LastUsed>,
     /// What the change feed could not do.
     pub feed_health: Arc<FeedHealth>,
-    /// The newest change-log position read before the keys and the deny list were loaded.
-    pub log_position_at_load: i64,
+    /// The change log's extent, read before the keys and the deny list were loaded.
+    pub log_at_load: LogShape,
     writer_task: JoinHandle<()>,
 }
 
@@ -127,7 +128,7 @@ impl Core {
         let store = open_store(settings).await?;
         // Read before the keys and the deny list: the change feed starts here, so nothing that
         // commits while they load is missed, and the server is caught up when it starts serving.
-        let log_position_at_load = store.latest_event_seq().await?;
+        let log_at_load = store.log_shape(0).await?;
         let master = master_key_for(settings, &store).await?;
         let retention = settings.tokens.max_lifetime_secs + settings.tokens.leeway_secs;
         let keys = Arc::new(
@@ -209,7 +210,7 @@ impl Core {
             metadata,
             last_used,
             feed_health: Arc::new(FeedHealth::default()),
-            log_position_at_load,
+            log_at_load,
             writer_task,
         })
     }

@@ -118,14 +118,25 @@ impl Store {
         })
     }
 
-    /// Deletes events older than `cutoff`, except the newest: a feed recognises the history it
-    /// read by its newest entry (`issuance::change_feed`), so an idle log is never left empty.
+    /// Deletes the log's oldest events: every one before the first written at or after
+    /// `cutoff`, and never the newest. Only a prefix goes (write times come from several clocks
+    /// and are taken before the position is, so they are not in log order), and an idle log is
+    /// never left empty: a feed recognises the history it read by its newest entry
+    /// (`issuance::change_feed`).
     pub async fn prune_events(&self, cutoff: Timestamp) -> Result<u64> {
         let _turn = self.write_turn().await;
-        let newest = self.latest_event_seq().await?;
+        let first_kept = TokenEvents::find()
+            .filter(Column::CreatedAt.gte(cutoff.0))
+            .order_by_asc(Column::Seq)
+            .one(self.db())
+            .await
+            .map_err(db_error)?;
+        let keep_from = match first_kept {
+            Some(event) => event.seq,
+            None => self.latest_event_seq().await?,
+        };
         let result = TokenEvents::delete_many()
-            .filter(Column::CreatedAt.lt(cutoff.0))
-            .filter(Column::Seq.lt(newest))
+            .filter(Column::Seq.lt(keep_from))
             .exec(self.db())
             .await
             .map_err(db_error)?;
@@ -142,4 +153,56 @@ pub struct LogShape {
     pub latest: i64,
     /// When the entry at the asked position was written, `None` if there is none.
     pub written_at: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// A new migrated SQLite store in `dir`.
+    async fn store_in(dir: &std::path::Path) -> Store {
+        let options = StoreOptions {
+            max_connections: 2,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let store = Store::connect(&Store::sqlite_url_in(dir), &options)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// Appends one event written at `at`.
+    async fn append_at(store: &Store, at: i64) {
+        append(store.db(), EventKind::TokenChanged, None, Timestamp(at))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn pruning_removes_only_a_prefix_and_never_the_newest_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path()).await;
+        let first = store.latest_event_seq().await.unwrap() + 1;
+        // Write times out of log order, as when clocks or lock waits differ between writers.
+        for at in [100, 300, 150, 400] {
+            append_at(&store, at).await;
+        }
+        store.prune_events(Timestamp(200)).await.unwrap();
+        let left = store.log_shape(first + 3).await.unwrap();
+        assert_eq!(left.oldest, Some(first + 1), "150 stays: it follows 300");
+        assert_eq!(left.written_at, Some(Timestamp(400)));
+
+        store.prune_events(Timestamp(1_000)).await.unwrap();
+        let left = store.log_shape(first + 3).await.unwrap();
+        assert_eq!(
+            left.oldest,
+            Some(first + 3),
+            "an idle log keeps its newest entry"
+        );
+        assert_eq!(left.latest, first + 3);
+    }
 }

@@ -55,6 +55,16 @@ impl ChangeNotifications {
         Ok(Self { listener })
     }
 
+    /// Checks that the connection still answers (a connection cut without a word, by a NAT or
+    /// a proxy timing out, would otherwise look like a quiet database forever).
+    pub async fn ping(&mut self) -> Result<()> {
+        sea_orm::sqlx::query("SELECT 1")
+            .execute(&mut self.listener)
+            .await
+            .map(|_| ())
+            .map_err(|e| db_error(from_sqlx(e)))
+    }
+
     /// Waits for the next [`Signal`]. An error means the connection is down and could not be
     /// re-established yet; calling again tries again.
     pub async fn next(&mut self) -> Result<Signal> {

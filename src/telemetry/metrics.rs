@@ -73,6 +73,8 @@ pub struct Gauges {
     pub change_log_rewinds: u64,
     /// The change-log position this server's feed has applied every change up to.
     pub change_feed_position: i64,
+    /// Whether PostgreSQL change notifications are heard now.
+    pub change_notifications_listening: bool,
 }
 
 type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
@@ -97,6 +99,7 @@ pub struct Metrics {
     deny_list_resyncs: Gauge,
     change_log_rewinds: Gauge,
     change_feed_position: Gauge,
+    change_notifications_listening: Gauge,
 }
 
 /// Latency buckets from 100 µs to about 6.5 s (×2 per bucket).
@@ -222,6 +225,13 @@ impl Metrics {
              one database that stay apart are not seeing each other's changes",
             change_feed_position.clone(),
         );
+        let change_notifications_listening = Gauge::default();
+        registry.register(
+            "change_notifications_listening",
+            "1 while this server hears PostgreSQL change notifications; 0 means it learns of \
+             other servers' changes only by polling (always 0 on SQLite)",
+            change_notifications_listening.clone(),
+        );
         Self {
             registry,
             rpc_requests,
@@ -241,6 +251,7 @@ impl Metrics {
             deny_list_resyncs,
             change_log_rewinds,
             change_feed_position,
+            change_notifications_listening,
         }
     }
 
@@ -301,6 +312,8 @@ impl Metrics {
         self.change_log_rewinds
             .set(i64::try_from(gauges.change_log_rewinds).unwrap_or(i64::MAX));
         self.change_feed_position.set(gauges.change_feed_position);
+        self.change_notifications_listening
+            .set(i64::from(gauges.change_notifications_listening));
         self.dropped_log_lines
             .set(i64::try_from(crate::telemetry::dropped_log_lines()).unwrap_or(i64::MAX));
         let mut text = String::with_capacity(8 * 1024);
@@ -339,6 +352,7 @@ mod tests {
             deny_list_resyncs: 5,
             change_log_rewinds: 1,
             change_feed_position: 42,
+            change_notifications_listening: true,
         });
         for line in [
             r#"tokenmint_rpc_requests_total{service="tokenmint.v1.TokenService",method="CreateToken",code="OK"} 2"#,
@@ -356,6 +370,7 @@ mod tests {
             "tokenmint_deny_list_resyncs 5",
             "tokenmint_change_log_rewinds 1",
             "tokenmint_change_feed_position 42",
+            "tokenmint_change_notifications_listening 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -155,6 +155,14 @@ async fn a_server_notices_the_change_log_going_back_in_time_after_a_restore() {
     let client = app.client().await;
     let (kept_id, kept) = mint(&client, &caller).await;
     let (lost_id, lost) = mint(&client, &caller).await;
+    let (other_id, other) = mint(&client, &caller).await;
+    // Two changes the restore will lose: the second one's log position will be past the end of
+    // the restored log, so only a reset (not a resync that keeps newer entries) forgets it.
+    let request = pb::SuspendTokenRequest {
+        id: other_id.clone(),
+    };
+    let suspended = client.clone().suspend_token(authed(&caller, request)).await;
+    suspended.expect("SuspendToken");
     let request = pb::RevokeTokenRequest {
         id: lost_id.clone(),
         cascade: false,
@@ -162,7 +170,7 @@ async fn a_server_notices_the_change_log_going_back_in_time_after_a_restore() {
     let revoked = client.clone().revoke_token(authed(&caller, request)).await;
     revoked.expect("RevokeToken");
     assert!(until_revoked(&client, &caller, &lost).await);
-    // The server's own change applied at once; wait until its feed has read it from the log too.
+    // The server's own changes applied at once; wait until its feed has read them from the log.
     let logged = query_number(&app, "SELECT MAX(seq) FROM token_events").await;
     let read = eventually(PROPAGATION, || async {
         let position = metric(&app, "tokenmint_change_feed_position").await?;
@@ -177,14 +185,14 @@ async fn a_server_notices_the_change_log_going_back_in_time_after_a_restore() {
         verify(&client, &caller, &kept).await.active,
         "cached as active"
     );
-    // The database is restored from a backup taken before that revoke, and another process then
-    // revokes the other token: its change takes the log position the lost revoke had.
+    // The database is restored from a backup taken before those changes, and another process
+    // then revokes `kept`: its change takes the log position the suspension had.
     let now = now_micros();
     let statements = [
-        format!("UPDATE tokens SET status = 'active' WHERE id = '{lost_id}'"),
+        format!("UPDATE tokens SET status = 'active' WHERE id IN ('{lost_id}', '{other_id}')"),
         format!(
             "CREATE TEMPORARY TABLE lost AS SELECT MIN(seq) AS seq FROM token_events \
-             WHERE token_id = '{lost_id}'"
+             WHERE token_id = '{other_id}'"
         ),
         "DELETE FROM token_events WHERE seq >= (SELECT seq FROM lost)".to_owned(),
         format!("UPDATE tokens SET status = 'revoked' WHERE id = '{kept_id}'"),
@@ -204,6 +212,8 @@ async fn a_server_notices_the_change_log_going_back_in_time_after_a_restore() {
         response.active,
         "the revoke the restore lost no longer denies"
     );
+    let response = verify(&client, &caller, &other).await;
+    assert!(response.active, "nor does the suspension");
     let rewinds = metric(&app, "tokenmint_change_log_rewinds").await;
     assert_eq!(rewinds.as_deref(), Some("1"));
 }

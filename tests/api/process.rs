@@ -230,10 +230,11 @@ impl ReplicaClient {
         }
     }
 
-    /// Mints a token, starting at endpoint `first`; its id and raw token if some replica
-    /// answered OK.
+    /// Mints a token, starting at endpoint `first` and going round the endpoints up to three
+    /// times (a database stall on the loaded CI machine can fail a call on a live replica too);
+    /// its id and raw token if some replica answered OK.
     async fn mint(&self, first: usize, label: String) -> Option<(String, String)> {
-        for n in 0..self.endpoints.len() {
+        for n in 0..3 * self.endpoints.len() {
             let mut client = self.endpoints[(first + n) % self.endpoints.len()].clone();
             let request = pb::CreateTokenRequest {
                 label: label.clone(),

@@ -1,8 +1,8 @@
 //! Two servers on one database (replicas): a token minted on one verifies on the other, and
 //! lifecycle changes, a caller's revocation and key rotations made elsewhere reach every server
-//! through the change feed within 2 s (it polls the change log every 100 ms in tests; on
-//! PostgreSQL a notification wakes it at once, which the last tests check with a server that
-//! barely polls).
+//! through the change feed (it polls the change log every 100 ms in tests; on PostgreSQL a
+//! notification wakes it at once, which the last tests check with a server that polls hourly).
+//! The bound is for a failing run: a loaded CI machine has stalled PostgreSQL for seconds.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tonic::{Code, Status};
 
 use crate::helpers::{
     TestApp, assert_error, authed, claims_of, error_meta, eventually, execute_in_database,
-    header_of,
+    header_of, http_get,
 };
 
 type Client = pb::token_service_client::TokenServiceClient<Channel>;
@@ -20,8 +20,9 @@ type Client = pb::token_service_client::TokenServiceClient<Channel>;
 /// The caller's user, who owns every token minted here.
 const USER: &str = "svc";
 
-/// How long a change made on one server may take to reach the other.
-const PROPAGATION: Duration = Duration::from_secs(2);
+/// How long a change made on one server may take to reach the other (a bound for a failing run;
+/// the measured delay is in BENCHMARKS.md).
+const PROPAGATION: Duration = Duration::from_secs(20);
 
 /// Two servers on one database, a client for each and a `user_manage` + `token_introspect` caller.
 struct Replicas {
@@ -172,7 +173,7 @@ async fn revocation_on_one_replica_reaches_the_other() {
 
     let revoked = pb::InactiveReason::Revoked;
     let seen = verify_until(&r.client_a, &r.caller, raw, revoked).await;
-    let response = seen.expect("A reports REVOKED within 2 s");
+    let response = seen.expect("A reports REVOKED within the bound");
     assert!(!response.active);
     assert!(response.token.is_none());
 }
@@ -203,7 +204,7 @@ async fn a_change_logged_with_an_old_time_still_reaches_every_replica() {
     let revoked = pb::InactiveReason::Revoked;
     for (name, client) in [("A", &r.client_a), ("B", &r.client_b)] {
         let seen = verify_until(client, &r.caller, raw, revoked).await;
-        assert!(seen.is_some(), "{name} reports REVOKED within 2 s");
+        assert!(seen.is_some(), "{name} reports REVOKED within the bound");
     }
 }
 
@@ -218,12 +219,12 @@ async fn suspension_and_activation_on_one_replica_reach_the_other() {
     suspend(&r.client_b, &r.caller, id.clone()).await;
     let suspended = pb::InactiveReason::Suspended;
     let seen = verify_until(&r.client_a, &r.caller, raw, suspended).await;
-    assert!(seen.is_some(), "A reports SUSPENDED within 2 s");
+    assert!(seen.is_some(), "A reports SUSPENDED within the bound");
 
     activate(&r.client_b, &r.caller, id).await;
     let active = pb::InactiveReason::Unspecified;
     let seen = verify_until(&r.client_a, &r.caller, raw, active).await;
-    let response = seen.expect("A reports the token active again within 2 s");
+    let response = seen.expect("A reports the token active again within the bound");
     assert!(response.active);
     let token = response.token.expect("token metadata");
     assert_eq!(token.status, pb::TokenStatus::Active as i32);
@@ -241,7 +242,7 @@ async fn deletion_on_one_replica_reaches_the_other() {
 
     let unknown = pb::InactiveReason::UnknownToken;
     let seen = verify_until(&r.client_a, &r.caller, raw, unknown).await;
-    let response = seen.expect("A reports UNKNOWN_TOKEN within 2 s");
+    let response = seen.expect("A reports UNKNOWN_TOKEN within the bound");
     assert!(response.token.is_none());
 }
 
@@ -262,7 +263,7 @@ async fn caller_token_revoked_on_one_replica_is_refused_by_the_other() {
         unauthenticated.then_some(refused)
     })
     .await
-    .expect("A refuses the revoked caller within 2 s");
+    .expect("A refuses the revoked caller within the bound");
     assert_error(&status, Code::Unauthenticated, "INVALID_CREDENTIALS");
     let why = error_meta(&status, "inactive_reason");
     assert_eq!(why.as_deref(), Some("REVOKED"));
@@ -284,7 +285,10 @@ async fn key_rotation_through_the_cli_reaches_every_replica() {
             (kid_of(&raw) == kid).then_some(())
         })
         .await;
-        assert!(switched.is_some(), "{name} signs with {kid} within 2 s");
+        assert!(
+            switched.is_some(),
+            "{name} signs with {kid} within the bound"
+        );
         // The caller's token, signed by the retired key, still verifies.
         let response = verify(client, caller, caller).await;
         assert!(response.active, "{name}: reason {}", response.reason);
@@ -385,7 +389,7 @@ async fn on_postgresql_a_revoke_reaches_a_replica_that_is_not_polling() {
     let seen = verify_until(&client_b, &caller, raw, pb::InactiveReason::Revoked).await;
     assert!(
         seen.is_some(),
-        "B reports REVOKED within 2 s, though it polls hourly"
+        "B reports REVOKED within the bound, though it polls hourly"
     );
 }
 
@@ -411,7 +415,7 @@ async fn on_postgresql_a_key_rotated_by_the_cli_is_announced_to_the_servers() {
     .await;
     assert!(
         switched.is_some(),
-        "B signs with {new_kid} within 2 s, though it polls hourly"
+        "B signs with {new_kid} within the bound, though it polls hourly"
     );
 }
 
@@ -438,37 +442,56 @@ async fn on_postgresql_a_lost_listening_connection_is_re_established() {
         let url = url.clone();
         async move {
             let mut admin = PgConnection::connect(&url).await.expect("connect");
-            let count = if terminate {
-                "count(pg_terminate_backend(pid))"
+            let terminated = if terminate {
+                "pg_terminate_backend(pid)"
             } else {
-                "count(*)"
+                "true"
             };
             let query = format!(
-                "SELECT {count} FROM pg_stat_activity \
-                 WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%' AND {terminated}"
             );
-            let n: i64 = sea_orm::sqlx::query_scalar(sea_orm::sqlx::AssertSqlSafe(query))
-                .fetch_one(&mut admin)
+            let pids: Vec<i32> = sea_orm::sqlx::query_scalar(sea_orm::sqlx::AssertSqlSafe(query))
+                .fetch_all(&mut admin)
                 .await
                 .expect("pg_stat_activity");
-            n
+            pids
         }
     };
-    let both = || {
-        eventually(PROPAGATION, || async {
-            (listeners(false).await >= 2).then_some(())
+    let listening = |cut: Vec<i32>| {
+        let listeners = &listeners;
+        eventually(PROPAGATION, move || {
+            let cut = cut.clone();
+            async move {
+                let pids = listeners(false).await;
+                let fresh = pids.iter().filter(|pid| !cut.contains(pid)).count();
+                (fresh >= 2).then_some(())
+            }
         })
     };
-    assert!(both().await.is_some(), "both servers listen");
-    assert!(listeners(true).await >= 2, "both listening connections cut");
+    assert!(listening(Vec::new()).await.is_some(), "both servers listen");
+    let cut = listeners(true).await;
+    assert!(cut.len() >= 2, "both listening connections cut: {cut:?}");
     // Only a notification on a new connection can now bring B the revoke in time.
-    assert!(both().await.is_some(), "both servers listen again");
+    assert!(
+        listening(cut).await.is_some(),
+        "both servers listen again, on new connections"
+    );
+    let says_listening = eventually(PROPAGATION, || async {
+        let (_, _, text) = http_get(b.addr, "/metrics").await;
+        let line = "tokenmint_change_notifications_listening 1";
+        text.lines().any(|l| l == line).then_some(())
+    });
+    assert!(
+        says_listening.await.is_some(),
+        "B's metric says it hears notifications"
+    );
     revoke(&client_a, &caller, id_of(&minted)).await;
 
     let seen = verify_until(&client_b, &caller, raw, pb::InactiveReason::Revoked).await;
     assert!(
         seen.is_some(),
-        "B reports REVOKED within 2 s, though it polls hourly"
+        "B reports REVOKED within the bound, though it polls hourly"
     );
 }
 
