@@ -28,6 +28,7 @@ pub mod ip;
 #[cfg(feature = "jsonwebtoken")]
 pub mod jsonwebtoken_provider;
 mod policy;
+pub mod status_list;
 
 pub use claims::{Audience, Claims};
 pub use compact::{Compact, Header, VerifyingKey};

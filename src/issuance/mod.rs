@@ -28,6 +28,7 @@ pub mod paging;
 pub mod rules;
 pub mod sealing;
 pub mod signature_check;
+pub mod status_index;
 pub mod templates;
 pub mod verifier;
 

@@ -1,0 +1,131 @@
+//! Which entry of a status list a new token gets (issue 22's allocation rule, ahead of the
+//! status lists themselves): a server reserves a block of consecutive *positions* of a list,
+//! and each position becomes an entry *index* through a keyed permutation of the list, so that
+//! indices are unique (a permutation never maps two positions to one index) yet reveal nothing
+//! of the order tokens were issued in.
+//!
+//! The permutation is a balanced Feistel network on the smallest even number of bits covering
+//! the list (8 rounds, each an HMAC-SHA256 of the list's tweak, the round number and the right
+//! half), and cycle-walking for the values past the list's end: from a value past the end, it
+//! encrypts again until it lands inside. Cycle-walking starts from the last value reached,
+//! never from the position again, or the map would stop being one-to-one. The key is fixed per
+//! list; it hides order from token holders, and need not be secret from the database's
+//! operators.
+
+use ring::hmac;
+
+/// Feistel rounds. Four are the textbook minimum for a pseudorandom permutation; the halves
+/// here are short (8–12 bits for common list sizes), where more rounds are cheap insurance.
+const ROUNDS: u8 = 8;
+
+/// A keyed one-to-one map of `[0, size)` onto itself.
+#[derive(Debug)]
+pub struct IndexPermutation {
+    key: hmac::Key,
+    tweak: Vec<u8>,
+    size: u64,
+    half_bits: u32,
+}
+
+impl IndexPermutation {
+    /// The permutation of a list of `size` entries (at least 1) under `key`, distinct per
+    /// `tweak` (the list's id).
+    ///
+    /// # Panics
+    /// If `size` is 0 or above 2^62.
+    pub fn new(key: &[u8], tweak: &[u8], size: u64) -> Self {
+        assert!(
+            (1..=1 << 62).contains(&size),
+            "a list holds 1 to 2^62 entries"
+        );
+        let bits = u64::BITS - (size - 1).leading_zeros();
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            tweak: tweak.to_vec(),
+            size,
+            half_bits: bits.div_ceil(2).max(1),
+        }
+    }
+
+    /// The entry index of `position`, or `None` when the position is past the list's end.
+    pub fn index_of(&self, position: u64) -> Option<u64> {
+        if position >= self.size {
+            return None;
+        }
+        // The Feistel domain is under 4 × size, so a walk takes under 4 steps on average.
+        let mut value = self.encrypt(position);
+        while value >= self.size {
+            value = self.encrypt(value);
+        }
+        Some(value)
+    }
+
+    /// One pass of the Feistel network over `2 × half_bits` bits.
+    fn encrypt(&self, value: u64) -> u64 {
+        let mask = (1u64 << self.half_bits) - 1;
+        let (mut left, mut right) = (value >> self.half_bits, value & mask);
+        for round in 0..ROUNDS {
+            let next = left ^ (self.round(round, right) & mask);
+            left = right;
+            right = next;
+        }
+        (left << self.half_bits) | right
+    }
+
+    /// The round function: the first 8 bytes of HMAC(tweak ‖ round ‖ right), big-endian.
+    fn round(&self, round: u8, right: u64) -> u64 {
+        let mut context = hmac::Context::with_key(&self.key);
+        context.update(&self.tweak);
+        context.update(&[round]);
+        context.update(&right.to_be_bytes());
+        let tag = context.sign();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&tag.as_ref()[..8]);
+        u64::from_be_bytes(first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed test key: bytes 0 to 31.
+    fn key() -> Vec<u8> {
+        (0..32).collect()
+    }
+
+    #[test]
+    fn every_position_gets_its_own_index_inside_the_list() {
+        for size in [1, 2, 3, 7, 1_000, 4_096, 65_536, 100_003] {
+            let permutation = IndexPermutation::new(&key(), b"list-7", size);
+            let mut seen = vec![false; usize::try_from(size).unwrap()];
+            for position in 0..size {
+                let index = permutation.index_of(position).expect("inside");
+                let slot = &mut seen[usize::try_from(index).unwrap()];
+                assert!(!*slot, "size {size}: two positions got index {index}");
+                *slot = true;
+            }
+            assert_eq!(permutation.index_of(size), None, "past the end");
+        }
+    }
+
+    #[test]
+    fn consecutive_positions_do_not_give_consecutive_indices() {
+        let permutation = IndexPermutation::new(&key(), b"list-7", 65_536);
+        let indices: Vec<u64> = (0..64).filter_map(|p| permutation.index_of(p)).collect();
+        let ascending = indices.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        assert!(ascending < 4, "issue order shows through: {indices:?}");
+    }
+
+    #[test]
+    fn the_map_depends_on_the_key_and_on_the_list() {
+        let of = |key: &[u8], tweak: &[u8]| -> Vec<u64> {
+            let permutation = IndexPermutation::new(key, tweak, 1 << 17);
+            (0..16).filter_map(|p| permutation.index_of(p)).collect()
+        };
+        let base = of(&key(), b"list-7");
+        assert_eq!(of(&key(), b"list-7"), base, "deterministic");
+        assert_ne!(of(&key(), b"list-8"), base, "another list");
+        assert_ne!(of(&[9; 32], b"list-7"), base, "another key");
+    }
+}
