@@ -21,7 +21,7 @@ pub enum TokenStatus {
     /// 2: temporarily not to be used.
     Suspended,
     /// Any other value: application-specific (3, 12–15) or reserved. A verifier that does not
-    /// know it treats the token as not valid.
+    /// know it treats the token as not valid. (`Other` of 0–2 reads back as the named status.)
     Other(u8),
 }
 
@@ -54,7 +54,8 @@ pub enum StatusListError {
     Bits(u64),
     /// `lst` is not unpadded base64url.
     Encoding,
-    /// `lst` is not a complete ZLIB stream.
+    /// `lst` is not a valid ZLIB stream (bad header or checksum, or cut short). Bytes after a
+    /// complete stream are not looked at: the list arrives inside a signed token.
     Compression,
     /// The list inflates beyond the bound the reader set.
     TooLarge {
@@ -68,7 +69,7 @@ impl std::fmt::Display for StatusListError {
         match self {
             Self::Bits(bits) => write!(f, "status list bits must be 1, 2, 4 or 8, not {bits}"),
             Self::Encoding => f.write_str("status list lst is not unpadded base64url"),
-            Self::Compression => f.write_str("status list lst is not a complete ZLIB stream"),
+            Self::Compression => f.write_str("status list lst is not a valid ZLIB stream"),
             Self::TooLarge { max_bytes } => {
                 write!(f, "status list inflates beyond {max_bytes} bytes")
             }
@@ -86,7 +87,7 @@ pub struct StatusList {
 }
 
 impl StatusList {
-    /// A list of `bytes.len() * 8 / bits` entries, all set to `fill`.
+    /// A list of `len_bytes * 8 / bits` entries, all set to `fill`.
     ///
     /// # Panics
     /// If `bits` is not 1, 2, 4 or 8, or `fill` does not fit in `bits` bits.
@@ -302,6 +303,47 @@ mod tests {
             StatusList::decode(2, &raw_deflate, 1 << 20),
             Err(StatusListError::Compression),
             "DEFLATE without the ZLIB wrapper"
+        );
+    }
+
+    #[test]
+    fn four_and_eight_bit_entries_round_trip() {
+        for bits in [4, 8] {
+            let mut list = StatusList::filled(bits, 64, TokenStatus::Invalid);
+            let per_byte = usize::from(8 / bits);
+            assert_eq!(list.len(), 64 * per_byte);
+            assert!(list.set(0, TokenStatus::Other(3)));
+            assert!(list.set(list.len() - 1, TokenStatus::Suspended));
+            assert!(list.set(5, TokenStatus::Other(12)));
+            let read = StatusList::decode(u64::from(bits), &list.encode(), 64).unwrap();
+            assert_eq!(read.get(0), Some(TokenStatus::Other(3)));
+            assert_eq!(read.get(5), Some(TokenStatus::Other(12)));
+            assert_eq!(read.get(1), Some(TokenStatus::Invalid));
+            assert_eq!(read.get(read.len() - 1), Some(TokenStatus::Suspended));
+        }
+        let mut byte_wide = StatusList::filled(8, 1, TokenStatus::Valid);
+        assert!(byte_wide.set(0, TokenStatus::Other(255)));
+        assert_eq!(byte_wide.as_bytes(), [255]);
+    }
+
+    #[test]
+    fn a_corrupted_or_truncated_stream_is_refused() {
+        let lst = StatusList::filled(2, 256, TokenStatus::Invalid).encode();
+        let mut bytes = URL_SAFE_NO_PAD.decode(&lst).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let flipped = URL_SAFE_NO_PAD.encode(&bytes);
+        assert_eq!(
+            StatusList::decode(2, &flipped, 1 << 20),
+            Err(StatusListError::Compression),
+            "Adler-32 mismatch"
+        );
+        bytes[last] ^= 1;
+        let truncated = URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() - 5]);
+        assert_eq!(
+            StatusList::decode(2, &truncated, 1 << 20),
+            Err(StatusListError::Compression),
+            "cut short"
         );
     }
 

@@ -89,6 +89,9 @@ impl IndexPermutation {
 mod tests {
     use super::*;
 
+    /// The indices of positions 0–7 of a 1,000-entry list under [`key`] and tweak `list-7`.
+    const PINNED: [u64; 8] = [981, 471, 395, 688, 963, 481, 89, 624];
+
     /// A fixed test key: bytes 0 to 31.
     fn key() -> Vec<u8> {
         (0..32).collect()
@@ -107,6 +110,15 @@ mod tests {
             }
             assert_eq!(permutation.index_of(size), None, "past the end");
         }
+    }
+
+    /// A list keeps its permutation for life: a change to the construction between releases
+    /// would hand an index out twice. These outputs pin it.
+    #[test]
+    fn the_construction_does_not_change_between_releases() {
+        let permutation = IndexPermutation::new(&key(), b"list-7", 1_000);
+        let indices: Vec<u64> = (0..8).filter_map(|p| permutation.index_of(p)).collect();
+        assert_eq!(indices, PINNED);
     }
 
     #[test]
