@@ -40,6 +40,12 @@ fn claims() -> Claims<'static> {
         adm: false,
         tpl: None,
         ips: Some(vec!["10.0.0.0/8".into(), "192.168.0.0/16".into()]),
+        status: Some(tokenmint_jwt::StatusClaim {
+            status_list: tokenmint_jwt::StatusListReference {
+                idx: 93_517,
+                uri: "https://tokenmint.internal/statuslists/q3sRgXJ1T9a0m6V8wYk2Zg".into(),
+            },
+        }),
     }
 }
 

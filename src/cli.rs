@@ -36,7 +36,12 @@ pub struct BootstrapRequest {
 /// Mints a token directly in the store (no caller token needed) and returns the signed token.
 /// All of CreateToken's validation applies, except that the operator may grant any scope.
 pub async fn bootstrap(settings: &Settings, request: BootstrapRequest) -> anyhow::Result<RawToken> {
-    let core = Core::build(settings).await?;
+    // In test mode the token's status list URI names the configured listen address.
+    let core = Core::build(
+        settings,
+        settings.status_list_base_uri(settings.server.listen),
+    )
+    .await?;
     let user =
         UserId::parse(&request.user).map_err(|e| anyhow::anyhow!("--user: {}", e.message))?;
     // The same request, parsed by the same code, as a CreateToken RPC.

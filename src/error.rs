@@ -86,6 +86,8 @@ pub mod reason {
     pub const TEMPLATE_NOT_FOUND: &str = "TEMPLATE_NOT_FOUND";
     /// The token does not exist, was deleted, or belongs to someone else.
     pub const TOKEN_NOT_FOUND: &str = "TOKEN_NOT_FOUND";
+    /// No status list has this id.
+    pub const STATUS_LIST_NOT_FOUND: &str = "STATUS_LIST_NOT_FOUND";
     /// The lifecycle transition is not allowed from the token's current state.
     pub const INVALID_TRANSITION: &str = "INVALID_TRANSITION";
     /// The new (or re-enabled) token would exceed the calling token in some dimension (lifetime,
@@ -190,6 +192,17 @@ impl Error {
             format!("token {id} not found"),
         )
         .with_meta("token_id", id)
+    }
+
+    /// A NOT_FOUND error for a status list id.
+    pub fn status_list_not_found(id: impl fmt::Display) -> Self {
+        let id = truncate(&id.to_string(), 64);
+        Self::new(
+            ErrorCode::NotFound,
+            reason::STATUS_LIST_NOT_FOUND,
+            format!("status list {id} not found"),
+        )
+        .with_meta("list_id", id)
     }
 
     /// A NOT_FOUND error for a template id.

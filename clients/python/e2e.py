@@ -5,8 +5,9 @@ Starts its own server (free port, temporary data directory), bootstraps a caller
 then, through the stubs that generate.sh produced in gen/:
 
   create a template -> mint a token from it -> verify it (active) -> verify it offline with the
-  JWKS document and PyJWT -> revoke it -> verify it (inactive, REVOKED) -> decode the google.rpc
-  error details (ErrorInfo, BadRequest, RequestInfo) of a failed call.
+  JWKS document and PyJWT -> check its status offline in its Token Status List (status_list.py):
+  VALID -> revoke it -> verify it (inactive, REVOKED) -> its list entry reads INVALID -> decode
+  the google.rpc error details (ErrorInfo, BadRequest, RequestInfo) of a failed call.
 
 Usage: python e2e.py [--tokenmint PATH]   (default: ../../target/debug/tokenmint, from this file)
 Prints one line per step and "python e2e: ok" at the end; exits non-zero on the first failure.
@@ -43,6 +44,8 @@ from tokenmint.v1 import template_service_pb2_grpc as template_grpc  # noqa: E40
 from tokenmint.v1 import token_pb2  # noqa: E402
 from tokenmint.v1 import token_service_pb2 as token_pb  # noqa: E402
 from tokenmint.v1 import token_service_pb2_grpc as token_grpc  # noqa: E402
+
+import status_list  # noqa: E402  (beside this file)
 
 SERVER_START_DEADLINE_S = 30.0
 RPC_TIMEOUT_S = 10.0
@@ -205,8 +208,9 @@ def scenario(channel: grpc.Channel, caller: str, port: int) -> None:
           "VerifyToken of an active token should return its metadata")
     step("VerifyToken", f"active from {CLIENT_IP}")
 
-    # Offline verification: JWKS over HTTP + PyJWT
+    # Offline verification: JWKS over HTTP + PyJWT, then the token's status list
     offline_verify(tokens, raw_token, minted, created_tpl.id, port)
+    expect_list_status(raw_token, port, status_list.VALID, "status list after mint")
 
     # RevokeToken
     revoked = tokens.RevokeToken(token_pb.RevokeTokenRequest(id=minted.id), metadata=auth, timeout=RPC_TIMEOUT_S)
@@ -223,6 +227,7 @@ def scenario(channel: grpc.Channel, caller: str, port: int) -> None:
           f"revoked token reason {token_pb.InactiveReason.Name(verified.reason)}, want INACTIVE_REASON_REVOKED")
     check(not verified.HasField("token"), "VerifyToken must not return metadata for an inactive token")
     step("VerifyToken after revoke", "active=false reason=INACTIVE_REASON_REVOKED")
+    expect_list_status(raw_token, port, status_list.INVALID, "status list after revoke")
 
     # A failed call and its google.rpc details
     rich_error(tokens, auth)
@@ -274,6 +279,28 @@ def offline_verify(tokens: token_grpc.TokenServiceStub, raw_token: str, minted, 
     else:
         raise CheckFailed("PyJWT accepted a token with a tampered signature")
     step("offline verify (JWKS + PyJWT)", f"kid={kid} typ=at+jwt tpl={claims['tpl']} ips={claims['ips']}")
+
+
+# A server reuses a rendered list for up to 1 s (status_list.render_cache_ms).
+LIST_RENDER_WAIT_S = 5.0
+
+
+def expect_list_status(raw_token: str, port: int, want: int, name: str) -> None:
+    """Reads the token's status offline from its status list until it is `want` (or fails)."""
+    url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
+    with urllib.request.urlopen(url, timeout=RPC_TIMEOUT_S) as resp:
+        keys = {k["kid"]: jwt.PyJWK(k) for k in json.load(resp)["keys"]}
+    deadline = time.monotonic() + LIST_RENDER_WAIT_S
+    while True:
+        status = status_list.token_status(raw_token, keys, issuer="tokenmint")
+        if status == want:
+            break
+        check(time.monotonic() < deadline, f"the token's list entry reads {status}, want {want}")
+        time.sleep(0.2)
+    reference = jwt.decode(raw_token, options={"verify_signature": False})["status"]["status_list"]
+    check(reference["uri"].startswith(f"http://127.0.0.1:{port}/statuslists/"),
+          f"status list uri {reference['uri']!r} is not this server's")
+    step(name, f"idx={reference['idx']} reads {status}")
 
 
 def rich_error(tokens: token_grpc.TokenServiceStub, auth) -> None:
@@ -339,6 +366,9 @@ def main() -> int:
         return 1
     except jwt.PyJWTError as err:
         print(f"python e2e: FAILED: offline verification: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    except status_list.StatusListError as err:
+        print(f"python e2e: FAILED: status list: {err}", file=sys.stderr)
         return 1
     print("python e2e: ok")
     return 0

@@ -14,4 +14,5 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 
 PYTHON="$venv/bin/python" "$here/generate.sh"
+(cd "$here" && "$venv/bin/python" -m unittest --quiet test_status_list)
 exec "$venv/bin/python" "$here/e2e.py" --tokenmint "$binary"

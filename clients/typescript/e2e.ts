@@ -6,8 +6,10 @@
  * produced in gen/:
  *
  *   create a template -> mint a token from it -> verify it (active) -> verify it offline with the
- *   JWKS document and jose -> revoke it -> verify it (inactive, REVOKED) -> read the google.rpc
- *   error details (ErrorInfo, BadRequest, RequestInfo) of a failed call.
+ *   JWKS document and jose -> read its entry in its Token Status List (signature and claims by
+ *   jose, the list by @sd-jwt/jwt-status-list, an independent implementation of the draft):
+ *   VALID -> revoke it -> verify it (inactive, REVOKED) -> its entry reads INVALID -> read the
+ *   google.rpc error details (ErrorInfo, BadRequest, RequestInfo) of a failed call.
  *
  * Usage: npx tsx e2e.ts [--tokenmint PATH]   (default: ../../target/debug/tokenmint, from this file)
  * Prints one line per step and "typescript e2e: ok" at the end; exits non-zero on the first failure.
@@ -23,6 +25,7 @@ import { parseArgs } from "node:util";
 
 import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { getListFromStatusListJWT } from "@sd-jwt/jwt-status-list";
 import * as jose from "jose";
 
 import type { Token } from "./gen/tokenmint/v1/token_pb.js";
@@ -248,6 +251,7 @@ async function scenario(tokens: TokenClient, templates: Client<typeof TemplateSe
 
   // Offline verification: JWKS over HTTP + jose
   await offlineVerify(tokens, rawToken, minted, template.id, port);
+  await expectListStatus(tokens, rawToken, port, STATUS_VALID, "status list after mint");
 
   // RevokeToken
   const revoked = await tokens.revokeToken({ id: minted.id }, { headers });
@@ -264,6 +268,7 @@ async function scenario(tokens: TokenClient, templates: Client<typeof TemplateSe
     `revoked token reason ${InactiveReason[verified.reason]}, want REVOKED`);
   check(verified.token === undefined, "VerifyToken must not return metadata for an inactive token");
   step("VerifyToken after revoke", "active=false reason=INACTIVE_REASON_REVOKED");
+  await expectListStatus(tokens, rawToken, port, STATUS_INVALID, "status list after revoke");
 
   // A failed call and its google.rpc details
   await richError(tokens, headers);
@@ -329,6 +334,59 @@ async function offlineVerify(tokens: TokenClient, rawToken: string, minted: Toke
     return;
   }
   throw new CheckFailed("jose accepted a token with a tampered signature");
+}
+
+/** Status values of the Token Status List draft (§7.1). */
+const STATUS_VALID = 0;
+const STATUS_INVALID = 1;
+/** A server reuses a rendered list for up to 1 s (status_list.render_cache_ms). */
+const LIST_RENDER_WAIT_MS = 5_000;
+
+/**
+ * Reads the token's status as a relying party would (draft §8.3): the token's `status` claim
+ * names a list URI and an index; the list is fetched from that URI, its signature checked
+ * against the JWKS with `typ: statuslist+jwt` and `sub` equal to the URI, and the entry read by
+ * @sd-jwt/jwt-status-list (which checks nothing itself). Waits for `want` up to
+ * LIST_RENDER_WAIT_MS; the GetStatusList RPC must serve the same list.
+ */
+async function expectListStatus(tokens: TokenClient, rawToken: string, port: number, want: number,
+  name: string): Promise<void> {
+  const claims = jose.decodeJwt(rawToken);
+  const reference = (claims["status"] as { status_list?: { idx?: unknown; uri?: unknown } } | undefined)?.status_list;
+  check(reference && typeof reference.idx === "number" && typeof reference.uri === "string",
+    `token has no status.status_list {idx, uri}: ${JSON.stringify(claims["status"])}`);
+  const { idx, uri } = reference as { idx: number; uri: string };
+  const base = `http://127.0.0.1:${port}/statuslists/`;
+  check(uri.startsWith(base), `status list uri ${uri} is not under ${base}`);
+  const keySet = jose.createRemoteJWKSet(new URL(`http://127.0.0.1:${port}/.well-known/jwks.json`),
+    { timeoutDuration: RPC_TIMEOUT_MS });
+  const listOptions: jose.JWTVerifyOptions = {
+    algorithms: ["EdDSA"], typ: "statuslist+jwt", issuer: "tokenmint", subject: uri,
+    requiredClaims: ["iat", "exp", "sub", "status_list"],
+  };
+  const deadline = Date.now() + LIST_RENDER_WAIT_MS;
+  for (;;) {
+    const resp = await fetch(uri, {
+      headers: { accept: "application/statuslist+jwt" }, signal: AbortSignal.timeout(RPC_TIMEOUT_MS),
+    });
+    check(resp.status === 200, `GET ${uri}: HTTP ${resp.status}`);
+    const type = resp.headers.get("content-type") ?? "";
+    check(type === "application/statuslist+jwt", `GET ${uri}: content-type ${type}`);
+    const listJwt = await resp.text();
+    const { payload } = await jose.jwtVerify(listJwt, keySet, listOptions);
+    check(!("aud" in payload) && !("scope" in payload), `a status list carries aud or scope: ${JSON.stringify(payload)}`);
+    const list = getListFromStatusListJWT(listJwt);
+    const status = list.getStatus(idx);
+    if (status === want) {
+      const rpc = await tokens.getStatusList({ listId: uri.slice(base.length) });
+      const { payload: rpcPayload } = await jose.jwtVerify(rpc.statusListToken, keySet, listOptions);
+      check(rpcPayload.sub === uri, `GetStatusList sub ${JSON.stringify(rpcPayload.sub)}`);
+      step(name, `idx=${idx} of ${list.statusList.length} reads ${status} (@sd-jwt/jwt-status-list), ttl=${payload["ttl"]}`);
+      return;
+    }
+    check(Date.now() < deadline, `${uri} entry ${idx} reads ${status}, want ${want}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }
 
 async function richError(tokens: TokenClient, headers: CallHeaders): Promise<void> {

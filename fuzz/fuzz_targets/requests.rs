@@ -140,6 +140,7 @@ fn create_token(req: pb::CreateTokenRequest, environment: Environment) -> Result
         adm: admin,
         tpl: None,
         ips: (!ips.is_unrestricted()).then(|| ips.to_strings()),
+        status: None,
     };
     let raw = claims::sign(&claims, &world.ring.signing)?;
     let verified = verify_signature(&world.policy, raw.expose(), &world.ring)

@@ -27,6 +27,26 @@ impl Audience {
     }
 }
 
+/// The `status` claim (IETF Token Status List): where a verifier reads whether the token has
+/// been revoked or suspended since it was signed. Other status mechanisms a token might carry
+/// beside `status_list` are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusClaim<'a> {
+    /// The token's entry in a status list.
+    #[serde(borrow)]
+    pub status_list: StatusListReference<'a>,
+}
+
+/// A token's entry in a Status List Token: the list's URI and the index within it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusListReference<'a> {
+    /// The entry's index in the list.
+    pub idx: u64,
+    /// Where the list is published; the list's `sub` is exactly this string.
+    #[serde(borrow)]
+    pub uri: Cow<'a, str>,
+}
+
 /// The claims tokenmint puts in every token: the RFC 9068 profile plus tokenmint's own.
 ///
 /// Strings borrow from the decoded payload unless an escape forces a copy (no copy on the
@@ -85,6 +105,10 @@ pub struct Claims<'a> {
         skip_serializing_if = "Option::is_none"
     )]
     pub ips: Option<Vec<String>>,
+    /// The token's entry in a status list; absent on tokens minted before status lists
+    /// existed.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusClaim<'a>>,
 }
 
 /// An optional string that borrows from the payload like a plain `Cow<str>` field does (serde
@@ -143,7 +167,8 @@ mod tests {
             "iss": "tokenmint", "aud": "tokenmint", "sub": "alice",
             "client_id": JTI, "jti": JTI, "iat": 1, "nbf": 1, "exp": 2,
             "scope": "wallet_view trade_view", "ent": "acme", "adm": true, "tpl": TPL,
-            "ips": ["10.0.0.0/8"]
+            "ips": ["10.0.0.0/8"],
+            "status": {"status_list": {"idx": 7, "uri": "https://tokens.example/statuslists/a"}}
         })
     }
 
@@ -181,7 +206,7 @@ mod tests {
             assert_eq!(read(&partial), Err(JwtError::Malformed), "without {claim}");
         }
         let mut minimal = full();
-        for optional in ["ent", "adm", "tpl", "ips"] {
+        for optional in ["ent", "adm", "tpl", "ips", "status"] {
             minimal.as_object_mut().unwrap().remove(optional);
         }
         let claims = read(&minimal).unwrap();
@@ -204,6 +229,12 @@ mod tests {
         let claims = read(&full()).unwrap();
         assert!(matches!(claims.ent, Some(Cow::Borrowed("acme"))));
         assert!(matches!(claims.tpl, Some(Cow::Borrowed(TPL))));
+        let status = claims.status.expect("the status claim").status_list;
+        assert_eq!(status.idx, 7);
+        assert!(matches!(
+            status.uri,
+            Cow::Borrowed("https://tokens.example/statuslists/a")
+        ));
         let escaped =
             br#"{"iss":"token\u006dint","aud":"tokenmint","sub":"al\"ice","client_id":"t1",
             "jti":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","iat":1,"nbf":1,"exp":2,"scope":"a","ent":"ac\u006de"}"#;
@@ -250,5 +281,23 @@ mod tests {
         many["aud"] = json!(["payments", "tokenmint"]);
         let claims = read(&many).unwrap();
         assert!(claims.aud.contains("tokenmint") && !claims.aud.contains("billing"));
+    }
+
+    #[test]
+    fn a_status_claim_needs_an_index_and_a_uri_and_ignores_other_mechanisms() {
+        for broken in [
+            json!({"status_list": {"uri": "https://x/1"}}),
+            json!({"status_list": {"idx": -1, "uri": "https://x/1"}}),
+            json!({"status_list": {"idx": 1}}),
+            json!({"other_mechanism": {}}),
+            json!("VALID"),
+        ] {
+            let mut claims = full();
+            claims["status"] = broken.clone();
+            assert_eq!(read(&claims), Err(JwtError::Malformed), "status: {broken}");
+        }
+        let mut claims = full();
+        claims["status"]["other_mechanism"] = json!({"id": 3});
+        assert_eq!(read(&claims).unwrap().status.unwrap().status_list.idx, 7);
     }
 }

@@ -30,7 +30,7 @@ pub mod jsonwebtoken_provider;
 mod policy;
 pub mod status_list;
 
-pub use claims::{Audience, Claims};
+pub use claims::{Audience, Claims, StatusClaim, StatusListReference};
 pub use compact::{Compact, Header, VerifyingKey};
 pub use error::JwtError;
 pub use policy::{ACCESS_TOKEN_TYP, Policy, is_access_token_typ};

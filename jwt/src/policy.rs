@@ -89,6 +89,7 @@ mod tests {
             adm: false,
             tpl: None,
             ips: None,
+            status: None,
         }
     }
 

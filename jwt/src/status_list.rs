@@ -8,8 +8,61 @@
 //! verifier reads them with [`StatusList::decode`], which refuses a list that would inflate
 //! beyond a bound it is given (a small `lst` can expand a thousandfold).
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+/// The `typ` header of a Status List Token. An access-token policy accepts only `at+jwt`, so a
+/// status list can never pass for an access token, and the reverse.
+pub const STATUS_LIST_TYP: &str = "statuslist+jwt";
+
+/// The media type a Status List Token is served as over HTTP.
+pub const STATUS_LIST_MEDIA_TYPE: &str = "application/statuslist+jwt";
+
+/// Whether a `typ` header names a Status List Token (compared without case, with or without the
+/// `application/` prefix, as RFC 7515 §4.1.9 allows).
+pub fn is_status_list_typ(typ: &str) -> bool {
+    let typ = typ
+        .get(..12)
+        .filter(|prefix| prefix.eq_ignore_ascii_case("application/"))
+        .map_or(typ, |_| &typ[12..]);
+    typ.eq_ignore_ascii_case(STATUS_LIST_TYP)
+}
+
+/// The claims of a Status List Token (draft §5.1): no `aud` and no `scope`, so that no consumer
+/// can mistake it for an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusListClaims<'a> {
+    /// The issuer (the server's `tokens.issuer`).
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<Cow<'a, str>>,
+    /// The list's URI: exactly the `uri` of the tokens that point into it.
+    #[serde(borrow)]
+    pub sub: Cow<'a, str>,
+    /// When the list was rendered (seconds since the Unix epoch).
+    pub iat: i64,
+    /// When the list stops being usable (seconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// How many seconds a consumer may keep the list before fetching it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+    /// The list itself.
+    #[serde(borrow)]
+    pub status_list: EncodedStatusList<'a>,
+}
+
+/// The `status_list` claim of a Status List Token: the entries' width and the encoded list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedStatusList<'a> {
+    /// Bits per entry: 1, 2, 4 or 8.
+    pub bits: u64,
+    /// The list, as [`StatusList::encode`] writes it.
+    #[serde(borrow)]
+    pub lst: Cow<'a, str>,
+}
 
 /// A referenced token's status, as the draft numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +240,26 @@ impl StatusList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_list_typ_is_recognised_in_its_spellings_and_only_it() {
+        for typ in [
+            "statuslist+jwt",
+            "STATUSLIST+JWT",
+            "application/statuslist+jwt",
+        ] {
+            assert!(is_status_list_typ(typ), "{typ}");
+        }
+        for typ in [
+            "at+jwt",
+            "JWT",
+            "application/",
+            "statuslist+cwt",
+            "xstatuslist+jwt",
+        ] {
+            assert!(!is_status_list_typ(typ), "{typ}");
+        }
+    }
 
     /// The draft's 1-bit example (§4.1): 16 statuses, their bytes and their `lst`.
     const ONE_BIT: ([u8; 16], [u8; 2], &str) = (

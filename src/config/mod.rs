@@ -19,7 +19,8 @@ use crate::domain::Environment;
 
 pub use sections::{
     BackgroundSettings, CacheSettings, DatabaseSettings, KeySettings, LogFormat, LogSettings,
-    RequestSettings, ServerSettings, TelemetrySettings, TlsSettings, TokenSettings,
+    RequestSettings, ServerSettings, StatusListSettings, TelemetrySettings, TlsSettings,
+    TokenSettings,
 };
 
 /// Prefix of configuration environment variables.
@@ -76,6 +77,8 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// Background task intervals.
     pub background: BackgroundSettings,
+    /// Token Status Lists.
+    pub status_list: StatusListSettings,
     /// Logging.
     pub log: LogSettings,
     /// Trace export.
@@ -94,6 +97,7 @@ impl Default for Settings {
             requests: RequestSettings::default(),
             cache: CacheSettings::default(),
             background: BackgroundSettings::default(),
+            status_list: StatusListSettings::default(),
             log: LogSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
@@ -132,11 +136,17 @@ impl Settings {
             self.server.max_message_bytes >= 1024,
             "server.max_message_bytes must be at least 1024"
         );
+        self.validate_status_list()?;
         if self.environment == Environment::Production {
             anyhow::ensure!(
                 self.keys.master_key.is_some() || self.keys.master_key_file.is_some(),
                 "production requires a configured master key: set keys.master_key (TOKENMINT__KEYS__MASTER_KEY) \
                  or keys.master_key_file"
+            );
+            anyhow::ensure!(
+                self.status_list.base_uri.is_some(),
+                "production requires status_list.base_uri (TOKENMINT__STATUS_LIST__BASE_URI): the \
+                 public URL prefix every token's status list is fetched from"
             );
         }
         Ok(())
@@ -155,6 +165,67 @@ impl Settings {
              server.allow_plaintext = true when a proxy terminates TLS"
         );
         Ok(())
+    }
+
+    /// The status list rules between fields: sizes are powers of two in range, a block fits in
+    /// a list, `exp` outlasts `ttl`, and the base URI is an absolute http(s) URL.
+    fn validate_status_list(&self) -> anyhow::Result<()> {
+        let lists = &self.status_list;
+        anyhow::ensure!(
+            lists.size.is_power_of_two() && (1 << 10..=1 << 20).contains(&lists.size),
+            "status_list.size must be a power of two from 1024 to 1048576, not {}",
+            lists.size
+        );
+        anyhow::ensure!(
+            lists.block.is_power_of_two() && lists.block <= lists.size,
+            "status_list.block must be a power of two no larger than status_list.size, not {}",
+            lists.block
+        );
+        anyhow::ensure!(
+            lists.exp_secs >= lists.ttl_secs,
+            "status_list.exp_secs must be at least status_list.ttl_secs"
+        );
+        if let Some(base) = &lists.base_uri {
+            let scheme_ok = base.starts_with("https://") || base.starts_with("http://");
+            let host = base.split_once("://").map_or("", |(_, rest)| rest);
+            anyhow::ensure!(
+                scheme_ok
+                    && !host.is_empty()
+                    && !host.starts_with('/')
+                    && !base.ends_with('/')
+                    && !base.contains(['?', '#'])
+                    && !base.chars().any(|c| c.is_whitespace() || c.is_control()),
+                "status_list.base_uri must be an http(s) URL without a trailing slash, query or \
+                 fragment, such as https://tokens.example.com/statuslists"
+            );
+        }
+        Ok(())
+    }
+
+    /// The prefix of new status lists' URIs: `status_list.base_uri`, or in test mode the
+    /// server's own `/statuslists` route at `listen` (an unspecified address read as loopback).
+    pub fn status_list_base_uri(&self, listen: std::net::SocketAddr) -> String {
+        if let Some(base) = &self.status_list.base_uri {
+            return base.clone();
+        }
+        let ip = match listen.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            }
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+                std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+            }
+            other => other,
+        };
+        let scheme = if self.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!(
+            "{scheme}://{}/statuslists",
+            std::net::SocketAddr::new(ip, listen.port())
+        )
     }
 
     /// The database URL: configured, or the SQLite file in `data_dir`.

@@ -192,6 +192,47 @@ pub struct BackgroundSettings {
     pub last_used_flush_interval_ms: NonZeroU64,
 }
 
+/// Token Status Lists (IETF draft-ietf-oauth-status-list): every new token names an entry in a
+/// list the server publishes at `GET <base_uri>/<list id>` (served as `/statuslists/<list id>` on
+/// the gRPC port) and through `TokenService.GetStatusList`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusListSettings {
+    /// The public URL prefix of the lists, without a trailing slash: a list's URI is
+    /// `<base_uri>/<list id>`, baked into every token of the list (so it must stay reachable for
+    /// as long as those tokens live; a list keeps the URI it opened with). An `http` or `https`
+    /// URL. Required in production; in test mode, `http(s)://<listen address>/statuslists`.
+    pub base_uri: Option<String>,
+    /// Entries per list: a power of two from 1024 to 1048576. Default 131072 (32 KiB before
+    /// compression at 2 bits per entry).
+    pub size: u32,
+    /// Positions a server reserves in one database write: a power of two, at most `size`.
+    /// Default 256.
+    pub block: u32,
+    /// The `ttl` claim: how many seconds a consumer may keep a list before fetching it again.
+    /// Default 60.
+    pub ttl_secs: NonZeroU64,
+    /// How long a signed list is valid (its `exp` minus its `iat`), in seconds; at least
+    /// `ttl_secs`. Default 600.
+    pub exp_secs: NonZeroU64,
+    /// How long this server serves a list it rendered before rendering it again, in ms (0:
+    /// every request renders). Default 1000.
+    pub render_cache_ms: u64,
+}
+
+impl Default for StatusListSettings {
+    fn default() -> Self {
+        Self {
+            base_uri: None,
+            size: 1 << 17,
+            block: 256,
+            ttl_secs: NonZeroU64::new(60).expect("nonzero"),
+            exp_secs: NonZeroU64::new(600).expect("nonzero"),
+            render_cache_ms: 1000,
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

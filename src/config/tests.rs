@@ -115,6 +115,10 @@ fn production_servers_need_tls_or_an_explicit_plaintext_allowance() {
     let production = [
         ("TOKENMINT__ENVIRONMENT", "production"),
         ("TOKENMINT__KEYS__MASTER_KEY", key.as_str()),
+        (
+            "TOKENMINT__STATUS_LIST__BASE_URI",
+            "https://tokens.example/statuslists",
+        ),
     ];
     let s = Settings::load(None, vars(&production)).unwrap();
     s.validate().expect("commands other than serve need no TLS");
@@ -174,4 +178,77 @@ fn secrets_do_not_print() {
     let s = Settings::load(None, vars(&[("TOKENMINT__KEYS__MASTER_KEY", "00ff")])).unwrap();
     assert!(!format!("{s:?}").contains("00ff"));
     assert!(!toml::to_string(&s).unwrap().contains("00ff"));
+}
+
+#[test]
+fn production_needs_a_status_list_base_uri_and_lists_have_sane_shapes() {
+    let key = "ab".repeat(32);
+    let production = [
+        ("TOKENMINT__ENVIRONMENT", "production"),
+        ("TOKENMINT__KEYS__MASTER_KEY", key.as_str()),
+    ];
+    let error = Settings::load(None, vars(&production))
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("status_list.base_uri"), "{error}");
+    let mut with_base = production.to_vec();
+    with_base.push((
+        "TOKENMINT__STATUS_LIST__BASE_URI",
+        "https://tokens.example/statuslists",
+    ));
+    Settings::load(None, vars(&with_base))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let refused = [
+        (
+            "TOKENMINT__STATUS_LIST__BASE_URI",
+            "https://tokens.example/lists/",
+        ),
+        (
+            "TOKENMINT__STATUS_LIST__BASE_URI",
+            "ftp://tokens.example/lists",
+        ),
+        ("TOKENMINT__STATUS_LIST__BASE_URI", "https:///lists"),
+        (
+            "TOKENMINT__STATUS_LIST__BASE_URI",
+            "https://tokens.example/lists?a=1",
+        ),
+        ("TOKENMINT__STATUS_LIST__SIZE", "1000"),
+        ("TOKENMINT__STATUS_LIST__SIZE", "512"),
+        ("TOKENMINT__STATUS_LIST__SIZE", "2097152"),
+        ("TOKENMINT__STATUS_LIST__BLOCK", "3"),
+        ("TOKENMINT__STATUS_LIST__BLOCK", "262144"),
+        ("TOKENMINT__STATUS_LIST__TTL_SECS", "3600"),
+    ];
+    for (name, value) in refused {
+        let error = Settings::load(None, vars(&[(name, value)]))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("status_list."), "{name}={value}: {error}");
+    }
+}
+
+#[test]
+fn test_mode_derives_status_list_uris_from_the_bound_address() {
+    let mut s = Settings::default();
+    let loopback = |addr: &str| s.status_list_base_uri(addr.parse().unwrap());
+    assert_eq!(
+        loopback("0.0.0.0:7000"),
+        "http://127.0.0.1:7000/statuslists"
+    );
+    assert_eq!(loopback("[::]:7000"), "http://[::1]:7000/statuslists");
+    assert_eq!(
+        loopback("10.1.2.3:7000"),
+        "http://10.1.2.3:7000/statuslists"
+    );
+    s.status_list.base_uri = Some("https://t.example/sl".into());
+    assert_eq!(
+        s.status_list_base_uri("0.0.0.0:1".parse().unwrap()),
+        "https://t.example/sl"
+    );
 }

@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use crate::domain::{
-    Description, EnterpriseId, IpRestriction, KeyId, Label, ScopeSet, TemplateId, Timestamp,
-    TokenId, TokenLimits, UserId,
+    Description, EnterpriseId, IpRestriction, KeyId, Label, ScopeSet, StatusEntry, TemplateId,
+    Timestamp, TokenId, TokenLimits, UserId,
 };
 
 /// The status column: what an operator last did to the token. Expiry is derived from time.
@@ -101,6 +101,9 @@ pub struct TokenRecord {
     pub deleted_at: Option<Timestamp>,
     /// The token that minted this one; `None` for a root token (made by the operator CLI).
     pub parent_id: Option<TokenId>,
+    /// The token's entry in a status list (its `status` claim); `None` for tokens minted
+    /// before status lists existed.
+    pub status_entry: Option<StatusEntry>,
 }
 
 impl TokenRecord {
@@ -138,6 +141,7 @@ impl TokenRecord {
             last_used_ip: None,
             deleted_at: None,
             parent_id: None,
+            status_entry: None,
         }
     }
 }

@@ -1,16 +1,21 @@
 //! Plain HTTP routes on the gRPC port: `GET /.well-known/jwks.json` for ordinary JWT libraries,
-//! `GET /metrics` for Prometheus, and a fallback that answers unknown gRPC methods with `grpc-status: 12` (UNIMPLEMENTED).
+//! `GET /statuslists/{id}` for Token Status List consumers, `GET /metrics` for Prometheus, and
+//! a fallback that answers unknown gRPC methods with `grpc-status: 12` (UNIMPLEMENTED).
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tokenmint_jwt::status_list::STATUS_LIST_MEDIA_TYPE;
 
-use crate::domain::Timestamp;
+use crate::domain::{StatusListId, Timestamp};
+use crate::error::ErrorCode;
 use crate::issuance::keys::KeyManager;
 use crate::issuance::last_used::LastUsed;
+use crate::issuance::status_publisher::StatusListPublisher;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::Gauges;
 
@@ -44,9 +49,17 @@ pub struct MetricsSource {
 }
 
 /// The HTTP router sharing the gRPC port.
-pub fn router(keys: Arc<KeyManager>, metrics: MetricsSource) -> Router {
+pub fn router(
+    keys: Arc<KeyManager>,
+    status_lists: Arc<StatusListPublisher>,
+    metrics: MetricsSource,
+) -> Router {
     metrics_router(metrics)
         .route("/.well-known/jwks.json", get(move || jwks(keys.clone())))
+        .route(
+            "/statuslists/{id}",
+            get(move |id, query, headers| status_list(status_lists.clone(), id, query, headers)),
+        )
         .fallback(fallback)
 }
 
@@ -100,6 +113,98 @@ async fn jwks(keys: Arc<KeyManager>) -> Response {
         document.to_string(),
     )
         .into_response()
+}
+
+/// `GET /statuslists/{id}`: the signed list (draft-ietf-oauth-status-list §8), with CORS open
+/// to every origin and HTTP caching for the list's `ttl`. 404 for an unknown list, 406 when the
+/// client accepts neither the JWT form nor anything, 501 for a historical `?time=` query (not
+/// offered), 503 when the database cannot be read.
+async fn status_list(
+    lists: Arc<StatusListPublisher>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let cors = (
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    if query.as_deref().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair == "time" || pair.starts_with("time="))
+    }) {
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            [cors],
+            "historical status lists (?time=) are not offered",
+        )
+            .into_response();
+    }
+    if !accepts_status_list_jwt(&headers) {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            [cors],
+            "status lists are served as application/statuslist+jwt",
+        )
+            .into_response();
+    }
+    let Some(id) = StatusListId::parse(&id) else {
+        return (StatusCode::NOT_FOUND, [cors], "no such status list").into_response();
+    };
+    match lists.get(&id).await {
+        Ok(signed) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(STATUS_LIST_MEDIA_TYPE),
+                ),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_str(&format!("public, max-age={}", signed.ttl_secs))
+                        .unwrap_or_else(|_| HeaderValue::from_static("no-cache")),
+                ),
+                cors,
+            ],
+            signed.token.to_string(),
+        )
+            .into_response(),
+        Err(error) if error.code == ErrorCode::NotFound => {
+            (StatusCode::NOT_FOUND, [cors], "no such status list").into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, list = %id, "a status list could not be served");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [cors],
+                "the status list cannot be read now",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Whether the `Accept` header (absent: anything) admits `application/statuslist+jwt`.
+fn accepts_status_list_jwt(headers: &HeaderMap) -> bool {
+    let mut accepts = headers.get_all(header::ACCEPT).iter().peekable();
+    if accepts.peek().is_none() {
+        return true;
+    }
+    accepts
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+            });
+            !refused
+                && (media == "*/*"
+                    || media.eq_ignore_ascii_case("application/*")
+                    || media.eq_ignore_ascii_case(STATUS_LIST_MEDIA_TYPE))
+        })
 }
 
 async fn fallback(headers: HeaderMap) -> Response {

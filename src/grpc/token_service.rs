@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::domain::{TokenId, scope};
+use crate::domain::{StatusListId, TokenId, scope};
 use crate::error::{Error, reason};
 use crate::grpc::bounds::RequestBounds;
 use crate::grpc::observe::{record_template, record_token};
@@ -343,5 +343,30 @@ impl TokenService for TokenApi {
             })
             .collect();
         Ok(Response::new(pb::GetJwksResponse { keys }))
+    }
+
+    async fn get_status_list(
+        &self,
+        request: Request<pb::GetStatusListRequest>,
+    ) -> Result<Response<pb::GetStatusListResponse>, Status> {
+        let rid = request_id::of(&request);
+        let result = async {
+            let raw = &request.get_ref().list_id;
+            let id = StatusListId::parse(raw).ok_or_else(|| {
+                Error::invalid(
+                    "list_id",
+                    reason::INVALID_ID,
+                    "list_id must be a status list id: the last segment of a token's status \
+                     list URI, 22 characters of base64url",
+                )
+            })?;
+            self.core.status_lists.get(&id).await
+        }
+        .await;
+        let signed = result.map_err(|e| to_status(e, &rid))?;
+        Ok(Response::new(pb::GetStatusListResponse {
+            status_list_token: signed.token.to_string(),
+            ttl_seconds: signed.ttl_secs,
+        }))
     }
 }

@@ -278,19 +278,10 @@ mod tests {
     use ring::signature::{Ed25519KeyPair, KeyPair};
 
     use super::*;
-    use crate::store::StoreOptions;
 
     /// A store on a fresh SQLite database in `dir`.
     async fn store(dir: &std::path::Path) -> Store {
-        let options = StoreOptions {
-            max_connections: 2,
-            connect_timeout: Duration::from_secs(5),
-        };
-        let store = Store::connect(&Store::sqlite_url_in(dir), &options)
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        store
+        Store::migrated_sqlite_in(dir, 2, Duration::from_secs(5)).await
     }
 
     fn master() -> MasterKey {

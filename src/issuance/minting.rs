@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use tokenmint_jwt::{StatusClaim, StatusListReference};
+
 use crate::domain::{
     Description, EnterpriseId, Environment, IpRestriction, KeyId, Label, ScopeCatalog, ScopeSet,
     StoredStatus, TemplateId, Timestamp, TokenId, TokenLimits, TokenRecord,
@@ -15,6 +17,7 @@ use crate::issuance::caller::Caller;
 use crate::issuance::claims::{self, Audience, Claims, RawToken};
 use crate::issuance::keys::KeyManager;
 use crate::issuance::rules;
+use crate::issuance::status_allocation::StatusAllocator;
 use crate::issuance::templates::{self, TemplateManager};
 use crate::issuance::verifier::JwtPolicy;
 use crate::store::{Store, TokenWriter};
@@ -149,18 +152,21 @@ pub struct Minter {
     keys: Arc<KeyManager>,
     templates: Arc<TemplateManager>,
     catalog: Arc<ScopeCatalog>,
+    statuses: Arc<StatusAllocator>,
     policy: IssuancePolicy,
 }
 
 impl Minter {
     /// Mints under `policy` with scopes from `catalog`, signing with `keys`, reading templates
-    /// from `templates` and memberships from `store`, and storing through `writer`.
+    /// from `templates` and memberships from `store`, giving each token a status list entry
+    /// from `statuses`, and storing through `writer`.
     pub fn new(
         store: Store,
         writer: TokenWriter,
         keys: Arc<KeyManager>,
         templates: Arc<TemplateManager>,
         catalog: Arc<ScopeCatalog>,
+        statuses: Arc<StatusAllocator>,
         policy: IssuancePolicy,
     ) -> Self {
         Self {
@@ -169,6 +175,7 @@ impl Minter {
             keys,
             templates,
             catalog,
+            statuses,
             policy,
         }
     }
@@ -258,6 +265,9 @@ impl Minter {
         .await?;
         let id = TokenId::generate();
         tracing::Span::current().record("tokenmint.token_id", tracing::field::display(id));
+        // Allocated before signing: the token carries its entry. An entry whose token never
+        // commits stays unused and reads INVALID.
+        let status = self.statuses.allocate().await?;
         let ring = self.keys.ring();
         let id_text = id.to_string();
         let claims = Claims {
@@ -274,6 +284,12 @@ impl Minter {
             adm: admin,
             tpl: template.as_ref().map(|t| Cow::Owned(t.id.to_string())),
             ips: (!ips.is_unrestricted()).then(|| ips.to_strings()),
+            status: Some(StatusClaim {
+                status_list: StatusListReference {
+                    idx: u64::from(status.entry.index),
+                    uri: Cow::Borrowed(&status.uri),
+                },
+            }),
         };
         let raw = {
             let _span = tracing::debug_span!("sign_token", kid = %ring.signing.kid).entered();
@@ -303,6 +319,7 @@ impl Minter {
             last_used_ip: None,
             deleted_at: None,
             parent_id: caller.token_id,
+            status_entry: Some(status.entry),
         };
         let record = self.writer.insert(record).await?;
         let deprecated_scopes = self.catalog.deprecated_in(&record.scopes);

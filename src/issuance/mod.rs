@@ -4,7 +4,8 @@
 //! One module per job, each called by the gRPC handlers (one call per RPC):
 //! [`authenticator`] (who is calling), [`minting`] (CreateToken), [`management`] (reading and
 //! changing existing tokens, with [`cascade`] for a tree revoke), [`introspection`] (VerifyToken)
-//! and [`templates`]. The rules they share: [`authority`] (what a minter may grant), [`rules`]
+//! and [`templates`]; [`status_allocation`] gives each new token its status list entry and
+//! [`status_publisher`] signs the lists. The rules they share: [`authority`] (what a minter may grant), [`rules`]
 //! (the environment and enterprise membership) and [`lifecycle`] (status transitions).
 
 pub mod authenticator;
@@ -28,7 +29,9 @@ pub mod paging;
 pub mod rules;
 pub mod sealing;
 pub mod signature_check;
+pub mod status_allocation;
 pub mod status_index;
+pub mod status_publisher;
 pub mod templates;
 pub mod verifier;
 
@@ -59,4 +62,6 @@ pub struct TokenCore {
     pub keys: Arc<KeyManager>,
     /// The scope catalog (ListScopes).
     pub catalog: Arc<ScopeCatalog>,
+    /// Signed status lists (GetStatusList, `GET /statuslists/<id>`).
+    pub status_lists: Arc<status_publisher::StatusListPublisher>,
 }

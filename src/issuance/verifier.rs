@@ -400,6 +400,7 @@ mod properties {
                 adm,
                 tpl: tpl.map(|tpl| uuid::Uuid::from_u128(tpl).to_string().into()),
                 ips,
+                status: None,
             }
         }
     }

@@ -19,6 +19,8 @@ use crate::issuance::last_used::LastUsed;
 use crate::issuance::minting::IssuancePolicy;
 use crate::issuance::sealing::MasterKey;
 use crate::issuance::signature_check::SignatureCheck;
+use crate::issuance::status_allocation::{AllocationPolicy, StatusAllocator};
+use crate::issuance::status_publisher::{PublishingPolicy, StatusListPublisher};
 use crate::issuance::templates::TemplateManager;
 use crate::issuance::verifier::JwtPolicy;
 use crate::issuance::{Authenticator, Introspector, Minter, TokenCore, TokenManager};
@@ -47,6 +49,8 @@ pub struct Core {
     pub feed_health: Arc<FeedHealth>,
     /// The change log's extent, read before the keys and the deny list were loaded.
     pub log_at_load: LogShape,
+    /// The status list entries this server hands out.
+    pub statuses: Arc<StatusAllocator>,
     writer_task: JoinHandle<()>,
 }
 
@@ -122,7 +126,8 @@ pub fn scope_catalog(settings: &Settings) -> anyhow::Result<ScopeCatalog> {
 
 impl Core {
     /// Builds the core: validates settings, opens the store, loads keys and the deny list.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+    /// New status lists get URIs under `status_base_uri` ([`Settings::status_list_base_uri`]).
+    pub async fn build(settings: &Settings, status_base_uri: String) -> anyhow::Result<Self> {
         settings.validate()?;
         let catalog = Arc::new(scope_catalog(settings)?);
         let store = open_store(settings).await?;
@@ -143,6 +148,16 @@ impl Core {
             Duration::from_secs(settings.cache.metadata_ttl_secs),
         ));
         let last_used = Arc::new(LastUsed::default());
+        // Lists left open may have counters a restore took back: new tokens go to new lists.
+        store.close_open_status_lists().await?;
+        let statuses = Arc::new(StatusAllocator::new(
+            store.clone(),
+            AllocationPolicy {
+                base_uri: status_base_uri,
+                list_size: settings.status_list.size,
+                block: settings.status_list.block,
+            },
+        ));
         let (writer, writer_task) = TokenWriter::spawn(store.clone());
         let policy = IssuancePolicy {
             environment: settings.environment,
@@ -196,10 +211,21 @@ impl Core {
                 keys.clone(),
                 templates.clone(),
                 catalog.clone(),
+                statuses.clone(),
                 policy,
             )),
             keys: keys.clone(),
             catalog,
+            status_lists: Arc::new(StatusListPublisher::new(
+                store.clone(),
+                keys.clone(),
+                PublishingPolicy {
+                    issuer: settings.tokens.issuer.clone(),
+                    ttl_secs: settings.status_list.ttl_secs.get(),
+                    exp_secs: settings.status_list.exp_secs.get(),
+                    render_cache: Duration::from_millis(settings.status_list.render_cache_ms),
+                },
+            )),
         };
         Ok(Self {
             store,
@@ -211,6 +237,7 @@ impl Core {
             last_used,
             feed_health: Arc::new(FeedHealth::default()),
             log_at_load,
+            statuses,
             writer_task,
         })
     }

@@ -70,11 +70,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .as_ref()
         .map(tls::ReloadingConfig::load)
         .transpose()?;
-    let core = Core::build(&settings).await?;
+    // Bound before the core is built: in test mode, status list URIs name the bound port.
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
+    let core = Core::build(&settings, settings.status_list_base_uri(addr)).await?;
     let metrics_listener = match &settings.server.metrics_listen {
         Some(metrics_addr) => {
             Some(TcpListener::bind(*metrics_addr).await.with_context(|| {
@@ -263,17 +264,15 @@ fn routes(
         core.templates.clone(),
         settings.requests.into(),
     );
-    Ok(
-        tonic::service::Routes::from(grpc::http::router(core.keys.clone(), metrics_source))
-            .add_service(
-                TokenServiceServer::new(tokens).max_decoding_message_size(max_message_bytes),
-            )
-            .add_service(
-                TemplateServiceServer::new(templates).max_decoding_message_size(max_message_bytes),
-            )
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha),
-    )
+    Ok(tonic::service::Routes::from(grpc::http::router(
+        core.keys.clone(),
+        core.tokens.status_lists.clone(),
+        metrics_source,
+    ))
+    .add_service(TokenServiceServer::new(tokens).max_decoding_message_size(max_message_bytes))
+    .add_service(TemplateServiceServer::new(templates).max_decoding_message_size(max_message_bytes))
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha))
 }
 
 /// Serves `GET /metrics` alone on `listener` (plaintext) until `shutdown` turns true.

@@ -160,19 +160,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::store::StoreOptions;
 
     /// A new migrated SQLite store in `dir`.
     async fn store_in(dir: &std::path::Path) -> Store {
-        let options = StoreOptions {
-            max_connections: 2,
-            connect_timeout: Duration::from_secs(5),
-        };
-        let store = Store::connect(&Store::sqlite_url_in(dir), &options)
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        store
+        Store::migrated_sqlite_in(dir, 2, Duration::from_secs(5)).await
     }
 
     /// Appends one event written at `at`.

@@ -8,6 +8,7 @@ pub mod entities;
 pub mod events;
 pub mod keys;
 pub mod notify;
+pub mod status_lists;
 pub mod templates;
 mod token_batch;
 mod token_changes;
@@ -183,6 +184,24 @@ impl Store {
         busy_timeout: Duration,
     ) -> anyhow::Result<Self> {
         Self::connect_sqlite(url, options, busy_timeout).await
+    }
+
+    /// A migrated SQLite store on a new database in `dir` (tests).
+    #[cfg(test)]
+    pub(crate) async fn migrated_sqlite_in(
+        dir: &Path,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> Self {
+        let options = StoreOptions {
+            max_connections,
+            connect_timeout,
+        };
+        let store = Self::connect(&Self::sqlite_url_in(dir), &options)
+            .await
+            .expect("an SQLite store");
+        store.migrate().await.expect("migrations apply");
+        store
     }
 
     /// Waits until this process may start a write transaction (on SQLite, one at a time, in

@@ -21,7 +21,7 @@ use crate::domain::TokenChange;
 use crate::domain::TokenRecord;
 
 /// The columns a new token row sets, in the order [`bind_row!`] binds them.
-const INSERT_COLUMNS: [&str; 23] = [
+const INSERT_COLUMNS: [&str; 25] = [
     "id",
     "user_id",
     "label",
@@ -45,6 +45,8 @@ const INSERT_COLUMNS: [&str; 23] = [
     "last_used_ip",
     "deleted_at",
     "parent_id",
+    "status_list_id",
+    "status_idx",
 ];
 
 /// A new token's column values: the rendered ones owned, the rest borrowed from its record.
@@ -56,6 +58,8 @@ struct NewRow<'a> {
     ip_restrict: String,
     token_limits: String,
     parent_id: Option<String>,
+    status_list_id: Option<&'a str>,
+    status_idx: Option<i64>,
 }
 
 impl<'a> NewRow<'a> {
@@ -69,6 +73,8 @@ impl<'a> NewRow<'a> {
                 .unwrap_or_else(|_| "[]".into()),
             token_limits: serde_json::to_string(&record.limits).unwrap_or_else(|_| "{}".into()),
             parent_id: record.parent_id.as_ref().map(ToString::to_string),
+            status_list_id: record.status_entry.as_ref().map(|e| e.list.as_str()),
+            status_idx: record.status_entry.as_ref().map(|e| i64::from(e.index)),
         }
     }
 }
@@ -103,6 +109,8 @@ macro_rules! bind_row {
             .bind(r.last_used_ip.map(|ip| ip.to_string()))
             .bind(r.deleted_at.map(|t| t.0))
             .bind(row.parent_id.as_deref())
+            .bind(row.status_list_id)
+            .bind(row.status_idx)
     }};
 }
 
@@ -297,7 +305,6 @@ mod tests {
     use crate::domain::{
         Description, EnterpriseId, IpRestriction, ScopeSet, Timestamp, TokenLimits,
     };
-    use crate::store::StoreOptions;
 
     /// A record that sets every column, `n` making it distinct.
     fn record(n: usize) -> TokenRecord {
@@ -313,6 +320,10 @@ mod tests {
             template_id: Some(crate::domain::TemplateId::generate()),
             template_version: n as i64,
             parent_id: Some(crate::domain::TokenId::generate()),
+            status_entry: Some(crate::domain::StatusEntry {
+                list: crate::domain::StatusListId::generate(),
+                index: n as u32,
+            }),
             created_at: Timestamp(1_700_000_000_000_000 + n as i64),
             updated_at: Timestamp(1_700_000_000_000_000 + n as i64),
             ..TokenRecord::sample(n)
@@ -320,28 +331,12 @@ mod tests {
     }
 
     async fn sqlite_store(dir: &std::path::Path) -> Store {
-        let options = StoreOptions {
-            max_connections: 4,
-            connect_timeout: Duration::from_secs(5),
-        };
-        let store = Store::connect(&Store::sqlite_url_in(dir), &options)
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        store
+        Store::migrated_sqlite_in(dir, 4, Duration::from_secs(5)).await
     }
 
     /// A store whose pool has one connection, given up by a waiter after a second.
     async fn single_connection_store(dir: &std::path::Path) -> Store {
-        let options = StoreOptions {
-            max_connections: 1,
-            connect_timeout: Duration::from_secs(1),
-        };
-        let store = Store::connect(&Store::sqlite_url_in(dir), &options)
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        store
+        Store::migrated_sqlite_in(dir, 1, Duration::from_secs(1)).await
     }
 
     /// A batch larger than one statement (64 + 32 + 4 rows) lands whole, every column intact.
@@ -610,7 +605,7 @@ mod tests {
         let sql = insert_sql(2, &|n| format!("${n}"));
         assert!(sql.starts_with("INSERT INTO tokens (id, user_id, label,"));
         assert!(sql.contains("($1, $2, $3,"));
-        assert!(sql.ends_with("$45, $46)"), "{sql}");
-        assert_eq!(insert_sql(3, &|_| "?".into()).matches('?').count(), 69);
+        assert!(sql.ends_with("$49, $50)"), "{sql}");
+        assert_eq!(insert_sql(3, &|_| "?".into()).matches('?').count(), 75);
     }
 }

@@ -8,8 +8,8 @@ use super::entities::tokens::{self, Column, Entity as Tokens};
 use super::{Store, db_error, newest_first_page};
 use crate::domain::{DeniedToken, ListCursor};
 use crate::domain::{
-    Description, EnterpriseId, IpRestriction, KeyId, Label, ScopeSet, StoredStatus, TemplateId,
-    Timestamp, TokenId, TokenLimits, TokenRecord, UserId,
+    Description, EnterpriseId, IpRestriction, KeyId, Label, ScopeSet, StatusEntry, StatusListId,
+    StoredStatus, TemplateId, Timestamp, TokenId, TokenLimits, TokenRecord, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -220,5 +220,13 @@ fn from_model(m: tokens::Model) -> Result<TokenRecord> {
             .map(|p| TokenId::parse(p, "parent_id"))
             .transpose()
             .map_err(|_| corrupt("parent_id"))?,
+        status_entry: match (m.status_list_id.as_deref(), m.status_idx) {
+            (None, None) => None,
+            (Some(list), Some(index)) => Some(StatusEntry {
+                list: StatusListId::parse(list).ok_or_else(|| corrupt("status_list_id"))?,
+                index: u32::try_from(index).map_err(|_| corrupt("status_idx"))?,
+            }),
+            _ => return Err(corrupt("status_list_id")),
+        },
     })
 }

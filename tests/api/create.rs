@@ -479,6 +479,7 @@ async fn production_requires_ip_restriction_and_refuses_all() {
         s.environment = tokenmint::domain::Environment::Production;
         s.server.allow_plaintext = true;
         s.keys.master_key = Some(tokenmint::config::Secret::new("11".repeat(32)));
+        s.status_list.base_uri = Some("https://tokens.example/statuslists".into());
     })
     .await;
     // The operator's root tokens need a restriction, and not one that lets in everybody.

@@ -384,9 +384,19 @@ pub(crate) fn header_of(token: &str) -> serde_json::Value {
 
 /// A plain HTTP/1.1 GET on the server's port: the status line, the lower-cased head and the body.
 pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
+    http_get_with(addr, path, &[]).await
+}
+
+/// [`http_get`] with extra request headers (`name: value`).
+pub(crate) async fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[&str],
+) -> (String, String, String) {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
         let written = stream.write_all(request.as_bytes()).await;
         written.expect("write the request");
         let mut response = Vec::new();

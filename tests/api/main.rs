@@ -18,6 +18,7 @@ mod mint_from_template;
 mod process;
 mod replicas;
 mod server;
+mod status_lists;
 mod telemetry;
 mod templates;
 mod tls;

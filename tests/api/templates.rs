@@ -573,6 +573,7 @@ async fn create_in_production_needs_allowed_ips() {
         s.environment = tokenmint::domain::Environment::Production;
         s.server.allow_plaintext = true;
         s.keys.master_key = Some(tokenmint::config::Secret::new("11".repeat(32)));
+        s.status_list.base_uri = Some("https://tokens.example/statuslists".into());
     })
     .await;
     let caller = app

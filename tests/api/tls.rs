@@ -271,6 +271,7 @@ async fn production_refuses_plaintext_unless_explicitly_allowed() {
     let production = |s: &mut Settings| {
         s.environment = Environment::Production;
         s.keys.master_key = Some(Secret::new("22".repeat(32)));
+        s.status_list.base_uri = Some("https://tokens.example/statuslists".into());
     };
     let mut settings = db.settings();
     production(&mut settings);

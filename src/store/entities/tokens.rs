@@ -53,6 +53,10 @@ pub struct Model {
     pub deleted_at: Option<i64>,
     /// The minting token's id; `None` for a root token.
     pub parent_id: Option<String>,
+    /// The status list holding the token's entry (`None` before status lists existed).
+    pub status_list_id: Option<String>,
+    /// The token's index in that list.
+    pub status_idx: Option<i64>,
 }
 
 /// No relations are declared.

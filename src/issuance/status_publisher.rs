@@ -1,0 +1,177 @@
+//! Publishing status lists: a list is rendered from the token rows that point into it and
+//! signed as a Status List Token (`typ: statuslist+jwt`) with the server's signing key.
+//!
+//! Fail closed: the list starts with every entry INVALID, and only the rows of tokens that are
+//! active (VALID) or suspended (SUSPENDED), not deleted and not expired, set theirs. So an
+//! index whose token never committed, was deleted, revoked or lost in a restore reads INVALID.
+//! A consequence the draft's privacy section notes: the count of usable tokens in a list can be
+//! read off it.
+//!
+//! A rendered list is served again for `render_cache` (one query, one compression and one
+//! signature per list and period, however many consumers fetch it), so a change shows in the
+//! list at most that long after it reached this server.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokenmint_jwt::status_list::{
+    EncodedStatusList, STATUS_LIST_TYP, StatusList, StatusListClaims, TokenStatus,
+};
+
+use crate::domain::{StatusListId, StoredStatus, Timestamp};
+use crate::error::{Error, Result};
+use crate::issuance::keys::{KeyManager, SigningKey};
+use crate::store::Store;
+use crate::store::status_lists::StatusListRow;
+
+/// How lists are signed and cached.
+#[derive(Debug, Clone)]
+pub struct PublishingPolicy {
+    /// The `iss` claim.
+    pub issuer: String,
+    /// The `ttl` claim, in seconds.
+    pub ttl_secs: u64,
+    /// `exp - iat`, in seconds.
+    pub exp_secs: u64,
+    /// How long a rendered list is served again.
+    pub render_cache: Duration,
+}
+
+/// A signed Status List Token.
+#[derive(Debug, Clone)]
+pub struct SignedStatusList {
+    /// The compact JWS.
+    pub token: Arc<str>,
+    /// Its `ttl` claim, in seconds (for HTTP caching).
+    pub ttl_secs: u64,
+}
+
+/// Renders, signs and caches status lists.
+pub struct StatusListPublisher {
+    store: Store,
+    keys: Arc<KeyManager>,
+    policy: PublishingPolicy,
+    /// Lists known to exist (a list's row never changes what rendering reads).
+    lists: Mutex<HashMap<StatusListId, Arc<StatusListRow>>>,
+    rendered: Mutex<HashMap<StatusListId, (Instant, SignedStatusList)>>,
+    /// One render at a time: concurrent requests for a list wait for one render, not one
+    /// each.
+    rendering: tokio::sync::Mutex<()>,
+}
+
+impl StatusListPublisher {
+    /// A publisher reading `store`, signing with `keys` under `policy`.
+    pub fn new(store: Store, keys: Arc<KeyManager>, policy: PublishingPolicy) -> Self {
+        Self {
+            store,
+            keys,
+            policy,
+            lists: Mutex::default(),
+            rendered: Mutex::default(),
+            rendering: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The signed list `id` as of at most `render_cache` ago; NOT_FOUND if there is none.
+    pub async fn get(&self, id: &StatusListId) -> Result<SignedStatusList> {
+        if let Some(fresh) = self.cached(id) {
+            return Ok(fresh);
+        }
+        let row = self.list(id).await?;
+        let _rendering = self.rendering.lock().await;
+        if let Some(fresh) = self.cached(id) {
+            return Ok(fresh);
+        }
+        let signed = self.render(&row).await?;
+        lock(&self.rendered).insert(id.clone(), (Instant::now(), signed.clone()));
+        Ok(signed)
+    }
+
+    fn cached(&self, id: &StatusListId) -> Option<SignedStatusList> {
+        let rendered = lock(&self.rendered);
+        let (at, signed) = rendered.get(id)?;
+        (at.elapsed() < self.policy.render_cache).then(|| signed.clone())
+    }
+
+    async fn list(&self, id: &StatusListId) -> Result<Arc<StatusListRow>> {
+        if let Some(row) = lock(&self.lists).get(id) {
+            return Ok(row.clone());
+        }
+        let row = Arc::new(
+            self.store
+                .status_list(id)
+                .await?
+                .ok_or_else(|| Error::status_list_not_found(id))?,
+        );
+        lock(&self.lists).insert(id.clone(), row.clone());
+        Ok(row)
+    }
+
+    /// The list as the rows say now, signed.
+    #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.status_list = %row.id))]
+    async fn render(&self, row: &StatusListRow) -> Result<SignedStatusList> {
+        let now = Timestamp::now();
+        let entries = self.store.status_list_entries(&row.id, now).await?;
+        let bytes = usize::try_from(u64::from(row.size) * u64::from(row.bits) / 8)
+            .map_err(Error::internal)?;
+        let mut list = StatusList::filled(row.bits, bytes, TokenStatus::Invalid);
+        for (index, status) in entries {
+            let status = match status {
+                StoredStatus::Active => TokenStatus::Valid,
+                StoredStatus::Suspended => TokenStatus::Suspended,
+                StoredStatus::Revoked => continue,
+            };
+            let in_list = usize::try_from(index).is_ok_and(|i| list.set(i, status));
+            if !in_list {
+                return Err(Error::internal(format!(
+                    "a token of status list {} has index {index}, past its end",
+                    row.id
+                )));
+            }
+        }
+        let iat = now.as_secs();
+        let claims = StatusListClaims {
+            iss: Some(self.policy.issuer.as_str().into()),
+            sub: row.uri.as_str().into(),
+            iat,
+            exp: Some(iat.saturating_add_unsigned(self.policy.exp_secs)),
+            ttl: Some(self.policy.ttl_secs),
+            status_list: EncodedStatusList {
+                bits: u64::from(row.bits),
+                lst: list.encode().into(),
+            },
+        };
+        let ring = self.keys.ring();
+        let token = sign_status_list(&claims, &ring.signing)?;
+        Ok(SignedStatusList {
+            token: token.into(),
+            ttl_secs: self.policy.ttl_secs,
+        })
+    }
+}
+
+/// Signs a Status List Token: the signing key's `alg` and `kid`, `typ: statuslist+jwt`.
+fn sign_status_list(claims: &StatusListClaims<'_>, key: &SigningKey) -> Result<String> {
+    let header = serde_json::json!({
+        "alg": key.algorithm.name(),
+        "kid": key.kid,
+        "typ": STATUS_LIST_TYP,
+    });
+    let payload = serde_json::to_vec(claims).map_err(Error::internal)?;
+    let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+    let signature = key.sign(token.as_bytes())?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+    Ok(token)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

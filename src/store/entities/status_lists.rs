@@ -1,0 +1,32 @@
+//! The `status_lists` table.
+
+use sea_orm::entity::prelude::*;
+
+/// One published Token Status List.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "status_lists")]
+pub struct Model {
+    /// 128 random bits, base64url: the last segment of the list's URI.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    /// The URI baked into every token of the list, as it was when the list opened.
+    pub uri: String,
+    /// Entries in the list.
+    pub size: i64,
+    /// Bits per entry.
+    pub bits: i32,
+    /// The index permutation's key, hex (hides issue order; not a secret).
+    pub perm_key: String,
+    /// Positions handed out so far (in blocks).
+    pub next_pos: i64,
+    /// Whether no more blocks are handed out from the list.
+    pub closed: bool,
+    /// Microseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// No relations are declared.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
