@@ -11,26 +11,29 @@ use std::hint::black_box;
 
 use tokenmint_jwt::status_list::{StatusList, TokenStatus};
 
-/// A list of `entries` 2-bit entries, INVALID but for `used` of them (one in `used_every`,
-/// scattered by a multiplicative hash), 9 in 10 of which are VALID.
-fn list(entries: usize, used_every: usize) -> StatusList {
+/// A list of `entries` 2-bit entries, INVALID but for about one in `used_every` (chosen by a
+/// xorshift generator, as scattered as the index permutation makes them), 9 in 10 of which are
+/// VALID and the rest revoked (INVALID).
+fn list(entries: usize, used_every: u64) -> StatusList {
     let mut list = StatusList::filled(2, entries / 4, TokenStatus::Invalid);
-    for position in 0..entries {
-        // Knuth's multiplicative hash: a cheap stand-in for the keyed permutation's scatter.
-        let scattered = position.wrapping_mul(2_654_435_761) % entries;
-        if scattered.is_multiple_of(used_every) && !position.is_multiple_of(10) {
-            list.set(position, TokenStatus::Valid);
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    for index in 0..entries {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        if state.is_multiple_of(used_every) && !(state >> 32).is_multiple_of(10) {
+            list.set(index, TokenStatus::Valid);
         }
     }
     list
 }
 
 /// The shapes measured: (name, entries, one used in how many).
-const SHAPES: [(&str, usize, usize); 6] = [
-    ("2^17 new", 1 << 17, usize::MAX),
+const SHAPES: [(&str, usize, u64); 6] = [
+    ("2^17 new", 1 << 17, u64::MAX),
     ("2^17 quarter used", 1 << 17, 4),
     ("2^17 full", 1 << 17, 1),
-    ("2^20 new", 1 << 20, usize::MAX),
+    ("2^20 new", 1 << 20, u64::MAX),
     ("2^20 quarter used", 1 << 20, 4),
     ("2^20 full", 1 << 20, 1),
 ];
@@ -55,4 +58,20 @@ fn decode(bencher: divan::Bencher<'_, '_>, shape: usize) {
     let (_, entries, used_every) = SHAPES[shape];
     let lst = list(entries, used_every).encode();
     bencher.bench(|| StatusList::decode(2, black_box(&lst), 1 << 20).expect("decodes"));
+}
+
+/// One entry index from a position, as each new token's allocation computes it (a list of the
+/// default size: the Feistel domain is 2^18, so cycle-walking runs about twice).
+#[divan::bench]
+fn index_of(bencher: divan::Bencher<'_, '_>) {
+    let permutation = tokenmint::issuance::status_index::IndexPermutation::new(
+        &[7; 32],
+        b"q3sRgXJ1T9a0m6V8wYk2Zg",
+        1 << 17,
+    );
+    let mut position = 0u64;
+    bencher.bench_local(|| {
+        position = (position + 1) % (1 << 17);
+        permutation.index_of(black_box(position))
+    });
 }

@@ -88,6 +88,8 @@ pub mod reason {
     pub const TOKEN_NOT_FOUND: &str = "TOKEN_NOT_FOUND";
     /// No status list has this id.
     pub const STATUS_LIST_NOT_FOUND: &str = "STATUS_LIST_NOT_FOUND";
+    /// Too many status list requests are waiting for a render; retry shortly.
+    pub const STATUS_LIST_BUSY: &str = "STATUS_LIST_BUSY";
     /// The lifecycle transition is not allowed from the token's current state.
     pub const INVALID_TRANSITION: &str = "INVALID_TRANSITION";
     /// The new (or re-enabled) token would exceed the calling token in some dimension (lifetime,

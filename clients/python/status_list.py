@@ -48,12 +48,24 @@ def decode_lst(lst: str, max_bytes: int = MAX_LIST_BYTES) -> bytes:
 
 def status_at(bits: int, data: bytes, idx: int) -> int:
     """Entry ``idx`` of a list of ``bits``-bit entries; out of range is an error (refuse the token)."""
-    if bits not in (1, 2, 4, 8):
+    if type(bits) is not int or bits not in (1, 2, 4, 8):
         raise StatusListError(f"status list bits must be 1, 2, 4 or 8, not {bits!r}")
-    if not isinstance(idx, int) or not 0 <= idx < len(data) * 8 // bits:
+    if type(idx) is not int or not 0 <= idx < len(data) * 8 // bits:
         raise StatusListError(f"index {idx!r} is outside the status list")
     per_byte = 8 // bits
     return (data[idx // per_byte] >> ((idx % per_byte) * bits)) & ((1 << bits) - 1)
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects (the draft allows them) to http(s) only."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not newurl.startswith(("https://", "http://")):
+            raise StatusListError(f"status list redirected to {newurl!r}, not http(s)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 def fetch_status_list(uri: str, timeout: float = 10.0) -> str:
@@ -61,14 +73,17 @@ def fetch_status_list(uri: str, timeout: float = 10.0) -> str:
     if not uri.startswith(("https://", "http://")):
         raise StatusListError(f"status list uri {uri!r} is not http(s)")
     request = urllib.request.Request(uri, headers={"Accept": MEDIA_TYPE})
-    with urllib.request.urlopen(request, timeout=timeout) as resp:
-        content_type = resp.headers.get("Content-Type", "")
-        if resp.status != 200 or content_type.split(";")[0].strip() != MEDIA_TYPE:
-            raise StatusListError(f"GET {uri}: HTTP {resp.status}, content-type {content_type!r}")
-        body = resp.read(MAX_RESPONSE_BYTES + 1)
-    if len(body) > MAX_RESPONSE_BYTES:
-        raise StatusListError(f"GET {uri}: the status list is larger than {MAX_RESPONSE_BYTES} bytes")
-    return body.decode("ascii")
+    try:
+        with _OPENER.open(request, timeout=timeout) as resp:
+            content_type = resp.headers.get("Content-Type", "")
+            if resp.status != 200 or content_type.split(";")[0].strip() != MEDIA_TYPE:
+                raise StatusListError(f"GET {uri}: HTTP {resp.status}, content-type {content_type!r}")
+            body = resp.read(MAX_RESPONSE_BYTES + 1)
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise StatusListError(f"GET {uri}: the status list is larger than {MAX_RESPONSE_BYTES} bytes")
+        return body.decode("ascii")
+    except (OSError, UnicodeDecodeError) as err:  # urllib.error.URLError and HTTPError are OSErrors
+        raise StatusListError(f"GET {uri}: {err}") from err
 
 
 def token_status(
@@ -85,13 +100,20 @@ def token_status(
     one of them, carry ``typ: statuslist+jwt``, the issuer, ``iat``, an unexpired ``exp`` and
     ``sub`` equal to the token's list uri. Raises StatusListError when anything does not hold.
     """
-    claims = jwt.decode(raw_token, options={"verify_signature": False})
-    reference = (claims.get("status") or {}).get("status_list") or {}
-    idx, uri = reference.get("idx"), reference.get("uri")
-    if not isinstance(idx, int) or isinstance(idx, bool) or not isinstance(uri, str):
-        raise StatusListError(f"the token has no status.status_list {{idx, uri}}: {claims.get('status')!r}")
+    try:
+        claims = jwt.decode(raw_token, options={"verify_signature": False})
+    except jwt.PyJWTError as err:
+        raise StatusListError(f"the token does not decode: {err}") from err
+    status = claims.get("status")
+    reference = status.get("status_list") if isinstance(status, dict) else None
+    idx, uri = (reference.get("idx"), reference.get("uri")) if isinstance(reference, dict) else (None, None)
+    if type(idx) is not int or not isinstance(uri, str):
+        raise StatusListError(f"the token has no status.status_list {{idx, uri}}: {status!r}")
     list_token = fetch(uri)
-    header = jwt.get_unverified_header(list_token)
+    try:
+        header = jwt.get_unverified_header(list_token)
+    except jwt.PyJWTError as err:
+        raise StatusListError(f"the status list token does not decode: {err}") from err
     if str(header.get("typ", "")).lower().removeprefix("application/") != "statuslist+jwt":
         raise StatusListError(f"the list's typ is {header.get('typ')!r}, not statuslist+jwt")
     key = keys.get(header.get("kid"))

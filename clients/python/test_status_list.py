@@ -26,8 +26,9 @@ class DecodingTest(unittest.TestCase):
         for idx in (12, -1, 10**9):
             with self.assertRaises(StatusListError):
                 status_at(2, data, idx)
-        with self.assertRaises(StatusListError):
-            status_at(3, data, 0)
+        for bits, idx in ((3, 0), (True, 0), (2.0, 0), (2, True), (2, 1.0)):
+            with self.assertRaises(StatusListError):
+                status_at(bits, data, idx)
 
     def test_raw_deflate_and_bombs_are_refused(self):
         raw = zlib.compressobj(9, zlib.DEFLATED, -15)

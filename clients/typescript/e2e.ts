@@ -381,6 +381,8 @@ async function expectListStatus(tokens: TokenClient, rawToken: string, port: num
       const rpc = await tokens.getStatusList({ listId: uri.slice(base.length) });
       const { payload: rpcPayload } = await jose.jwtVerify(rpc.statusListToken, keySet, listOptions);
       check(rpcPayload.sub === uri, `GetStatusList sub ${JSON.stringify(rpcPayload.sub)}`);
+      const rpcStatus = getListFromStatusListJWT(rpc.statusListToken).getStatus(idx);
+      check(rpcStatus === want, `GetStatusList entry ${idx} reads ${rpcStatus}, want ${want}`);
       step(name, `idx=${idx} of ${list.statusList.length} reads ${status} (@sd-jwt/jwt-status-list), ttl=${payload["ttl"]}`);
       return;
     }

@@ -1,10 +1,12 @@
 //! Token Status Lists (IETF draft-ietf-oauth-status-list): the `status_lists` table, one row per
 //! published list, and each token's entry in one (`tokens.status_list_id`, `tokens.status_idx`).
 //!
-//! `next_pos` counts the positions handed out in blocks to servers; a position becomes an index
-//! through the list's keyed permutation (`perm_key`), so that indices do not reveal issue order.
-//! `(status_list_id, status_idx)` is unique: an index handed out twice would let one token's
-//! status speak for another's, and the database refuses it rather than trusting the counter.
+//! A list belongs to the server process that opened it (`owner`, random per process), which
+//! reserves its positions in blocks by moving `next_pos` with a compare-and-set; a position
+//! becomes an index through the list's keyed permutation (`perm_key`), so that indices do not
+//! reveal issue order. `tokens.status_list_id` is indexed for rendering a list; the index is
+//! not unique on `(list, idx)` because indices are unique by construction, and a unique index
+//! in permuted (random) order made every group-commit batch touch pages all over the index.
 //! Tokens minted before this migration have no entry.
 
 use sea_orm_migration::{prelude::*, schema::*};
@@ -26,7 +28,7 @@ impl MigrationTrait for Migration {
                     .col(integer(StatusLists::Bits))
                     .col(string(StatusLists::PermKey))
                     .col(big_integer(StatusLists::NextPos))
-                    .col(boolean(StatusLists::Closed))
+                    .col(string(StatusLists::Owner))
                     .col(big_integer(StatusLists::CreatedAt))
                     .to_owned(),
             )
@@ -51,11 +53,9 @@ impl MigrationTrait for Migration {
         manager
             .create_index(
                 Index::create()
-                    .name("uq_tokens_status_entry")
+                    .name("idx_tokens_status_list")
                     .table(Tokens::Table)
                     .col(Tokens::StatusListId)
-                    .col(Tokens::StatusIdx)
-                    .unique()
                     .to_owned(),
             )
             .await
@@ -65,7 +65,7 @@ impl MigrationTrait for Migration {
         manager
             .drop_index(
                 Index::drop()
-                    .name("uq_tokens_status_entry")
+                    .name("idx_tokens_status_list")
                     .table(Tokens::Table)
                     .to_owned(),
             )
@@ -95,7 +95,7 @@ enum StatusLists {
     Bits,
     PermKey,
     NextPos,
-    Closed,
+    Owner,
     CreatedAt,
 }
 

@@ -23,6 +23,9 @@ pub use sections::{
     TokenSettings,
 };
 
+/// The longest `status_list.exp_secs`: a signed list replayed after this is refused.
+const MAX_STATUS_LIST_EXP_SECS: u64 = 86_400;
+
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "TOKENMINT__";
 
@@ -182,21 +185,34 @@ impl Settings {
             lists.block
         );
         anyhow::ensure!(
-            lists.exp_secs >= lists.ttl_secs,
-            "status_list.exp_secs must be at least status_list.ttl_secs"
+            lists.exp_secs >= lists.ttl_secs && lists.exp_secs.get() <= MAX_STATUS_LIST_EXP_SECS,
+            "status_list.exp_secs must be at least status_list.ttl_secs and at most \
+             {MAX_STATUS_LIST_EXP_SECS} (a day)"
+        );
+        anyhow::ensure!(
+            lists.render_cache_ms <= lists.ttl_secs.get().saturating_mul(1000),
+            "status_list.render_cache_ms must not exceed status_list.ttl_secs"
         );
         if let Some(base) = &lists.base_uri {
-            let scheme_ok = base.starts_with("https://") || base.starts_with("http://");
-            let host = base.split_once("://").map_or("", |(_, rest)| rest);
+            let (scheme, rest) = base.split_once("://").unwrap_or(("", ""));
+            let authority = rest.split('/').next().unwrap_or("");
             anyhow::ensure!(
-                scheme_ok
-                    && !host.is_empty()
-                    && !host.starts_with('/')
+                matches!(scheme, "https" | "http")
+                    && !authority.is_empty()
+                    && !authority.starts_with(':')
+                    && !authority.contains('@')
                     && !base.ends_with('/')
-                    && !base.contains(['?', '#'])
-                    && !base.chars().any(|c| c.is_whitespace() || c.is_control()),
-                "status_list.base_uri must be an http(s) URL without a trailing slash, query or \
-                 fragment, such as https://tokens.example.com/statuslists"
+                    && !base.contains(['?', '#', '\\'])
+                    && base.chars().all(|c| c.is_ascii_graphic()),
+                "status_list.base_uri must be an http(s) URL with a host, no user information, \
+                 no trailing slash, query or fragment, such as https://tokens.example.com/statuslists"
+            );
+            anyhow::ensure!(
+                self.environment != Environment::Production
+                    || scheme == "https"
+                    || self.server.allow_plaintext,
+                "production requires an https status_list.base_uri (or server.allow_plaintext = \
+                 true, when a proxy terminates TLS)"
             );
         }
         Ok(())

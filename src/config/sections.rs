@@ -207,7 +207,7 @@ pub struct StatusListSettings {
     /// compression at 2 bits per entry).
     pub size: u32,
     /// Positions a server reserves in one database write: a power of two, at most `size`.
-    /// Default 256.
+    /// Default 4096.
     pub block: u32,
     /// The `ttl` claim: how many seconds a consumer may keep a list before fetching it again.
     /// Default 60.
@@ -225,7 +225,7 @@ impl Default for StatusListSettings {
         Self {
             base_uri: None,
             size: 1 << 17,
-            block: 256,
+            block: 4096,
             ttl_secs: NonZeroU64::new(60).expect("nonzero"),
             exp_secs: NonZeroU64::new(600).expect("nonzero"),
             render_cache_ms: 1000,

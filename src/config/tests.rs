@@ -202,6 +202,22 @@ fn production_needs_a_status_list_base_uri_and_lists_have_sane_shapes() {
         .unwrap()
         .validate()
         .unwrap();
+    let mut plain = production.to_vec();
+    plain.push((
+        "TOKENMINT__STATUS_LIST__BASE_URI",
+        "http://tokens.example/lists",
+    ));
+    let error = Settings::load(None, vars(&plain))
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("https status_list.base_uri"), "{error}");
+    plain.push(("TOKENMINT__SERVER__ALLOW_PLAINTEXT", "true"));
+    Settings::load(None, vars(&plain))
+        .unwrap()
+        .validate()
+        .unwrap();
     let refused = [
         (
             "TOKENMINT__STATUS_LIST__BASE_URI",
@@ -222,6 +238,17 @@ fn production_needs_a_status_list_base_uri_and_lists_have_sane_shapes() {
         ("TOKENMINT__STATUS_LIST__BLOCK", "3"),
         ("TOKENMINT__STATUS_LIST__BLOCK", "262144"),
         ("TOKENMINT__STATUS_LIST__TTL_SECS", "3600"),
+        ("TOKENMINT__STATUS_LIST__EXP_SECS", "172800"),
+        ("TOKENMINT__STATUS_LIST__RENDER_CACHE_MS", "61000"),
+        (
+            "TOKENMINT__STATUS_LIST__BASE_URI",
+            "https://user:pw@tokens.example/lists",
+        ),
+        ("TOKENMINT__STATUS_LIST__BASE_URI", "https://:443/lists"),
+        (
+            "TOKENMINT__STATUS_LIST__BASE_URI",
+            "https://tökens.example/lists",
+        ),
     ];
     for (name, value) in refused {
         let error = Settings::load(None, vars(&[(name, value)]))

@@ -12,7 +12,7 @@ use axum::routing::get;
 use tokenmint_jwt::status_list::STATUS_LIST_MEDIA_TYPE;
 
 use crate::domain::{StatusListId, Timestamp};
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, reason};
 use crate::issuance::keys::KeyManager;
 use crate::issuance::last_used::LastUsed;
 use crate::issuance::status_publisher::StatusListPublisher;
@@ -171,6 +171,12 @@ async fn status_list(
         Err(error) if error.code == ErrorCode::NotFound => {
             (StatusCode::NOT_FOUND, [cors], "no such status list").into_response()
         }
+        Err(error) if error.reason == reason::STATUS_LIST_BUSY => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [cors, (header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            "too many status list requests are waiting; retry shortly",
+        )
+            .into_response(),
         Err(error) => {
             tracing::warn!(%error, list = %id, "a status list could not be served");
             (
@@ -183,28 +189,44 @@ async fn status_list(
     }
 }
 
-/// Whether the `Accept` header (absent: anything) admits `application/statuslist+jwt`.
+/// Whether the `Accept` header (absent: anything) admits `application/statuslist+jwt`: the
+/// most specific media range that matches it (the type itself, `application/*`, `*/*`) decides,
+/// and refuses it with `q=0` (RFC 9110 §12.5.1).
 fn accepts_status_list_jwt(headers: &HeaderMap) -> bool {
-    let mut accepts = headers.get_all(header::ACCEPT).iter().peekable();
-    if accepts.peek().is_none() {
-        return true;
-    }
-    accepts
+    let mut present = false;
+    let mut best: Option<(u8, f32)> = None;
+    let ranges = headers
+        .get_all(header::ACCEPT)
+        .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|range| {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim();
-            let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
-            });
-            !refused
-                && (media == "*/*"
-                    || media.eq_ignore_ascii_case("application/*")
-                    || media.eq_ignore_ascii_case(STATUS_LIST_MEDIA_TYPE))
-        })
+        .flat_map(|value| value.split(','));
+    for range in ranges {
+        present = true;
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        let specificity = if media.eq_ignore_ascii_case(STATUS_LIST_MEDIA_TYPE) {
+            3
+        } else if media.eq_ignore_ascii_case("application/*") {
+            2
+        } else if media == "*/*" {
+            1
+        } else {
+            continue;
+        };
+        let q = parts
+            .filter_map(|parameter| {
+                let (name, value) = parameter.split_once('=')?;
+                name.trim()
+                    .eq_ignore_ascii_case("q")
+                    .then_some(value.trim())
+            })
+            .next()
+            .map_or(1.0, |value| value.parse::<f32>().unwrap_or(0.0));
+        if best.is_none_or(|(most, _)| specificity > most) {
+            best = Some((specificity, q));
+        }
+    }
+    !present || best.is_some_and(|(_, q)| q > 0.0)
 }
 
 async fn fallback(headers: HeaderMap) -> Response {

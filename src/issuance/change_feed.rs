@@ -37,7 +37,6 @@ use crate::error::Result;
 use crate::issuance::caches::MetadataCache;
 use crate::issuance::deny_list::DenyList;
 use crate::issuance::keys::KeyManager;
-use crate::issuance::status_allocation::StatusAllocator;
 use crate::store::Store;
 use crate::store::events::LogShape;
 
@@ -241,8 +240,6 @@ pub struct ChangeFeed {
     cursor: LogCursor,
     /// A key-set change was read and the keys could not be reloaded since.
     keys_pending: bool,
-    /// The status list entries this server hands out, dropped after a restore.
-    statuses: Option<Arc<StatusAllocator>>,
 }
 
 impl ChangeFeed {
@@ -268,15 +265,7 @@ impl ChangeFeed {
             leeway_secs,
             cursor: LogCursor::starting_at(loaded_at),
             keys_pending: false,
-            statuses: None,
         }
-    }
-
-    /// Also drops `statuses`' reserved blocks, and closes the open lists, when the log goes
-    /// back in time.
-    pub fn with_status_allocator(mut self, statuses: Arc<StatusAllocator>) -> Self {
-        self.statuses = Some(statuses);
-        self
     }
 
     /// Reads the events not applied yet and applies them; returns how many were applied. When
@@ -369,16 +358,8 @@ impl ChangeFeed {
             applied_up_to = lost.seq,
             log_now_ends_at = shape.latest,
             "the change log went back in time (a database restored from a backup?): reloading \
-             the deny list and the keys, dropping cached token metadata and closing the open \
-             status lists"
+             the deny list and the keys, and dropping cached token metadata"
         );
-        if let Some(statuses) = &self.statuses {
-            // The restored lists' counters went back too: they would hand out again the
-            // indices of tokens the restore lost, which would then read VALID. Closed first, so
-            // that no reservation after the discard finds them open.
-            self.store.close_open_status_lists().await?;
-            statuses.discard_blocks();
-        }
         let denied = self.store.denied_tokens(self.horizon()).await?;
         let cursor = LogCursor::starting_at(shape);
         // Stamped with where the feed reads on from: the changes after it re-apply.

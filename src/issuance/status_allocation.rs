@@ -1,10 +1,19 @@
-//! Which status list entry a new token gets. A server reserves a block of consecutive
-//! positions of a list in one database write (`Store::reserve_status_block`), then hands the
-//! block's positions out from memory, each turned into an entry index by the list's keyed
-//! permutation ([`IndexPermutation`]). So the index is known before the token is signed, two
-//! servers never share one (their blocks differ), a group-commit batch only inserts precomputed
-//! values, and indices do not reveal the order tokens were issued in. Positions of a block
-//! that are never used have no token row, and read INVALID.
+//! Which status list entry a new token gets.
+//!
+//! Each server process fills lists of its own: it opens a list (random id and permutation key,
+//! its own random owner name), reserves its positions a block at a time, and hands them out
+//! from memory, each turned into an entry index by the list's keyed permutation
+//! ([`IndexPermutation`]). So the index is known before the token is signed, two servers never
+//! share one (they never share a list), a group-commit batch only inserts precomputed values,
+//! and indices do not reveal the order tokens were issued in. Positions that are never used
+//! have no token row, and read INVALID.
+//!
+//! A block is reserved by a compare-and-set on the list's counter, which must stand where this
+//! process's last reservation ended (`Store::extend_status_list`). Only a database restored
+//! from a backup moves it otherwise; then the positions after the restored counter may belong
+//! to tokens the restore lost, so the list is dropped and a new one opened: an index is never
+//! handed out twice, even when nobody noticed the restore. The next block is reserved in the
+//! background once half of the current one is used, so minting does not wait for the database.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +23,7 @@ use crate::domain::{StatusEntry, StatusListId};
 use crate::error::{Error, Result};
 use crate::issuance::status_index::IndexPermutation;
 use crate::store::Store;
-use crate::store::status_lists::{ReservedBlock, StatusListRow};
+use crate::store::status_lists::StatusListRow;
 
 /// Bits per entry of every list tokenmint opens: VALID, INVALID and SUSPENDED need two.
 pub const STATUS_BITS: u8 = 2;
@@ -39,117 +48,189 @@ pub struct Allocation {
     pub uri: Arc<str>,
 }
 
-/// A list this server holds a block of.
+/// A list this process fills.
 #[derive(Debug)]
 struct HeldList {
     id: StatusListId,
     uri: Arc<str>,
+    size: u32,
     permutation: IndexPermutation,
 }
 
-/// The positions left of the block in hand.
+/// The positions `[next, end)` of a list, reserved and not handed out yet.
 #[derive(Debug)]
-struct Block {
+struct Reserved {
     list: Arc<HeldList>,
     next: u32,
     end: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The list positions are handed out from.
+    current: Option<Reserved>,
+    /// A list opened ahead, because the current one is full: used once it runs out.
+    following: Option<Reserved>,
+    /// A background reservation is under way.
+    refilling: bool,
 }
 
 /// Hands out status list entries to the tokens this server mints.
 pub struct StatusAllocator {
     store: Store,
     policy: AllocationPolicy,
+    /// This process's name on the lists it opens.
+    owner: String,
     random: SystemRandom,
-    block: Mutex<BlockState>,
-    /// One reservation at a time: minters that find the block empty wait for it.
+    state: Mutex<State>,
+    /// One reservation at a time.
     refill: tokio::sync::Mutex<()>,
 }
 
-#[derive(Debug, Default)]
-struct BlockState {
-    current: Option<Block>,
-    /// Moves on at every [`StatusAllocator::discard_blocks`]: a reservation that was under way
-    /// across one is thrown away.
-    generation: u64,
-}
-
 impl StatusAllocator {
-    /// An allocator reserving from `store` under `policy`; it holds no block until the first
-    /// token.
+    /// An allocator reserving from `store` under `policy`; it opens its first list at the
+    /// first token.
     pub fn new(store: Store, policy: AllocationPolicy) -> Self {
         Self {
             store,
             policy,
+            owner: StatusListId::generate().to_string(),
             random: SystemRandom::new(),
-            block: Mutex::new(BlockState::default()),
+            state: Mutex::new(State::default()),
             refill: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The next entry for a new token; reserves a block first when the one in hand is used up
-    /// (one database write per `block` tokens).
-    pub async fn allocate(&self) -> Result<Allocation> {
+    /// The next entry for a new token. Waits for the database only when no reserved position
+    /// is left (the first token, or a background reservation that has not finished).
+    pub async fn allocate(self: &Arc<Self>) -> Result<Allocation> {
         loop {
-            if let Some(allocation) = self.take() {
+            let (taken, refill_now) = {
+                let mut state = self.lock();
+                let taken = Self::take(&mut state);
+                let low = state.following.is_none()
+                    && state
+                        .current
+                        .as_ref()
+                        .is_none_or(|r| r.end - r.next < self.policy.block / 2);
+                let refill_now = taken.is_some() && low && !state.refilling;
+                if refill_now {
+                    state.refilling = true;
+                }
+                (taken, refill_now)
+            };
+            if refill_now {
+                let allocator = self.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = allocator.reserve().await {
+                        tracing::warn!(%error, "could not reserve status list entries ahead");
+                    }
+                    allocator.lock().refilling = false;
+                });
+            }
+            if let Some(allocation) = taken {
                 return Ok(allocation);
             }
-            let _refill = self.refill.lock().await;
-            if let Some(allocation) = self.take() {
-                return Ok(allocation);
-            }
-            let generation = self.state().generation;
-            let reserved = self
-                .store
-                .reserve_status_block(self.policy.block, self.fresh_list()?)
-                .await?;
-            let block = Self::block_of(reserved)?;
-            let mut state = self.state();
-            if state.generation == generation {
-                state.current = Some(block);
-            }
+            self.reserve().await?;
         }
     }
 
-    /// Drops the block in hand and any reservation under way, so that the next token reserves
-    /// anew. Called after the database went back in time (a restore), once its open lists are
-    /// closed: the block may hold positions the restored counter hands out again.
-    pub fn discard_blocks(&self) {
-        let mut state = self.state();
-        state.current = None;
-        state.generation += 1;
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, BlockState> {
-        self.block
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The next position of the block in hand, as an allocation.
-    fn take(&self) -> Option<Allocation> {
-        let mut state = self.state();
-        let block = state.current.as_mut()?;
-        while block.next < block.end {
-            let position = block.next;
-            block.next += 1;
-            // A block lies inside its list, so every position has an index.
-            let Some(index) = block.list.permutation.index_of(u64::from(position)) else {
-                continue;
-            };
-            let index = u32::try_from(index).ok()?;
-            return Some(Allocation {
-                entry: StatusEntry {
-                    list: block.list.id.clone(),
-                    index,
-                },
-                uri: block.list.uri.clone(),
-            });
+    /// The next reserved position, as an allocation; moves on to the following list when the
+    /// current one runs out.
+    fn take(state: &mut State) -> Option<Allocation> {
+        loop {
+            let reserved = state.current.as_mut()?;
+            if reserved.next < reserved.end {
+                let position = reserved.next;
+                reserved.next += 1;
+                // A reservation lies inside its list, so every position has an index.
+                let index = reserved.list.permutation.index_of(u64::from(position))?;
+                return Some(Allocation {
+                    entry: StatusEntry {
+                        list: reserved.list.id.clone(),
+                        index: u32::try_from(index).ok()?,
+                    },
+                    uri: reserved.list.uri.clone(),
+                });
+            }
+            state.current = state.following.take();
         }
-        state.current = None;
-        None
     }
 
-    /// A list to open if no open list has room: random id and permutation key.
+    /// Reserves one more block: in the current list if it has room and its counter is where
+    /// this process left it, else in a new list. Does nothing if a block is already ahead.
+    async fn reserve(&self) -> Result<()> {
+        let _one_at_a_time = self.refill.lock().await;
+        let block = self.policy.block;
+        let extendable = {
+            let state = self.lock();
+            if state.following.is_some() {
+                return Ok(());
+            }
+            match &state.current {
+                Some(r) if r.end - r.next >= block / 2 && r.end > r.next => return Ok(()),
+                Some(r)
+                    if r.end
+                        .checked_add(block)
+                        .is_some_and(|end| end <= r.list.size) =>
+                {
+                    Some((r.list.clone(), r.end))
+                }
+                _ => None,
+            }
+        };
+        if let Some((list, end)) = extendable {
+            if self
+                .store
+                .extend_status_list(&list.id, &self.owner, end, block)
+                .await?
+            {
+                let mut state = self.lock();
+                if let Some(current) = state.current.as_mut().filter(|r| r.list.id == list.id) {
+                    current.end = end + block;
+                }
+                return Ok(());
+            }
+            tracing::warn!(
+                list = %list.id,
+                "this server's status list counter moved under it (a database restored from a \
+                 backup?): its remaining positions are dropped and a new list opens"
+            );
+            self.lock().current = None;
+        }
+        let fresh = self.fresh_list()?;
+        self.store
+            .open_status_list(&fresh, &self.owner, block)
+            .await?;
+        let reserved = Reserved {
+            list: Arc::new(HeldList {
+                permutation: IndexPermutation::new(
+                    &fresh.perm_key,
+                    fresh.id.as_str().as_bytes(),
+                    u64::from(fresh.size),
+                ),
+                uri: fresh.uri.into(),
+                size: fresh.size,
+                id: fresh.id,
+            }),
+            next: 0,
+            end: block,
+        };
+        let mut state = self.lock();
+        match &state.current {
+            Some(r) if r.next < r.end => state.following = Some(reserved),
+            _ => state.current = Some(reserved),
+        }
+        Ok(())
+    }
+
+    /// A new list of this process: random id and permutation key.
     fn fresh_list(&self) -> Result<StatusListRow> {
         let id = StatusListId::generate();
         let mut perm_key = vec![0u8; 32];
@@ -162,33 +243,6 @@ impl StatusAllocator {
             size: self.policy.list_size,
             bits: STATUS_BITS,
             perm_key,
-        })
-    }
-
-    fn block_of(reserved: ReservedBlock) -> Result<Block> {
-        let list = reserved.list;
-        if reserved
-            .start
-            .checked_add(reserved.len)
-            .is_none_or(|end| end > list.size)
-        {
-            return Err(Error::internal(format!(
-                "status list {} handed out a block past its end",
-                list.id
-            )));
-        }
-        Ok(Block {
-            list: Arc::new(HeldList {
-                permutation: IndexPermutation::new(
-                    &list.perm_key,
-                    list.id.as_str().as_bytes(),
-                    u64::from(list.size),
-                ),
-                uri: list.uri.into(),
-                id: list.id,
-            }),
-            next: reserved.start,
-            end: reserved.start + reserved.len,
         })
     }
 }

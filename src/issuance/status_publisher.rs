@@ -10,6 +10,12 @@
 //! A rendered list is served again for `render_cache` (one query, one compression and one
 //! signature per list and period, however many consumers fetch it), so a change shows in the
 //! list at most that long after it reached this server.
+//!
+//! The lists are public (no credentials on `GET /statuslists/{id}`), so what a stranger can make
+//! the server do is bounded: an unknown id costs no query (the known ids are read again at most
+//! once per second, when one is missing), renders run one at a time, and at most
+//! [`MAX_WAITING`] requests wait for one, for at most [`RENDER_WAIT`]; more get
+//! STATUS_LIST_BUSY.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,10 +28,19 @@ use tokenmint_jwt::status_list::{
 };
 
 use crate::domain::{StatusListId, StoredStatus, Timestamp};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result, reason};
 use crate::issuance::keys::{KeyManager, SigningKey};
 use crate::store::Store;
 use crate::store::status_lists::StatusListRow;
+
+/// Requests that may wait for a render at once; more are refused at once.
+pub const MAX_WAITING: usize = 64;
+
+/// How long a request waits for its turn to render.
+pub const RENDER_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the known list ids may be read again when an id is missing.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How lists are signed and cached.
 #[derive(Debug, Clone)]
@@ -54,12 +69,21 @@ pub struct StatusListPublisher {
     store: Store,
     keys: Arc<KeyManager>,
     policy: PublishingPolicy,
-    /// Lists known to exist (a list's row never changes what rendering reads).
-    lists: Mutex<HashMap<StatusListId, Arc<StatusListRow>>>,
+    /// Lists known to exist (a list's row never changes what rendering reads), and when they
+    /// were last read from the database.
+    lists: tokio::sync::Mutex<KnownLists>,
     rendered: Mutex<HashMap<StatusListId, (Instant, SignedStatusList)>>,
     /// One render at a time: concurrent requests for a list wait for one render, not one
     /// each.
     rendering: tokio::sync::Mutex<()>,
+    /// Requests waiting for a render.
+    waiting: tokio::sync::Semaphore,
+}
+
+#[derive(Default)]
+struct KnownLists {
+    rows: HashMap<StatusListId, Arc<StatusListRow>>,
+    read_at: Option<Instant>,
 }
 
 impl StatusListPublisher {
@@ -69,9 +93,10 @@ impl StatusListPublisher {
             store,
             keys,
             policy,
-            lists: Mutex::default(),
+            lists: tokio::sync::Mutex::default(),
             rendered: Mutex::default(),
             rendering: tokio::sync::Mutex::new(()),
+            waiting: tokio::sync::Semaphore::new(MAX_WAITING),
         }
     }
 
@@ -80,8 +105,18 @@ impl StatusListPublisher {
         if let Some(fresh) = self.cached(id) {
             return Ok(fresh);
         }
+        let busy = || {
+            Error::new(
+                ErrorCode::Unavailable,
+                reason::STATUS_LIST_BUSY,
+                "too many status list requests are waiting; retry shortly",
+            )
+        };
+        let _waiting = self.waiting.try_acquire().map_err(|_| busy())?;
         let row = self.list(id).await?;
-        let _rendering = self.rendering.lock().await;
+        let _rendering = tokio::time::timeout(RENDER_WAIT, self.rendering.lock())
+            .await
+            .map_err(|_| busy())?;
         if let Some(fresh) = self.cached(id) {
             return Ok(fresh);
         }
@@ -96,18 +131,29 @@ impl StatusListPublisher {
         (at.elapsed() < self.policy.render_cache).then(|| signed.clone())
     }
 
+    /// The list `id`: from memory, or after reading every list again if that was not done
+    /// within [`RELOAD_INTERVAL`] (a list another server opened since).
     async fn list(&self, id: &StatusListId) -> Result<Arc<StatusListRow>> {
-        if let Some(row) = lock(&self.lists).get(id) {
+        let mut known = self.lists.lock().await;
+        if let Some(row) = known.rows.get(id) {
             return Ok(row.clone());
         }
-        let row = Arc::new(
-            self.store
-                .status_list(id)
-                .await?
-                .ok_or_else(|| Error::status_list_not_found(id))?,
-        );
-        lock(&self.lists).insert(id.clone(), row.clone());
-        Ok(row)
+        if known
+            .read_at
+            .is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL)
+        {
+            let rows = self.store.status_lists().await?;
+            known.rows = rows
+                .into_iter()
+                .map(|row| (row.id.clone(), Arc::new(row)))
+                .collect();
+            known.read_at = Some(Instant::now());
+        }
+        known
+            .rows
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::status_list_not_found(id))
     }
 
     /// The list as the rows say now, signed.

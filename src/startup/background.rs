@@ -33,8 +33,7 @@ pub(super) fn spawn_background(
         core.feed_health.clone(),
         settings.tokens.leeway_secs,
         &core.log_at_load,
-    )
-    .with_status_allocator(core.statuses.clone());
+    );
     let period = Duration::from_millis(settings.background.change_poll_interval_ms.get());
     // Woken at once by a PostgreSQL notification; the interval is the fallback (and SQLite's
     // only way to hear of the CLI's changes).

@@ -148,8 +148,6 @@ impl Core {
             Duration::from_secs(settings.cache.metadata_ttl_secs),
         ));
         let last_used = Arc::new(LastUsed::default());
-        // Lists left open may have counters a restore took back: new tokens go to new lists.
-        store.close_open_status_lists().await?;
         let statuses = Arc::new(StatusAllocator::new(
             store.clone(),
             AllocationPolicy {

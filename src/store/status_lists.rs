@@ -1,11 +1,8 @@
-//! Status lists: blocks of positions reserved for a server's new tokens, and the entries a
-//! list is rendered from.
+//! Status lists: each one filled by the server process that opened it, in blocks of positions
+//! reserved by a compare-and-set on its counter; and the entries a list is rendered from.
 
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::status_lists::{self, Column, Entity as StatusLists};
 use super::entities::tokens::{Column as TokenColumn, Entity as Tokens};
@@ -13,7 +10,7 @@ use super::{Store, db_error};
 use crate::domain::{StatusListId, StoredStatus, Timestamp};
 use crate::error::{Error, Result};
 
-/// A status list as stored (or to be opened, when no open list has room for a block).
+/// A status list as stored (or about to be opened).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusListRow {
     /// The list's id.
@@ -28,127 +25,69 @@ pub struct StatusListRow {
     pub perm_key: Vec<u8>,
 }
 
-/// Positions `[start, start + len)` of a list, reserved for one server.
-#[derive(Debug, Clone)]
-pub struct ReservedBlock {
-    /// The list.
-    pub list: StatusListRow,
-    /// The first position.
-    pub start: u32,
-    /// How many positions.
-    pub len: u32,
-}
-
-/// How many times a reservation looks for an open list before opening one: another server may
-/// take the last block of the list it found between the read and the update.
-const RESERVE_ATTEMPTS: usize = 3;
-
 impl Store {
-    /// Reserves `len` consecutive positions in the oldest open list with room whose URI is
-    /// `fresh`'s base (`<base>/<id>`), or opens `fresh` with its first `len` positions reserved.
-    /// A position is never handed out twice: the counter moves in one conditional UPDATE. Lists
-    /// under another base (a changed `status_list.base_uri`, another test server's address)
-    /// are left alone, so that a token's URI always follows the configuration it was minted
-    /// under.
-    #[tracing::instrument(level = "debug", name = "db.reserve_status_block", skip_all, fields(db.system.name = self.backend().otel_name()))]
-    pub async fn reserve_status_block(
+    /// Opens `list` for `owner`, its first `reserved` positions taken.
+    #[tracing::instrument(level = "debug", name = "db.open_status_list", skip_all, fields(db.system.name = self.backend().otel_name()))]
+    pub async fn open_status_list(
         &self,
-        len: u32,
-        fresh: StatusListRow,
-    ) -> Result<ReservedBlock> {
-        let _turn = self.write_turn().await;
-        let base = fresh
-            .uri
-            .strip_suffix(fresh.id.as_str())
-            .ok_or_else(|| Error::internal("a new status list's URI does not end in its id"))?;
-        for _ in 0..RESERVE_ATTEMPTS {
-            let open = StatusLists::find()
-                .filter(Column::Closed.eq(false))
-                .filter(
-                    Expr::col(Column::NextPos)
-                        .add(i64::from(len))
-                        .lte(Expr::col(Column::Size)),
-                )
-                .order_by_asc(Column::CreatedAt)
-                .all(self.db())
-                .await
-                .map_err(db_error)?;
-            let same_base = open
-                .into_iter()
-                .find(|list| list.uri.strip_suffix(list.id.as_str()) == Some(base));
-            let Some(open) = same_base else { break };
-            if let Some(start) = self.take_positions(&open.id, len).await? {
-                return Ok(ReservedBlock {
-                    list: row_of(open)?,
-                    start,
-                    len,
-                });
-            }
-        }
-        let list = status_lists::ActiveModel {
-            id: Set(fresh.id.to_string()),
-            uri: Set(fresh.uri.clone()),
-            size: Set(i64::from(fresh.size)),
-            bits: Set(i32::from(fresh.bits)),
-            perm_key: Set(hex::encode(&fresh.perm_key)),
-            next_pos: Set(i64::from(len)),
-            closed: Set(false),
+        list: &StatusListRow,
+        owner: &str,
+        reserved: u32,
+    ) -> Result<()> {
+        let row = status_lists::ActiveModel {
+            id: Set(list.id.to_string()),
+            uri: Set(list.uri.clone()),
+            size: Set(i64::from(list.size)),
+            bits: Set(i32::from(list.bits)),
+            perm_key: Set(hex::encode(&list.perm_key)),
+            next_pos: Set(i64::from(reserved)),
+            owner: Set(owner.to_owned()),
             created_at: Set(Timestamp::now().0),
         };
-        StatusLists::insert(list)
+        let _turn = self.write_turn().await;
+        StatusLists::insert(row)
             .exec_without_returning(self.db())
             .await
             .map_err(db_error)?;
-        Ok(ReservedBlock {
-            list: fresh,
-            start: 0,
-            len,
-        })
+        Ok(())
     }
 
-    /// Moves list `id`'s counter on by `len` if it is open and has room; the first position
-    /// taken, or `None` if another server got there first.
-    async fn take_positions(&self, id: &str, len: u32) -> Result<Option<u32>> {
-        let backend = self.db().get_database_backend();
-        let len = i64::from(len);
-        let (sql, values): (&str, Vec<sea_orm::Value>) = match backend {
-            DbBackend::Postgres => (
-                "UPDATE status_lists SET next_pos = next_pos + $1 \
-                 WHERE id = $2 AND NOT closed AND next_pos + $1 <= size RETURNING next_pos",
-                vec![len.into(), id.into()],
-            ),
-            // SQLite numbers each `?` on its own: the length is bound twice.
-            _ => (
-                "UPDATE status_lists SET next_pos = next_pos + ? \
-                 WHERE id = ? AND NOT closed AND next_pos + ? <= size RETURNING next_pos",
-                vec![len.into(), id.into(), len.into()],
-            ),
-        };
-        let row = self
-            .db()
-            .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await
-            .map_err(db_error)?;
-        let Some(row) = row else { return Ok(None) };
-        let next: i64 = row.try_get("", "next_pos").map_err(db_error)?;
-        let start = u32::try_from(next - len)
-            .map_err(|_| Error::internal(format!("status list {id} has a corrupt counter")))?;
-        Ok(Some(start))
-    }
-
-    /// Closes every open list: no more blocks are handed out from them (blocks already held
-    /// stay valid). A server does this when it starts and when it sees the change log go back
-    /// in time, because a database restored from a backup has counters that went back too,
-    /// and would hand the indices of tokens lost in the restore out again.
-    pub async fn close_open_status_lists(&self) -> Result<u64> {
+    /// Reserves positions `[reserved, reserved + len)` of `owner`'s list `id`: a compare-and-set
+    /// on its counter, which must stand at `reserved` (where the owner's last reservation
+    /// ended) and leave room. False when it does not: the list is full, or the counter moved
+    /// under its owner, which only a database restored from a backup does (the positions after
+    /// it may belong to tokens the restore lost), or the row is gone.
+    #[tracing::instrument(level = "debug", name = "db.extend_status_list", skip_all, fields(db.system.name = self.backend().otel_name()))]
+    pub async fn extend_status_list(
+        &self,
+        id: &StatusListId,
+        owner: &str,
+        reserved: u32,
+        len: u32,
+    ) -> Result<bool> {
+        let (reserved, len) = (i64::from(reserved), i64::from(len));
         let _turn = self.write_turn().await;
         let result = StatusLists::update_many()
-            .col_expr(Column::Closed, Expr::value(true))
-            .filter(Column::Closed.eq(false))
+            .col_expr(Column::NextPos, Expr::value(reserved + len))
+            .filter(Column::Id.eq(id.as_str()))
+            .filter(Column::Owner.eq(owner))
+            .filter(Column::NextPos.eq(reserved))
+            .filter(Expr::col(Column::Size).gte(reserved + len))
             .exec(self.db())
             .await
             .map_err(db_error)?;
-        Ok(result.rows_affected)
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Every list (to answer for an id without a query per unknown id).
+    pub async fn status_lists(&self) -> Result<Vec<StatusListRow>> {
+        StatusLists::find()
+            .all(self.db())
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(row_of)
+            .collect()
     }
 
     /// The list `id`, if it exists.
@@ -221,11 +160,11 @@ mod tests {
         Store::migrated_sqlite_in(dir, 2, Duration::from_secs(5)).await
     }
 
-    /// A list of 1024 entries under `base`.
-    fn fresh(base: &str) -> StatusListRow {
+    /// A list of 1024 entries.
+    fn fresh() -> StatusListRow {
         let id = StatusListId::generate();
         StatusListRow {
-            uri: format!("{base}/{id}"),
+            uri: format!("https://t.example/lists/{id}"),
             id,
             size: 1024,
             bits: 2,
@@ -234,52 +173,69 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn blocks_fill_a_list_in_order_then_a_new_list_opens() {
+    async fn the_owner_extends_its_list_block_by_block_until_it_is_full() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_in(dir.path()).await;
-        let base = "https://t.example/lists";
-        let first = store.reserve_status_block(512, fresh(base)).await.unwrap();
-        let second = store.reserve_status_block(512, fresh(base)).await.unwrap();
-        let third = store.reserve_status_block(512, fresh(base)).await.unwrap();
-        assert_eq!((first.start, second.start), (0, 512));
+        let list = fresh();
+        store.open_status_list(&list, "a", 512).await.unwrap();
         assert_eq!(
-            first.list, second.list,
-            "the open list takes blocks until full"
+            store.status_list(&list.id).await.unwrap(),
+            Some(list.clone())
         );
-        assert_ne!(third.list.id, first.list.id, "a full list takes no more");
-        assert_eq!(third.start, 0);
-        assert_eq!(
-            store.status_list(&first.list.id).await.unwrap(),
-            Some(first.list)
+        assert!(
+            store
+                .extend_status_list(&list.id, "a", 512, 256)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .extend_status_list(&list.id, "a", 768, 256)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .extend_status_list(&list.id, "a", 1024, 1)
+                .await
+                .unwrap(),
+            "a full list takes no more"
         );
     }
 
     #[tokio::test]
-    async fn closed_lists_and_lists_under_another_base_take_no_blocks() {
+    async fn a_counter_that_moved_or_another_owner_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_in(dir.path()).await;
-        let old = store
-            .reserve_status_block(4, fresh("https://old.example/lists"))
-            .await
-            .unwrap();
-        let moved = store
-            .reserve_status_block(4, fresh("https://new.example/lists"))
-            .await
-            .unwrap();
-        assert_ne!(
-            moved.list.id, old.list.id,
-            "a changed base opens its own list"
+        let list = fresh();
+        store.open_status_list(&list, "a", 256).await.unwrap();
+        assert!(
+            !store
+                .extend_status_list(&list.id, "b", 256, 256)
+                .await
+                .unwrap(),
+            "only the owner reserves"
         );
-        assert!(moved.list.uri.starts_with("https://new.example/lists/"));
-        assert_eq!(store.close_open_status_lists().await.unwrap(), 2);
-        let after = store
-            .reserve_status_block(4, fresh("https://new.example/lists"))
-            .await
-            .unwrap();
-        assert_ne!(
-            after.list.id, moved.list.id,
-            "a closed list takes no more blocks"
+        assert!(
+            !store
+                .extend_status_list(&list.id, "a", 512, 256)
+                .await
+                .unwrap(),
+            "the counter is not where the owner left it (a restore took it back)"
         );
-        assert_eq!(after.start, 0);
+        assert!(
+            !store
+                .extend_status_list(&fresh().id, "a", 0, 256)
+                .await
+                .unwrap(),
+            "a list that is gone"
+        );
+        assert!(
+            store
+                .extend_status_list(&list.id, "a", 256, 256)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.status_lists().await.unwrap(), vec![list]);
     }
 }

@@ -13,7 +13,8 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::helpers::{
-    TestApp, TestDatabase, assert_error, authed, claims_of, http_get, http_get_with,
+    TestApp, TestDatabase, assert_error, authed, claims_of, execute_in_database, http_get,
+    http_get_with,
 };
 
 type Client = pb::token_service_client::TokenServiceClient<Channel>;
@@ -218,10 +219,12 @@ async fn the_list_follows_suspend_activate_revoke_and_delete_and_every_other_ind
 #[tokio::test]
 async fn indices_never_repeat_across_blocks_and_replicas_and_hide_issue_order() {
     let db = TestDatabase::create().await;
-    // Blocks of 4: twenty tokens on each server take several reservations each.
+    // Blocks of 4: twenty tokens on each server take several reservations each. One public
+    // base URI for both, as replicas behind one address have.
     let small_blocks = |s: &mut tokenmint::config::Settings| {
         s.status_list.block = 4;
         s.status_list.render_cache_ms = 0;
+        s.status_list.base_uri = Some("https://tokens.example/statuslists".into());
     };
     let a = TestApp::spawn_on(db.clone(), small_blocks).await;
     let b = TestApp::spawn_on(db.clone(), small_blocks).await;
@@ -290,22 +293,19 @@ async fn indices_never_repeat_across_blocks_and_replicas_and_hide_issue_order() 
 }
 
 #[tokio::test]
-async fn a_restarted_server_opens_a_new_list_rather_than_trusting_an_old_counter() {
+async fn a_restarted_server_fills_a_list_of_its_own() {
     let mut app = spawn_rendering_fresh().await;
     let caller = app.manager(USER).await;
     let (_, before) = mint(&app.client().await, &caller).await;
-    // The same address after the restart: the same base URI, so only the closing of open
-    // lists at start-up keeps the new token out of the old list.
+    // The same address after the restart: the same base URI, so only list ownership (one
+    // process per list) keeps the new token out of the old list.
     app.settings.server.listen = app.addr;
     app.restart().await;
     let (_, after) = mint(&app.client().await, &caller).await;
     let (old_uri, old_index) = entry_of(&before);
     let (new_uri, _) = entry_of(&after);
     let (old_id, new_id) = (old_uri.rsplit('/').next(), new_uri.rsplit('/').next());
-    assert_ne!(
-        old_id, new_id,
-        "a list open at start-up takes no more tokens"
-    );
+    assert_ne!(old_id, new_id, "a new process opens a new list");
     // The old list is still served, at its own id and with its own URI, after the restart.
     let response = app
         .client()
@@ -344,10 +344,23 @@ async fn unknown_lists_and_unsupported_requests_get_clear_answers() {
     let (status_line, _, _) =
         http_get_with(app.addr, &path, &["Accept: application/statuslist+cwt"]).await;
     assert!(status_line.starts_with("HTTP/1.1 406"), "{status_line}");
+    for refused in [
+        "application/statuslist+jwt;q=0, */*",
+        "*/*;Q=0",
+        "text/html",
+    ] {
+        let (status_line, _, _) =
+            http_get_with(app.addr, &path, &[&format!("Accept: {refused}")]).await;
+        assert!(
+            status_line.starts_with("HTTP/1.1 406"),
+            "{refused}: {status_line}"
+        );
+    }
     for accepted in [
         "*/*",
         "application/*",
         "application/statuslist+jwt;q=0.9, */*;q=0.1",
+        "text/html, */*;Q=0.5",
     ] {
         let (status_line, _, _) =
             http_get_with(app.addr, &path, &[&format!("Accept: {accepted}")]).await;
@@ -397,4 +410,51 @@ async fn a_configured_base_uri_is_baked_into_tokens() {
         .into_inner();
     let (claims, _) = read_list_token(&app, &uri, &response.status_list_token).await;
     assert_eq!(claims["sub"].as_str(), Some(uri.as_str()));
+}
+
+#[tokio::test]
+async fn a_list_lost_in_a_restore_is_replaced_at_the_next_reservation() {
+    let app = TestApp::spawn_with(|s| {
+        s.status_list.block = 4;
+        s.status_list.render_cache_ms = 0;
+    })
+    .await;
+    let caller = app.manager(USER).await;
+    let client = app.client().await;
+    let lost = [mint(&client, &caller).await, mint(&client, &caller).await];
+    let (lost_uri, _) = entry_of(&lost[0].1);
+    let lost_list = lost_uri.rsplit('/').next().expect("id").to_owned();
+    // The database goes back to a backup from before the list (and its tokens) existed.
+    execute_in_database(
+        &app,
+        &[
+            format!(
+                "DELETE FROM tokens WHERE id IN ('{}', '{}')",
+                lost[0].0, lost[1].0
+            ),
+            format!("DELETE FROM status_lists WHERE id = '{lost_list}'"),
+        ],
+    )
+    .await;
+    let lost_entries: HashSet<_> = lost.iter().map(|(_, token)| entry_of(token)).collect();
+    let mut last = String::new();
+    for _ in 0..12 {
+        let (_, token) = mint(&client, &caller).await;
+        assert!(
+            !lost_entries.contains(&entry_of(&token)),
+            "an entry of a lost token handed out again"
+        );
+        last = token;
+    }
+    let (uri, index) = entry_of(&last);
+    assert_ne!(
+        uri, lost_uri,
+        "a new list once the remaining positions are used"
+    );
+    let (_, list) = fetch_list(&app, &uri).await;
+    assert_eq!(
+        list.get(index),
+        Some(TokenStatus::Valid),
+        "the new list is served"
+    );
 }

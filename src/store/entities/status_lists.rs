@@ -17,10 +17,10 @@ pub struct Model {
     pub bits: i32,
     /// The index permutation's key, hex (hides issue order; not a secret).
     pub perm_key: String,
-    /// Positions handed out so far (in blocks).
+    /// Positions reserved so far (in blocks, by the owner).
     pub next_pos: i64,
-    /// Whether no more blocks are handed out from the list.
-    pub closed: bool,
+    /// The server process that fills the list (random per process): no other reserves in it.
+    pub owner: String,
     /// Microseconds since the Unix epoch.
     pub created_at: i64,
 }
