@@ -193,6 +193,14 @@ impl Settings {
             lists.render_cache_ms <= lists.ttl_secs.get().saturating_mul(1000),
             "status_list.render_cache_ms must not exceed status_list.ttl_secs"
         );
+        // Tests shrink both; in production a tiny block is a write per token and no render
+        // cache lets every request for a list render it.
+        anyhow::ensure!(
+            self.environment != Environment::Production
+                || (lists.block >= 64 && lists.render_cache_ms >= 100),
+            "production requires status_list.block of at least 64 and status_list.render_cache_ms \
+             of at least 100"
+        );
         if let Some(base) = &lists.base_uri {
             let (scheme, rest) = base.split_once("://").unwrap_or(("", ""));
             let authority = rest.split('/').next().unwrap_or("");

@@ -43,7 +43,7 @@ impl fmt::Display for StatusListId {
 }
 
 /// A token's entry in a status list: the list and the index the token's `status` claim names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StatusEntry {
     /// The list.
     pub list: StatusListId,

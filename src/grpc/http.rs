@@ -189,17 +189,19 @@ async fn status_list(
     }
 }
 
-/// Whether the `Accept` header (absent: anything) admits `application/statuslist+jwt`: the
-/// most specific media range that matches it (the type itself, `application/*`, `*/*`) decides,
-/// and refuses it with `q=0` (RFC 9110 §12.5.1).
+/// Whether the `Accept` header (absent or empty: anything) admits
+/// `application/statuslist+jwt`: the most specific media ranges that match it (the type itself,
+/// `application/*`, `*/*`) decide, by their highest `q`; `q=0` refuses (RFC 9110 §12.5.1). A range
+/// with a malformed `q` is ignored.
 fn accepts_status_list_jwt(headers: &HeaderMap) -> bool {
     let mut present = false;
-    let mut best: Option<(u8, f32)> = None;
+    let mut best: Option<(u8, u16)> = None;
     let ranges = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','));
+        .flat_map(|value| value.split(','))
+        .filter(|range| !range.trim().is_empty());
     for range in ranges {
         present = true;
         let mut parts = range.split(';');
@@ -221,12 +223,30 @@ fn accepts_status_list_jwt(headers: &HeaderMap) -> bool {
                     .then_some(value.trim())
             })
             .next()
-            .map_or(1.0, |value| value.parse::<f32>().unwrap_or(0.0));
-        if best.is_none_or(|(most, _)| specificity > most) {
-            best = Some((specificity, q));
-        }
+            .map_or(Some(1000), quality);
+        let Some(q) = q else { continue };
+        best = match best {
+            Some((most, top)) if most > specificity || (most == specificity && top >= q) => {
+                Some((most, top))
+            }
+            _ => Some((specificity, q)),
+        };
     }
-    !present || best.is_some_and(|(_, q)| q > 0.0)
+    !present || best.is_some_and(|(_, q)| q > 0)
+}
+
+/// An RFC 9110 `qvalue` in thousandths (`0`, `0.5`, `1.000`…); `None` if malformed.
+fn quality(text: &str) -> Option<u16> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 async fn fallback(headers: HeaderMap) -> Response {

@@ -75,6 +75,15 @@ struct State {
     refilling: bool,
 }
 
+/// Clears [`State::refilling`] when the background reservation ends, however it ends.
+struct Refilling<'a>(&'a StatusAllocator);
+
+impl Drop for Refilling<'_> {
+    fn drop(&mut self) {
+        self.0.lock().refilling = false;
+    }
+}
+
 /// Hands out status list entries to the tokens this server mints.
 pub struct StatusAllocator {
     store: Store,
@@ -109,10 +118,7 @@ impl StatusAllocator {
                 let mut state = self.lock();
                 let taken = Self::take(&mut state);
                 let low = state.following.is_none()
-                    && state
-                        .current
-                        .as_ref()
-                        .is_none_or(|r| r.end - r.next < self.policy.block / 2);
+                    && state.current.as_ref().is_none_or(|r| self.is_low(r));
                 let refill_now = taken.is_some() && low && !state.refilling;
                 if refill_now {
                     state.refilling = true;
@@ -122,10 +128,10 @@ impl StatusAllocator {
             if refill_now {
                 let allocator = self.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = allocator.reserve().await {
+                    let refilling = Refilling(&allocator);
+                    if let Err(error) = refilling.0.reserve().await {
                         tracing::warn!(%error, "could not reserve status list entries ahead");
                     }
-                    allocator.lock().refilling = false;
                 });
             }
             if let Some(allocation) = taken {
@@ -135,6 +141,11 @@ impl StatusAllocator {
         }
     }
 
+    /// Whether at most half a block is left: time to reserve the next one.
+    fn is_low(&self, reserved: &Reserved) -> bool {
+        u64::from(reserved.end - reserved.next) * 2 <= u64::from(self.policy.block)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
@@ -142,7 +153,8 @@ impl StatusAllocator {
     }
 
     /// The next reserved position, as an allocation; moves on to the following list when the
-    /// current one runs out.
+    /// current one runs out. A used-up current list without a following one stays, so that the
+    /// next reservation extends it rather than opening another list.
     fn take(state: &mut State) -> Option<Allocation> {
         loop {
             let reserved = state.current.as_mut()?;
@@ -159,7 +171,7 @@ impl StatusAllocator {
                     uri: reserved.list.uri.clone(),
                 });
             }
-            state.current = state.following.take();
+            state.current = Some(state.following.take()?);
         }
     }
 
@@ -174,7 +186,7 @@ impl StatusAllocator {
                 return Ok(());
             }
             match &state.current {
-                Some(r) if r.end - r.next >= block / 2 && r.end > r.next => return Ok(()),
+                Some(r) if !self.is_low(r) => return Ok(()),
                 Some(r)
                     if r.end
                         .checked_add(block)
@@ -244,5 +256,65 @@ impl StatusAllocator {
             bits: STATUS_BITS,
             perm_key,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn allocator(dir: &std::path::Path, list_size: u32, block: u32) -> Arc<StatusAllocator> {
+        let store = Store::migrated_sqlite_in(dir, 2, Duration::from_secs(5)).await;
+        let policy = AllocationPolicy {
+            base_uri: "https://t.example/lists".into(),
+            list_size,
+            block,
+        };
+        Arc::new(StatusAllocator::new(store, policy))
+    }
+
+    /// Without yielding between tokens, the background reservation has no chance to run: each
+    /// used-up block must extend the same list, not open a new one.
+    #[tokio::test]
+    async fn used_up_blocks_extend_the_list_and_a_full_list_opens_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let statuses = allocator(dir.path(), 1024, 4).await;
+        let mut seen = HashSet::new();
+        let mut lists = Vec::new();
+        for _ in 0..1030 {
+            let allocation = statuses.allocate().await.unwrap();
+            assert!(
+                seen.insert(allocation.entry.clone()),
+                "{:?} twice",
+                allocation.entry
+            );
+            if lists.last() != Some(&allocation.entry.list) {
+                lists.push(allocation.entry.list);
+            }
+        }
+        assert_eq!(
+            lists.len(),
+            2,
+            "one list until it is full, then the next: {lists:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn blocks_of_one_and_a_block_the_size_of_the_list_work() {
+        let dir = tempfile::tempdir().unwrap();
+        for (block, tokens) in [(1, 40), (2, 40), (1024, 1100)] {
+            let statuses = allocator(dir.path(), 1024, block).await;
+            let mut seen = HashSet::new();
+            for _ in 0..tokens {
+                let allocation = statuses.allocate().await.unwrap();
+                assert!(
+                    seen.insert(allocation.entry),
+                    "block {block}: an entry twice"
+                );
+            }
+        }
     }
 }

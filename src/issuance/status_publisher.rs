@@ -69,21 +69,17 @@ pub struct StatusListPublisher {
     store: Store,
     keys: Arc<KeyManager>,
     policy: PublishingPolicy,
-    /// Lists known to exist (a list's row never changes what rendering reads), and when they
-    /// were last read from the database.
-    lists: tokio::sync::Mutex<KnownLists>,
+    /// Lists known to exist (a list's row never changes what rendering reads).
+    lists: Mutex<HashMap<StatusListId, Arc<StatusListRow>>>,
+    /// When the lists were last read from the database; held while they are read again, so
+    /// that misses share one read.
+    lists_read_at: tokio::sync::Mutex<Option<Instant>>,
     rendered: Mutex<HashMap<StatusListId, (Instant, SignedStatusList)>>,
     /// One render at a time: concurrent requests for a list wait for one render, not one
     /// each.
     rendering: tokio::sync::Mutex<()>,
     /// Requests waiting for a render.
     waiting: tokio::sync::Semaphore,
-}
-
-#[derive(Default)]
-struct KnownLists {
-    rows: HashMap<StatusListId, Arc<StatusListRow>>,
-    read_at: Option<Instant>,
 }
 
 impl StatusListPublisher {
@@ -93,7 +89,8 @@ impl StatusListPublisher {
             store,
             keys,
             policy,
-            lists: tokio::sync::Mutex::default(),
+            lists: Mutex::default(),
+            lists_read_at: tokio::sync::Mutex::new(None),
             rendered: Mutex::default(),
             rendering: tokio::sync::Mutex::new(()),
             waiting: tokio::sync::Semaphore::new(MAX_WAITING),
@@ -113,7 +110,9 @@ impl StatusListPublisher {
             )
         };
         let _waiting = self.waiting.try_acquire().map_err(|_| busy())?;
-        let row = self.list(id).await?;
+        let row = tokio::time::timeout(RENDER_WAIT, self.list(id))
+            .await
+            .map_err(|_| busy())??;
         let _rendering = tokio::time::timeout(RENDER_WAIT, self.rendering.lock())
             .await
             .map_err(|_| busy())?;
@@ -134,23 +133,22 @@ impl StatusListPublisher {
     /// The list `id`: from memory, or after reading every list again if that was not done
     /// within [`RELOAD_INTERVAL`] (a list another server opened since).
     async fn list(&self, id: &StatusListId) -> Result<Arc<StatusListRow>> {
-        let mut known = self.lists.lock().await;
-        if let Some(row) = known.rows.get(id) {
+        if let Some(row) = lock(&self.lists).get(id) {
             return Ok(row.clone());
         }
-        if known
-            .read_at
-            .is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL)
-        {
-            let rows = self.store.status_lists().await?;
-            known.rows = rows
-                .into_iter()
-                .map(|row| (row.id.clone(), Arc::new(row)))
-                .collect();
-            known.read_at = Some(Instant::now());
+        let mut read_at = self.lists_read_at.lock().await;
+        if let Some(row) = lock(&self.lists).get(id) {
+            return Ok(row.clone());
         }
-        known
-            .rows
+        if read_at.is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL) {
+            let rows = self.store.status_lists().await?;
+            let mut known = lock(&self.lists);
+            for row in rows {
+                known.insert(row.id.clone(), Arc::new(row));
+            }
+            *read_at = Some(Instant::now());
+        }
+        lock(&self.lists)
             .get(id)
             .cloned()
             .ok_or_else(|| Error::status_list_not_found(id))
@@ -164,19 +162,33 @@ impl StatusListPublisher {
         let bytes = usize::try_from(u64::from(row.size) * u64::from(row.bits) / 8)
             .map_err(Error::internal)?;
         let mut list = StatusList::filled(row.bits, bytes, TokenStatus::Invalid);
-        for (index, status) in entries {
-            let status = match status {
-                StoredStatus::Active => TokenStatus::Valid,
-                StoredStatus::Suspended => TokenStatus::Suspended,
-                StoredStatus::Revoked => continue,
-            };
-            let in_list = usize::try_from(index).is_ok_and(|i| list.set(i, status));
-            if !in_list {
+        // Indices are unique by construction; should two rows ever share one, the entry must
+        // not read VALID for a token that was revoked: it reads INVALID.
+        let mut seen = vec![0u64; (row.size as usize).div_ceil(64)];
+        let mut shared = Vec::new();
+        for (index, usable) in entries {
+            let slot = index as usize;
+            let Some(word) = seen.get_mut(slot / 64) else {
                 return Err(Error::internal(format!(
                     "a token of status list {} has index {index}, past its end",
                     row.id
                 )));
+            };
+            let bit = 1u64 << (slot % 64);
+            if *word & bit != 0 {
+                shared.push(slot);
             }
+            *word |= bit;
+            let status = match usable {
+                Some(StoredStatus::Active) => TokenStatus::Valid,
+                Some(StoredStatus::Suspended) => TokenStatus::Suspended,
+                Some(StoredStatus::Revoked) | None => continue,
+            };
+            list.set(slot, status);
+        }
+        for slot in shared {
+            tracing::error!(list = %row.id, index = slot, "two tokens hold one status list entry: it reads INVALID");
+            list.set(slot, TokenStatus::Invalid);
         }
         let iat = now.as_secs();
         let claims = StatusListClaims {

@@ -100,35 +100,36 @@ impl Store {
             .transpose()
     }
 
-    /// The entries of list `id` whose tokens are usable or suspended at `now` (not deleted,
-    /// not revoked, not expired), with their stored status. Every other entry of the list
+    /// Every token row of list `id`: its index, and its stored status if the token is usable
+    /// or suspended at `now` (`None`: deleted, revoked or expired). Every index without a row
     /// reads INVALID.
     #[tracing::instrument(level = "debug", name = "db.status_list_entries", skip_all, fields(db.system.name = self.backend().otel_name()))]
     pub async fn status_list_entries(
         &self,
         id: &StatusListId,
         now: Timestamp,
-    ) -> Result<Vec<(u32, StoredStatus)>> {
-        let rows: Vec<(Option<i64>, String)> = Tokens::find()
+    ) -> Result<Vec<(u32, Option<StoredStatus>)>> {
+        let rows: Vec<(Option<i64>, String, Option<i64>, i64)> = Tokens::find()
             .select_only()
             .column(TokenColumn::StatusIdx)
             .column(TokenColumn::Status)
+            .column(TokenColumn::DeletedAt)
+            .column(TokenColumn::ExpiresAt)
             .filter(TokenColumn::StatusListId.eq(id.as_str()))
-            .filter(TokenColumn::DeletedAt.is_null())
-            .filter(TokenColumn::ExpiresAt.gt(now.0))
-            .filter(TokenColumn::Status.is_in([
-                StoredStatus::Active.as_str(),
-                StoredStatus::Suspended.as_str(),
-            ]))
             .into_tuple()
             .all(self.db())
             .await
             .map_err(db_error)?;
         rows.into_iter()
-            .map(|(index, status)| {
+            .map(|(index, status, deleted_at, expires_at)| {
                 let index = index.and_then(|i| u32::try_from(i).ok());
                 match (index, StoredStatus::parse(&status)) {
-                    (Some(index), Some(status)) => Ok((index, status)),
+                    (Some(index), Some(status)) => {
+                        let usable = deleted_at.is_none()
+                            && expires_at > now.0
+                            && status != StoredStatus::Revoked;
+                        Ok((index, usable.then_some(status)))
+                    }
                     _ => Err(Error::internal(format!(
                         "a token of status list {id} has an unreadable entry"
                     ))),

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use crate::helpers::{
     TestApp, TestDatabase, assert_error, authed, claims_of, execute_in_database, http_get,
-    http_get_with,
+    http_get_with, query_number,
 };
 
 type Client = pb::token_service_client::TokenServiceClient<Channel>;
@@ -259,6 +259,10 @@ async fn indices_never_repeat_across_blocks_and_replicas_and_hide_issue_order() 
         );
     }
 
+    // Each server fills one list of its own (the lists are far from full), beside the one the
+    // operator CLI opened for the caller's token: every block was reserved in the same list.
+    let lists_opened = query_number(&a, "SELECT COUNT(*) FROM status_lists").await;
+    assert_eq!(lists_opened, 3, "one list per process");
     let a_list = &issue_order[0].0;
     let a_indices: Vec<usize> = issue_order
         .iter()
@@ -348,6 +352,8 @@ async fn unknown_lists_and_unsupported_requests_get_clear_answers() {
         "application/statuslist+jwt;q=0, */*",
         "*/*;Q=0",
         "text/html",
+        "application/statuslist+jwt;q=5",
+        "*/*;q=nan",
     ] {
         let (status_line, _, _) =
             http_get_with(app.addr, &path, &[&format!("Accept: {refused}")]).await;
@@ -361,6 +367,8 @@ async fn unknown_lists_and_unsupported_requests_get_clear_answers() {
         "application/*",
         "application/statuslist+jwt;q=0.9, */*;q=0.1",
         "text/html, */*;Q=0.5",
+        "application/statuslist+jwt;q=0, application/statuslist+jwt;q=0.2",
+        "",
     ] {
         let (status_line, _, _) =
             http_get_with(app.addr, &path, &[&format!("Accept: {accepted}")]).await;
@@ -456,5 +464,27 @@ async fn a_list_lost_in_a_restore_is_replaced_at_the_next_reservation() {
         list.get(index),
         Some(TokenStatus::Valid),
         "the new list is served"
+    );
+}
+
+#[tokio::test]
+async fn a_list_whose_counter_went_back_is_left_for_a_new_one() {
+    let app = TestApp::spawn_with(|s| s.status_list.block = 4).await;
+    let caller = app.manager(USER).await;
+    let client = app.client().await;
+    let (_, first) = mint(&client, &caller).await;
+    let (uri, _) = entry_of(&first);
+    let list = uri.rsplit('/').next().expect("id").to_owned();
+    // A restore from a backup taken when the list was new: its row is back at the start.
+    let rewind = format!("UPDATE status_lists SET next_pos = 0 WHERE id = '{list}'");
+    execute_in_database(&app, &[rewind]).await;
+    let mut last = String::new();
+    for _ in 0..12 {
+        last = mint(&client, &caller).await.1;
+    }
+    assert_ne!(
+        entry_of(&last).0,
+        uri,
+        "the owner does not extend a list whose counter is not where it left it"
     );
 }
