@@ -19,6 +19,10 @@ pub enum ErrorCode {
     AlreadyExists,
     /// The resource is not in a state that allows this (FAILED_PRECONDITION).
     FailedPrecondition,
+    /// A limit of this server is reached; retry later or elsewhere (RESOURCE_EXHAUSTED).
+    ResourceExhausted,
+    /// The operation was cut off and should be resumed from where it stood (ABORTED).
+    Aborted,
     /// A dependency (the database) is unavailable; retrying may help (UNAVAILABLE).
     Unavailable,
     /// A bug or an invariant broken on our side (INTERNAL).
@@ -90,6 +94,20 @@ pub mod reason {
     pub const STATUS_LIST_NOT_FOUND: &str = "STATUS_LIST_NOT_FOUND";
     /// Too many status list requests are waiting for a render; retry shortly.
     pub const STATUS_LIST_BUSY: &str = "STATUS_LIST_BUSY";
+    /// A change-stream cursor is not one the server handed out.
+    pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
+    /// The change log no longer holds the changes after a stream's cursor (pruned, or missed by
+    /// the server): resync from the status lists, then watch from an empty cursor.
+    pub const CHANGE_CURSOR_EXPIRED: &str = "CHANGE_CURSOR_EXPIRED";
+    /// The change log went back in time (a database restored from a backup): resync from the
+    /// status lists, then watch from an empty cursor.
+    pub const CHANGE_LOG_REWOUND: &str = "CHANGE_LOG_REWOUND";
+    /// A change stream fell too far behind the server's changes: resume from its last cursor.
+    pub const CHANGE_STREAM_TOO_SLOW: &str = "CHANGE_STREAM_TOO_SLOW";
+    /// The server already serves as many change streams as it may (`changes.max_streams`).
+    pub const TOO_MANY_CHANGE_STREAMS: &str = "TOO_MANY_CHANGE_STREAMS";
+    /// The server is shutting down: retry on another server, or resume later.
+    pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
     /// The lifecycle transition is not allowed from the token's current state.
     pub const INVALID_TRANSITION: &str = "INVALID_TRANSITION";
     /// The new (or re-enabled) token would exceed the calling token in some dimension (lifetime,

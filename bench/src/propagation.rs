@@ -5,6 +5,11 @@
 //! `probe_interval` until it says REVOKED. The delay recorded is from that OK to the first
 //! REVOKED answer received, so it includes one VerifyToken round trip and up to one probe interval
 //! (an overestimate of the true delay, never an underestimate).
+//!
+//! With `--offline`, each replica is watched instead by a tokenmint-verify offline `Verifier`
+//! (`watch_revocations` on that replica: its change stream and status lists) in this process,
+//! asked every `probe_interval` without any RPC: the delay is then from the origin's OK to the
+//! moment the offline verifier refuses the token.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -13,6 +18,7 @@ use anyhow::Context;
 use futures_util::future::join_all;
 use hdrhistogram::Histogram;
 use tokenmint::proto::v1 as pb;
+use tokenmint_verify::{JwksSource, Verifier, VerifyError};
 use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -37,6 +43,10 @@ pub struct PropagationOptions {
     /// Give up on a revoke that has not reached a replica after this long (counted as a miss).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Measure offline verifiers (tokenmint-verify with `watch_revocations`, one per replica)
+    /// instead of VerifyToken on the replicas.
+    #[arg(long)]
+    pub offline: bool,
     /// Caller token with the scopes user_manage, token_introspect and wallet_view.
     #[arg(
         long,
@@ -97,7 +107,16 @@ pub async fn measure(options: &PropagationOptions) -> anyhow::Result<Propagation
     let origin = Client::new(crate::connect(&options.origin, 1).await?.remove(0));
     let mut replicas = Vec::with_capacity(options.replicas.len());
     for addr in &options.replicas {
-        replicas.push(Client::new(crate::connect(addr, 1).await?.remove(0)));
+        replicas.push(if options.offline {
+            let verifier = Verifier::builder(JwksSource::grpc(addr.clone()))
+                .watch_revocations(addr.clone(), options.token.clone())
+                .build()
+                .await
+                .with_context(|| format!("an offline verifier watching {addr}"))?;
+            Replica::Offline(verifier)
+        } else {
+            Replica::Server(Client::new(crate::connect(addr, 1).await?.remove(0)))
+        });
     }
     let mut delays = Histogram::<u64>::new(3).context("histogram")?;
     let mut misses = 0;
@@ -105,18 +124,22 @@ pub async fn measure(options: &PropagationOptions) -> anyhow::Result<Propagation
         let minted = caller.mint(&origin).await?;
         for replica in &replicas {
             let active = caller
-                .wait_for(replica, &minted.raw_token, None, options)
+                .wait_for(replica, &minted.raw_token, (None, None), options)
                 .await?;
             anyhow::ensure!(active.is_some(), "a replica never saw token {round} active");
         }
         caller.revoke(&origin, &minted).await?;
         let acknowledged = Instant::now();
         let revoked = Some(pb::InactiveReason::Revoked);
-        let arrivals = join_all(
-            replicas
-                .iter()
-                .map(|replica| caller.wait_for(replica, &minted.raw_token, revoked, options)),
-        )
+        let revoked_offline = Some(VerifyError::Revoked);
+        let arrivals = join_all(replicas.iter().map(|replica| {
+            caller.wait_for(
+                replica,
+                &minted.raw_token,
+                (revoked, revoked_offline.clone()),
+                options,
+            )
+        }))
         .await;
         for arrival in arrivals {
             match arrival? {
@@ -137,6 +160,14 @@ pub async fn measure(options: &PropagationOptions) -> anyhow::Result<Propagation
         delays,
         misses,
     })
+}
+
+/// Where a revoke must arrive.
+enum Replica {
+    /// A server, asked VerifyToken.
+    Server(Client),
+    /// An offline verifier watching a server's changes, asked locally.
+    Offline(Verifier),
 }
 
 /// The caller's credentials on every request.
@@ -180,25 +211,38 @@ impl Caller {
     }
 
     /// Asks `replica` about `token` every probe interval until it is active (`reason` None) or
-    /// inactive for `reason`; when it first answered so, or `None` after the timeout.
+    /// inactive for `reason` (as a server and as an offline verifier say it); when it first
+    /// answered so, or `None` after the timeout.
     async fn wait_for(
         &self,
-        replica: &Client,
+        replica: &Replica,
         token: &str,
-        reason: Option<pb::InactiveReason>,
+        reason: (Option<pb::InactiveReason>, Option<VerifyError>),
         options: &PropagationOptions,
     ) -> anyhow::Result<Option<Instant>> {
         let started = Instant::now();
         loop {
-            let request = pb::VerifyTokenRequest {
-                token: token.to_owned(),
-                ..Default::default()
-            };
-            let response = replica.clone().verify_token(self.authed(request)).await;
-            let response = response.context("VerifyToken on a replica")?.into_inner();
-            let arrived = match reason {
-                None => response.active,
-                Some(reason) => response.reason == reason as i32,
+            let arrived = match replica {
+                Replica::Server(client) => {
+                    let request = pb::VerifyTokenRequest {
+                        token: token.to_owned(),
+                        ..Default::default()
+                    };
+                    let response = client.clone().verify_token(self.authed(request)).await;
+                    let response = response.context("VerifyToken on a replica")?.into_inner();
+                    match reason.0 {
+                        None => response.active,
+                        Some(reason) => response.reason == reason as i32,
+                    }
+                }
+                Replica::Offline(verifier) => {
+                    let answer = verifier.verify(token).await;
+                    match (&reason.1, answer) {
+                        (None, answer) => answer.is_ok(),
+                        (Some(expected), Err(error)) => error == *expected,
+                        (Some(_), Ok(_)) => false,
+                    }
+                }
             };
             if arrived {
                 return Ok(Some(Instant::now()));

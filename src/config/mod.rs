@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::Environment;
 
 pub use sections::{
-    BackgroundSettings, CacheSettings, DatabaseSettings, KeySettings, LogFormat, LogSettings,
-    RequestSettings, ServerSettings, StatusListSettings, TelemetrySettings, TlsSettings,
-    TokenSettings,
+    BackgroundSettings, CacheSettings, ChangeStreamSettings, DatabaseSettings, KeySettings,
+    LogFormat, LogSettings, RequestSettings, ServerSettings, StatusListSettings, TelemetrySettings,
+    TlsSettings, TokenSettings,
 };
 
 /// The longest `status_list.exp_secs`: a signed list replayed after this is refused.
@@ -82,6 +82,8 @@ pub struct Settings {
     pub background: BackgroundSettings,
     /// Token Status Lists.
     pub status_list: StatusListSettings,
+    /// WatchTokenChanges streams and the change log's retention.
+    pub changes: ChangeStreamSettings,
     /// Logging.
     pub log: LogSettings,
     /// Trace export.
@@ -101,6 +103,7 @@ impl Default for Settings {
             cache: CacheSettings::default(),
             background: BackgroundSettings::default(),
             status_list: StatusListSettings::default(),
+            changes: ChangeStreamSettings::default(),
             log: LogSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
@@ -108,6 +111,14 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The change streams served at once: `changes.max_streams`, but at most half of
+    /// `server.max_in_flight_requests` (at least 1), since each stream holds one of those slots for
+    /// its whole life and unary calls must keep the rest.
+    pub fn change_stream_cap(&self) -> usize {
+        let half = (self.server.max_in_flight_requests.get() / 2).max(1);
+        self.changes.max_streams.get().min(half)
+    }
+
     /// Checks what the types cannot say (a count of 0, an address that is not one, … are refused
     /// while loading), with a message naming the option.
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -140,6 +151,15 @@ impl Settings {
             "server.max_message_bytes must be at least 1024"
         );
         self.validate_status_list()?;
+        anyhow::ensure!(
+            self.changes.log_retention_secs.get() >= 60,
+            "changes.log_retention_secs must be at least 60"
+        );
+        anyhow::ensure!(
+            self.changes.heartbeat_ms.get() <= 10_000,
+            "changes.heartbeat_ms must be at most 10000 (tokenmint-verify treats 20 s of silence \
+             as a dead stream)"
+        );
         if self.environment == Environment::Production {
             anyhow::ensure!(
                 self.keys.master_key.is_some() || self.keys.master_key_file.is_some(),

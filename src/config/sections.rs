@@ -192,6 +192,36 @@ pub struct BackgroundSettings {
     pub last_used_flush_interval_ms: NonZeroU64,
 }
 
+/// `TokenService.WatchTokenChanges` streams, and how long the change log they read is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChangeStreamSettings {
+    /// Streams this server serves at once; one more is refused `RESOURCE_EXHAUSTED`
+    /// (`TOO_MANY_CHANGE_STREAMS`). Each also holds one of `server.max_in_flight_requests`, so
+    /// at most half of those are used for streams whatever this says
+    /// (`Settings::change_stream_cap`). Default 256.
+    pub max_streams: NonZeroUsize,
+    /// Change batches (one per change-feed poll) a stream may have unsent before it is cut off
+    /// with `ABORTED CHANGE_STREAM_TOO_SLOW`. Default 1024.
+    pub max_lag: NonZeroUsize,
+    /// Time between heartbeats on a stream without changes, in ms; at most 10000. Default 5000.
+    pub heartbeat_ms: NonZeroU64,
+    /// How long the change log keeps an entry, in seconds: a stream can resume from a cursor
+    /// that old. At least 60. Default 3600.
+    pub log_retention_secs: NonZeroU64,
+}
+
+impl Default for ChangeStreamSettings {
+    fn default() -> Self {
+        Self {
+            max_streams: NonZeroUsize::new(256).expect("nonzero"),
+            max_lag: NonZeroUsize::new(1024).expect("nonzero"),
+            heartbeat_ms: NonZeroU64::new(5000).expect("nonzero"),
+            log_retention_secs: NonZeroU64::new(3600).expect("nonzero"),
+        }
+    }
+}
+
 /// Token Status Lists (IETF draft-ietf-oauth-status-list): every new token names an entry in a
 /// list the server publishes at `GET <base_uri>/<list id>` (served as `/statuslists/<list id>` on
 /// the gRPC port) and through `TokenService.GetStatusList`.

@@ -15,7 +15,10 @@ pub mod token;
 mod unique;
 pub mod update_paths;
 
-pub use change::{ChangeEvent, ChangeKind, DeniedToken, EventKind, ListCursor, TokenChange};
+pub use change::{
+    ChangeCursor, ChangeEvent, ChangeKind, DeniedToken, EventKind, ListCursor, LogEntryMark,
+    TokenChange, TokenStateChange,
+};
 pub use ids::{EnterpriseId, KeyId, TemplateId, TokenId, UserId};
 pub use ip::IpRestriction;
 pub use limits::{Amount, LimitsInput, SpendingLimit, TokenLimits};

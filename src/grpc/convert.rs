@@ -2,9 +2,11 @@
 //! and statuses. Requests become typed commands in [`super::requests`].
 
 use crate::domain::{
-    LimitsInput, TemplateRecord, Timestamp, TokenLimits, TokenRecord, TokenStatus,
+    LimitsInput, StoredStatus, TemplateRecord, Timestamp, TokenLimits, TokenRecord,
+    TokenStateChange, TokenStatus,
 };
 use crate::issuance::InactiveReason;
+use crate::issuance::change_stream::WatchItem;
 use crate::issuance::lifecycle::available_actions;
 use crate::proto::v1 as pb;
 
@@ -175,6 +177,41 @@ pub fn status_to_proto(status: TokenStatus) -> pb::TokenStatus {
         TokenStatus::Suspended => pb::TokenStatus::Suspended,
         TokenStatus::Revoked => pb::TokenStatus::Revoked,
         TokenStatus::Expired => pb::TokenStatus::Expired,
+    }
+}
+
+/// A change stream message.
+pub fn watch_item_to_proto(item: WatchItem) -> pb::WatchTokenChangesResponse {
+    let (changes, keys_changed, cursor, now) = match item {
+        WatchItem::Changes {
+            changes,
+            keys_changed,
+            cursor,
+        } => (changes, keys_changed, cursor, Timestamp::now()),
+        WatchItem::Heartbeat { cursor, now } => (Vec::new(), false, cursor, now),
+    };
+    pb::WatchTokenChangesResponse {
+        cursor: cursor.encode(),
+        changes: changes.iter().map(state_change_to_proto).collect(),
+        keys_changed,
+        server_time: Some(now.into_proto()),
+    }
+}
+
+/// One token's state in a change stream.
+fn state_change_to_proto(change: &TokenStateChange) -> pb::TokenStateChange {
+    let token = &change.token;
+    let status = match token.status {
+        StoredStatus::Active => pb::TokenStatus::Active,
+        StoredStatus::Suspended => pb::TokenStatus::Suspended,
+        StoredStatus::Revoked => pb::TokenStatus::Revoked,
+    };
+    pb::TokenStateChange {
+        token_id: token.id.to_string(),
+        status: status.into(),
+        deleted: token.deleted,
+        expires_at: Some(token.expires_at.into_proto()),
+        position: change.position,
     }
 }
 

@@ -2,19 +2,24 @@
 
 use std::sync::Arc;
 
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{StatusListId, TokenId, scope};
+use crate::domain::{ChangeCursor, StatusListId, TokenId, scope};
 use crate::error::{Error, reason};
 use crate::grpc::bounds::RequestBounds;
 use crate::grpc::observe::{record_template, record_token};
 use crate::grpc::rendered::RenderedTokens;
 use crate::grpc::{auth, convert, headers, request_id, requests, status::to_status};
+use crate::issuance::change_stream::StreamCaller;
 use crate::issuance::lifecycle::Action;
 use crate::issuance::{TokenCore, Verification};
 use crate::proto::v1::{self as pb, token_service_server::TokenService};
 use crate::proto::wire;
 use crate::telemetry::Metrics;
+
+/// How long a change stream waits for its client to take a message before ending the stream.
+const STALLED_CLIENT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The TokenService implementation.
 #[derive(Clone)]
@@ -368,5 +373,69 @@ impl TokenService for TokenApi {
             status_list_token: signed.token.to_string(),
             ttl_seconds: signed.ttl_secs,
         }))
+    }
+
+    type WatchTokenChangesStream = ReceiverStream<Result<pb::WatchTokenChangesResponse, Status>>;
+
+    async fn watch_token_changes(
+        &self,
+        request: Request<pb::WatchTokenChangesRequest>,
+    ) -> Result<Response<Self::WatchTokenChangesStream>, Status> {
+        let rid = request_id::of(&request);
+        let opened = async {
+            let caller = auth::caller_with_scope(
+                &self.core.authenticator,
+                &request,
+                scope::TOKEN_INTROSPECT,
+            )
+            .await?;
+            let raw = &request.get_ref().cursor;
+            let from = if raw.is_empty() {
+                None
+            } else {
+                Some(ChangeCursor::parse(raw).ok_or_else(|| {
+                    Error::invalid(
+                        "cursor",
+                        reason::INVALID_CURSOR,
+                        "cursor must be empty (from now) or a cursor from an earlier \
+                         WatchTokenChanges response",
+                    )
+                })?)
+            };
+            let watch = self.core.changes.watch(from).await?;
+            // The operator CLI (no token) never calls over gRPC; a token caller always has one.
+            Ok(match caller.token.as_deref() {
+                Some(token) => watch.bound_to(StreamCaller {
+                    token_id: token.id,
+                    expires_at: token.exp,
+                }),
+                None => watch,
+            })
+        }
+        .await;
+        let mut watch = opened.map_err(|e: Error| to_status(e, &rid))?;
+        // Small: a client that stops reading leaves the feed's updates unread in the watch,
+        // where falling too far behind ends the stream.
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    item = watch.next() => item,
+                    // The client went away: free the stream's slot now.
+                    () = sender.closed() => break,
+                };
+                let ended = item.is_err();
+                let message = item
+                    .map(convert::watch_item_to_proto)
+                    .map_err(|e| to_status(e, &rid));
+                // A client that stops reading (HTTP/2 flow control holds the messages) is cut
+                // off like one that falls behind: it resumes from its last cursor.
+                let sent = tokio::time::timeout(STALLED_CLIENT, sender.send(message)).await;
+                if !matches!(sent, Ok(Ok(()))) || ended {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }

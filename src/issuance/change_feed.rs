@@ -26,15 +26,17 @@
 //!   is gone: it drops everything it learnt from the log, reloads the deny list and the keys, and
 //!   starts again from the log's newest position.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::domain::{ChangeEvent, EventKind};
-use crate::domain::{Timestamp, TokenId};
+pub use crate::domain::LogEntryMark;
+use crate::domain::Timestamp;
+use crate::domain::{ChangeCursor, ChangeEvent};
 use crate::error::Result;
 use crate::issuance::caches::MetadataCache;
+use crate::issuance::change_stream::{ChangeHub, Interruption, LogChanges};
 use crate::issuance::deny_list::DenyList;
 use crate::issuance::keys::KeyManager;
 use crate::store::Store;
@@ -55,32 +57,11 @@ const BATCH: u64 = 5_000;
 /// The most skipped positions remembered; beyond it the oldest are given up first.
 const MAX_GAPS: usize = 10_000;
 
-/// One change-log entry as it was written: a log holding another entry (or none) at `seq` is
-/// not the history this mark was read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogEntryMark {
-    /// The entry's position.
-    pub seq: i64,
-    /// When it was written (microseconds; a position handed out again after a restore is written
-    /// later, so it differs).
-    pub written_at: Timestamp,
-}
-
-impl LogEntryMark {
-    /// The mark of `event`.
-    pub fn of(event: &ChangeEvent) -> Self {
-        Self {
-            seq: event.seq,
-            written_at: event.created_at,
-        }
-    }
-}
-
 /// Whether the log described by `shape` is no longer the history in which `newest` was the
 /// newest entry applied: the entry at its position was written at another time, or is gone
 /// while positions at or before it are still there (pruning only removes whole prefixes) or
 /// the log now ends before it.
-fn is_rewound(newest: LogEntryMark, shape: &LogShape) -> bool {
+pub(crate) fn is_rewound(newest: LogEntryMark, shape: &LogShape) -> bool {
     match shape.written_at {
         Some(written_at) => written_at != newest.written_at,
         None => shape.latest < newest.seq || shape.oldest.is_none_or(|oldest| oldest <= newest.seq),
@@ -227,12 +208,22 @@ impl FeedHealth {
     }
 }
 
+/// What the feed keeps up to date with the log.
+pub struct FeedTargets {
+    /// Revoked, suspended and deleted tokens, for VerifyToken.
+    pub deny: Arc<DenyList>,
+    /// Token metadata served from memory.
+    pub metadata: Arc<MetadataCache>,
+    /// The signing keys.
+    pub keys: Arc<KeyManager>,
+    /// Where the changes applied go on to the change streams.
+    pub hub: Arc<ChangeHub>,
+}
+
 /// The poller's state.
 pub struct ChangeFeed {
     store: Store,
-    deny: Arc<DenyList>,
-    metadata: Arc<MetadataCache>,
-    keys: Arc<KeyManager>,
+    targets: FeedTargets,
     health: Arc<FeedHealth>,
     /// How long after expiry a token still passes the time check (its deny entry must stay).
     leeway_secs: i64,
@@ -243,24 +234,19 @@ pub struct ChangeFeed {
 }
 
 impl ChangeFeed {
-    /// A feed that updates `deny`, `metadata` and `keys`, and reports to `health`, reading the
-    /// log from `loaded_at` (its extent read before those were loaded): from its newest position
+    /// A feed that updates `targets` and reports to `health`, reading the log from `loaded_at` (its extent read before those were loaded): from its newest position
     /// less [`START_LOOKBACK`], for changes with earlier positions still committing then, but
     /// not from before its oldest (pruned positions are not gaps to wait for).
     pub fn new(
         store: Store,
-        deny: Arc<DenyList>,
-        metadata: Arc<MetadataCache>,
-        keys: Arc<KeyManager>,
+        targets: FeedTargets,
         health: Arc<FeedHealth>,
         leeway_secs: i64,
         loaded_at: &LogShape,
     ) -> Self {
         Self {
             store,
-            deny,
-            metadata,
-            keys,
+            targets,
             health,
             leeway_secs,
             cursor: LogCursor::starting_at(loaded_at),
@@ -289,9 +275,9 @@ impl ChangeFeed {
             self.resync_after_prune(&shape).await?;
         }
         let read = self.read_and_apply().await;
-        if let Ok(entries) = &read {
+        let applied = read.map(|(entries, (changes, keys_changed))| {
             let now = Instant::now();
-            self.cursor.advance(entries, now);
+            self.cursor.advance(&entries, now);
             let given_up = self.cursor.give_up_older_than(GAP_PATIENCE, now);
             if given_up > 0 {
                 tracing::debug!(given_up, "change-log positions taken for rolled back");
@@ -299,17 +285,29 @@ impl ChangeFeed {
             self.health
                 .position
                 .store(self.cursor.high(), Ordering::Relaxed);
-        }
+            self.targets
+                .hub
+                .publish(changes, keys_changed, self.stream_cursor());
+            entries.len()
+        });
         if self.keys_pending {
             self.reload_keys().await;
         }
-        read.map(|entries| entries.len())
+        applied
+    }
+
+    /// Where a change stream that has been sent everything this feed applied resumes.
+    pub fn stream_cursor(&self) -> ChangeCursor {
+        ChangeCursor {
+            resume_after: self.cursor.applied_through(),
+            newest: self.cursor.newest(),
+        }
     }
 
     /// Reloads the keys; on failure logs, counts, and leaves the reload pending for the next
     /// poll.
     async fn reload_keys(&mut self) {
-        match self.keys.reload().await {
+        match self.targets.keys.reload().await {
             Ok(()) => self.keys_pending = false,
             Err(error) => {
                 self.keys_pending = true;
@@ -342,7 +340,12 @@ impl ChangeFeed {
         }
         // The state read stands for every position the feed will not read again: a change at a
         // later one (even one still committing at a lower position than the newest) re-applies.
-        self.deny.resync(&denied, self.cursor.applied_through());
+        self.targets
+            .deny
+            .resync(&denied, self.cursor.applied_through());
+        self.targets
+            .hub
+            .interrupt(Interruption::Missed, self.stream_cursor());
         self.health
             .deny_list_resyncs
             .fetch_add(1, Ordering::Relaxed);
@@ -363,9 +366,12 @@ impl ChangeFeed {
         let denied = self.store.denied_tokens(self.horizon()).await?;
         let cursor = LogCursor::starting_at(shape);
         // Stamped with where the feed reads on from: the changes after it re-apply.
-        self.deny.reset(&denied, cursor.applied_through());
-        self.metadata.clear();
+        self.targets.deny.reset(&denied, cursor.applied_through());
+        self.targets.metadata.clear();
         self.cursor = cursor;
+        self.targets
+            .hub
+            .interrupt(Interruption::Rewound, self.stream_cursor());
         self.health.log_rewinds.fetch_add(1, Ordering::Relaxed);
         self.health
             .deny_list_resyncs
@@ -379,45 +385,40 @@ impl ChangeFeed {
         Timestamp::now().plus_secs(-self.leeway_secs)
     }
 
-    /// Reads the events after the cursor and at its gaps, applies them, and returns their marks.
-    async fn read_and_apply(&mut self) -> Result<Vec<LogEntryMark>> {
+    /// Reads the events after the cursor and at its gaps, applies them, and returns their marks
+    /// and what they changed (for the change streams).
+    async fn read_and_apply(&mut self) -> Result<(Vec<LogEntryMark>, StreamChanges)> {
         let mut events = self.store.events_at(&self.cursor.gaps()).await?;
         events.extend(self.store.events_after(self.cursor.high(), BATCH).await?);
-        if !events.is_empty() {
-            self.apply(&events).await?;
-        }
-        Ok(events.iter().map(LogEntryMark::of).collect())
+        let applied = if events.is_empty() {
+            (Vec::new(), false)
+        } else {
+            self.apply(&events).await?
+        };
+        Ok((events.iter().map(LogEntryMark::of).collect(), applied))
     }
 
     /// Brings the deny list, the metadata cache and the key ring up to date with `events`.
-    async fn apply(&mut self, events: &[ChangeEvent]) -> Result<()> {
-        // Each changed token, with the latest log position seen for it: the state read below is
-        // at least that recent, and the deny list ignores it if it already holds a later one.
-        let mut tokens: HashMap<TokenId, i64> = HashMap::new();
-        let mut keys_changed = false;
-        for event in events {
-            match (event.kind, event.token_id) {
-                (EventKind::TokenChanged, Some(id)) => {
-                    let seq = tokens.entry(id).or_insert(event.seq);
-                    *seq = (*seq).max(event.seq);
-                }
-                (EventKind::TokenChanged, None) => {}
-                (EventKind::KeysChanged, _) => keys_changed = true,
-            }
+    async fn apply(&mut self, events: &[ChangeEvent]) -> Result<StreamChanges> {
+        // Each changed token's state is read with the latest log position seen for it: the
+        // state is at least that recent, and the deny list ignores it if it already holds a
+        // later one.
+        let read = LogChanges::read(&self.store, events).await?;
+        for change in &read.changes {
+            self.targets.deny.apply(&change.token, change.position);
         }
-        let ids: Vec<TokenId> = tokens.keys().copied().collect();
-        for state in self.store.token_states(&ids).await? {
-            self.deny.apply(&state, tokens[&state.id]);
+        for id in &read.tokens {
+            self.targets.metadata.invalidate(id);
         }
-        for id in &ids {
-            self.metadata.invalidate(id);
-        }
-        if keys_changed {
+        if read.keys_changed {
             self.reload_keys().await;
         }
-        Ok(())
+        Ok((read.changes, read.keys_changed))
     }
 }
+
+/// What one poll publishes to the change streams: token states, and whether the keys changed.
+type StreamChanges = (Vec<crate::domain::TokenStateChange>, bool);
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::domain::{DeniedToken, TokenChange};
@@ -11,21 +12,30 @@ use crate::issuance::deny_list::DenyList;
 use crate::store::TokenWriter;
 
 /// Commits token changes through the group-commit writer and applies each committed one to the
-/// deny list and the metadata cache. Cheap to clone.
+/// deny list and the metadata cache, then wakes the change feed (which tells the change
+/// streams; on SQLite it would otherwise hear of the change only at its next poll). Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct ChangeCommitter {
     writer: TokenWriter,
     deny: Arc<DenyList>,
     metadata: Arc<MetadataCache>,
+    feed: Arc<Notify>,
 }
 
 impl ChangeCommitter {
-    /// Writes through `writer`; applies to `deny` and `metadata`.
-    pub fn new(writer: TokenWriter, deny: Arc<DenyList>, metadata: Arc<MetadataCache>) -> Self {
+    /// Writes through `writer`; applies to `deny` and `metadata`; wakes `feed`.
+    pub fn new(
+        writer: TokenWriter,
+        deny: Arc<DenyList>,
+        metadata: Arc<MetadataCache>,
+        feed: Arc<Notify>,
+    ) -> Self {
         Self {
             writer,
             deny,
             metadata,
+            feed,
         }
     }
 
@@ -45,6 +55,7 @@ impl ChangeCommitter {
             writer,
             deny,
             metadata,
+            feed,
         } = self.clone();
         let id = change.id;
         let task = tokio::spawn(
@@ -55,6 +66,7 @@ impl ChangeCommitter {
                         deny.apply(denied, seq);
                     }
                     metadata.invalidate(&id);
+                    feed.notify_one();
                 }
                 Ok(seq)
             }

@@ -14,6 +14,7 @@ pub mod caches;
 pub mod caller;
 pub mod cascade;
 pub mod change_feed;
+pub mod change_stream;
 pub mod changes;
 pub mod claims;
 pub mod deny_list;
@@ -64,4 +65,6 @@ pub struct TokenCore {
     pub catalog: Arc<ScopeCatalog>,
     /// Signed status lists (GetStatusList, `GET /statuslists/<id>`).
     pub status_lists: Arc<status_publisher::StatusListPublisher>,
+    /// The change feed's fan-out to WatchTokenChanges streams.
+    pub changes: Arc<change_stream::ChangeHub>,
 }

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::Core;
 use crate::config::Settings;
 use crate::domain::Timestamp;
-use crate::issuance::change_feed::{ChangeFeed, FeedHealth};
+use crate::issuance::change_feed::{ChangeFeed, FeedHealth, FeedTargets};
 use crate::issuance::deny_list::DenyList;
 use crate::store::notify::{ChangeNotifications, Signal};
 use crate::store::{Backend, Store};
@@ -27,9 +27,12 @@ pub(super) fn spawn_background(
 
     let mut feed = ChangeFeed::new(
         core.store.clone(),
-        core.deny.clone(),
-        core.metadata.clone(),
-        core.keys.clone(),
+        FeedTargets {
+            deny: core.deny.clone(),
+            metadata: core.metadata.clone(),
+            keys: core.keys.clone(),
+            hub: core.tokens.changes.clone(),
+        },
         core.feed_health.clone(),
         settings.tokens.leeway_secs,
         &core.log_at_load,
@@ -37,7 +40,7 @@ pub(super) fn spawn_background(
     let period = Duration::from_millis(settings.background.change_poll_interval_ms.get());
     // Woken at once by a PostgreSQL notification; the interval is the fallback (and SQLite's
     // only way to hear of the CLI's changes).
-    let wake = Arc::new(Notify::new());
+    let wake = core.feed_wake.clone();
     if core.store.backend() == Backend::Postgres {
         let url = settings.database_url();
         tasks.push(tokio::spawn(listen_for_changes(
@@ -77,9 +80,11 @@ pub(super) fn spawn_background(
     let (store, deny) = (core.store.clone(), core.deny.clone());
     let retention = settings.tokens.max_lifetime_secs + settings.tokens.leeway_secs;
     let leeway = settings.tokens.leeway_secs;
+    let log_retention =
+        i64::try_from(settings.changes.log_retention_secs.get()).unwrap_or(i64::MAX);
     tasks.push(every(Duration::from_secs(60), stopped, move || {
         let (store, deny) = (store.clone(), deny.clone());
-        async move { housekeeping(&store, &deny, retention, leeway).await }
+        async move { housekeeping(&store, &deny, retention, log_retention, leeway).await }
     }));
     (stop, tasks)
 }
@@ -165,12 +170,21 @@ async fn relay(
 }
 
 /// Forgets what can no longer matter: deny-list entries and tombstones of expired tokens, old
-/// change-log entries, and retired keys past the longest token lifetime.
-async fn housekeeping(store: &Store, deny: &DenyList, key_retention_secs: i64, leeway_secs: i64) {
+/// change-log entries (`changes.log_retention_secs`), and retired keys past the longest token lifetime.
+async fn housekeeping(
+    store: &Store,
+    deny: &DenyList,
+    key_retention_secs: i64,
+    log_retention_secs: i64,
+    leeway_secs: i64,
+) {
     let now = Timestamp::now();
     deny.prune(now.plus_secs(-leeway_secs), now.plus_secs(-60));
     let results = [
-        ("change log", store.prune_events(now.plus_secs(-3600)).await),
+        (
+            "change log",
+            store.prune_events(now.plus_secs(-log_retention_secs)).await,
+        ),
         (
             "tombstones",
             store

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
@@ -12,6 +13,7 @@ use crate::domain::Environment;
 use crate::domain::{ScopeCatalog, Timestamp};
 use crate::issuance::caches::MetadataCache;
 use crate::issuance::change_feed::FeedHealth;
+use crate::issuance::change_stream::{ChangeHub, StreamPolicy};
 use crate::issuance::changes::ChangeCommitter;
 use crate::issuance::deny_list::DenyList;
 use crate::issuance::keys::KeyManager;
@@ -51,6 +53,8 @@ pub struct Core {
     pub log_at_load: LogShape,
     /// The status list entries this server hands out.
     pub statuses: Arc<StatusAllocator>,
+    /// Wakes the change feed (a change committed here, a PostgreSQL notification).
+    pub feed_wake: Arc<Notify>,
     writer_task: JoinHandle<()>,
 }
 
@@ -157,6 +161,7 @@ impl Core {
             },
         ));
         let (writer, writer_task) = TokenWriter::spawn(store.clone());
+        let feed_wake = Arc::new(Notify::new());
         let policy = IssuancePolicy {
             environment: settings.environment,
             default_lifetime_secs: settings.tokens.default_lifetime_secs,
@@ -199,7 +204,12 @@ impl Core {
             )),
             manager: Arc::new(TokenManager::new(
                 store.clone(),
-                ChangeCommitter::new(writer.clone(), deny.clone(), metadata.clone()),
+                ChangeCommitter::new(
+                    writer.clone(),
+                    deny.clone(),
+                    metadata.clone(),
+                    feed_wake.clone(),
+                ),
                 settings.environment,
                 settings.tokens.leeway_secs,
             )),
@@ -224,6 +234,14 @@ impl Core {
                     render_cache: Duration::from_millis(settings.status_list.render_cache_ms),
                 },
             )),
+            changes: Arc::new(ChangeHub::new(
+                store.clone(),
+                StreamPolicy {
+                    max_streams: settings.change_stream_cap(),
+                    max_lag: settings.changes.max_lag.get(),
+                    heartbeat: Duration::from_millis(settings.changes.heartbeat_ms.get()),
+                },
+            )),
         };
         Ok(Self {
             store,
@@ -236,6 +254,7 @@ impl Core {
             feed_health: Arc::new(FeedHealth::default()),
             log_at_load,
             statuses,
+            feed_wake,
             writer_task,
         })
     }

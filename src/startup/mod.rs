@@ -182,8 +182,11 @@ async fn serve(
         .add_routes(routes);
     let drain = {
         let mut shutdown = shutdown.clone();
+        let changes = core.tokens.changes.clone();
         async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
+            // Change streams never end on their own: tell their clients to resume elsewhere.
+            changes.close();
             health_reporter
                 .set_not_serving::<TokenServiceServer<TokenApi>>()
                 .await;

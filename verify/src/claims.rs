@@ -41,6 +41,19 @@ pub struct Claims {
     pub nbf: i64,
     /// Expiry, in seconds since the Unix epoch (`exp`).
     pub exp: i64,
+    /// The token's entry in a Token Status List (`status.status_list`), if it has one (tokens
+    /// minted before tokenmint published lists have none).
+    pub status_list: Option<StatusListEntry>,
+}
+
+/// Where a token's status is published: its entry in a Token Status List (IETF
+/// draft-ietf-oauth-status-list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusListEntry {
+    /// The list's URI; the list's `sub` is exactly this string.
+    pub uri: String,
+    /// The token's index in the list.
+    pub idx: u64,
 }
 
 impl Claims {
@@ -98,6 +111,10 @@ impl From<tokenmint_jwt::Claims<'_>> for Claims {
             iat: wire.iat,
             nbf: wire.nbf,
             exp: wire.exp,
+            status_list: wire.status.map(|status| StatusListEntry {
+                uri: status.status_list.uri.into_owned(),
+                idx: status.status_list.idx,
+            }),
         }
     }
 }
@@ -136,6 +153,7 @@ mod tests {
             iat: 0,
             nbf: 0,
             exp: 0,
+            status_list: None,
         }
     }
 

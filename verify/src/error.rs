@@ -1,12 +1,14 @@
-//! Why a token was not accepted: the names of tokenmint's `InactiveReason`, plus the two ways the
-//! question could not be answered at all (the keys or the introspection call were unavailable).
+//! Why a token was not accepted: the names of tokenmint's `InactiveReason`, plus the ways the
+//! question could not be answered at all (the keys, the introspection call or the revocation
+//! state were unavailable).
 
 /// Why a token was refused, or why no answer could be given.
 ///
 /// The token variants mirror tokenmint's `VerifyToken` reasons (`INACTIVE_REASON_*`) one to one;
 /// [`as_str`](Self::as_str) returns the same names. Offline verification ([`crate::Verifier`])
-/// can only produce the ones it can see in the token itself; `Revoked`, `Suspended` and
-/// `UnknownToken` come from online verification ([`crate::OnlineVerifier`]).
+/// produces `Revoked`, `Suspended` and `UnknownToken` only when it watches revocations
+/// ([`crate::VerifierBuilder::watch_revocations`]); online verification
+/// ([`crate::OnlineVerifier`]) always can.
 ///
 /// Like tokenmint, treat the reason as information for your logs and metrics, not for the caller
 /// that presented the token: [`crate::RequireToken`] answers with a generic message.
@@ -55,11 +57,17 @@ pub enum VerifyError {
     /// refused the caller token): the token could be neither accepted nor refused.
     #[error("the VerifyToken call failed: {0}")]
     Introspection(String),
+    /// Offline verification with revocations ([`crate::VerifierBuilder::watch_revocations`]):
+    /// the token's status list could not be fetched or verified, and no usable copy is cached,
+    /// or the change stream could not be opened at build time. The token could be neither
+    /// accepted nor refused.
+    #[error("cannot learn the token's revocation status: {0}")]
+    RevocationSource(String),
 }
 
 impl VerifyError {
     /// The stable name: tokenmint's reason name (`EXPIRED`, `BAD_SIGNATURE`, …), or
-    /// `KEY_SOURCE` / `INTROSPECTION` for the two "no answer" variants.
+    /// `KEY_SOURCE` / `INTROSPECTION` / `REVOCATION_SOURCE` for the "no answer" variants.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Malformed => "MALFORMED",
@@ -75,13 +83,19 @@ impl VerifyError {
             Self::InvalidClaims => "INVALID_CLAIMS",
             Self::KeySource(_) => "KEY_SOURCE",
             Self::Introspection(_) => "INTROSPECTION",
+            Self::RevocationSource(_) => "REVOCATION_SOURCE",
         }
     }
 
-    /// Whether verification could not reach a verdict ([`KeySource`](Self::KeySource) or
-    /// [`Introspection`](Self::Introspection)): a temporary condition, not the token's fault.
+    /// Whether verification could not reach a verdict ([`KeySource`](Self::KeySource),
+    /// [`Introspection`](Self::Introspection) or
+    /// [`RevocationSource`](Self::RevocationSource)): a temporary condition, not the token's
+    /// fault.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::KeySource(_) | Self::Introspection(_))
+        matches!(
+            self,
+            Self::KeySource(_) | Self::Introspection(_) | Self::RevocationSource(_)
+        )
     }
 
     /// Whether the token is valid but not for this use ([`IpNotAllowed`](Self::IpNotAllowed) or

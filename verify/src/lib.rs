@@ -17,15 +17,32 @@
 //!   service: refuses requests without a valid bearer token and hands the [`Claims`] to the
 //!   handler in the request extensions.
 //!
-//! # Offline or online?
+//! # Offline or online? And revocations
 //!
-//! A signature stays valid until the token expires: **offline verification cannot see that a
-//! token was revoked, suspended or deleted**, nor that its owner lost access — it keeps accepting
-//! the token until `exp` (tokenmint's default lifetime is 30 days). Online verification sees
-//! those changes within its cache `ttl`, at the cost of one `VerifyToken` RPC per distinct token
-//! (and client address) per `ttl`, and of depending on tokenmint being reachable. A common
-//! middle ground is both: [`RequireToken::online`] verifies offline first (forged and expired
-//! tokens never cost an RPC), then online.
+//! A signature stays valid until the token expires: on its own, **offline verification cannot
+//! see that a token was revoked, suspended or deleted** — it keeps accepting the token until
+//! `exp` (tokenmint's default lifetime is 30 days). Two ways to see those changes:
+//!
+//! * [`VerifierBuilder::watch_revocations`] keeps verification offline and adds a view of
+//!   revocations: tokenmint's change stream (`WatchTokenChanges`, scope `token_introspect`)
+//!   pushes every suspend, activate, revoke and delete as it commits, and each token's entry in
+//!   its Token Status List (IETF draft-ietf-oauth-status-list) covers what happened before the
+//!   stream started. A revoke is refused here one stream round trip after tokenmint commits it
+//!   (measured end to end in BENCHMARKS.md); while the stream is down, the lists alone see
+//!   changes up to their `ttl` late (60 s by default), and
+//!   [`Verifier::revocation_health`] says so. Tokens minted before tokenmint published status
+//!   lists have only the stream. A token issued in the very second the stream started (or
+//!   before), and newer than its list copy, is answered [`VerifyError::RevocationSource`]
+//!   ("not known yet", retryable) until a newer list tells: it may have been revoked before the
+//!   stream could report it.
+//! * [`OnlineVerifier`] asks tokenmint (`TokenService/VerifyToken`) and caches each answer for a
+//!   short `ttl`, at the cost of one RPC per distinct token (and client address) per `ttl`, and
+//!   of depending on tokenmint being reachable; it also sees what a token cannot carry, such as
+//!   its owner losing access. [`RequireToken::online`] verifies offline first (forged and
+//!   expired tokens never cost an RPC), then online.
+//!
+//! A [`Verifier`] caches the tokens that verified (by their full text, [`VerifierBuilder::cache_capacity`]):
+//! a repeated token costs a hash and a lookup; its time and revocation checks run every time.
 //!
 //! # Example
 //!
@@ -64,6 +81,7 @@
 
 #![warn(missing_docs)]
 
+mod change_watch;
 mod claims;
 mod error;
 mod jwks;
@@ -71,13 +89,15 @@ mod jwks_http;
 mod layer;
 mod online;
 mod proto;
+mod revocation;
 mod verifier;
 
-pub use claims::{ALL_SCOPES, Claims};
+pub use claims::{ALL_SCOPES, Claims, StatusListEntry};
 pub use error::VerifyError;
 pub use jwks::JwksSource;
 pub use layer::{RequireToken, RequireTokenService, ResponseFuture};
 pub use online::{OnlineVerifier, OnlineVerifierBuilder};
+pub use revocation::RevocationHealth;
 /// TLS settings for `https://` sources and endpoints (tonic's, re-exported).
 pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 pub use verifier::{Verifier, VerifierBuilder};

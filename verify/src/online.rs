@@ -372,6 +372,7 @@ mod tests {
             iat: 0,
             nbf: 0,
             exp,
+            status_list: None,
         }
     }
 

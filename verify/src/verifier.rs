@@ -1,18 +1,51 @@
 //! Offline verification: tokenmint's JWT policy applied with keys fetched from a [`JwksSource`],
-//! kept fresh by a background task and refreshed on demand when a token names an unknown `kid`.
+//! kept fresh by a background task and refreshed on demand when a token names an unknown `kid`;
+//! optionally with a view of revocations (the change stream plus the Token Status Lists, see
+//! [`crate::revocation`]). Tokens that verified are cached by their full text, so a repeated
+//! token costs a hash and a lookup instead of a signature check.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use tokenmint_jwt::status_list::{StatusList, StatusListClaims, is_status_list_typ};
 use tokenmint_jwt::{Compact, Policy};
 use tokio::sync::{Mutex, oneshot};
+use tonic::Request;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig};
 
+use crate::change_watch::{self, StreamSource};
 use crate::claims::{Claims, unix_now};
 use crate::error::VerifyError;
 use crate::jwks::{Fetcher, JwksSource, KeySet, PublicKey, key_set};
+use crate::proto::v1 as pb;
+use crate::revocation::{CachedList, RevocationHealth, RevocationView, Verdict, decide};
+
+/// Verified tokens kept by default ([`VerifierBuilder::cache_capacity`]).
+const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+
+/// How long the builder waits for the change stream to catch up.
+const STREAM_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connection and call timeouts of the revocation endpoint (the stream itself has none).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most bytes a status list may inflate to (tokenmint's largest: 2^20 entries of 2 bits,
+/// 256 KiB).
+const MAX_LIST_BYTES: usize = 1 << 20;
+
+/// A list's `ttl` when it has none, and the bounds put on one it has.
+const DEFAULT_LIST_TTL: u64 = 60;
+const MAX_LIST_TTL: u64 = 3_600;
+
+/// Verified tokens, by their full text (so a hash collision can never hand one token another's
+/// claims).
+/// Verified tokens by their text, with the key-set generation they were verified under.
+type VerifiedCache = quick_cache::sync::Cache<Box<str>, (Arc<Claims>, u64)>;
 
 /// tokenmint's default issuer and audience (`tokens.issuer`, `tokens.audience`).
 const DEFAULT_ISSUER_AND_AUDIENCE: &str = "tokenmint";
@@ -23,25 +56,43 @@ const DEFAULT_ISSUER_AND_AUDIENCE: &str = "tokenmint";
 /// Cheap to clone (an `Arc` inside); clones share keys and the background refresh, which stops
 /// when the last clone is dropped. Build one with [`Verifier::builder`].
 ///
-/// Offline verification cannot see what tokenmint changed after minting: a revoked, suspended or
-/// deleted token keeps verifying here until it expires. Use [`crate::OnlineVerifier`] where that
-/// matters.
+/// Without [`VerifierBuilder::watch_revocations`], offline verification cannot see what
+/// tokenmint changed after minting: a revoked, suspended or deleted token keeps verifying here
+/// until it expires. With it, a revoke reaches the verifier within one stream round trip of its
+/// commit (see the crate docs).
 #[derive(Clone)]
 pub struct Verifier {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     fetcher: Fetcher,
     source: JwksSource,
     /// Issuer, audience and leeway: the same rules as the server's (`tokenmint-jwt`).
     policy: Policy,
     min_refresh_interval: Duration,
     keys: RwLock<Arc<KeySet>>,
+    /// Bumped after each key-set install: a cached verification from an older generation is
+    /// not trusted (its key may have been withdrawn).
+    key_generation: AtomicU64,
     /// Held while fetching: one fetch at a time, and the rate limit's memory.
     refresh: Mutex<RefreshState>,
+    /// Tokens that verified (none when the capacity is 0).
+    verified: Option<VerifiedCache>,
+    /// The view of revocations, when watched.
+    revocations: Option<Revocations>,
     /// Dropped with the last `Verifier`, which ends the background refresh at once.
     _stop_background: oneshot::Sender<()>,
+    /// Dropped with the last `Verifier`, which ends the change stream at once.
+    _stop_stream: Option<oneshot::Sender<()>>,
+}
+
+/// Revocation watching: the view, and where status lists are fetched.
+pub(crate) struct Revocations {
+    pub(crate) view: RevocationView,
+    source: StreamSource,
+    /// One list fetch at a time (a burst of tokens of a new list fetches it once).
+    fetching: Mutex<()>,
 }
 
 /// What the last key fetch did.
@@ -53,7 +104,7 @@ struct RefreshState {
 
 /// Configures and builds a [`Verifier`]. Defaults: issuer and audience `tokenmint`, 5 s
 /// leeway, background refresh every 300 s, at most one on-demand refresh per second.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use = "call .build().await to get a Verifier"]
 pub struct VerifierBuilder {
     source: JwksSource,
@@ -64,9 +115,56 @@ pub struct VerifierBuilder {
     min_refresh_interval: Duration,
     tls: Option<ClientTlsConfig>,
     jwks_ca: Option<Certificate>,
+    cache_capacity: usize,
+    watch: Option<(String, String)>,
+}
+
+impl fmt::Debug for VerifierBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifierBuilder")
+            .field("source", &self.source)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .field("refresh_interval", &self.refresh_interval)
+            .field("min_refresh_interval", &self.min_refresh_interval)
+            .field("tls", &self.tls.is_some())
+            .field("cache_capacity", &self.cache_capacity)
+            // The caller token is a bearer credential: never printed.
+            .field("watch", &self.watch.as_ref().map(|(endpoint, _)| endpoint))
+            .finish_non_exhaustive()
+    }
 }
 
 impl VerifierBuilder {
+    /// Watches revocations: follows tokenmint's change stream at `endpoint` (gRPC, `http://`
+    /// or `https://` with [`tls`](Self::tls)) as `caller_token` (scope `token_introspect`), and
+    /// reads each token's entry in its Token Status List (fetched from the same endpoint by the
+    /// list id in the token's `status.status_list.uri`; the list's signature is checked with the
+    /// same keys, its `typ`, its `sub` against that URI, `iss` and `exp`). Then a revoked,
+    /// suspended or deleted token is refused within one stream round trip of the change.
+    ///
+    /// While the stream is down (reconnecting with backoff from its last cursor), changes are
+    /// seen through the lists only, up to their `ttl` late; [`Verifier::revocation_health`]
+    /// says which. `build` fails when the stream cannot be opened (an unreachable endpoint, a
+    /// caller token without `token_introspect`).
+    pub fn watch_revocations(
+        mut self,
+        endpoint: impl Into<String>,
+        caller_token: impl Into<String>,
+    ) -> Self {
+        self.watch = Some((endpoint.into(), caller_token.into()));
+        self
+    }
+
+    /// How many verified tokens are kept (by their full text, until they expire) so that a
+    /// repeated token skips the signature check; the time and revocation checks run on every
+    /// call. 0 turns the cache off. Default 10 000.
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
     /// The CA certificates (PEM) an `https://` HTTP source's certificate must chain to (for
     /// tokenmint, the CA of its `server.tls.cert_file`). No public roots are built in, so an
     /// `https://` [`JwksSource::Http`] needs this; an `http://` one refuses it.
@@ -123,6 +221,13 @@ impl VerifierBuilder {
         let keys = key_set(fetcher.fetch().await?)?;
         tracing::debug!(source = %self.source, keys = keys.len(), "fetched the token signing keys");
         let (stop, stopped) = oneshot::channel();
+        let watch = match &self.watch {
+            Some((endpoint, caller_token)) => {
+                Some(stream_source(endpoint, caller_token, self.tls.as_ref()).await?)
+            }
+            None => None,
+        };
+        let (stop_stream, stream_stopped) = oneshot::channel();
         let inner = Arc::new(Inner {
             fetcher,
             source: self.source,
@@ -133,11 +238,19 @@ impl VerifierBuilder {
             },
             min_refresh_interval: self.min_refresh_interval,
             keys: RwLock::new(Arc::new(keys)),
+            key_generation: AtomicU64::new(0),
             refresh: Mutex::new(RefreshState {
                 last_attempt: Some(Instant::now()),
                 last_error: None,
             }),
+            verified: (self.cache_capacity > 0).then(|| VerifiedCache::new(self.cache_capacity)),
+            revocations: watch.clone().map(|source| Revocations {
+                view: RevocationView::default(),
+                source,
+                fetching: Mutex::new(()),
+            }),
             _stop_background: stop,
+            _stop_stream: watch.is_some().then_some(stop_stream),
         });
         if !self.refresh_interval.is_zero() {
             tokio::spawn(refresh_periodically(
@@ -145,6 +258,24 @@ impl VerifierBuilder {
                 self.refresh_interval,
                 stopped,
             ));
+        }
+        if let Some(source) = watch {
+            let (ready, is_ready) = oneshot::channel();
+            tokio::spawn(change_watch::follow(
+                Arc::downgrade(&inner),
+                source,
+                Some(ready),
+                stream_stopped,
+            ));
+            match tokio::time::timeout(STREAM_READY_TIMEOUT, is_ready).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => return Err(error),
+                Ok(Err(_)) | Err(_) => {
+                    return Err(VerifyError::RevocationSource(
+                        "the change stream did not catch up within 10 s".into(),
+                    ));
+                }
+            }
         }
         Ok(Verifier { inner })
     }
@@ -172,6 +303,11 @@ async fn refresh_periodically(
 }
 
 impl Verifier {
+    /// The verifier `inner` belongs to (for its background tasks).
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
     /// A builder for a verifier that reads keys from `source`.
     pub fn builder(source: JwksSource) -> VerifierBuilder {
         VerifierBuilder {
@@ -183,6 +319,8 @@ impl Verifier {
             min_refresh_interval: Duration::from_secs(1),
             tls: None,
             jwks_ca: None,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            watch: None,
         }
     }
 
@@ -194,15 +332,221 @@ impl Verifier {
     ///
     /// Does not check the token's IP restriction or scopes: see
     /// [`verify_for`](Self::verify_for).
+    ///
+    /// With [`VerifierBuilder::watch_revocations`], then refuses a token the change stream
+    /// reported suspended, revoked or deleted, or whose status list entry is not VALID.
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let claims = self.verify_signed(token).await?;
+        if let Some(revocations) = &self.inner.revocations {
+            self.check_revocation(revocations, &claims).await?;
+        }
+        Ok(Claims::clone(&claims))
+    }
+
+    /// The signature, claims and time checks, from the cache of verified tokens when the same
+    /// token verified before (then only the time is checked again).
+    async fn verify_signed(&self, token: &str) -> Result<Arc<Claims>, VerifyError> {
+        let policy = &self.inner.policy;
+        // Read before the key lookup: a key set installed meanwhile makes this entry stale.
+        let generation = self.inner.key_generation.load(Ordering::Acquire);
+        if let Some((claims, verified_under)) = self
+            .inner
+            .verified
+            .as_ref()
+            .and_then(|cache| cache.get(token))
+            && verified_under == generation
+        {
+            policy.check_time(claims.nbf, claims.exp, unix_now())?;
+            return Ok(claims);
+        }
         let compact = Compact::parse(token)?;
         let key = self.key_for(compact.kid()?).await?;
         let payload = compact.verify_with(key.as_ref())?;
         let claims = tokenmint_jwt::Claims::from_payload(&payload)?;
-        let policy = &self.inner.policy;
         policy.check_claims(compact.header(), &claims)?;
         policy.check_time(claims.nbf, claims.exp, unix_now())?;
-        Ok(claims.into())
+        let claims = Arc::new(Claims::from(claims));
+        if let Some(cache) = &self.inner.verified {
+            cache.insert(token.into(), (claims.clone(), generation));
+        }
+        Ok(claims)
+    }
+
+    /// How the view of revocations is doing; `None` without
+    /// [`VerifierBuilder::watch_revocations`].
+    pub fn revocation_health(&self) -> Option<RevocationHealth> {
+        self.inner.revocations.as_ref().map(|r| r.view.health())
+    }
+
+    /// Refuses `claims` if the view of revocations says so ([`crate::revocation::decide`]),
+    /// fetching the token's status list when it has none usable.
+    async fn check_revocation(
+        &self,
+        revocations: &Revocations,
+        claims: &Claims,
+    ) -> Result<(), VerifyError> {
+        let view = &revocations.view;
+        let reported = view.standing(&claims.jti);
+        let uri = claims.status_list.as_ref().map(|entry| entry.uri.as_str());
+        let now = unix_now();
+        let held = uri
+            .and_then(|uri| view.list(uri))
+            .filter(|list| !list.expired(now));
+        if let (Some(uri), Some(list)) = (uri, &held)
+            && list.stale()
+            && view.may_fetch(uri, self.inner.min_refresh_interval)
+        {
+            // Keep using the held list meanwhile (it is within its `exp`).
+            let (verifier, uri) = (self.clone(), uri.to_owned());
+            tokio::spawn(async move {
+                let _ = verifier.fetch_list(&uri).await;
+            });
+        }
+        let stream = view.health.times();
+        let verdict = decide(reported, claims, held.as_deref(), stream);
+        let Some(uri) = uri else {
+            return settle(verdict);
+        };
+        match verdict {
+            Verdict::NeedList | Verdict::NotYetListed { .. } => {
+                let fresh = self.newer_list(revocations, uri, held.as_ref()).await;
+                match (verdict, fresh) {
+                    (_, Ok(Some(list))) => settle(decide(reported, claims, Some(&list), stream)),
+                    // The newest list cannot know the token yet (see `decide`).
+                    (Verdict::NotYetListed { .. }, _) => settle(verdict),
+                    (_, Err(error)) => Err(error),
+                    (_, Ok(None)) => Err(VerifyError::RevocationSource(format!(
+                        "the status list at {uri} was fetched less than {:?} ago and is not \
+                         usable; not fetching it again yet",
+                        self.inner.min_refresh_interval
+                    ))),
+                }
+            }
+            _ => settle(verdict),
+        }
+    }
+
+    /// A list at `uri` rendered after `held` (if any): one another task just fetched, or a
+    /// fresh fetch when the rate limit allows; `None` when neither.
+    async fn newer_list(
+        &self,
+        revocations: &Revocations,
+        uri: &str,
+        held: Option<&Arc<CachedList>>,
+    ) -> Result<Option<Arc<CachedList>>, VerifyError> {
+        let _one_fetch = revocations.fetching.lock().await;
+        let now = unix_now();
+        let newer = |list: &Arc<CachedList>| {
+            !list.expired(now) && held.is_none_or(|held| list.iat > held.iat)
+        };
+        if let Some(list) = revocations.view.list(uri).filter(newer) {
+            return Ok(Some(list));
+        }
+        if !revocations
+            .view
+            .may_fetch(uri, self.inner.min_refresh_interval)
+        {
+            return Ok(None);
+        }
+        self.fetch_list_locked(revocations, uri).await.map(Some)
+    }
+
+    /// Fetches the list at `uri` (one fetch at a time).
+    async fn fetch_list(&self, uri: &str) -> Result<Arc<CachedList>, VerifyError> {
+        let Some(revocations) = &self.inner.revocations else {
+            return Err(VerifyError::RevocationSource(
+                "revocations are not watched".into(),
+            ));
+        };
+        let _one_fetch = revocations.fetching.lock().await;
+        self.fetch_list_locked(revocations, uri).await
+    }
+
+    /// Fetches the Status List Token of `uri` by its list id, checks it as a relying party must
+    /// (signature with this verifier's keys, `typ`, `sub` = `uri`, `iss`, `exp`), decodes the
+    /// list (bounded) and caches it.
+    async fn fetch_list_locked(
+        &self,
+        revocations: &Revocations,
+        uri: &str,
+    ) -> Result<Arc<CachedList>, VerifyError> {
+        let fail = |what: &str| VerifyError::RevocationSource(format!("status list {uri}: {what}"));
+        let list_id = uri
+            .rsplit_once('/')
+            .map(|(_, id)| id)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| fail("the URI names no list"))?;
+        let mut request = Request::new(pb::GetStatusListRequest {
+            list_id: list_id.to_owned(),
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        let response = revocations
+            .source
+            .client
+            .clone()
+            .get_status_list(request)
+            .await
+            .map_err(|status| fail(&format!("{:?}: {}", status.code(), status.message())))?
+            .into_inner();
+        let token = response.status_list_token;
+        let compact = Compact::parse(&token).map_err(|_| fail("not a compact JWS"))?;
+        let kid = compact.kid().map_err(|_| fail("no kid"))?;
+        let key = self
+            .key_for(kid)
+            .await
+            .map_err(|error| fail(&format!("its key: {error}")))?;
+        let payload = compact
+            .verify_with(key.as_ref())
+            .map_err(|_| fail("the signature does not verify"))?;
+        if !compact
+            .header()
+            .typ
+            .as_deref()
+            .is_some_and(is_status_list_typ)
+        {
+            return Err(fail("its typ is not statuslist+jwt"));
+        }
+        let claims: StatusListClaims<'_> =
+            serde_json::from_slice(&payload).map_err(|_| fail("unreadable claims"))?;
+        if claims.sub != uri {
+            return Err(fail("its sub is not the token's status list URI"));
+        }
+        if claims.iss.as_deref() != Some(self.inner.policy.issuer.as_str()) {
+            return Err(fail("its issuer is not this verifier's"));
+        }
+        let exp = claims.exp.ok_or_else(|| fail("it has no exp"))?;
+        if unix_now() >= exp {
+            return Err(fail("it has expired"));
+        }
+        let list = StatusList::decode(
+            claims.status_list.bits,
+            &claims.status_list.lst,
+            MAX_LIST_BYTES,
+        )
+        .map_err(|error| fail(&format!("its list: {error}")))?;
+        let ttl = claims
+            .ttl
+            .unwrap_or(DEFAULT_LIST_TTL)
+            .clamp(1, MAX_LIST_TTL);
+        Ok(revocations.view.install_list(
+            uri,
+            CachedList {
+                list,
+                iat: claims.iat,
+                exp,
+                ttl: Duration::from_secs(ttl),
+                fetched_at: Instant::now(),
+            },
+        ))
+    }
+
+    /// The key set changed (the change stream said so): fetch it again, and forget verified
+    /// tokens (a key may have been withdrawn).
+    pub(crate) async fn keys_changed(&self) {
+        let _ = self.refresh().await;
+        if let Some(cache) = &self.inner.verified {
+            cache.clear();
+        }
     }
 
     /// [`verify`](Self::verify), then checks the token may be used from `client_ip` and grants
@@ -261,6 +605,11 @@ impl Verifier {
 }
 
 impl Inner {
+    /// The revocation view (only called where revocations are watched).
+    pub(crate) fn revocations(&self) -> &Revocations {
+        self.revocations.as_ref().expect("revocations are watched")
+    }
+
     /// The current key set.
     fn keys(&self) -> Arc<KeySet> {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -278,6 +627,7 @@ impl Inner {
             Ok(keys) => {
                 let count = keys.len();
                 *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+                self.key_generation.fetch_add(1, Ordering::Release);
                 state.last_error = None;
                 tracing::debug!(source = %self.source, keys = count, "refreshed the token signing keys");
                 Ok(count)
@@ -292,6 +642,48 @@ impl Inner {
             }
         }
     }
+}
+
+/// The verdict as a result.
+fn settle(verdict: Verdict) -> Result<(), VerifyError> {
+    match verdict {
+        Verdict::Refuse(why) => Err(why.into()),
+        Verdict::Accept | Verdict::NotYetListed { covered: true } => Ok(()),
+        Verdict::NotYetListed { covered: false } => Err(VerifyError::RevocationSource(
+            "the token is newer than its status list, and the change stream is down or started \
+             after the token was issued: its state is not known yet; retry shortly"
+                .into(),
+        )),
+        Verdict::NeedList => Err(VerifyError::RevocationSource(
+            "the token's status list is not available".into(),
+        )),
+    }
+}
+
+/// The client and credentials of the change stream at `endpoint`.
+async fn stream_source(
+    endpoint: &str,
+    caller_token: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<StreamSource, VerifyError> {
+    let fail = |what: String| VerifyError::RevocationSource(what);
+    let mut authorization: MetadataValue<Ascii> = format!("Bearer {caller_token}")
+        .parse()
+        .map_err(|_| fail("the caller token is not a valid header value".into()))?;
+    authorization.set_sensitive(true);
+    let channel = crate::jwks::grpc_endpoint(endpoint, tls)
+        .map_err(fail)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .map_err(|e| fail(format!("cannot connect to {endpoint}: {e}")))?;
+    Ok(StreamSource {
+        client: pb::token_service_client::TokenServiceClient::new(channel),
+        authorization,
+    })
 }
 
 impl fmt::Debug for Verifier {

@@ -23,6 +23,7 @@ fn claims(ips: Vec<String>) -> Claims {
         iat: 0,
         nbf: 0,
         exp: 0,
+        status_list: None,
     }
 }
 

@@ -204,3 +204,40 @@ async fn fetch_jwks(tokenmint: std::net::SocketAddr) -> String {
     let (_, body) = response.split_once("\r\n\r\n").expect("HTTP response");
     body.to_owned()
 }
+
+#[tokio::test]
+async fn a_cached_token_stops_verifying_once_its_key_left_the_key_set() {
+    let app = TestApp::spawn().await;
+    let verifier = Verifier::builder(JwksSource::grpc(app.url()))
+        .min_refresh_interval(Duration::ZERO)
+        .build()
+        .await
+        .expect("verifier builds");
+    let old = app.bootstrap("alice", &["wallet_view"]).await;
+    let old_kid = header_of(&old)["kid"].as_str().unwrap().to_owned();
+    verifier
+        .verify(&old)
+        .await
+        .expect("verifies, and is cached");
+
+    rotate(&app).await;
+    tokenmint::cli::retire_key(&app.settings, &old_kid, true)
+        .await
+        .expect("retire the old key");
+    // The server's key set follows through its change feed.
+    let started = std::time::Instant::now();
+    while {
+        verifier.refresh().await.expect("refresh");
+        verifier.key_ids().contains(&old_kid)
+    } {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the key was never withdrawn"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        verifier.verify(&old).await.is_err(),
+        "a token verified under a withdrawn key is not served from the cache"
+    );
+}

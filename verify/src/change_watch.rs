@@ -1,0 +1,229 @@
+//! Follows tokenmint's change stream (`TokenService.WatchTokenChanges`) into a verifier's
+//! [`RevocationView`](crate::revocation::RevocationView), in a background task: reconnects with
+//! backoff from the last cursor, starts over (dropping the view and the cached lists) when the
+//! server says the cursor's history is gone, and refetches the keys when they change.
+
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt as _;
+
+use crate::claims::unix_now;
+use crate::error::VerifyError;
+use crate::proto::v1 as pb;
+use crate::proto::v1::token_service_client::TokenServiceClient;
+use crate::revocation::{ReportedState, Standing};
+use crate::verifier::{Inner, Verifier};
+
+/// The first wait before reconnecting; doubled after each failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A stream silent for this long (the server sends a heartbeat every 5 s by default) is taken for
+/// dead and reopened.
+const SILENCE: Duration = Duration::from_secs(20);
+
+/// Where and as whom the stream is opened.
+#[derive(Clone)]
+pub(crate) struct StreamSource {
+    /// tokenmint.
+    pub(crate) client: TokenServiceClient<Channel>,
+    /// `Bearer <caller token>` (scope `token_introspect`).
+    pub(crate) authorization: MetadataValue<Ascii>,
+}
+
+/// Follows the stream until the verifier is dropped (`stopped` resolves or `inner` is gone).
+/// `ready` learns how the first attempt went: `Ok` once the stream has caught up, or the error
+/// that stopped it (the builder reports it).
+pub(crate) async fn follow(
+    inner: Weak<Inner>,
+    source: StreamSource,
+    mut ready: Option<oneshot::Sender<Result<(), VerifyError>>>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut cursor = String::new();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let ended = tokio::select! {
+            ended = run_once(&inner, &source, &mut cursor, &mut ready) => ended,
+            _ = &mut stopped => break,
+        };
+        let Some(verifier) = inner.upgrade() else {
+            break;
+        };
+        let view = &verifier.revocations().view;
+        let was_connected = view.health.connected.swap(false, Ordering::Relaxed);
+        if was_connected {
+            view.health.disconnects.fetch_add(1, Ordering::Relaxed);
+            backoff = FIRST_BACKOFF;
+        }
+        let reason = reason_of(&ended);
+        let must_resync = matches!(
+            reason.as_deref(),
+            Some("CHANGE_CURSOR_EXPIRED" | "CHANGE_LOG_REWOUND" | "INVALID_CURSOR")
+        );
+        if must_resync {
+            tracing::warn!(
+                reason = reason.as_deref().unwrap_or(""),
+                "the revocation stream's history is gone: dropping what it reported and \
+                 reloading the status lists"
+            );
+            cursor.clear();
+            view.health.cover_nothing();
+            // The lists go too: the states may have held revokes those lists predate. Fresh
+            // lists are fetched on demand (and dropped again once the new stream caught up).
+            view.clear_states();
+            view.clear_lists();
+            view.health.resyncs.fetch_add(1, Ordering::Relaxed);
+        } else if is_permanent(&ended) {
+            tracing::error!(
+                code = ?ended.code(),
+                message = ended.message(),
+                "tokenmint refuses the revocation stream's caller token (it needs scope \
+                 token_introspect): revocations are seen through the status lists only"
+            );
+        } else {
+            tracing::warn!(
+                code = ?ended.code(),
+                message = ended.message(),
+                retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                "the revocation stream is down: revocations are seen through the status lists \
+                 only (up to their ttl late) until it reconnects"
+            );
+        }
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(Err(VerifyError::RevocationSource(format!(
+                "cannot watch token changes: {:?}: {}",
+                ended.code(),
+                ended.message()
+            ))));
+            break;
+        }
+        drop(verifier);
+        let wait = if must_resync { Duration::ZERO } else { backoff };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = &mut stopped => break,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    tracing::debug!("revocation stream stopped");
+}
+
+/// The ErrorInfo reason of a status, if it has one.
+fn reason_of(status: &Status) -> Option<String> {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+}
+
+/// Opens the stream from `cursor` and applies what it sends until it ends; returns why.
+async fn run_once(
+    inner: &Weak<Inner>,
+    source: &StreamSource,
+    cursor: &mut String,
+    ready: &mut Option<oneshot::Sender<Result<(), VerifyError>>>,
+) -> Status {
+    let mut request = Request::new(pb::WatchTokenChangesRequest {
+        cursor: cursor.clone(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", source.authorization.clone());
+    let mut stream = match source.client.clone().watch_token_changes(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return status,
+    };
+    let from_scratch = cursor.is_empty();
+    let mut caught_up = false;
+    loop {
+        let message = match tokio::time::timeout(SILENCE, stream.message()).await {
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => return Status::unavailable("the server ended the stream"),
+            Ok(Err(status)) => return status,
+            Err(_) => return Status::unavailable("no message (not even a heartbeat) for 20 s"),
+        };
+        let Some(verifier) = inner.upgrade() else {
+            return Status::cancelled("the verifier was dropped");
+        };
+        let view = &verifier.revocations().view;
+        view.health.saw_message();
+        if let Some(time) = &message.server_time {
+            view.health.heard_at(time.seconds);
+        }
+        let reports: Vec<ReportedState> = message.changes.iter().map(report_of).collect();
+        let applied = reports.len() as u64;
+        if let Some(highest) = reports.iter().map(|r| r.position).max() {
+            view.health.position.fetch_max(highest, Ordering::Relaxed);
+        }
+        view.apply(reports);
+        view.health
+            .changes_applied
+            .fetch_add(applied, Ordering::Relaxed);
+        if message.keys_changed {
+            // Not awaited here: a slow key source must not hold up the revocations behind it.
+            let verifier = Verifier::from_inner(verifier.clone());
+            tokio::spawn(async move { verifier.keys_changed().await });
+        }
+        let heartbeat = message.changes.is_empty() && !message.keys_changed;
+        if heartbeat {
+            // Tokens that expired (beyond any leeway) cannot verify anyway.
+            view.forget_expired(unix_now() - 3_600);
+        }
+        message.cursor.clone_into(cursor);
+        if heartbeat && !caught_up {
+            caught_up = true;
+            if from_scratch {
+                // Lists rendered before the stream started may miss changes it will never send.
+                view.clear_lists();
+                // (A server that sent no time: nothing counts as covered.)
+                let server_time = message.server_time.as_ref().map_or(i64::MAX, |t| t.seconds);
+                view.health.cover_since(server_time);
+            }
+            view.health.connected.store(true, Ordering::Relaxed);
+            tracing::debug!("revocation stream caught up");
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(Ok(()));
+            }
+        }
+    }
+}
+
+/// A reported state. A status this version cannot read (unspecified, expired, or one added
+/// later) refuses the token, as a list's unknown value does: fail closed.
+fn report_of(change: &pb::TokenStateChange) -> ReportedState {
+    let standing = if change.deleted {
+        Standing::Deleted
+    } else {
+        match pb::TokenStatus::try_from(change.status) {
+            Ok(pb::TokenStatus::Active) => Standing::Active,
+            Ok(pb::TokenStatus::Suspended) => Standing::Suspended,
+            Ok(
+                pb::TokenStatus::Revoked | pb::TokenStatus::Expired | pb::TokenStatus::Unspecified,
+            )
+            | Err(_) => Standing::Revoked,
+        }
+    };
+    ReportedState {
+        token_id: change.token_id.clone(),
+        standing,
+        position: change.position,
+        expires_at: change.expires_at.map_or(i64::MAX, |at| at.seconds),
+    }
+}
+
+/// Whether `status` is one retrying cannot fix by itself (the caller token is refused).
+fn is_permanent(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unauthenticated | Code::PermissionDenied
+    )
+}
