@@ -408,7 +408,7 @@ impl TokenService for TokenApi {
                 Some(token) => watch.bound_to(StreamCaller {
                     token_id: token.id,
                     expires_at: token.exp,
-                }),
+                })?,
                 None => watch,
             })
         }

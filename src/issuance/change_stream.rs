@@ -323,11 +323,15 @@ fn caller_gone(why: &str) -> Error {
 }
 
 impl ChangeWatch {
-    /// Ends the stream with `caller`'s token (see [`StreamCaller`]).
-    #[must_use]
-    pub fn bound_to(mut self, caller: StreamCaller) -> Self {
+    /// Ends the stream with `caller`'s token (see [`StreamCaller`]); refuses a token already
+    /// past its `exp` (one the authentication leeway still let in), which would otherwise be
+    /// greeted and cut off at once, over and over.
+    pub fn bound_to(mut self, caller: StreamCaller) -> Result<Self> {
+        if caller.expires_at.as_secs() <= Timestamp::now().as_secs() {
+            return Err(caller_gone("expired"));
+        }
         self.caller = Some(caller);
-        self
+        Ok(self)
     }
 
     /// The next item to send; an error ends the stream.

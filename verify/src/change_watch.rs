@@ -86,8 +86,9 @@ pub(crate) async fn follow(
             tracing::error!(
                 code = ?ended.code(),
                 message = ended.message(),
-                "tokenmint refuses the revocation stream's caller token (it needs scope \
-                 token_introspect): revocations are seen through the status lists only"
+                "tokenmint refuses the revocation stream's caller token (expired, revoked, or \
+                 without scope token_introspect): revocations are seen through the status lists \
+                 only"
             );
         } else {
             tracing::warn!(
@@ -156,9 +157,6 @@ async fn run_once(
         };
         let view = &verifier.revocations().view;
         view.health.saw_message();
-        if let Some(time) = &message.server_time {
-            view.health.heard_at(time.seconds);
-        }
         let reports: Vec<ReportedState> = message.changes.iter().map(report_of).collect();
         let applied = reports.len() as u64;
         if let Some(highest) = reports.iter().map(|r| r.position).max() {
@@ -179,13 +177,15 @@ async fn run_once(
             view.forget_expired(unix_now() - 3_600);
         }
         message.cursor.clone_into(cursor);
+        let server_time = message
+            .server_time
+            .as_ref()
+            .map_or_else(unix_now, |time| time.seconds);
         if heartbeat && !caught_up {
             caught_up = true;
             if from_scratch {
                 // Lists rendered before the stream started may miss changes it will never send.
                 view.clear_lists();
-                // (A server that sent no time: nothing counts as covered.)
-                let server_time = message.server_time.as_ref().map_or(i64::MAX, |t| t.seconds);
                 view.health.cover_since(server_time);
             }
             view.health.connected.store(true, Ordering::Relaxed);
@@ -193,6 +193,11 @@ async fn run_once(
             if let Some(ready) = ready.take() {
                 let _ = ready.send(Ok(()));
             }
+        }
+        if caught_up {
+            // Only once caught up: a catch-up page is stamped with the time it was sent, not
+            // with how recent its news is.
+            view.health.heard_at(server_time);
         }
     }
 }

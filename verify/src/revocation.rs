@@ -141,15 +141,16 @@ pub(crate) struct StreamTimes {
 ///    used: it may miss a change the feed had applied before the stream subscribed, which the
 ///    stream will never send. (Without a stream that ever covered anything, lists are all
 ///    there is.)
-/// 2. A state the stream reported wins, unless the list was rendered in a later second than
-///    the stream's last message: then the list is newer than anything the stream said (the
-///    stream is down, or silent).
+/// 2. A revoke or deletion the stream reported is final. Another state it reported wins,
+///    unless the list was rendered in a later second than the stream's last message: then the
+///    list is newer than anything the stream said (the stream is down, or silent).
 /// 3. A token without a list entry (minted before tokenmint published lists) has only the
 ///    stream: accepted unless the stream said otherwise.
 /// 4. VALID accepts, SUSPENDED refuses, anything else (INVALID, an index past the list's end, a
 ///    value the draft leaves to applications) refuses as revoked: lists fail closed.
 /// 5. Except INVALID in a list rendered no more than [`ISSUE_SLACK_SECS`] after the token was
-///    issued (whole seconds): the token may simply be newer than the list (minting is not a
+///    issued (whole seconds), for a token the stream never mentioned: it may simply be newer
+///    than the list (minting is not a
 ///    change on the stream). The caller fetches the list again (rate-limited) and, if the newest
 ///    list still cannot know the token, accepts it only while the stream is connected and the
 ///    token was issued in a later second than the one the stream started covering changes in:
@@ -164,14 +165,13 @@ pub(crate) fn decide(
 ) -> Verdict {
     let list = list.filter(|list| stream.covers_since.is_none_or(|since| list.iat > since));
     let list_is_newer = list.is_some_and(|list| list.iat > stream.last_heard);
-    if !list_is_newer {
-        match reported {
-            Some(Standing::Active) => return Verdict::Accept,
-            Some(Standing::Suspended) => return Verdict::Refuse(Refusal::Suspended),
-            Some(Standing::Revoked) => return Verdict::Refuse(Refusal::Revoked),
-            Some(Standing::Deleted) => return Verdict::Refuse(Refusal::UnknownToken),
-            None => {}
-        }
+    match reported {
+        // Final: no later state can undo them.
+        Some(Standing::Revoked) => return Verdict::Refuse(Refusal::Revoked),
+        Some(Standing::Deleted) => return Verdict::Refuse(Refusal::UnknownToken),
+        Some(Standing::Active) if !list_is_newer => return Verdict::Accept,
+        Some(Standing::Suspended) if !list_is_newer => return Verdict::Refuse(Refusal::Suspended),
+        _ => {}
     }
     let Some(entry) = &claims.status_list else {
         return Verdict::Accept;
@@ -185,7 +185,10 @@ pub(crate) fn decide(
     match status {
         Some(TokenStatus::Valid) => Verdict::Accept,
         Some(TokenStatus::Suspended) => Verdict::Refuse(Refusal::Suspended),
-        Some(TokenStatus::Invalid) if list.iat <= claims.iat.saturating_add(ISSUE_SLACK_SECS) => {
+        // A token the stream reported on was committed: its INVALID is not "not yet".
+        Some(TokenStatus::Invalid)
+            if reported.is_none() && list.iat <= claims.iat.saturating_add(ISSUE_SLACK_SECS) =>
+        {
             Verdict::NotYetListed {
                 covered: stream.connected
                     && stream.covers_since.is_some_and(|since| claims.iat > since),
@@ -608,6 +611,47 @@ mod tests {
             decide(None, &claims(50, Some(2)), Some(&list(100)), no_stream_ever),
             Verdict::Refuse(Refusal::Revoked),
             "without a stream, lists are all there is"
+        );
+    }
+
+    #[test]
+    fn a_revoke_the_stream_reported_is_final_whatever_the_lists_say() {
+        // Issued and revoked in second 100; a list rendered in 101 (after the stream's last
+        // message, in 100) reads INVALID: the young-token rule must not turn that into "maybe
+        // not committed yet".
+        let heard_at_100 = StreamTimes {
+            last_heard: 100,
+            ..STREAM
+        };
+        let revoked_in_list = claims(100, Some(2));
+        assert_eq!(
+            decide(
+                Some(Standing::Revoked),
+                &revoked_in_list,
+                Some(&list(101)),
+                heard_at_100
+            ),
+            Verdict::Refuse(Refusal::Revoked)
+        );
+        assert_eq!(
+            decide(
+                Some(Standing::Active),
+                &revoked_in_list,
+                Some(&list(101)),
+                heard_at_100
+            ),
+            Verdict::Refuse(Refusal::Revoked),
+            "a token the stream reported on was committed: INVALID means revoked"
+        );
+        let valid_in_list = claims(100, Some(0));
+        assert_eq!(
+            decide(
+                Some(Standing::Deleted),
+                &valid_in_list,
+                Some(&list(101)),
+                heard_at_100
+            ),
+            Verdict::Refuse(Refusal::UnknownToken)
         );
     }
 

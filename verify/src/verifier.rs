@@ -43,8 +43,7 @@ const DEFAULT_LIST_TTL: u64 = 60;
 const MAX_LIST_TTL: u64 = 3_600;
 
 /// Verified tokens, by their full text (so a hash collision can never hand one token another's
-/// claims).
-/// Verified tokens by their text, with the key-set generation they were verified under.
+/// claims), with the key-set generation they were verified under.
 type VerifiedCache = quick_cache::sync::Cache<Box<str>, (Arc<Claims>, u64)>;
 
 /// tokenmint's default issuer and audience (`tokens.issuer`, `tokens.audience`).
