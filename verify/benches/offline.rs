@@ -54,7 +54,11 @@ fn fixture() -> Fixture {
         let url = format!("http://{}", server.addr);
         let request = BootstrapRequest {
             user: "bench".into(),
-            scopes: vec!["token_introspect".into(), "wallet_view".into()],
+            scopes: vec![
+                "token_introspect".into(),
+                "user_manage".into(),
+                "wallet_view".into(),
+            ],
             admin: false,
             ttl: None,
             ips: vec![],
@@ -95,8 +99,16 @@ fn fixture() -> Fixture {
             .build()
             .await
             .expect("watching verifier");
-        // Fetches the token's status list, and fills the cache.
-        watching.verify(&token).await.expect("verifies");
+        // Fetches the token's status list, and fills the cache. Right after the stream starts,
+        // a list rendered in its first second is not used yet ("not known yet": retry).
+        let started = std::time::Instant::now();
+        while let Err(error) = watching.verify(&token).await {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the token never verified: {error}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         // The server keeps running on the runtime's worker threads.
         std::mem::forget(server);
         (

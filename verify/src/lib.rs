@@ -31,7 +31,8 @@
 //!   (measured end to end in BENCHMARKS.md); while the stream is down, the lists alone see
 //!   changes up to their `ttl` late (60 s by default), and
 //!   [`Verifier::revocation_health`] says so. Tokens minted before tokenmint published status
-//!   lists have only the stream. A token issued in the very second the stream started (or
+//!   lists have only the stream: one revoked before the verifier started is accepted (use
+//!   [`OnlineVerifier`] while such tokens live). A token issued in the very second the stream started (or
 //!   before), and newer than its list copy, is answered [`VerifyError::RevocationSource`]
 //!   ("not known yet", retryable) until a newer list tells: it may have been revoked before the
 //!   stream could report it.
