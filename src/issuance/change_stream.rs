@@ -236,7 +236,7 @@ async fn check_history(store: &Store, cursor: ChangeCursor) -> Result<()> {
     }
     if let Some(oldest) = shape
         .oldest
-        .filter(|oldest| *oldest > cursor.resume_after + 1)
+        .filter(|oldest| *oldest > cursor.resume_after.saturating_add(1))
     {
         return Err(Error::new(
             ErrorCode::FailedPrecondition,
@@ -347,7 +347,7 @@ impl ChangeWatch {
     }
 
     async fn next_unchecked(&mut self) -> Result<WatchItem> {
-        if let Some(catch_up) = &mut self.catch_up {
+        while let Some(catch_up) = &mut self.catch_up {
             let store = catch_up.store.clone();
             let events = store.events_after(catch_up.after, CATCH_UP_PAGE).await?;
             if let Some(last) = events.last() {
@@ -356,8 +356,10 @@ impl ChangeWatch {
             if (events.len() as u64) < CATCH_UP_PAGE {
                 self.catch_up = None;
             }
-            if !events.is_empty() {
-                let read = LogChanges::read(&store, &events).await?;
+            let read = LogChanges::read(&store, &events).await?;
+            // A page with nothing to say (its tokens' rows are gone) is skipped: a message
+            // without changes means "caught up" to the client.
+            if !read.changes.is_empty() || read.keys_changed {
                 return Ok(WatchItem::Changes {
                     changes: read.changes,
                     keys_changed: read.keys_changed,
@@ -379,6 +381,8 @@ impl ChangeWatch {
         });
         loop {
             tokio::select! {
+                // Updates already waiting go out before a heartbeat.
+                biased;
                 () = tokio::time::sleep_until(caller_expiry.unwrap_or_else(far_future)),
                     if caller_expiry.is_some() => return Err(caller_gone("expired")),
                 update = self.updates.recv() => match update {

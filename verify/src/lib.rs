@@ -29,7 +29,8 @@
 //!   its Token Status List (IETF draft-ietf-oauth-status-list) covers what happened before the
 //!   stream started. A revoke is refused here one stream round trip after tokenmint commits it
 //!   (measured end to end in BENCHMARKS.md); while the stream is down, the lists alone see
-//!   changes up to their `ttl` late (60 s by default), and
+//!   changes up to their `ttl` late (60 s by default) while they can be fetched, and up to
+//!   their `exp` (600 s) when they cannot, and
 //!   [`Verifier::revocation_health`] says so. Tokens minted before tokenmint published status
 //!   lists have only the stream: one revoked before the verifier started is accepted (use
 //!   [`OnlineVerifier`] while such tokens live). A token issued in the very second the stream started (or

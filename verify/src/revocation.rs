@@ -141,9 +141,10 @@ pub(crate) struct StreamTimes {
 ///    used: it may miss a change the feed had applied before the stream subscribed, which the
 ///    stream will never send. (Without a stream that ever covered anything, lists are all
 ///    there is.)
-/// 2. A revoke or deletion the stream reported is final. Another state it reported wins,
-///    unless the list was rendered in a later second than the stream's last message: then the
-///    list is newer than anything the stream said (the stream is down, or silent).
+/// 2. A revoke or deletion the stream reported is final. Another state it reported wins while
+///    the stream is connected, unless the list was rendered in a later second than the
+///    stream's last message: then the list is newer than anything the stream said. While the
+///    stream is down, the list decides (fetched if none is held).
 /// 3. A token without a list entry (minted before tokenmint published lists) has only the
 ///    stream: accepted unless the stream said otherwise.
 /// 4. VALID accepts, SUSPENDED refuses, anything else (INVALID, an index past the list's end, a
@@ -169,8 +170,12 @@ pub(crate) fn decide(
         // Final: no later state can undo them.
         Some(Standing::Revoked) => return Verdict::Refuse(Refusal::Revoked),
         Some(Standing::Deleted) => return Verdict::Refuse(Refusal::UnknownToken),
-        Some(Standing::Active) if !list_is_newer => return Verdict::Accept,
-        Some(Standing::Suspended) if !list_is_newer => return Verdict::Refuse(Refusal::Suspended),
+        // Only while the stream is up: a stream that is down would not report a revoke since,
+        // so the list path decides (and fetches a list when none is held).
+        Some(Standing::Active) if stream.connected && !list_is_newer => return Verdict::Accept,
+        Some(Standing::Suspended) if stream.connected && !list_is_newer => {
+            return Verdict::Refuse(Refusal::Suspended);
+        }
         _ => {}
     }
     let Some(entry) = &claims.status_list else {
@@ -656,11 +661,42 @@ mod tests {
     }
 
     #[test]
-    fn a_list_newer_than_the_streams_last_word_overrides_its_states() {
-        // The stream said ACTIVE (a label edit, an activation), then went quiet or down; the
-        // token was revoked since, and a list rendered after the stream's last message says so.
-        let silent_since_200 = StreamTimes {
+    fn a_stream_that_is_down_does_not_vouch_for_what_it_last_said() {
+        // The stream said ACTIVE (a label edit), then went down; the token may have been
+        // revoked since. Without a usable list, the verifier must fetch one, not accept.
+        let down = StreamTimes {
             connected: false,
+            ..STREAM
+        };
+        let valid = claims(50, Some(0));
+        assert_eq!(
+            decide(Some(Standing::Active), &valid, None, down),
+            Verdict::NeedList
+        );
+        assert_eq!(
+            decide(Some(Standing::Active), &valid, None, STREAM),
+            Verdict::Accept
+        );
+        let revoked_in_list = claims(50, Some(2));
+        assert_eq!(
+            decide(
+                Some(Standing::Active),
+                &revoked_in_list,
+                Some(&list(100)),
+                down
+            ),
+            Verdict::Refuse(Refusal::Revoked),
+            "the list decides, whenever it was rendered"
+        );
+    }
+
+    #[test]
+    fn a_list_newer_than_the_streams_last_word_overrides_its_states() {
+        // The stream said ACTIVE (a label edit, an activation), then went quiet (a connection
+        // not yet noticed dead); the token was revoked since, and a list rendered after the
+        // stream's last message says so.
+        let silent_since_200 = StreamTimes {
+            connected: true,
             last_heard: 200,
             ..STREAM
         };
