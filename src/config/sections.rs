@@ -206,6 +206,10 @@ pub struct ChangeStreamSettings {
     pub max_lag: NonZeroUsize,
     /// Time between heartbeats on a stream without changes, in ms; at most 10000. Default 5000.
     pub heartbeat_ms: NonZeroU64,
+    /// How long a stream waits for a client that stopped reading (HTTP/2 flow control holds
+    /// its messages) before ending it, in ms; the client resumes from its last cursor. Default
+    /// 30000.
+    pub stalled_client_ms: NonZeroU64,
     /// How long the change log keeps an entry, in seconds: a stream can resume from a cursor
     /// that old. At least 60. Default 3600.
     pub log_retention_secs: NonZeroU64,
@@ -217,6 +221,7 @@ impl Default for ChangeStreamSettings {
             max_streams: NonZeroUsize::new(256).expect("nonzero"),
             max_lag: NonZeroUsize::new(1024).expect("nonzero"),
             heartbeat_ms: NonZeroU64::new(5000).expect("nonzero"),
+            stalled_client_ms: NonZeroU64::new(30_000).expect("nonzero"),
             log_retention_secs: NonZeroU64::new(3600).expect("nonzero"),
         }
     }

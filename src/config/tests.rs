@@ -279,3 +279,43 @@ fn test_mode_derives_status_list_uris_from_the_bound_address() {
         "https://t.example/sl"
     );
 }
+
+#[test]
+fn change_streams_get_at_most_half_the_request_slots_and_a_bounded_heartbeat() {
+    let defaults = Settings::load(None, vec![]).unwrap();
+    assert_eq!(
+        defaults.change_stream_cap(),
+        256,
+        "max_streams when slots allow"
+    );
+    assert_eq!(defaults.changes.stalled_client_ms.get(), 30_000);
+    let few_slots = Settings::load(
+        None,
+        vars(&[("TOKENMINT__SERVER__MAX_IN_FLIGHT_REQUESTS", "100")]),
+    )
+    .unwrap();
+    few_slots.validate().unwrap();
+    assert_eq!(
+        few_slots.change_stream_cap(),
+        50,
+        "half the in-flight slots"
+    );
+    let one_slot = Settings::load(
+        None,
+        vars(&[("TOKENMINT__SERVER__MAX_IN_FLIGHT_REQUESTS", "1")]),
+    )
+    .unwrap();
+    assert_eq!(one_slot.change_stream_cap(), 1, "never 0");
+
+    let slow = Settings::load(None, vars(&[("TOKENMINT__CHANGES__HEARTBEAT_MS", "10001")]));
+    let err = format!("{:#}", slow.unwrap().validate().unwrap_err());
+    assert!(err.contains("changes.heartbeat_ms"), "{err}");
+    let max = Settings::load(None, vars(&[("TOKENMINT__CHANGES__HEARTBEAT_MS", "10000")]));
+    max.unwrap().validate().unwrap();
+    let short = Settings::load(
+        None,
+        vars(&[("TOKENMINT__CHANGES__LOG_RETENTION_SECS", "59")]),
+    );
+    let err = format!("{:#}", short.unwrap().validate().unwrap_err());
+    assert!(err.contains("changes.log_retention_secs"), "{err}");
+}

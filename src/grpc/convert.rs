@@ -188,10 +188,10 @@ pub fn watch_item_to_proto(item: WatchItem) -> pb::WatchTokenChangesResponse {
             keys_changed,
             cursor,
         } => (changes, keys_changed, cursor, Timestamp::now()),
-        WatchItem::Heartbeat { cursor, now } => (Vec::new(), false, cursor, now),
+        WatchItem::Heartbeat { cursor, now } => (Vec::new(), false, Some(cursor), now),
     };
     pb::WatchTokenChangesResponse {
-        cursor: cursor.encode(),
+        cursor: cursor.map(|cursor| cursor.encode()).unwrap_or_default(),
         changes: changes.iter().map(state_change_to_proto).collect(),
         keys_changed,
         server_time: Some(now.into_proto()),

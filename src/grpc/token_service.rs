@@ -18,9 +18,6 @@ use crate::proto::v1::{self as pb, token_service_server::TokenService};
 use crate::proto::wire;
 use crate::telemetry::Metrics;
 
-/// How long a change stream waits for its client to take a message before ending the stream.
-const STALLED_CLIENT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// The TokenService implementation.
 #[derive(Clone)]
 pub struct TokenApi {
@@ -417,6 +414,7 @@ impl TokenService for TokenApi {
         // Small: a client that stops reading leaves the feed's updates unread in the watch,
         // where falling too far behind ends the stream.
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let stalled_client = watch.stalled_client();
         tokio::spawn(async move {
             loop {
                 let item = tokio::select! {
@@ -430,7 +428,7 @@ impl TokenService for TokenApi {
                     .map_err(|e| to_status(e, &rid));
                 // A client that stops reading (HTTP/2 flow control holds the messages) is cut
                 // off like one that falls behind: it resumes from its last cursor.
-                let sent = tokio::time::timeout(STALLED_CLIENT, sender.send(message)).await;
+                let sent = tokio::time::timeout(stalled_client, sender.send(message)).await;
                 if !matches!(sent, Ok(Ok(()))) || ended {
                     break;
                 }

@@ -274,24 +274,30 @@ impl ChangeFeed {
         {
             self.resync_after_prune(&shape).await?;
         }
-        let read = self.read_and_apply().await;
-        let applied = read.map(|(entries, (changes, keys_changed))| {
-            let now = Instant::now();
-            self.cursor.advance(&entries, now);
-            let given_up = self.cursor.give_up_older_than(GAP_PATIENCE, now);
-            if given_up > 0 {
-                tracing::debug!(given_up, "change-log positions taken for rolled back");
+        let (applied, changes) = match self.read_and_apply().await {
+            Ok((entries, (changes, keys_changed))) => {
+                let now = Instant::now();
+                self.cursor.advance(&entries, now);
+                let given_up = self.cursor.give_up_older_than(GAP_PATIENCE, now);
+                if given_up > 0 {
+                    tracing::debug!(given_up, "change-log positions taken for rolled back");
+                }
+                self.health
+                    .position
+                    .store(self.cursor.high(), Ordering::Relaxed);
+                self.keys_pending |= keys_changed;
+                (Ok(entries.len()), changes)
             }
-            self.health
-                .position
-                .store(self.cursor.high(), Ordering::Relaxed);
+            Err(error) => (Err(error), Vec::new()),
+        };
+        // Streams hear of a key-set change once this server's own key set has it: a verifier
+        // told earlier would refetch this server's JWKS before it changed, keep trusting a
+        // retired key, and never be told again.
+        let keys_reloaded = self.keys_pending && self.reload_keys().await;
+        if applied.is_ok() || keys_reloaded {
             self.targets
                 .hub
-                .publish(changes, keys_changed, self.stream_cursor());
-            entries.len()
-        });
-        if self.keys_pending {
-            self.reload_keys().await;
+                .publish(changes, keys_reloaded, self.stream_cursor());
         }
         applied
     }
@@ -304,11 +310,14 @@ impl ChangeFeed {
         }
     }
 
-    /// Reloads the keys; on failure logs, counts, and leaves the reload pending for the next
-    /// poll.
-    async fn reload_keys(&mut self) {
+    /// Reloads the keys and says whether that worked; on failure logs, counts, and leaves the
+    /// reload pending for the next poll.
+    async fn reload_keys(&mut self) -> bool {
         match self.targets.keys.reload().await {
-            Ok(()) => self.keys_pending = false,
+            Ok(()) => {
+                self.keys_pending = false;
+                true
+            }
             Err(error) => {
                 self.keys_pending = true;
                 self.health
@@ -319,6 +328,7 @@ impl ChangeFeed {
                     "a key-set change could not be applied; keeping the keys in service and \
                      retrying at the next poll (token changes are still applied)"
                 );
+                false
             }
         }
     }
@@ -398,7 +408,8 @@ impl ChangeFeed {
         Ok((events.iter().map(LogEntryMark::of).collect(), applied))
     }
 
-    /// Brings the deny list, the metadata cache and the key ring up to date with `events`.
+    /// Brings the deny list and the metadata cache up to date with `events`, and says whether
+    /// the key set changed (`poll` reloads it).
     async fn apply(&mut self, events: &[ChangeEvent]) -> Result<StreamChanges> {
         // Each changed token's state is read with the latest log position seen for it: the
         // state is at least that recent, and the deny list ignores it if it already holds a
@@ -409,9 +420,6 @@ impl ChangeFeed {
         }
         for id in &read.tokens {
             self.targets.metadata.invalidate(id);
-        }
-        if read.keys_changed {
-            self.reload_keys().await;
         }
         Ok((read.changes, read.keys_changed))
     }

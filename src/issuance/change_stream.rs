@@ -6,7 +6,9 @@
 //! ([`ChangeHub`]). A stream ([`ChangeWatch`]):
 //! 1. subscribes first, so that nothing the feed applies from then on can pass it by;
 //! 2. catches up from the client's cursor by reading the log itself (every change committed
-//!    before it subscribed, at a position after the cursor);
+//!    before it subscribed, at a position after the cursor); a stream without a cursor instead
+//!    sends the tokens no status list speaks for (minted before lists existed) that must not
+//!    verify, since the client cannot learn of their past revokes anywhere else;
 //! 3. then follows the broadcast.
 //!
 //! The same token can be sent twice (once by the catch-up, once by the broadcast) and states can
@@ -73,8 +75,9 @@ pub enum WatchItem {
         changes: Vec<TokenStateChange>,
         /// The signing keys changed.
         keys_changed: bool,
-        /// Where to resume after this item.
-        cursor: ChangeCursor,
+        /// Where to resume after this item; `None`: from scratch (an empty cursor), because the
+        /// stream broke off in its opening snapshot.
+        cursor: Option<ChangeCursor>,
     },
     /// Nothing changed; the stream is alive (also sent once a stream has caught up).
     Heartbeat {
@@ -94,6 +97,8 @@ pub struct StreamPolicy {
     pub max_lag: usize,
     /// Time between heartbeats.
     pub heartbeat: Duration,
+    /// How long a message may wait for a client that stopped reading.
+    pub stalled_client: Duration,
 }
 
 /// The fan-out of the change feed to the streams. Shared by the feed (which publishes) and the
@@ -190,6 +195,10 @@ impl ChangeHub {
         // Read after subscribing: every change at or before it was applied before the
         // subscription, so it has committed and a catch-up reads it.
         let current = self.current_cursor();
+        let snapshot = from.is_none().then(|| Snapshot {
+            store: store.clone(),
+            after: None,
+        });
         let catch_up = match from {
             None => None,
             Some(cursor) => {
@@ -215,9 +224,11 @@ impl ChangeHub {
             from_client: from,
             cursor,
             catch_up,
+            snapshot,
             greeted: false,
             heartbeat,
             caller: None,
+            stalled_client: self.policy.stalled_client,
         })
     }
 }
@@ -277,6 +288,14 @@ fn interrupted(why: Interruption) -> Error {
     }
 }
 
+/// The opening snapshot of a stream started without a cursor: the denied tokens without a
+/// status list entry, read a page at a time in id order.
+struct Snapshot {
+    store: Store,
+    /// The last token id sent.
+    after: Option<TokenId>,
+}
+
 /// The log reads of a stream that has not caught up yet.
 struct CatchUp {
     store: Store,
@@ -294,11 +313,13 @@ pub struct ChangeWatch {
     /// The cursor to hand out once caught up: every change at or before it has been sent.
     cursor: ChangeCursor,
     catch_up: Option<CatchUp>,
+    snapshot: Option<Snapshot>,
     /// Whether the first heartbeat (sent once caught up) went out.
     greeted: bool,
     heartbeat: Interval,
     /// The token the stream was opened with, if bound: the stream ends with it.
     caller: Option<StreamCaller>,
+    stalled_client: Duration,
 }
 
 /// The token a stream was opened with. Authority does not outlive it: the stream ends when the
@@ -334,6 +355,12 @@ impl ChangeWatch {
         Ok(self)
     }
 
+    /// How long the server waits for the client to take one message before ending the stream
+    /// (`changes.stalled_client_ms`).
+    pub fn stalled_client(&self) -> Duration {
+        self.stalled_client
+    }
+
     /// The next item to send; an error ends the stream.
     pub async fn next(&mut self) -> Result<WatchItem> {
         let item = self.next_unchecked().await?;
@@ -347,6 +374,29 @@ impl ChangeWatch {
     }
 
     async fn next_unchecked(&mut self) -> Result<WatchItem> {
+        if let Some(snapshot) = &mut self.snapshot {
+            let page = snapshot
+                .store
+                .denied_unlisted_tokens(Timestamp::now(), snapshot.after, CATCH_UP_PAGE)
+                .await?;
+            snapshot.after = page.last().map(|token| token.id);
+            if (page.len() as u64) < CATCH_UP_PAGE {
+                self.snapshot = None;
+            }
+            if !page.is_empty() {
+                // Read after subscribing: at least as recent as every change at or before the
+                // cursor, and any later change comes with a later position.
+                let position = self.cursor.resume_after;
+                return Ok(WatchItem::Changes {
+                    changes: page
+                        .into_iter()
+                        .map(|token| TokenStateChange { token, position })
+                        .collect(),
+                    keys_changed: false,
+                    cursor: None,
+                });
+            }
+        }
         while let Some(catch_up) = &mut self.catch_up {
             let store = catch_up.store.clone();
             let events = store.events_after(catch_up.after, CATCH_UP_PAGE).await?;
@@ -364,11 +414,27 @@ impl ChangeWatch {
                     changes: read.changes,
                     keys_changed: read.keys_changed,
                     // Changes after it may still be on their way: the client's own cursor.
-                    cursor: self.from_client.unwrap_or(self.cursor),
+                    cursor: Some(self.from_client.unwrap_or(self.cursor)),
                 });
             }
         }
         if !self.greeted {
+            // Batches the feed published while this stream caught up go out before the
+            // greeting, which tells the client it has everything up to now.
+            loop {
+                match self.updates.try_recv() {
+                    Ok(update) => {
+                        if let Some(item) = self.item_of(update)? {
+                            return Ok(item);
+                        }
+                    }
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => return Err(too_slow()),
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        return Err(interrupted(Interruption::ShuttingDown));
+                    }
+                }
+            }
             self.greeted = true;
             return Ok(self.heartbeat_item());
         }
@@ -386,20 +452,11 @@ impl ChangeWatch {
                 () = tokio::time::sleep_until(caller_expiry.unwrap_or_else(far_future)),
                     if caller_expiry.is_some() => return Err(caller_gone("expired")),
                 update = self.updates.recv() => match update {
-                    Ok(FeedUpdate::Changes(batch)) => {
-                        if batch.cursor.resume_after >= self.cursor.resume_after {
-                            self.cursor = batch.cursor;
+                    Ok(update) => {
+                        if let Some(item) = self.item_of(update)? {
+                            return Ok(item);
                         }
-                        if batch.changes.is_empty() && !batch.keys_changed {
-                            continue;
-                        }
-                        return Ok(WatchItem::Changes {
-                            changes: batch.changes.clone(),
-                            keys_changed: batch.keys_changed,
-                            cursor: self.cursor,
-                        });
                     }
-                    Ok(FeedUpdate::Interrupted(why)) => return Err(interrupted(why)),
                     Err(broadcast::error::RecvError::Lagged(_)) => return Err(too_slow()),
                     Err(broadcast::error::RecvError::Closed) => {
                         return Err(interrupted(Interruption::ShuttingDown));
@@ -407,6 +464,27 @@ impl ChangeWatch {
                 },
                 _ = self.heartbeat.tick() => return Ok(self.heartbeat_item()),
             }
+        }
+    }
+
+    /// What a feed update means for this stream: an item to send, nothing (a batch that only
+    /// moved the cursor, which goes out with the next item), or the end.
+    fn item_of(&mut self, update: FeedUpdate) -> Result<Option<WatchItem>> {
+        match update {
+            FeedUpdate::Changes(batch) => {
+                if batch.cursor.resume_after >= self.cursor.resume_after {
+                    self.cursor = batch.cursor;
+                }
+                if batch.changes.is_empty() && !batch.keys_changed {
+                    return Ok(None);
+                }
+                Ok(Some(WatchItem::Changes {
+                    changes: batch.changes.clone(),
+                    keys_changed: batch.keys_changed,
+                    cursor: Some(self.cursor),
+                }))
+            }
+            FeedUpdate::Interrupted(why) => Err(interrupted(why)),
         }
     }
 
@@ -491,6 +569,7 @@ mod tests {
                 max_streams: 4,
                 max_lag,
                 heartbeat: Duration::from_secs(3600),
+                stalled_client: Duration::from_secs(30),
             },
         )
     }
@@ -533,7 +612,7 @@ mod tests {
             WatchItem::Changes {
                 changes: vec![change],
                 keys_changed: false,
-                cursor: cursor(5),
+                cursor: Some(cursor(5)),
             }
         );
         // The batch that only moved the cursor is not sent; its cursor goes with the next one.
@@ -542,8 +621,32 @@ mod tests {
             WatchItem::Changes {
                 changes: Vec::new(),
                 keys_changed: true,
-                cursor: cursor(7),
+                cursor: Some(cursor(7)),
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn changes_published_while_a_stream_caught_up_go_out_before_its_greeting() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path(), 8).await;
+        let mut watch = hub.watch(None).await.unwrap();
+        let change = revoked(5);
+        hub.publish(Vec::new(), false, cursor(4));
+        hub.publish(vec![change.clone()], false, cursor(5));
+        assert_eq!(
+            watch.next().await.unwrap(),
+            WatchItem::Changes {
+                changes: vec![change],
+                keys_changed: false,
+                cursor: Some(cursor(5)),
+            },
+            "the greeting says 'caught up': nothing waiting may come after it"
+        );
+        let greeting = watch.next().await.unwrap();
+        assert!(
+            matches!(greeting, WatchItem::Heartbeat { cursor: c, .. } if c == cursor(5)),
+            "{greeting:?}"
         );
     }
 

@@ -240,6 +240,7 @@ impl Core {
                     max_streams: settings.change_stream_cap(),
                     max_lag: settings.changes.max_lag.get(),
                     heartbeat: Duration::from_millis(settings.changes.heartbeat_ms.get()),
+                    stalled_client: Duration::from_millis(settings.changes.stalled_client_ms.get()),
                 },
             )),
         };

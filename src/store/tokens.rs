@@ -125,6 +125,43 @@ impl Store {
         Ok(models.into_iter().filter_map(denied_from_row).collect())
     }
 
+    /// A page of the tokens [`denied_tokens`](Self::denied_tokens) returns that have no status
+    /// list entry (minted before tokenmint published lists), in id order after `after`: what a
+    /// change stream started from scratch sends first, since no list speaks for them.
+    pub async fn denied_unlisted_tokens(
+        &self,
+        now: Timestamp,
+        after: Option<TokenId>,
+        limit: u64,
+    ) -> Result<Vec<DeniedToken>> {
+        let mut query = Tokens::find()
+            .select_only()
+            .columns([
+                Column::Id,
+                Column::Status,
+                Column::DeletedAt,
+                Column::ExpiresAt,
+            ])
+            .filter(Column::StatusListId.is_null())
+            .filter(Column::ExpiresAt.gt(now.0))
+            .filter(
+                Column::Status
+                    .ne("active")
+                    .or(Column::DeletedAt.is_not_null()),
+            );
+        if let Some(after) = after {
+            query = query.filter(Column::Id.gt(after.to_string()));
+        }
+        let rows = query
+            .order_by_asc(Column::Id)
+            .limit(limit)
+            .into_tuple::<(String, String, Option<i64>, i64)>()
+            .all(self.db())
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().filter_map(denied_from_row).collect())
+    }
+
     /// The current deny state of each of `ids` (for applying change-log events).
     pub async fn token_states(&self, ids: &[TokenId]) -> Result<Vec<DeniedToken>> {
         if ids.is_empty() {

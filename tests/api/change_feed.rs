@@ -115,6 +115,69 @@ async fn a_key_change_a_server_cannot_apply_does_not_hold_up_later_token_changes
     assert!(response.active, "B keeps the keys it had");
 }
 
+/// Whether `stream` says the keys changed within `wait`.
+async fn keys_changed_within(
+    stream: &mut tonic::Streaming<pb::WatchTokenChangesResponse>,
+    wait: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let Ok(message) = tokio::time::timeout_at(deadline, stream.message()).await else {
+            return false;
+        };
+        if message.expect("open").expect("a message").keys_changed {
+            return true;
+        }
+    }
+}
+
+/// A verifier told "the keys changed" refetches this server's JWKS: before the server's own key
+/// set has the change, that refetch would see the old keys (a retired key trusted for minutes
+/// more), and nobody would say so again once the server caught up.
+#[tokio::test]
+async fn streams_hear_of_a_key_change_once_the_server_applied_it() {
+    let app = TestApp::spawn().await;
+    let caller = app.manager(USER).await;
+    let client = app.client().await;
+    let request = authed(&caller, pb::WatchTokenChangesRequest::default());
+    let response = client.clone().watch_token_changes(request).await;
+    let mut stream = response.expect("WatchTokenChanges").into_inner();
+    // Every key retired behind the server's back: its key set cannot take that change (no key
+    // could sign), so it keeps the old one and retries.
+    let now = now_micros();
+    execute_in_database(
+        &app,
+        &[
+            format!("UPDATE signing_keys SET retired_at = {now} WHERE retired_at IS NULL"),
+            format!(
+                "INSERT INTO token_events (kind, token_id, created_at) VALUES ('keys', NULL, {now})"
+            ),
+        ],
+    )
+    .await;
+    let failed = eventually(PROPAGATION, || async {
+        let failures = metric(&app, "tokenmint_change_feed_key_reload_failures").await?;
+        (failures.parse::<u64>().ok()? >= 2).then_some(())
+    })
+    .await;
+    assert!(failed.is_some(), "the reload failed (and was retried)");
+    assert!(
+        !keys_changed_within(&mut stream, Duration::from_millis(500)).await,
+        "a key change the server could not apply was announced"
+    );
+
+    // Fixed: the retry succeeds, and the streams hear of it then.
+    execute_in_database(
+        &app,
+        &["UPDATE signing_keys SET retired_at = NULL".to_owned()],
+    )
+    .await;
+    assert!(
+        keys_changed_within(&mut stream, PROPAGATION).await,
+        "the key change is announced once the server applied it"
+    );
+}
+
 #[tokio::test]
 async fn a_server_whose_position_was_pruned_from_the_change_log_reloads_its_deny_list() {
     let app = TestApp::spawn().await;

@@ -383,3 +383,116 @@ async fn a_stream_ends_when_its_caller_token_is_revoked() {
     assert_error(&ended, Code::Unauthenticated, "INVALID_CREDENTIALS");
     assert!(ended.message().contains("revoked"), "{}", ended.message());
 }
+
+/// Tokens minted before status lists existed have no list to read their state from: a stream
+/// started from scratch opens with the ones that must not verify, or a verifier started after
+/// their revoke would accept them until they expire.
+#[tokio::test]
+async fn a_stream_from_scratch_opens_with_the_denied_tokens_no_status_list_covers() {
+    let app = TestApp::spawn().await;
+    let client = app.client().await;
+    let caller = app.manager(USER).await;
+    let revoked_old = mint(&client, &caller).await;
+    let suspended_old = mint(&client, &caller).await;
+    let deleted_old = mint(&client, &caller).await;
+    let active_old = mint(&client, &caller).await;
+    let revoked_listed = mint(&client, &caller).await;
+    revoke(&client, &caller, &revoked_old).await;
+    suspend(&client, &caller, &suspended_old).await;
+    delete(&client, &caller, &deleted_old).await;
+    revoke(&client, &caller, &revoked_listed).await;
+    // As rows written before migration 8 look: no list entry.
+    let unlisted = [&revoked_old, &suspended_old, &deleted_old, &active_old]
+        .map(|id| format!("'{id}'"))
+        .join(", ");
+    execute_in_database(
+        &app,
+        &[format!(
+            "UPDATE tokens SET status_list_id = NULL, status_idx = NULL WHERE id IN ({unlisted})"
+        )],
+    )
+    .await;
+
+    let mut stream = watch(&client, &caller, "").await.expect("stream opens");
+    let mut snapshot = Vec::new();
+    let greeting = loop {
+        let message = next(&mut stream).await.expect("a message");
+        if message.changes.is_empty() && !message.keys_changed {
+            break message;
+        }
+        // Changes the feed applies after the stream opened carry a cursor; the snapshot does
+        // not (a stream cut off inside it starts over).
+        if message.cursor.is_empty() {
+            snapshot.extend(message.changes);
+        }
+    };
+    assert!(!greeting.cursor.is_empty());
+    let state = |id: &str| snapshot.iter().find(|c| c.token_id == id);
+    let revoked = state(&revoked_old).expect("the revoked unlisted token");
+    assert_eq!(status_of(revoked), pb::TokenStatus::Revoked);
+    let suspended = state(&suspended_old).expect("the suspended unlisted token");
+    assert_eq!(status_of(suspended), pb::TokenStatus::Suspended);
+    assert!(
+        state(&deleted_old)
+            .expect("the deleted unlisted token")
+            .deleted
+    );
+    assert!(state(&active_old).is_none(), "active tokens are not sent");
+    assert!(
+        state(&revoked_listed).is_none(),
+        "a listed token's state comes from its list"
+    );
+    assert_eq!(snapshot.len(), 3, "{snapshot:?}");
+
+    let mut resumed = watch(&client, &caller, &greeting.cursor)
+        .await
+        .expect("resumes");
+    let first = next(&mut resumed).await.expect("a message");
+    assert!(
+        first.changes.is_empty(),
+        "a resumed stream has had the snapshot: {first:?}"
+    );
+}
+
+/// A client that stops reading (its HTTP/2 window stays full) would hold a stream slot and the
+/// feed's updates forever: the server ends the stream after `changes.stalled_client_ms`.
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_stream() {
+    let app = TestApp::spawn_with(|s| {
+        s.changes.max_streams = 1.try_into().unwrap();
+        s.changes.heartbeat_ms = 20.try_into().unwrap();
+        s.changes.stalled_client_ms = 300.try_into().unwrap();
+    })
+    .await;
+    let caller = app.manager(USER).await;
+    // A connection whose receive window a few heartbeats fill, and which never reads.
+    let channel = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .initial_connection_window_size(Some(1024))
+        .connect()
+        .await
+        .expect("connect");
+    let stalled_client = pb::token_service_client::TokenServiceClient::new(channel);
+    let stalled = watch(&stalled_client, &caller, "").await.expect("opens");
+
+    let client = app.client().await;
+    let refused = watch(&client, &caller, "")
+        .await
+        .expect_err("the only slot is taken");
+    assert_error(&refused, Code::ResourceExhausted, "TOO_MANY_CHANGE_STREAMS");
+    let freed = tokio::time::timeout(PROPAGATION, async {
+        loop {
+            match watch(&client, &caller, "").await {
+                Ok(stream) => return stream,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        freed.is_ok(),
+        "the stalled stream was ended and its slot freed"
+    );
+    drop(stalled);
+}

@@ -82,6 +82,9 @@ pub(crate) async fn follow(
             view.clear_states();
             view.clear_lists();
             view.health.resyncs.fetch_add(1, Ordering::Relaxed);
+            // A key-set change in the lost history would not be announced again either.
+            let verifier = Verifier::from_inner(verifier.clone());
+            tokio::spawn(async move { verifier.reload_keys().await });
         } else if is_permanent(&ended) {
             tracing::error!(
                 code = ?ended.code(),

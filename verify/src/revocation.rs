@@ -124,6 +124,12 @@ impl From<Refusal> for VerifyError {
 /// a token is signed before its row commits, and replicas' clocks differ a little.
 pub(crate) const ISSUE_SLACK_SECS: i64 = 2;
 
+/// Whole seconds by which two tokenmint servers' clocks may disagree, on top of the rounding of
+/// whole-second times: every comparison of one server's time (a list's `iat`, a token's `iat`)
+/// with another's (the stream's heartbeats) gives the other this much in the direction that
+/// could accept a token wrongly. Servers kept in sync by NTP disagree by milliseconds.
+pub(crate) const CLOCK_SLACK_SECS: i64 = 1;
+
 /// What `decide` needs to know of the stream (server time, unix seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StreamTimes {
@@ -136,7 +142,8 @@ pub(crate) struct StreamTimes {
     pub(crate) last_heard: i64,
 }
 
-/// The rules, in order:
+/// The rules, in order. "Later" across two servers' clocks means later by more than
+/// [`CLOCK_SLACK_SECS`].
 /// 1. A list rendered no later than the second the stream started covering changes in is not
 ///    used: it may miss a change the feed had applied before the stream subscribed, which the
 ///    stream will never send. (Without a stream that ever covered anything, lists are all
@@ -146,26 +153,31 @@ pub(crate) struct StreamTimes {
 ///    stream's last message: then the list is newer than anything the stream said. While the
 ///    stream is down, the list decides (fetched if none is held).
 /// 3. A token without a list entry (minted before tokenmint published lists) has only the
-///    stream: accepted unless the stream said otherwise.
+///    stream: accepted unless the stream said otherwise (a stream started from scratch opens
+///    with every such token that must not verify).
 /// 4. VALID accepts, SUSPENDED refuses, anything else (INVALID, an index past the list's end, a
 ///    value the draft leaves to applications) refuses as revoked: lists fail closed.
 /// 5. Except INVALID in a list rendered no more than [`ISSUE_SLACK_SECS`] after the token was
 ///    issued (whole seconds), for a token the stream never mentioned: it may simply be newer
-///    than the list (minting is not a
-///    change on the stream). The caller fetches the list again (rate-limited) and, if the newest
-///    list still cannot know the token, accepts it only while the stream is connected and the
-///    token was issued in a later second than the one the stream started covering changes in:
-///    a revoke since its issue is then on the stream. Otherwise it gets "not yet" (an
-///    unavailable error) until a newer list tells. A token lost in a restore is older than
-///    every list rendered after the restore.
+///    than the list (minting is not a change on the stream). The caller fetches the list
+///    again (rate-limited) and, if the newest list still cannot know the token, accepts it
+///    only while the stream is connected and the token was issued in a later second than the
+///    one the stream started covering changes in: a revoke since its issue is then on the
+///    stream. Otherwise it gets "not yet" (an unavailable error) until a newer list tells. A
+///    token lost in a restore is older than every list rendered after the restore.
 pub(crate) fn decide(
     reported: Option<Standing>,
     claims: &Claims,
     list: Option<&CachedList>,
     stream: StreamTimes,
 ) -> Verdict {
-    let list = list.filter(|list| stream.covers_since.is_none_or(|since| list.iat > since));
-    let list_is_newer = list.is_some_and(|list| list.iat > stream.last_heard);
+    let later = |time: i64, than: i64| time > than.saturating_add(CLOCK_SLACK_SECS);
+    let list = list.filter(|list| {
+        stream
+            .covers_since
+            .is_none_or(|since| later(list.iat, since))
+    });
+    let list_is_newer = list.is_some_and(|list| later(list.iat, stream.last_heard));
     match reported {
         // Final: no later state can undo them.
         Some(Standing::Revoked) => return Verdict::Refuse(Refusal::Revoked),
@@ -196,7 +208,9 @@ pub(crate) fn decide(
         {
             Verdict::NotYetListed {
                 covered: stream.connected
-                    && stream.covers_since.is_some_and(|since| claims.iat > since),
+                    && stream
+                        .covers_since
+                        .is_some_and(|since| later(claims.iat, since)),
             }
         }
         _ => Verdict::Refuse(Refusal::Revoked),
@@ -547,22 +561,42 @@ mod tests {
             covers_since: Some(99),
             ..STREAM
         };
-        // Issued, revoked, and listed in second 100 at the latest, the stream started in 99:
-        // covered. Issued in 99: the revoke may predate the stream.
+        // The stream started in second 99 (on its server's clock). Issued in 101 (on the
+        // minting server's): covered. Issued in 100: with clocks a second apart, the revoke
+        // may predate the stream; in 99, even without.
+        let started_at_99_listed_101 = list(101);
         assert_eq!(
-            decide(None, &claims(100, Some(2)), Some(&listed), started_at_99),
+            decide(
+                None,
+                &claims(101, Some(2)),
+                Some(&started_at_99_listed_101),
+                started_at_99
+            ),
             Verdict::NotYetListed { covered: true }
         );
-        assert_eq!(
-            decide(None, &claims(99, Some(2)), Some(&listed), started_at_99),
-            uncovered
-        );
+        for issued in [99, 100] {
+            assert_eq!(
+                decide(
+                    None,
+                    &claims(issued, Some(2)),
+                    Some(&started_at_99_listed_101),
+                    started_at_99
+                ),
+                uncovered,
+                "issued in {issued}"
+            );
+        }
         let down = StreamTimes {
             connected: false,
             ..started_at_99
         };
         assert_eq!(
-            decide(None, &claims(101, Some(2)), Some(&listed), down),
+            decide(
+                None,
+                &claims(101, Some(2)),
+                Some(&started_at_99_listed_101),
+                down
+            ),
             uncovered,
             "a stream that is down reports nothing"
         );
@@ -605,6 +639,11 @@ mod tests {
         );
         assert_eq!(
             decide(None, &claims(50, Some(0)), Some(&list(101)), stream),
+            Verdict::NeedList,
+            "one second later on another server's clock may still be before"
+        );
+        assert_eq!(
+            decide(None, &claims(50, Some(0)), Some(&list(102)), stream),
             Verdict::Accept
         );
         let no_stream_ever = StreamTimes {
@@ -621,8 +660,8 @@ mod tests {
 
     #[test]
     fn a_revoke_the_stream_reported_is_final_whatever_the_lists_say() {
-        // Issued and revoked in second 100; a list rendered in 101 (after the stream's last
-        // message, in 100) reads INVALID: the young-token rule must not turn that into "maybe
+        // Issued and revoked in second 100; a list rendered in 101 or 102 (102: after the
+        // stream's last message, in 100, whatever the clocks) reads INVALID: the young-token rule must not turn that into "maybe
         // not committed yet".
         let heard_at_100 = StreamTimes {
             last_heard: 100,
@@ -642,7 +681,7 @@ mod tests {
             decide(
                 Some(Standing::Active),
                 &revoked_in_list,
-                Some(&list(101)),
+                Some(&list(102)),
                 heard_at_100
             ),
             Verdict::Refuse(Refusal::Revoked),
@@ -705,21 +744,24 @@ mod tests {
             decide(
                 Some(Standing::Active),
                 &revoked_in_list,
-                Some(&list(201)),
+                Some(&list(202)),
                 silent_since_200
             ),
             Verdict::Refuse(Refusal::Revoked)
         );
-        assert_eq!(
-            decide(
-                Some(Standing::Active),
-                &revoked_in_list,
-                Some(&list(200)),
-                silent_since_200
-            ),
-            Verdict::Accept,
-            "a list from the second the stream last spoke in may predate what it said"
-        );
+        for rendered in [200, 201] {
+            assert_eq!(
+                decide(
+                    Some(Standing::Active),
+                    &revoked_in_list,
+                    Some(&list(rendered)),
+                    silent_since_200
+                ),
+                Verdict::Accept,
+                "a list from the second the stream last spoke in, or the next on a clock a \
+                 second ahead, may predate what it said (rendered in {rendered})"
+            );
+        }
     }
 
     fn report(id: &str, standing: Standing, position: i64) -> ReportedState {

@@ -22,7 +22,9 @@ use crate::claims::{Claims, unix_now};
 use crate::error::VerifyError;
 use crate::jwks::{Fetcher, JwksSource, KeySet, PublicKey, key_set};
 use crate::proto::v1 as pb;
-use crate::revocation::{CachedList, RevocationHealth, RevocationView, Verdict, decide};
+use crate::revocation::{
+    CLOCK_SLACK_SECS, CachedList, RevocationHealth, RevocationView, Verdict, decide,
+};
 
 /// Verified tokens kept by default ([`VerifierBuilder::cache_capacity`]).
 const DEFAULT_CACHE_CAPACITY: usize = 10_000;
@@ -33,6 +35,15 @@ const STREAM_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connection and call timeouts of the revocation endpoint (the stream itself has none).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long after its stream caught up a new verifier can fetch lists it may use: a list must
+/// be rendered more than [`CLOCK_SLACK_SECS`] after the second the stream started in, and a
+/// server renders a list at most once per `status_list.render_cache_ms` (1 s by default).
+const LISTS_USABLE_AFTER: Duration = Duration::from_secs(CLOCK_SLACK_SECS.unsigned_abs() + 2);
+
+/// How many times a key-set change is fetched before giving up (waiting 50 ms, doubling, between
+/// tries: about 6 s in all).
+const KEY_CHANGE_REFETCHES: u32 = 7;
 
 /// The most bytes a status list may inflate to (tokenmint's largest: 2^20 entries of 2 bits,
 /// 256 KiB).
@@ -146,7 +157,11 @@ impl VerifierBuilder {
     /// While the stream is down (reconnecting with backoff from its last cursor), changes are
     /// seen through the lists only, up to their `ttl` late; [`Verifier::revocation_health`]
     /// says which. `build` fails when the stream cannot be opened (an unreachable endpoint, a
-    /// caller token without `token_introspect`).
+    /// caller token without `token_introspect`), and otherwise returns about 3 s after the
+    /// stream caught up: a list rendered before the stream started may miss a revoke the
+    /// stream will never send, so only lists rendered later (by more than servers' clocks may
+    /// disagree) are used, and until the server has rendered one, a token the stream has not
+    /// mentioned gets [`VerifyError::RevocationSource`] ("not known yet").
     pub fn watch_revocations(
         mut self,
         endpoint: impl Into<String>,
@@ -267,7 +282,7 @@ impl VerifierBuilder {
                 stream_stopped,
             ));
             match tokio::time::timeout(STREAM_READY_TIMEOUT, is_ready).await {
-                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Ok(()))) => tokio::time::sleep(LISTS_USABLE_AFTER).await,
                 Ok(Ok(Err(error))) => return Err(error),
                 Ok(Err(_)) | Err(_) => {
                     return Err(VerifyError::RevocationSource(
@@ -539,13 +554,37 @@ impl Verifier {
         ))
     }
 
-    /// The key set changed (the change stream said so): fetch it again, and forget verified
-    /// tokens (a key may have been withdrawn).
-    pub(crate) async fn keys_changed(&self) {
+    /// Fetches the key set again and forgets verified tokens (the change stream's history was
+    /// lost: a key-set change in it would not be announced again).
+    pub(crate) async fn reload_keys(&self) {
         let _ = self.refresh().await;
         if let Some(cache) = &self.inner.verified {
             cache.clear();
         }
+    }
+
+    /// The key set changed (the change stream said so): fetch it again, and forget verified
+    /// tokens (a key may have been withdrawn). The key source may be another replica than the
+    /// stream's, one that has not heard of the change yet: while the fetched set is the one
+    /// already held, it is fetched again, backing off, for a few seconds.
+    pub(crate) async fn keys_changed(&self) {
+        let before = self.key_ids();
+        let mut wait = Duration::from_millis(50);
+        for _ in 0..KEY_CHANGE_REFETCHES {
+            let fetched = self.refresh().await.is_ok();
+            if let Some(cache) = &self.inner.verified {
+                cache.clear();
+            }
+            if fetched && self.key_ids() != before {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+        tracing::warn!(
+            "tokenmint said its key set changed, but the key source still serves the same keys \
+             after several tries; the next periodic refresh will look again"
+        );
     }
 
     /// [`verify`](Self::verify), then checks the token may be used from `client_ip` and grants
