@@ -231,6 +231,10 @@ pub struct ChangeFeed {
     cursor: LogCursor,
     /// A key-set change was read and the keys could not be reloaded since.
     keys_pending: bool,
+    /// While a key-set change read from the log waits for its reload: the stream cursor from
+    /// before it. Streams are handed no cursor past the change meanwhile, so a client that
+    /// resumes before the reload succeeds reads the change from the log again.
+    keys_hold: Option<ChangeCursor>,
 }
 
 impl ChangeFeed {
@@ -251,6 +255,7 @@ impl ChangeFeed {
             leeway_secs,
             cursor: LogCursor::starting_at(loaded_at),
             keys_pending: false,
+            keys_hold: None,
         }
     }
 
@@ -274,6 +279,7 @@ impl ChangeFeed {
         {
             self.resync_after_prune(&shape).await?;
         }
+        let before = self.stream_cursor();
         let (applied, changes) = match self.read_and_apply().await {
             Ok((entries, (changes, keys_changed))) => {
                 let now = Instant::now();
@@ -286,6 +292,9 @@ impl ChangeFeed {
                     .position
                     .store(self.cursor.high(), Ordering::Relaxed);
                 self.keys_pending |= keys_changed;
+                if keys_changed && self.keys_hold.is_none() {
+                    self.keys_hold = Some(before);
+                }
                 (Ok(entries.len()), changes)
             }
             Err(error) => (Err(error), Vec::new()),
@@ -294,10 +303,12 @@ impl ChangeFeed {
         // told earlier would refetch this server's JWKS before it changed, keep trusting a
         // retired key, and never be told again.
         let keys_reloaded = self.keys_pending && self.reload_keys().await;
+        if keys_reloaded {
+            self.keys_hold = None;
+        }
         if applied.is_ok() || keys_reloaded {
-            self.targets
-                .hub
-                .publish(changes, keys_reloaded, self.stream_cursor());
+            let cursor = self.keys_hold.unwrap_or_else(|| self.stream_cursor());
+            self.targets.hub.publish(changes, keys_reloaded, cursor);
         }
         applied
     }
@@ -353,13 +364,15 @@ impl ChangeFeed {
         self.targets
             .deny
             .resync(&denied, self.cursor.applied_through());
+        // Before the streams end: their clients refetch the keys when they resync.
+        self.reload_keys().await;
+        self.keys_hold = None;
         self.targets
             .hub
             .interrupt(Interruption::Missed, self.stream_cursor());
         self.health
             .deny_list_resyncs
             .fetch_add(1, Ordering::Relaxed);
-        self.reload_keys().await;
         Ok(())
     }
 
@@ -379,6 +392,9 @@ impl ChangeFeed {
         self.targets.deny.reset(&denied, cursor.applied_through());
         self.targets.metadata.clear();
         self.cursor = cursor;
+        // Before the streams end: their clients refetch the keys when they resync.
+        self.reload_keys().await;
+        self.keys_hold = None;
         self.targets
             .hub
             .interrupt(Interruption::Rewound, self.stream_cursor());
@@ -386,7 +402,6 @@ impl ChangeFeed {
         self.health
             .deny_list_resyncs
             .fetch_add(1, Ordering::Relaxed);
-        self.reload_keys().await;
         Ok(())
     }
 

@@ -292,9 +292,13 @@ fn interrupted(why: Interruption) -> Error {
 /// status list entry, read a page at a time in id order.
 struct Snapshot {
     store: Store,
-    /// The last token id sent.
-    after: Option<TokenId>,
+    /// The last token id read.
+    after: Option<String>,
 }
+
+/// How long after its expiry a denied token is still in a snapshot: verifiers accept a token a
+/// little past `exp` (their leeway), and forget the states of expired tokens after an hour.
+const SNAPSHOT_EXPIRED_MARGIN_SECS: i64 = 3_600;
 
 /// The log reads of a stream that has not caught up yet.
 struct CatchUp {
@@ -375,13 +379,14 @@ impl ChangeWatch {
 
     async fn next_unchecked(&mut self) -> Result<WatchItem> {
         if let Some(snapshot) = &mut self.snapshot {
-            let page = snapshot
+            let horizon = Timestamp::now().plus_secs(-SNAPSHOT_EXPIRED_MARGIN_SECS);
+            let (page, next) = snapshot
                 .store
-                .denied_unlisted_tokens(Timestamp::now(), snapshot.after, CATCH_UP_PAGE)
+                .denied_unlisted_tokens(horizon, snapshot.after.as_deref(), CATCH_UP_PAGE)
                 .await?;
-            snapshot.after = page.last().map(|token| token.id);
-            if (page.len() as u64) < CATCH_UP_PAGE {
-                self.snapshot = None;
+            match next {
+                Some(next) => snapshot.after = Some(next),
+                None => self.snapshot = None,
             }
             if !page.is_empty() {
                 // Read after subscribing: at least as recent as every change at or before the

@@ -125,15 +125,17 @@ impl Store {
         Ok(models.into_iter().filter_map(denied_from_row).collect())
     }
 
-    /// A page of the tokens [`denied_tokens`](Self::denied_tokens) returns that have no status
-    /// list entry (minted before tokenmint published lists), in id order after `after`: what a
-    /// change stream started from scratch sends first, since no list speaks for them.
+    /// A page of the tokens [`denied_tokens`](Self::denied_tokens) returns for `now` that have
+    /// no status list entry (minted before tokenmint published lists), in id order after
+    /// `after`: what a change stream started from scratch sends first, since no list speaks for
+    /// them. Also returns where the next page starts, if the page was full (counted in rows
+    /// read, so that an unreadable row does not end the paging early).
     pub async fn denied_unlisted_tokens(
         &self,
         now: Timestamp,
-        after: Option<TokenId>,
+        after: Option<&str>,
         limit: u64,
-    ) -> Result<Vec<DeniedToken>> {
+    ) -> Result<(Vec<DeniedToken>, Option<String>)> {
         let mut query = Tokens::find()
             .select_only()
             .columns([
@@ -150,7 +152,7 @@ impl Store {
                     .or(Column::DeletedAt.is_not_null()),
             );
         if let Some(after) = after {
-            query = query.filter(Column::Id.gt(after.to_string()));
+            query = query.filter(Column::Id.gt(after));
         }
         let rows = query
             .order_by_asc(Column::Id)
@@ -159,7 +161,10 @@ impl Store {
             .all(self.db())
             .await
             .map_err(db_error)?;
-        Ok(rows.into_iter().filter_map(denied_from_row).collect())
+        let next = (rows.len() as u64 >= limit)
+            .then(|| rows.last().map(|row| row.0.clone()))
+            .flatten();
+        Ok((rows.into_iter().filter_map(denied_from_row).collect(), next))
     }
 
     /// The current deny state of each of `ids` (for applying change-log events).

@@ -165,6 +165,23 @@ async fn streams_hear_of_a_key_change_once_the_server_applied_it() {
         !keys_changed_within(&mut stream, Duration::from_millis(500)).await,
         "a key change the server could not apply was announced"
     );
+    // Nor is a cursor past it handed out: a client resuming meanwhile reads it from the log.
+    let request = authed(&caller, pb::WatchTokenChangesRequest::default());
+    let response = client.clone().watch_token_changes(request).await;
+    let mut fresh = response.expect("WatchTokenChanges").into_inner();
+    let cursor = loop {
+        let message = fresh.message().await.expect("open").expect("a message");
+        if message.changes.is_empty() && !message.keys_changed {
+            break message.cursor;
+        }
+    };
+    let request = authed(&caller, pb::WatchTokenChangesRequest { cursor });
+    let response = client.clone().watch_token_changes(request).await;
+    let mut resumed = response.expect("resumes").into_inner();
+    assert!(
+        keys_changed_within(&mut resumed, PROPAGATION).await,
+        "the cursor handed out while the reload was pending skipped the key change"
+    );
 
     // Fixed: the retry succeeds, and the streams hear of it then.
     execute_in_database(

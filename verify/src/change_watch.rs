@@ -79,7 +79,7 @@ pub(crate) async fn follow(
             view.health.cover_nothing();
             // The lists go too: the states may have held revokes those lists predate. Fresh
             // lists are fetched on demand (and dropped again once the new stream caught up).
-            view.clear_states();
+            view.clear_undoable_states();
             view.clear_lists();
             view.health.resyncs.fetch_add(1, Ordering::Relaxed);
             // A key-set change in the lost history would not be announced again either.

@@ -153,8 +153,8 @@ pub(crate) struct StreamTimes {
 ///    stream's last message: then the list is newer than anything the stream said. While the
 ///    stream is down, the list decides (fetched if none is held).
 /// 3. A token without a list entry (minted before tokenmint published lists) has only the
-///    stream: accepted unless the stream said otherwise (a stream started from scratch opens
-///    with every such token that must not verify).
+///    stream: accepted unless the stream said otherwise, even while it is down (a stream
+///    started from scratch opens with every such token that must not verify).
 /// 4. VALID accepts, SUSPENDED refuses, anything else (INVALID, an index past the list's end, a
 ///    value the draft leaves to applications) refuses as revoked: lists fail closed.
 /// 5. Except INVALID in a list rendered no more than [`ISSUE_SLACK_SECS`] after the token was
@@ -191,7 +191,11 @@ pub(crate) fn decide(
         _ => {}
     }
     let Some(entry) = &claims.status_list else {
-        return Verdict::Accept;
+        // No list speaks for it: the stream's last word stands, connected or not.
+        return match reported {
+            Some(Standing::Suspended) => Verdict::Refuse(Refusal::Suspended),
+            _ => Verdict::Accept,
+        };
     };
     let Some(list) = list else {
         return Verdict::NeedList;
@@ -260,12 +264,14 @@ impl RevocationView {
         states.retain(|_, known| known.expires_at >= before);
     }
 
-    /// Forgets every reported state (the history they came from is gone).
-    pub(crate) fn clear_states(&self) {
+    /// Forgets every reported state that a later change could undo (the history they came
+    /// from is gone). Revokes and deletions stay: they are final, and a token without a list
+    /// entry has nothing else to refuse it by until the next stream's snapshot.
+    pub(crate) fn clear_undoable_states(&self) {
         self.states
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .clear();
+            .retain(|_, known| matches!(known.standing, Standing::Revoked | Standing::Deleted));
     }
 
     /// Forgets every cached list: the next use of each fetches it again.
@@ -788,6 +794,45 @@ mod tests {
         assert_eq!(view.standing("b"), Some(Standing::Active));
         view.forget_expired(1_001);
         assert_eq!(view.standing("a"), None, "expired tokens are forgotten");
+    }
+
+    #[test]
+    fn a_token_without_a_list_entry_keeps_the_streams_last_word_while_it_is_down() {
+        let unlisted = claims(50, None);
+        let down = StreamTimes {
+            connected: false,
+            ..STREAM
+        };
+        for stream in [STREAM, down] {
+            assert_eq!(
+                decide(Some(Standing::Suspended), &unlisted, None, stream),
+                Verdict::Refuse(Refusal::Suspended)
+            );
+            assert_eq!(
+                decide(Some(Standing::Revoked), &unlisted, None, stream),
+                Verdict::Refuse(Refusal::Revoked)
+            );
+            assert_eq!(
+                decide(Some(Standing::Active), &unlisted, None, stream),
+                Verdict::Accept
+            );
+        }
+    }
+
+    #[test]
+    fn a_resync_keeps_final_states_only() {
+        let view = RevocationView::default();
+        view.apply([
+            report("revoked", Standing::Revoked, 1),
+            report("deleted", Standing::Deleted, 2),
+            report("suspended", Standing::Suspended, 3),
+            report("active", Standing::Active, 4),
+        ]);
+        view.clear_undoable_states();
+        assert_eq!(view.standing("revoked"), Some(Standing::Revoked));
+        assert_eq!(view.standing("deleted"), Some(Standing::Deleted));
+        assert_eq!(view.standing("suspended"), None);
+        assert_eq!(view.standing("active"), None);
     }
 
     #[test]
