@@ -110,6 +110,14 @@ impl LogCursor {
             .map_or(self.high, |(gap, _)| gap - 1)
     }
 
+    /// Whether a log that now starts at `oldest` lost positions this cursor has not applied: the
+    /// ones after `high`, and skipped ones still waited for. A skipped position may be a change
+    /// that committed after a later one was read (a read that raced the pruning transaction
+    /// sees exactly that) and was pruned before it was read.
+    pub fn lost_to_pruning(&self, oldest: i64) -> bool {
+        oldest > self.applied_through() + 1
+    }
+
     /// Moves past positions that are gone from the log (pruned): they are no longer waited for.
     pub fn skip_pruned_before(&mut self, oldest: i64) {
         self.high = self.high.max(oldest - 1);
@@ -275,7 +283,7 @@ impl ChangeFeed {
             self.start_over(mark, &shape).await?;
         } else if shape
             .oldest
-            .is_some_and(|oldest| oldest > self.cursor.high() + 1)
+            .is_some_and(|oldest| self.cursor.lost_to_pruning(oldest))
         {
             self.resync_after_prune(&shape).await?;
         }
@@ -311,6 +319,15 @@ impl ChangeFeed {
             self.targets.hub.publish(changes, keys_reloaded, cursor);
         }
         applied
+    }
+
+    /// [`stream_cursor`](Self::stream_cursor) of a feed that has not polled yet, made for a log
+    /// of extent `loaded_at`.
+    pub fn stream_cursor_at_start(loaded_at: &LogShape) -> ChangeCursor {
+        ChangeCursor {
+            resume_after: LogCursor::starting_at(loaded_at).applied_through(),
+            newest: None,
+        }
     }
 
     /// Where a change stream that has been sent everything this feed applied resumes.
@@ -494,6 +511,26 @@ mod tests {
             written_at: None,
         };
         assert_eq!(LogCursor::starting_at(&empty).high(), 0);
+    }
+
+    #[test]
+    fn a_pruned_position_still_waited_for_counts_as_lost() {
+        let now = Instant::now();
+        let mut cursor = LogCursor::after(0);
+        // Read 3 with 1 and 2 not visible yet (committing, or racing a prune).
+        cursor.advance(&marks(&[3]), now);
+        assert!(!cursor.lost_to_pruning(1));
+        assert!(
+            cursor.lost_to_pruning(3),
+            "1 and 2 were waited for: pruned, they may be changes never read"
+        );
+        cursor.skip_pruned_before(3);
+        assert!(!cursor.lost_to_pruning(3));
+        assert!(
+            !cursor.lost_to_pruning(4),
+            "the log starts right after what was applied"
+        );
+        assert!(cursor.lost_to_pruning(5));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::domain::{
 use crate::error::{Error, ErrorCode, Result, reason};
 use crate::issuance::change_feed::is_rewound;
 use crate::store::Store;
+use crate::store::tokens::DeniedRowKey;
 
 /// Log entries a catching-up stream reads per query.
 const CATCH_UP_PAGE: u64 = 1_000;
@@ -115,17 +116,15 @@ pub struct ChangeHub {
 }
 
 impl ChangeHub {
-    /// A hub with no stream yet, whose streams catch up from `store`; the feed has applied
-    /// nothing.
-    pub fn new(store: Store, policy: StreamPolicy) -> Self {
+    /// A hub with no stream yet, whose streams catch up from `store`, standing where the feed
+    /// starts (`starting`: a stream opened before the feed's first poll hands out a cursor
+    /// that the feed's first batches follow, not position 0, which the log may have pruned).
+    pub fn new(store: Store, policy: StreamPolicy, starting: ChangeCursor) -> Self {
         let (sender, _) = broadcast::channel(policy.max_lag.max(1));
         Self {
             store,
             sender,
-            cursor: RwLock::new(ChangeCursor {
-                resume_after: 0,
-                newest: None,
-            }),
+            cursor: RwLock::new(starting),
             streams: Arc::new(Semaphore::new(policy.max_streams)),
             policy,
             closed: AtomicBool::new(false),
@@ -220,6 +219,7 @@ impl ChangeHub {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(ChangeWatch {
             _permit: permit,
+            store: store.clone(),
             updates,
             from_client: from,
             cursor,
@@ -289,11 +289,11 @@ fn interrupted(why: Interruption) -> Error {
 }
 
 /// The opening snapshot of a stream started without a cursor: the denied tokens without a
-/// status list entry, read a page at a time in id order.
+/// status list entry, read a page at a time in (expiry, id) order.
 struct Snapshot {
     store: Store,
-    /// The last token id read.
-    after: Option<String>,
+    /// The last row read.
+    after: Option<DeniedRowKey>,
 }
 
 /// How long after its expiry a denied token is still in a snapshot: verifiers accept a token a
@@ -311,6 +311,8 @@ struct CatchUp {
 /// until dropped.
 pub struct ChangeWatch {
     _permit: OwnedSemaphorePermit,
+    /// Where the stream reads the log when the feed's buffer no longer holds what it missed.
+    store: Store,
     updates: broadcast::Receiver<FeedUpdate>,
     /// The client's cursor, handed back while catching up.
     from_client: Option<ChangeCursor>,
@@ -378,70 +380,85 @@ impl ChangeWatch {
     }
 
     async fn next_unchecked(&mut self) -> Result<WatchItem> {
-        if let Some(snapshot) = &mut self.snapshot {
-            let horizon = Timestamp::now().plus_secs(-SNAPSHOT_EXPIRED_MARGIN_SECS);
-            let (page, next) = snapshot
-                .store
-                .denied_unlisted_tokens(horizon, snapshot.after.as_deref(), CATCH_UP_PAGE)
-                .await?;
-            match next {
-                Some(next) => snapshot.after = Some(next),
-                None => self.snapshot = None,
-            }
-            if !page.is_empty() {
-                // Read after subscribing: at least as recent as every change at or before the
-                // cursor, and any later change comes with a later position.
-                let position = self.cursor.resume_after;
-                return Ok(WatchItem::Changes {
-                    changes: page
-                        .into_iter()
-                        .map(|token| TokenStateChange { token, position })
-                        .collect(),
-                    keys_changed: false,
-                    cursor: None,
-                });
-            }
-        }
-        while let Some(catch_up) = &mut self.catch_up {
-            let store = catch_up.store.clone();
-            let events = store.events_after(catch_up.after, CATCH_UP_PAGE).await?;
-            if let Some(last) = events.last() {
-                catch_up.after = last.seq;
-            }
-            if (events.len() as u64) < CATCH_UP_PAGE {
-                self.catch_up = None;
-            }
-            let read = LogChanges::read(&store, &events).await?;
-            // A page with nothing to say (its tokens' rows are gone) is skipped: a message
-            // without changes means "caught up" to the client.
-            if !read.changes.is_empty() || read.keys_changed {
-                return Ok(WatchItem::Changes {
-                    changes: read.changes,
-                    keys_changed: read.keys_changed,
-                    // Changes after it may still be on their way: the client's own cursor.
-                    cursor: Some(self.from_client.unwrap_or(self.cursor)),
-                });
-            }
-        }
-        if !self.greeted {
-            // Batches the feed published while this stream caught up go out before the
-            // greeting, which tells the client it has everything up to now.
-            loop {
-                match self.updates.try_recv() {
-                    Ok(update) => {
-                        if let Some(item) = self.item_of(update)? {
-                            return Ok(item);
-                        }
-                    }
-                    Err(broadcast::error::TryRecvError::Empty) => break,
-                    Err(broadcast::error::TryRecvError::Lagged(_)) => return Err(too_slow()),
-                    Err(broadcast::error::TryRecvError::Closed) => {
-                        return Err(interrupted(Interruption::ShuttingDown));
-                    }
+        // The snapshot, the catch-up and the greeting; caught up, a stream follows the feed.
+        'opening: loop {
+            if let Some(snapshot) = &mut self.snapshot {
+                let horizon = Timestamp::now().plus_secs(-SNAPSHOT_EXPIRED_MARGIN_SECS);
+                let (page, next) = snapshot
+                    .store
+                    .denied_unlisted_tokens(horizon, snapshot.after.as_ref(), CATCH_UP_PAGE)
+                    .await?;
+                match next {
+                    Some(next) => snapshot.after = Some(next),
+                    None => self.snapshot = None,
+                }
+                if !page.is_empty() {
+                    // Read after subscribing: at least as recent as every change at or before the
+                    // cursor, and any later change comes with a later position.
+                    let position = self.cursor.resume_after;
+                    return Ok(WatchItem::Changes {
+                        changes: page
+                            .into_iter()
+                            .map(|token| TokenStateChange { token, position })
+                            .collect(),
+                        keys_changed: false,
+                        cursor: None,
+                    });
                 }
             }
-            self.greeted = true;
-            return Ok(self.heartbeat_item());
+            while let Some(catch_up) = &mut self.catch_up {
+                let store = catch_up.store.clone();
+                let events = store.events_after(catch_up.after, CATCH_UP_PAGE).await?;
+                if let Some(last) = events.last() {
+                    catch_up.after = last.seq;
+                }
+                if (events.len() as u64) < CATCH_UP_PAGE {
+                    self.catch_up = None;
+                }
+                let read = LogChanges::read(&store, &events).await?;
+                // A page with nothing to say (its tokens' rows are gone) is skipped: a message
+                // without changes means "caught up" to the client.
+                if !read.changes.is_empty() || read.keys_changed {
+                    return Ok(WatchItem::Changes {
+                        changes: read.changes,
+                        keys_changed: read.keys_changed,
+                        // Changes after it may still be on their way: the client's own cursor.
+                        cursor: Some(self.from_client.unwrap_or(self.cursor)),
+                    });
+                }
+            }
+            if !self.greeted {
+                // Batches the feed published while this stream caught up go out before the
+                // greeting, which tells the client it has everything up to now.
+                loop {
+                    match self.updates.try_recv() {
+                        Ok(update) => {
+                            if let Some(item) = self.item_of(update)? {
+                                return Ok(item);
+                            }
+                        }
+                        Err(broadcast::error::TryRecvError::Empty) => break,
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                            // The stream spent longer in its snapshot or catch-up than the feed's
+                            // buffer lasts. What fell out of the buffer is in the log: read it
+                            // from there rather than end a stream the client cannot resume
+                            // (a snapshot has no cursor) and would restart into the same lag.
+                            check_history(&self.store, self.cursor).await?;
+                            self.catch_up = Some(CatchUp {
+                                store: self.store.clone(),
+                                after: self.cursor.resume_after,
+                            });
+                            continue 'opening;
+                        }
+                        Err(broadcast::error::TryRecvError::Closed) => {
+                            return Err(interrupted(Interruption::ShuttingDown));
+                        }
+                    }
+                }
+                self.greeted = true;
+                return Ok(self.heartbeat_item());
+            }
+            break;
         }
         let caller_expiry = self.caller.map(|caller| {
             let left = caller
@@ -576,6 +593,7 @@ mod tests {
                 heartbeat: Duration::from_secs(3600),
                 stalled_client: Duration::from_secs(30),
             },
+            cursor(0),
         )
     }
 
@@ -651,6 +669,43 @@ mod tests {
         let greeting = watch.next().await.unwrap();
         assert!(
             matches!(greeting, WatchItem::Heartbeat { cursor: c, .. } if c == cursor(5)),
+            "{greeting:?}"
+        );
+    }
+
+    /// A stream whose snapshot or catch-up outlasted the feed's buffer reads what fell out of
+    /// it from the log: it is not cut off (a from-scratch stream could only start over, into
+    /// the same lag), and nothing is lost.
+    #[tokio::test]
+    async fn a_stream_that_lags_before_its_greeting_reads_what_it_missed_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path(), 2).await;
+        let mut watch = hub.watch(None).await.unwrap();
+        crate::store::events::append(
+            hub.store.db(),
+            crate::domain::EventKind::KeysChanged,
+            None,
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        let position = hub.store.latest_event_seq().await.unwrap();
+        // The key change, then two batches that push it out of a buffer of two.
+        hub.publish(Vec::new(), true, cursor(position));
+        hub.publish(Vec::new(), false, cursor(position + 1));
+        hub.publish(Vec::new(), false, cursor(position + 2));
+        assert_eq!(
+            watch.next().await.unwrap(),
+            WatchItem::Changes {
+                changes: Vec::new(),
+                keys_changed: true,
+                cursor: Some(cursor(0)),
+            },
+            "the key change that fell out of the buffer comes from the log"
+        );
+        let greeting = watch.next().await.unwrap();
+        assert!(
+            matches!(greeting, WatchItem::Heartbeat { cursor: c, .. } if c == cursor(position + 2)),
             "{greeting:?}"
         );
     }

@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::domain::Environment;
 use crate::domain::{ScopeCatalog, Timestamp};
 use crate::issuance::caches::MetadataCache;
-use crate::issuance::change_feed::FeedHealth;
+use crate::issuance::change_feed::{ChangeFeed, FeedHealth};
 use crate::issuance::change_stream::{ChangeHub, StreamPolicy};
 use crate::issuance::changes::ChangeCommitter;
 use crate::issuance::deny_list::DenyList;
@@ -242,6 +242,7 @@ impl Core {
                     heartbeat: Duration::from_millis(settings.changes.heartbeat_ms.get()),
                     stalled_client: Duration::from_millis(settings.changes.stalled_client_ms.get()),
                 },
+                ChangeFeed::stream_cursor_at_start(&log_at_load),
             )),
         };
         Ok(Self {

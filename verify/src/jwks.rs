@@ -105,6 +105,13 @@ pub(crate) struct PublicKey {
     key: UnparsedPublicKey<Vec<u8>>,
 }
 
+impl PublicKey {
+    /// Whether `other` is the same key for the same algorithm.
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        self.algorithm == other.algorithm && self.key.as_ref() == other.key.as_ref()
+    }
+}
+
 impl tokenmint_jwt::VerifyingKey for PublicKey {
     fn algorithm(&self) -> &str {
         self.algorithm.name()

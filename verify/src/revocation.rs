@@ -258,10 +258,14 @@ impl RevocationView {
         }
     }
 
-    /// Forgets the states of tokens that expired before `before` (seconds).
+    /// Forgets the states of tokens, and the lists, that expired before `before` (seconds). An
+    /// expired list is never used; a token that names one fetches it again.
     pub(crate) fn forget_expired(&self, before: i64) {
         let mut states = self.states.write().unwrap_or_else(|e| e.into_inner());
         states.retain(|_, known| known.expires_at >= before);
+        drop(states);
+        let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
+        lists.retain(|_, list| list.exp >= before);
     }
 
     /// Forgets every reported state that a later change could undo (the history they came
@@ -794,6 +798,16 @@ mod tests {
         assert_eq!(view.standing("b"), Some(Standing::Active));
         view.forget_expired(1_001);
         assert_eq!(view.standing("a"), None, "expired tokens are forgotten");
+    }
+
+    #[test]
+    fn expired_lists_are_forgotten() {
+        let view = RevocationView::default();
+        view.install_list("https://t.example/old", list(100));
+        view.install_list("https://t.example/new", list(1_000));
+        view.forget_expired(701);
+        assert!(view.list("https://t.example/old").is_none());
+        assert!(view.list("https://t.example/new").is_some());
     }
 
     #[test]

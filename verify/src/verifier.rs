@@ -4,6 +4,7 @@
 //! [`crate::revocation`]). Tokens that verified are cached by their full text, so a repeated
 //! token costs a hash and a lookup instead of a signature check.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,16 @@ const LISTS_USABLE_AFTER: Duration = Duration::from_secs(CLOCK_SLACK_SECS.unsign
 /// How many times a key-set change is fetched before giving up (waiting 50 ms, doubling, between
 /// tries: about 6 s in all).
 const KEY_CHANGE_REFETCHES: u32 = 7;
+
+/// How long a key that left the key set stays out, whatever a later fetch serves. tokenmint
+/// never brings a withdrawn key back, but replicas behind a load balancer apply a change a few
+/// milliseconds apart, and one that has not yet would hand a withdrawn key back to the next
+/// refresh. A key that only looked withdrawn (a fetch from a replica that had not yet heard of
+/// a new key) is refused for at most this long.
+const WITHDRAWN_KEY_MEMORY: Duration = Duration::from_secs(60);
+
+/// The most withdrawn keys remembered (a hostile key source cannot grow the memory further).
+const MAX_WITHDRAWN_KEYS: usize = 1_024;
 
 /// The most bytes a status list may inflate to (tokenmint's largest: 2^20 entries of 2 bits,
 /// 256 KiB).
@@ -110,6 +121,8 @@ pub(crate) struct Revocations {
 struct RefreshState {
     last_attempt: Option<Instant>,
     last_error: Option<String>,
+    /// Keys that left the key set lately, with when: see [`WITHDRAWN_KEY_MEMORY`].
+    withdrawn: HashMap<String, Instant>,
 }
 
 /// Configures and builds a [`Verifier`]. Defaults: issuer and audience `tokenmint`, 5 s
@@ -256,6 +269,7 @@ impl VerifierBuilder {
             refresh: Mutex::new(RefreshState {
                 last_attempt: Some(Instant::now()),
                 last_error: None,
+                withdrawn: HashMap::new(),
             }),
             verified: (self.cache_capacity > 0).then(|| VerifiedCache::new(self.cache_capacity)),
             revocations: watch.clone().map(|source| Revocations {
@@ -658,14 +672,21 @@ impl Inner {
         self.keys().get(kid).cloned()
     }
 
-    /// Fetches and installs the key set; the caller holds the refresh lock (`state`).
+    /// Fetches and installs the key set; the caller holds the refresh lock (`state`). Keys that
+    /// left the set lately stay out (see [`WITHDRAWN_KEY_MEMORY`]); verified tokens are
+    /// forgotten (the generation moves) only when the set changed.
     async fn refresh_locked(&self, state: &mut RefreshState) -> Result<usize, VerifyError> {
         state.last_attempt = Some(Instant::now());
         match self.fetcher.fetch().await.and_then(key_set) {
-            Ok(keys) => {
+            Ok(mut keys) => {
+                let held = self.keys();
+                remember_withdrawn(&mut state.withdrawn, &held, &keys, Instant::now());
+                keys.retain(|kid, _| !state.withdrawn.contains_key(kid));
                 let count = keys.len();
-                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
-                self.key_generation.fetch_add(1, Ordering::Release);
+                if !same_keys(&held, &keys) {
+                    *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+                    self.key_generation.fetch_add(1, Ordering::Release);
+                }
                 state.last_error = None;
                 tracing::debug!(source = %self.source, keys = count, "refreshed the token signing keys");
                 Ok(count)
@@ -680,6 +701,30 @@ impl Inner {
             }
         }
     }
+}
+
+/// Records in `withdrawn` (at `now`) the keys of `held` that `fetched` lacks, and forgets the
+/// ones remembered longer than [`WITHDRAWN_KEY_MEMORY`].
+fn remember_withdrawn(
+    withdrawn: &mut HashMap<String, Instant>,
+    held: &KeySet,
+    fetched: &KeySet,
+    now: Instant,
+) {
+    withdrawn.retain(|_, since| now.duration_since(*since) < WITHDRAWN_KEY_MEMORY);
+    for kid in held.keys().filter(|kid| !fetched.contains_key(*kid)) {
+        if withdrawn.len() >= MAX_WITHDRAWN_KEYS {
+            break;
+        }
+        withdrawn.insert(kid.clone(), now);
+    }
+}
+
+/// Whether two key sets hold the same keys under the same `kid`s.
+fn same_keys(a: &KeySet, b: &KeySet) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|(kid, key)| b.get(kid).is_some_and(|other| key.same_as(other)))
 }
 
 /// The verdict as a result.

@@ -160,6 +160,16 @@ async fn background_refresh_stops_when_the_verifier_is_dropped() {
 /// A one-route HTTP/1.1 server that answers every request with tokenmint's JWKS document (read
 /// from `tokenmint`) and counts the requests. Returns its URL and the counter.
 async fn counting_jwks_proxy(tokenmint: std::net::SocketAddr) -> (String, Arc<AtomicUsize>) {
+    jwks_server(move || fetch_jwks(tokenmint)).await
+}
+
+/// A one-route HTTP/1.1 server that answers every request with the JWKS document `document`
+/// gives, and counts the requests. Returns its URL and the counter.
+async fn jwks_server<F, D>(document: F) -> (String, Arc<AtomicUsize>)
+where
+    F: Fn() -> D + Clone + Send + 'static,
+    D: std::future::Future<Output = String> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let count = Arc::new(AtomicUsize::new(0));
@@ -170,12 +180,13 @@ async fn counting_jwks_proxy(tokenmint: std::net::SocketAddr) -> (String, Arc<At
                 return;
             };
             let counter = counter.clone();
+            let document = document.clone();
             tokio::spawn(async move {
                 if !read_request_head(&mut stream).await {
                     return;
                 }
                 counter.fetch_add(1, Ordering::SeqCst);
-                let document = fetch_jwks(tokenmint).await;
+                let document = document().await;
                 let response = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{document}",
                     document.len()
@@ -239,5 +250,58 @@ async fn a_cached_token_stops_verifying_once_its_key_left_the_key_set() {
     assert!(
         verifier.verify(&old).await.is_err(),
         "a token verified under a withdrawn key is not served from the cache"
+    );
+}
+
+/// Replicas behind one JWKS URL apply a key change milliseconds apart: a refresh that reaches
+/// one that has not yet must not bring a withdrawn key back.
+#[tokio::test]
+async fn a_withdrawn_key_stays_out_when_a_lagging_replica_still_serves_it() {
+    let app = TestApp::spawn().await;
+    let old = app.bootstrap("alice", &["wallet_view"]).await;
+    let old_kid = header_of(&old)["kid"].as_str().unwrap().to_owned();
+    let lagging = fetch_jwks(app.addr).await;
+    rotate(&app).await;
+    tokenmint::cli::retire_key(&app.settings, &old_kid, true)
+        .await
+        .expect("retire the old key");
+    let addr = app.addr;
+    let current = eventually(Duration::from_secs(20), || {
+        let kid = old_kid.clone();
+        async move {
+            let document = fetch_jwks(addr).await;
+            (!document.contains(&kid)).then_some(document)
+        }
+    })
+    .await
+    .expect("the server withdraws the retired key");
+    let serving = Arc::new(std::sync::Mutex::new(lagging.clone()));
+    let (url, _) = jwks_server({
+        let serving = serving.clone();
+        move || {
+            let document = serving.lock().unwrap().clone();
+            async move { document }
+        }
+    })
+    .await;
+    let verifier = Verifier::builder(JwksSource::http(url))
+        .min_refresh_interval(Duration::ZERO)
+        .build()
+        .await
+        .expect("verifier builds");
+    assert!(verifier.key_ids().contains(&old_kid));
+
+    *serving.lock().unwrap() = current;
+    verifier.refresh().await.expect("refresh");
+    assert!(!verifier.key_ids().contains(&old_kid));
+    *serving.lock().unwrap() = lagging;
+    verifier.refresh().await.expect("refresh");
+    assert!(
+        !verifier.key_ids().contains(&old_kid),
+        "a lagging replica's key set does not bring the withdrawn key back"
+    );
+    assert!(
+        verifier.verify(&old).await.is_err(),
+        "a token of the withdrawn key does not verify"
     );
 }
