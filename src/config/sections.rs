@@ -202,7 +202,8 @@ pub struct ChangeStreamSettings {
     /// (`Settings::change_stream_cap`). Default 256.
     pub max_streams: NonZeroUsize,
     /// Change batches (one per change-feed poll) a stream may have unsent before it is cut off
-    /// with `ABORTED CHANGE_STREAM_TOO_SLOW`. Default 1024.
+    /// with `ABORTED CHANGE_STREAM_TOO_SLOW` (before its first heartbeat, it re-reads the log
+    /// instead, twice at most). Default 1024.
     pub max_lag: NonZeroUsize,
     /// Time between heartbeats on a stream without changes, in ms; at most 10000. Default 5000.
     pub heartbeat_ms: NonZeroU64,

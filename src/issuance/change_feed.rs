@@ -76,6 +76,8 @@ pub struct LogCursor {
     gaps: BTreeMap<i64, Instant>,
     /// The newest entry applied, once one has been read.
     newest: Option<LogEntryMark>,
+    /// Skipped positions below this were covered by a full reload: they no longer make one.
+    reloaded_below: i64,
 }
 
 impl LogCursor {
@@ -85,6 +87,7 @@ impl LogCursor {
             high: seq,
             gaps: BTreeMap::new(),
             newest: None,
+            reloaded_below: 0,
         }
     }
 
@@ -111,17 +114,26 @@ impl LogCursor {
     }
 
     /// Whether a log that now starts at `oldest` lost positions this cursor has not applied: the
-    /// ones after `high`, and skipped ones still waited for. A skipped position may be a change
-    /// that committed after a later one was read (a read that raced the pruning transaction
-    /// sees exactly that) and was pruned before it was read.
+    /// ones after `high`, and skipped ones still waited for that no reload covered yet. A
+    /// skipped position below `oldest` is either a change that committed after a later one was
+    /// read and was pruned before it was read (a read that raced the pruning transaction sees
+    /// exactly that), or a transaction still committing.
     pub fn lost_to_pruning(&self, oldest: i64) -> bool {
-        oldest > self.applied_through() + 1
+        oldest > self.high + 1
+            || self
+                .gaps
+                .range(self.reloaded_below..oldest)
+                .next()
+                .is_some()
     }
 
-    /// Moves past positions that are gone from the log (pruned): they are no longer waited for.
-    pub fn skip_pruned_before(&mut self, oldest: i64) {
+    /// Records a full reload made when the log started at `oldest`: positions before it no
+    /// longer make a reload. Skipped ones below it are still waited for, with the usual
+    /// patience: one may be a transaction that had not committed when the reload read the
+    /// tokens, whose change the reload did not see either.
+    pub fn reloaded_at(&mut self, oldest: i64) {
         self.high = self.high.max(oldest - 1);
-        self.gaps.retain(|seq, _| *seq >= oldest);
+        self.reloaded_below = self.reloaded_below.max(oldest);
     }
 
     /// The highest position applied.
@@ -374,7 +386,7 @@ impl ChangeFeed {
         );
         let denied = self.store.denied_tokens(self.horizon()).await?;
         if let Some(oldest) = shape.oldest {
-            self.cursor.skip_pruned_before(oldest);
+            self.cursor.reloaded_at(oldest);
         }
         // The state read stands for every position the feed will not read again: a change at a
         // later one (even one still committing at a lower position than the newest) re-applies.
@@ -524,8 +536,13 @@ mod tests {
             cursor.lost_to_pruning(3),
             "1 and 2 were waited for: pruned, they may be changes never read"
         );
-        cursor.skip_pruned_before(3);
-        assert!(!cursor.lost_to_pruning(3));
+        cursor.reloaded_at(3);
+        assert!(!cursor.lost_to_pruning(3), "the reload covered them");
+        assert_eq!(
+            cursor.gaps(),
+            [1, 2],
+            "one may still commit: still waited for"
+        );
         assert!(
             !cursor.lost_to_pruning(4),
             "the log starts right after what was applied"
@@ -538,11 +555,15 @@ mod tests {
         let mut cursor = LogCursor::after(10);
         cursor.advance(&marks(&[11, 14]), Instant::now());
         assert_eq!(cursor.applied_through(), 11, "12 may still commit");
-        cursor.skip_pruned_before(13);
-        assert_eq!(cursor.gaps(), [13], "12 was pruned: not waited for");
-        assert_eq!(cursor.applied_through(), 12);
-        cursor.skip_pruned_before(20);
-        assert_eq!((cursor.high(), cursor.applied_through()), (19, 19));
+        cursor.reloaded_at(20);
+        assert_eq!(cursor.high(), 19);
+        assert_eq!(
+            cursor.applied_through(),
+            11,
+            "12 and 13 are still waited for"
+        );
+        cursor.give_up_older_than(Duration::ZERO, Instant::now() + Duration::from_secs(1));
+        assert_eq!(cursor.applied_through(), 19);
     }
 
     #[test]

@@ -108,8 +108,9 @@ pub struct ChangeHub {
     /// Where catching-up streams read the log.
     store: Store,
     sender: broadcast::Sender<FeedUpdate>,
-    /// The feed's cursor after its last poll.
-    cursor: RwLock<ChangeCursor>,
+    /// The feed's cursor after its last poll (shared with the streams, which read it when
+    /// they fall out of the buffer).
+    cursor: Arc<RwLock<ChangeCursor>>,
     streams: Arc<Semaphore>,
     policy: StreamPolicy,
     closed: AtomicBool,
@@ -124,7 +125,7 @@ impl ChangeHub {
         Self {
             store,
             sender,
-            cursor: RwLock::new(starting),
+            cursor: Arc::new(RwLock::new(starting)),
             streams: Arc::new(Semaphore::new(policy.max_streams)),
             policy,
             closed: AtomicBool::new(false),
@@ -220,12 +221,15 @@ impl ChangeHub {
         Ok(ChangeWatch {
             _permit: permit,
             store: store.clone(),
+            hub_cursor: self.cursor.clone(),
+            caught_up_to: None,
             updates,
             from_client: from,
             cursor,
             catch_up,
             snapshot,
             greeted: false,
+            lag_recoveries: 0,
             heartbeat,
             caller: None,
             stalled_client: self.policy.stalled_client,
@@ -296,6 +300,10 @@ struct Snapshot {
     after: Option<DeniedRowKey>,
 }
 
+/// How many times a stream may fall out of the feed's buffer before its greeting and re-read
+/// the log instead; the next time it is cut off as too slow.
+const MAX_LAG_RECOVERIES: u32 = 2;
+
 /// How long after its expiry a denied token is still in a snapshot: verifiers accept a token a
 /// little past `exp` (their leeway), and forget the states of expired tokens after an hour.
 const SNAPSHOT_EXPIRED_MARGIN_SECS: i64 = 3_600;
@@ -313,6 +321,11 @@ pub struct ChangeWatch {
     _permit: OwnedSemaphorePermit,
     /// Where the stream reads the log when the feed's buffer no longer holds what it missed.
     store: Store,
+    /// The hub's cursor (see [`ChangeHub`]).
+    hub_cursor: Arc<RwLock<ChangeCursor>>,
+    /// The hub's cursor when the stream last subscribed afresh: once the catch-up that follows
+    /// is done, every change at or before it has been sent.
+    caught_up_to: Option<ChangeCursor>,
     updates: broadcast::Receiver<FeedUpdate>,
     /// The client's cursor, handed back while catching up.
     from_client: Option<ChangeCursor>,
@@ -322,6 +335,8 @@ pub struct ChangeWatch {
     snapshot: Option<Snapshot>,
     /// Whether the first heartbeat (sent once caught up) went out.
     greeted: bool,
+    /// Times the stream fell out of the feed's buffer before its greeting and re-read the log.
+    lag_recoveries: u32,
     heartbeat: Interval,
     /// The token the stream was opened with, if bound: the stream ends with it.
     caller: Option<StreamCaller>,
@@ -369,7 +384,16 @@ impl ChangeWatch {
 
     /// The next item to send; an error ends the stream.
     pub async fn next(&mut self) -> Result<WatchItem> {
-        let item = self.next_unchecked().await?;
+        let mut item = self.next_unchecked().await?;
+        // Until its greeting, a stream opened from scratch hands out no cursor: a client cut
+        // off before it must start from scratch again (drop its lists, note when coverage
+        // began), not resume as if it had been following.
+        if let WatchItem::Changes { cursor, .. } = &mut item
+            && self.from_client.is_none()
+            && !self.greeted
+        {
+            *cursor = None;
+        }
         if let (Some(caller), WatchItem::Changes { changes, .. }) = (&self.caller, &item)
             && let Some(change) = changes.iter().find(|c| c.token.id == caller.token_id)
             && (change.token.deleted || change.token.status != StoredStatus::Active)
@@ -427,6 +451,11 @@ impl ChangeWatch {
                     });
                 }
             }
+            if let Some(caught_up_to) = self.caught_up_to.take()
+                && caught_up_to.resume_after >= self.cursor.resume_after
+            {
+                self.cursor = caught_up_to;
+            }
             if !self.greeted {
                 // Batches the feed published while this stream caught up go out before the
                 // greeting, which tells the client it has everything up to now.
@@ -441,8 +470,17 @@ impl ChangeWatch {
                         Err(broadcast::error::TryRecvError::Lagged(_)) => {
                             // The stream spent longer in its snapshot or catch-up than the feed's
                             // buffer lasts. What fell out of the buffer is in the log: read it
-                            // from there rather than end a stream the client cannot resume
-                            // (a snapshot has no cursor) and would restart into the same lag.
+                            // from there rather than end a stream whose client would restart
+                            // into the same lag. Subscribed afresh first: every batch published
+                            // before that has committed, so the read sees it. A stream that
+                            // cannot keep up even so is cut off as too slow.
+                            self.lag_recoveries += 1;
+                            if self.lag_recoveries > MAX_LAG_RECOVERIES {
+                                return Err(too_slow());
+                            }
+                            self.updates = self.updates.resubscribe();
+                            self.caught_up_to =
+                                Some(*self.hub_cursor.read().unwrap_or_else(|e| e.into_inner()));
                             check_history(&self.store, self.cursor).await?;
                             self.catch_up = Some(CatchUp {
                                 store: self.store.clone(),
@@ -662,15 +700,29 @@ mod tests {
             WatchItem::Changes {
                 changes: vec![change],
                 keys_changed: false,
-                cursor: Some(cursor(5)),
+                cursor: None,
             },
-            "the greeting says 'caught up': nothing waiting may come after it"
+            "the greeting says 'caught up': nothing waiting may come after it (and before it, a \
+             stream from scratch hands out no cursor)"
         );
         let greeting = watch.next().await.unwrap();
         assert!(
             matches!(greeting, WatchItem::Heartbeat { cursor: c, .. } if c == cursor(5)),
             "{greeting:?}"
         );
+    }
+
+    /// Commits a key-set change to `hub`'s log; returns its position.
+    async fn log_key_change(hub: &ChangeHub) -> i64 {
+        crate::store::events::append(
+            hub.store.db(),
+            crate::domain::EventKind::KeysChanged,
+            None,
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        hub.store.latest_event_seq().await.unwrap()
     }
 
     /// A stream whose snapshot or catch-up outlasted the feed's buffer reads what fell out of
@@ -681,15 +733,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hub = hub(dir.path(), 2).await;
         let mut watch = hub.watch(None).await.unwrap();
-        crate::store::events::append(
-            hub.store.db(),
-            crate::domain::EventKind::KeysChanged,
-            None,
-            Timestamp::now(),
-        )
-        .await
-        .unwrap();
-        let position = hub.store.latest_event_seq().await.unwrap();
+        let position = log_key_change(&hub).await;
         // The key change, then two batches that push it out of a buffer of two.
         hub.publish(Vec::new(), true, cursor(position));
         hub.publish(Vec::new(), false, cursor(position + 1));
@@ -699,7 +743,7 @@ mod tests {
             WatchItem::Changes {
                 changes: Vec::new(),
                 keys_changed: true,
-                cursor: Some(cursor(0)),
+                cursor: None,
             },
             "the key change that fell out of the buffer comes from the log"
         );
@@ -708,6 +752,39 @@ mod tests {
             matches!(greeting, WatchItem::Heartbeat { cursor: c, .. } if c == cursor(position + 2)),
             "{greeting:?}"
         );
+    }
+
+    /// A stream that keeps falling out of the buffer before its greeting re-reads the log
+    /// twice, then is cut off: it cannot loop on re-reads that never catch up.
+    #[tokio::test]
+    async fn a_stream_that_keeps_lagging_before_its_greeting_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path(), 1).await;
+        // A key change committed and published twice: the buffer of one overflows.
+        let change_and_overflow = || async {
+            let position = log_key_change(&hub).await;
+            hub.publish(Vec::new(), true, cursor(position));
+            hub.publish(Vec::new(), true, cursor(position));
+        };
+        let mut watch = hub.watch(Some(cursor(0))).await.unwrap();
+        change_and_overflow().await;
+        // The catch-up, then each re-read after a lag, sends the key change read from the log.
+        for _ in 0..=MAX_LAG_RECOVERIES {
+            let item = watch.next().await.unwrap();
+            assert!(
+                matches!(
+                    item,
+                    WatchItem::Changes {
+                        keys_changed: true,
+                        ..
+                    }
+                ),
+                "{item:?}"
+            );
+            change_and_overflow().await;
+        }
+        let error = watch.next().await.unwrap_err();
+        assert_eq!(error.reason, reason::CHANGE_STREAM_TOO_SLOW);
     }
 
     #[tokio::test]

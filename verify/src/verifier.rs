@@ -4,7 +4,6 @@
 //! [`crate::revocation`]). Tokens that verified are cached by their full text, so a repeated
 //! token costs a hash and a lookup instead of a signature check.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,16 +44,6 @@ const LISTS_USABLE_AFTER: Duration = Duration::from_secs(CLOCK_SLACK_SECS.unsign
 /// How many times a key-set change is fetched before giving up (waiting 50 ms, doubling, between
 /// tries: about 6 s in all).
 const KEY_CHANGE_REFETCHES: u32 = 7;
-
-/// How long a key that left the key set stays out, whatever a later fetch serves. tokenmint
-/// never brings a withdrawn key back, but replicas behind a load balancer apply a change a few
-/// milliseconds apart, and one that has not yet would hand a withdrawn key back to the next
-/// refresh. A key that only looked withdrawn (a fetch from a replica that had not yet heard of
-/// a new key) is refused for at most this long.
-const WITHDRAWN_KEY_MEMORY: Duration = Duration::from_secs(60);
-
-/// The most withdrawn keys remembered (a hostile key source cannot grow the memory further).
-const MAX_WITHDRAWN_KEYS: usize = 1_024;
 
 /// The most bytes a status list may inflate to (tokenmint's largest: 2^20 entries of 2 bits,
 /// 256 KiB).
@@ -121,8 +110,6 @@ pub(crate) struct Revocations {
 struct RefreshState {
     last_attempt: Option<Instant>,
     last_error: Option<String>,
-    /// Keys that left the key set lately, with when: see [`WITHDRAWN_KEY_MEMORY`].
-    withdrawn: HashMap<String, Instant>,
 }
 
 /// Configures and builds a [`Verifier`]. Defaults: issuer and audience `tokenmint`, 5 s
@@ -269,7 +256,6 @@ impl VerifierBuilder {
             refresh: Mutex::new(RefreshState {
                 last_attempt: Some(Instant::now()),
                 last_error: None,
-                withdrawn: HashMap::new(),
             }),
             verified: (self.cache_capacity > 0).then(|| VerifiedCache::new(self.cache_capacity)),
             revocations: watch.clone().map(|source| Revocations {
@@ -672,18 +658,14 @@ impl Inner {
         self.keys().get(kid).cloned()
     }
 
-    /// Fetches and installs the key set; the caller holds the refresh lock (`state`). Keys that
-    /// left the set lately stay out (see [`WITHDRAWN_KEY_MEMORY`]); verified tokens are
-    /// forgotten (the generation moves) only when the set changed.
+    /// Fetches and installs the key set; the caller holds the refresh lock (`state`). Verified
+    /// tokens are forgotten (the generation moves) only when the set changed.
     async fn refresh_locked(&self, state: &mut RefreshState) -> Result<usize, VerifyError> {
         state.last_attempt = Some(Instant::now());
         match self.fetcher.fetch().await.and_then(key_set) {
-            Ok(mut keys) => {
-                let held = self.keys();
-                remember_withdrawn(&mut state.withdrawn, &held, &keys, Instant::now());
-                keys.retain(|kid, _| !state.withdrawn.contains_key(kid));
+            Ok(keys) => {
                 let count = keys.len();
-                if !same_keys(&held, &keys) {
+                if !same_keys(&self.keys(), &keys) {
                     *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
                     self.key_generation.fetch_add(1, Ordering::Release);
                 }
@@ -700,23 +682,6 @@ impl Inner {
                 Err(error)
             }
         }
-    }
-}
-
-/// Records in `withdrawn` (at `now`) the keys of `held` that `fetched` lacks, and forgets the
-/// ones remembered longer than [`WITHDRAWN_KEY_MEMORY`].
-fn remember_withdrawn(
-    withdrawn: &mut HashMap<String, Instant>,
-    held: &KeySet,
-    fetched: &KeySet,
-    now: Instant,
-) {
-    withdrawn.retain(|_, since| now.duration_since(*since) < WITHDRAWN_KEY_MEMORY);
-    for kid in held.keys().filter(|kid| !fetched.contains_key(*kid)) {
-        if withdrawn.len() >= MAX_WITHDRAWN_KEYS {
-            break;
-        }
-        withdrawn.insert(kid.clone(), now);
     }
 }
 
