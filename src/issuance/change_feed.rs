@@ -119,12 +119,15 @@ impl LogCursor {
     /// read and was pruned before it was read (a read that raced the pruning transaction sees
     /// exactly that), or a transaction still committing.
     pub fn lost_to_pruning(&self, oldest: i64) -> bool {
+        // An empty or reversed range would panic: the log can start below where a reload
+        // stood, once a transaction still committing then has committed.
         oldest > self.high + 1
-            || self
-                .gaps
-                .range(self.reloaded_below..oldest)
-                .next()
-                .is_some()
+            || (oldest > self.reloaded_below
+                && self
+                    .gaps
+                    .range(self.reloaded_below..oldest)
+                    .next()
+                    .is_some())
     }
 
     /// Records a full reload made when the log started at `oldest`: positions before it no
@@ -548,6 +551,9 @@ mod tests {
             "the log starts right after what was applied"
         );
         assert!(cursor.lost_to_pruning(5));
+        // A transaction still committing at 2 when the reload ran commits: the log starts
+        // below where the reload stood again.
+        assert!(!cursor.lost_to_pruning(2));
     }
 
     #[test]

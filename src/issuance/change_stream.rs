@@ -471,14 +471,28 @@ impl ChangeWatch {
                             // The stream spent longer in its snapshot or catch-up than the feed's
                             // buffer lasts. What fell out of the buffer is in the log: read it
                             // from there rather than end a stream whose client would restart
-                            // into the same lag. Subscribed afresh first: every batch published
-                            // before that has committed, so the read sees it. A stream that
-                            // cannot keep up even so is cut off as too slow.
+                            // into the same lag. The buffer is emptied first: every batch
+                            // published before that has committed, so the read sees it. A
+                            // stream that cannot keep up even so is cut off as too slow.
                             self.lag_recoveries += 1;
                             if self.lag_recoveries > MAX_LAG_RECOVERIES {
                                 return Err(too_slow());
                             }
-                            self.updates = self.updates.resubscribe();
+                            // Skip what the buffer still holds (the log read covers it), but
+                            // not an interruption: it ends the stream as it would have.
+                            loop {
+                                match self.updates.try_recv() {
+                                    Ok(FeedUpdate::Interrupted(why)) => {
+                                        return Err(interrupted(why));
+                                    }
+                                    Ok(FeedUpdate::Changes(_))
+                                    | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                                    Err(broadcast::error::TryRecvError::Empty) => break,
+                                    Err(broadcast::error::TryRecvError::Closed) => {
+                                        return Err(interrupted(Interruption::ShuttingDown));
+                                    }
+                                }
+                            }
                             self.caught_up_to =
                                 Some(*self.hub_cursor.read().unwrap_or_else(|e| e.into_inner()));
                             check_history(&self.store, self.cursor).await?;
@@ -752,6 +766,20 @@ mod tests {
             matches!(greeting, WatchItem::Heartbeat { cursor: c, .. } if c == cursor(position + 2)),
             "{greeting:?}"
         );
+    }
+
+    /// An interruption still in the buffer when a stream recovers from a lag ends it.
+    #[tokio::test]
+    async fn a_stream_recovering_from_a_lag_still_hears_an_interruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path(), 2).await;
+        let mut watch = hub.watch(None).await.unwrap();
+        for position in 0..3 {
+            hub.publish(Vec::new(), false, cursor(position));
+        }
+        hub.interrupt(Interruption::Rewound, cursor(0));
+        let error = watch.next().await.unwrap_err();
+        assert_eq!(error.reason, reason::CHANGE_LOG_REWOUND);
     }
 
     /// A stream that keeps falling out of the buffer before its greeting re-reads the log
