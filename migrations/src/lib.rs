@@ -14,6 +14,7 @@ mod m20261206_000006_token_lineage;
 mod m20261206_000007_add_signing_key_mac;
 mod m20261207_000008_status_lists;
 mod m20261207_000009_partial_denied_index;
+mod m20261207_000010_key_set_version;
 
 /// Applies every migration in order; `Migrator::up(&db, None)` brings a database up to date.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000007_add_signing_key_mac::Migration),
             Box::new(m20261207_000008_status_lists::Migration),
             Box::new(m20261207_000009_partial_denied_index::Migration),
+            Box::new(m20261207_000010_key_set_version::Migration),
         ]
     }
 }

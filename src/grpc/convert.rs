@@ -180,8 +180,9 @@ pub fn status_to_proto(status: TokenStatus) -> pb::TokenStatus {
     }
 }
 
-/// A change stream message.
-pub fn watch_item_to_proto(item: WatchItem) -> pb::WatchTokenChangesResponse {
+/// A change stream message; `key_set_version` is this server's (it has applied every key
+/// change the stream reports: the feed publishes one only after reloading the keys).
+pub fn watch_item_to_proto(item: WatchItem, key_set_version: u64) -> pb::WatchTokenChangesResponse {
     let (changes, keys_changed, cursor, now) = match item {
         WatchItem::Changes {
             changes,
@@ -195,6 +196,7 @@ pub fn watch_item_to_proto(item: WatchItem) -> pb::WatchTokenChangesResponse {
         changes: changes.iter().map(state_change_to_proto).collect(),
         keys_changed,
         server_time: Some(now.into_proto()),
+        key_set_version: if keys_changed { key_set_version } else { 0 },
     }
 }
 

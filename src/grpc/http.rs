@@ -98,7 +98,11 @@ async fn render_metrics(source: MetricsSource) -> Response {
 
 async fn jwks(keys: Arc<KeyManager>) -> Response {
     let ring = keys.ring();
-    let document = serde_json::json!({ "keys": ring.verifying_keys().map(|k| k.to_jwk()).collect::<Vec<_>>() });
+    // RFC 7517 §5: members a reader does not know are ignored, so the version rides along.
+    let document = serde_json::json!({
+        "keys": ring.verifying_keys().map(|k| k.to_jwk()).collect::<Vec<_>>(),
+        "tokenmint_key_set_version": ring.version(),
+    });
     (
         [
             (

@@ -344,7 +344,10 @@ impl TokenService for TokenApi {
                 }
             })
             .collect();
-        Ok(Response::new(pb::GetJwksResponse { keys }))
+        Ok(Response::new(pb::GetJwksResponse {
+            keys,
+            key_set_version: ring.version(),
+        }))
     }
 
     async fn get_status_list(
@@ -415,6 +418,7 @@ impl TokenService for TokenApi {
         // where falling too far behind ends the stream.
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         let stalled_client = watch.stalled_client();
+        let keys = self.core.keys.clone();
         tokio::spawn(async move {
             loop {
                 let item = tokio::select! {
@@ -424,7 +428,7 @@ impl TokenService for TokenApi {
                 };
                 let ended = item.is_err();
                 let message = item
-                    .map(convert::watch_item_to_proto)
+                    .map(|item| convert::watch_item_to_proto(item, keys.ring().version()))
                     .map_err(|e| to_status(e, &rid));
                 // A client that stops reading (HTTP/2 flow control holds the messages) is cut
                 // off like one that falls behind: it resumes from its last cursor.

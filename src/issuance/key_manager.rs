@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::issuance::key_rows;
 use crate::issuance::keys::{KeyRing, build_ring, generate};
 use crate::issuance::sealing::MasterKey;
-use crate::store::{Store, StoredKey};
+use crate::store::{Store, StoredKey, StoredKeySet};
 
 /// Owns the key ring: loads it from the store, makes the first key, rotates, and reloads when
 /// another process rotated.
@@ -89,16 +89,17 @@ impl KeyManager {
         retention_secs: i64,
     ) -> anyhow::Result<Self> {
         key_rows::upgrade(&store, &master).await?;
-        let mut stored = store.list_keys().await?;
-        key_rows::ensure_master_key_matches(&master, &stored)?;
-        if !stored.iter().any(|k| k.retired_at.is_none()) {
+        let mut stored = store.key_set().await?;
+        key_rows::ensure_master_key_matches(&master, &stored.keys)?;
+        if !stored.keys.iter().any(|k| k.retired_at.is_none()) {
             let key = generate(&master, algorithm)?;
             if store.store_first_key(&key).await? {
                 tracing::info!(kid = %key.kid, algorithm = algorithm.name(), "generated the first signing key");
             }
-            stored = store.list_keys().await?;
+            stored = store.key_set().await?;
         }
-        let ring = build_ring(&master, &stored, retention_secs, Timestamp::now())?;
+        let ring = build_ring(&master, &stored.keys, retention_secs, Timestamp::now())?
+            .with_version(stored.version);
         Ok(Self {
             store,
             master,
@@ -119,7 +120,7 @@ impl KeyManager {
     /// Re-reads the keys from the store (after a rotation elsewhere). When the key set read has
     /// no usable signing key, the ring in service stays.
     pub async fn reload(&self) -> anyhow::Result<()> {
-        self.reload_from(|| self.store.list_keys()).await
+        self.reload_from(|| self.store.key_set()).await
     }
 
     /// [`Self::reload`] with the key set `read` returns. `read` runs after this reload's turn
@@ -128,11 +129,17 @@ impl KeyManager {
     async fn reload_from<F, R>(&self, read: F) -> anyhow::Result<()>
     where
         F: FnOnce() -> R,
-        R: Future<Output = Result<Vec<StoredKey>>>,
+        R: Future<Output = Result<StoredKeySet>>,
     {
         let _turn = self.reload_turn.lock().await;
         let stored = read().await?;
-        let ring = build_ring(&self.master, &stored, self.retention_secs, Timestamp::now())?;
+        let ring = build_ring(
+            &self.master,
+            &stored.keys,
+            self.retention_secs,
+            Timestamp::now(),
+        )?
+        .with_version(stored.version);
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
         Ok(())
     }
@@ -357,10 +364,10 @@ mod tests {
         let first = keys.ring().signing.kid.clone();
         keys.rotate().await.unwrap();
         // An unknown-kid reload reads the keys while `first` still exists...
-        let older = keys.store.list_keys().await.unwrap();
+        let older = keys.store.key_set().await.unwrap();
         // ...`keys retire --force` deletes it, and the change feed's reload reads that.
         retire_offline(&keys.store, &first, true, 0).await.unwrap();
-        let newer = keys.store.list_keys().await.unwrap();
+        let newer = keys.store.key_set().await.unwrap();
 
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let mut slow = pin!(keys.reload_from(|| async move {
@@ -382,6 +389,28 @@ mod tests {
         assert!(
             keys.ring().verifying_key(&first).is_none(),
             "the retired key must not come back"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_key_set_change_moves_the_ring_version_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = manager(dir.path()).await;
+        let first = keys.ring();
+        assert!(first.version() > 0, "a stored key set has a version");
+        keys.rotate().await.unwrap();
+        let rotated = keys.ring().version();
+        assert!(rotated > first.version(), "a rotation moves it");
+        retire_offline(&keys.store, &first.signing.kid, true, 0)
+            .await
+            .unwrap();
+        keys.reload().await.unwrap();
+        assert!(keys.ring().version() > rotated, "a withdrawal moves it");
+        keys.reload().await.unwrap();
+        assert_eq!(
+            keys.ring().version(),
+            rotated + 1,
+            "a reload without a change keeps it"
         );
     }
 

@@ -162,6 +162,9 @@ pub struct KeyRing {
     verifying: Vec<Arc<VerifyingKey>>,
     /// Rows of the key set this ring was built from that were not authentic (left out).
     untrusted_rows: usize,
+    /// The stored key-set version this ring was built from (0: none read, e.g. an ephemeral
+    /// ring). Published with the JWKS, so that verifiers can tell an older set from a newer.
+    version: u64,
 }
 
 impl KeyRing {
@@ -174,6 +177,17 @@ impl KeyRing {
         let master = MasterKey::from_bytes(&bytes)?;
         let key = generate(&master, algorithm)?;
         build_ring(&master, &[key], 0, Timestamp::now())
+    }
+
+    /// This ring, labelled as built from key-set `version`.
+    pub(crate) fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The stored key-set version this ring was built from (0 when there is none).
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The verifying key named `kid`.
@@ -333,6 +347,7 @@ pub(crate) fn build_ring(
         signing,
         verifying,
         untrusted_rows,
+        version: 0,
     })
 }
 

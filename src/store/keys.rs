@@ -4,7 +4,7 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
 };
 
 use super::entities::signing_keys::{self, Column, Entity as SigningKeys};
@@ -33,6 +33,25 @@ async fn lock_key_set(txn: &DatabaseTransaction, backend: Backend) -> Result<()>
     };
     txn.execute_unprepared(sql).await.map_err(db_error)?;
     Ok(())
+}
+
+/// Counts one more change of the key set, in the change's transaction (the migration that made
+/// the counter says why). The row's lock also orders concurrent key changes.
+async fn bump_key_set_version(txn: &DatabaseTransaction) -> Result<()> {
+    txn.execute_unprepared("UPDATE key_set_version SET version = version + 1 WHERE id = 1")
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// The key set as read at one moment, with its version.
+#[derive(Debug, Clone)]
+pub struct StoredKeySet {
+    /// The key-set version read before the keys: the keys reflect every change up to it (and
+    /// perhaps one or more after it, committed between the two reads).
+    pub version: u64,
+    /// Every key, oldest first.
+    pub keys: Vec<StoredKey>,
 }
 
 /// A signing key as stored.
@@ -81,6 +100,22 @@ impl Store {
             .await
             .map_err(db_error)?;
         Ok(models.into_iter().map(stored_key).collect())
+    }
+
+    /// Every key, oldest first, with the key-set version read just before them.
+    pub async fn key_set(&self) -> Result<StoredKeySet> {
+        let backend = self.db().get_database_backend();
+        let statement =
+            Statement::from_string(backend, "SELECT version FROM key_set_version WHERE id = 1");
+        let row = self.db().query_one_raw(statement).await.map_err(db_error)?;
+        let version = match row {
+            Some(row) => row.try_get::<i64>("", "version").map_err(db_error)?,
+            None => 0,
+        };
+        Ok(StoredKeySet {
+            version: u64::try_from(version).unwrap_or(0),
+            keys: self.list_keys().await?,
+        })
     }
 
     /// Stores `key` as the new signing key and retires every other current one, atomically;
@@ -173,6 +208,7 @@ impl Store {
             .exec(&txn)
             .await
             .map_err(db_error)?;
+        bump_key_set_version(&txn).await?;
         events::append(&txn, EventKind::KeysChanged, None, key.created_at)
             .await
             .map_err(db_error)?;
@@ -221,6 +257,7 @@ impl Store {
             txn.rollback().await.map_err(db_error)?;
             return Ok(false);
         }
+        bump_key_set_version(&txn).await?;
         events::append(&txn, EventKind::KeysChanged, None, at)
             .await
             .map_err(db_error)?;

@@ -33,7 +33,7 @@ use sea_orm::{
     Select, SqlxPostgresConnector, SqlxSqliteConnector,
 };
 
-pub use keys::{RetiredMac, StoredKey};
+pub use keys::{RetiredMac, StoredKey, StoredKeySet};
 pub use token_writer::TokenWriter;
 pub use usage_batch::LastUse;
 pub(crate) use write_gate::WriteTurn;

@@ -160,15 +160,33 @@ async fn a_key_rotation_tells_the_stream_to_refetch_the_keys() {
     let caller = app.manager(USER).await;
     let mut stream = watch(&client, &caller, "").await.expect("stream opens");
     heartbeat(&mut stream).await;
+    let jwks_version = || async {
+        let response = client.clone().get_jwks(pb::GetJwksRequest {}).await;
+        response.expect("GetJwks").into_inner().key_set_version
+    };
+    let before = jwks_version().await;
     tokenmint::cli::rotate_keys(&app.settings)
         .await
         .expect("rotate keys");
-    loop {
+    let announced = loop {
         let message = next(&mut stream).await.expect("a message");
         if message.keys_changed {
-            break;
+            break message.key_set_version;
         }
-    }
+        assert_eq!(
+            message.key_set_version, 0,
+            "only a key change names a version"
+        );
+    };
+    assert!(
+        announced > before,
+        "the stream names the version that holds the change: {announced} after {before}"
+    );
+    assert_eq!(
+        jwks_version().await,
+        announced,
+        "the server's JWKS is at that version"
+    );
 }
 
 #[tokio::test]

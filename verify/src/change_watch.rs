@@ -83,8 +83,9 @@ pub(crate) async fn follow(
             view.clear_lists();
             view.health.resyncs.fetch_add(1, Ordering::Relaxed);
             // A key-set change in the lost history would not be announced again either.
+            let rewound = reason.as_deref() == Some("CHANGE_LOG_REWOUND");
             let verifier = Verifier::from_inner(verifier.clone());
-            tokio::spawn(async move { verifier.reload_keys().await });
+            tokio::spawn(async move { verifier.reload_keys(rewound).await });
         } else if is_permanent(&ended) {
             tracing::error!(
                 code = ?ended.code(),
@@ -172,7 +173,8 @@ async fn run_once(
         if message.keys_changed {
             // Not awaited here: a slow key source must not hold up the revocations behind it.
             let verifier = Verifier::from_inner(verifier.clone());
-            tokio::spawn(async move { verifier.keys_changed().await });
+            let version = message.key_set_version;
+            tokio::spawn(async move { verifier.keys_changed(version).await });
         }
         let heartbeat = message.changes.is_empty() && !message.keys_changed;
         if heartbeat {

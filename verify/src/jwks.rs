@@ -133,6 +133,16 @@ impl fmt::Debug for PublicKey {
 /// The keys of one fetch, by `kid`.
 pub(crate) type KeySet = HashMap<String, Arc<PublicKey>>;
 
+/// A fetched JWK Set and the key-set version it was published with.
+#[derive(Debug, Default)]
+pub(crate) struct FetchedKeys {
+    /// The keys as published.
+    pub(crate) keys: Vec<RawJwk>,
+    /// tokenmint's key-set version: higher is newer within one database's history; 0 when the
+    /// source reports none.
+    pub(crate) version: u64,
+}
+
 /// One JWK as published by tokenmint (the members this crate reads).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct RawJwk {
@@ -294,8 +304,8 @@ impl Fetcher {
         }
     }
 
-    /// Fetches the current JWKs.
-    pub(crate) async fn fetch(&self) -> Result<Vec<RawJwk>, VerifyError> {
+    /// Fetches the current JWKs and their key-set version.
+    pub(crate) async fn fetch(&self) -> Result<FetchedKeys, VerifyError> {
         match self {
             Self::Grpc(client) => {
                 let response =
@@ -310,12 +320,11 @@ impl Fetcher {
                                 status.message()
                             ))
                         })?;
-                Ok(response
-                    .into_inner()
-                    .keys
-                    .into_iter()
-                    .map(RawJwk::from)
-                    .collect())
+                let response = response.into_inner();
+                Ok(FetchedKeys {
+                    keys: response.keys.into_iter().map(RawJwk::from).collect(),
+                    version: response.key_set_version,
+                })
             }
             Self::Http { client, uri } => {
                 tokio::time::timeout(FETCH_TIMEOUT, fetch_http(client, uri))

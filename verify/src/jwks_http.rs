@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 use tonic::transport::Certificate;
 
 use crate::error::VerifyError;
-use crate::jwks::{CONNECT_TIMEOUT, RawJwk};
+use crate::jwks::{CONNECT_TIMEOUT, FetchedKeys, RawJwk};
 
 /// The largest JWKS document accepted over HTTP.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -28,6 +28,18 @@ const JWKS_ACCEPT: &str = "application/jwk-set+json, application/json";
 #[derive(Deserialize)]
 struct JwksDocument {
     keys: Vec<RawJwk>,
+    /// tokenmint's key-set version (0 when absent: another server, or an older tokenmint).
+    #[serde(default)]
+    tokenmint_key_set_version: u64,
+}
+
+impl From<JwksDocument> for FetchedKeys {
+    fn from(document: JwksDocument) -> Self {
+        Self {
+            keys: document.keys,
+            version: document.tokenmint_key_set_version,
+        }
+    }
 }
 
 /// Fetches a JWKS document over HTTP/1.1 and TLS, on a connection of its own each time: fetches
@@ -80,7 +92,7 @@ impl HttpsFetch {
 
     /// Connects, completes the handshake (the server's certificate must chain to the CA and
     /// name the URL's host), and fetches the document.
-    pub(crate) async fn fetch(&self) -> Result<Vec<RawJwk>, VerifyError> {
+    pub(crate) async fn fetch(&self) -> Result<FetchedKeys, VerifyError> {
         let uri = &self.uri;
         let fail = |what: String| VerifyError::KeySource(format!("GET {uri}: {what}"));
         let tcp = tokio::time::timeout(
@@ -121,7 +133,7 @@ impl HttpsFetch {
 pub(crate) async fn fetch_http(
     client: &Client<HttpConnector, Empty<Bytes>>,
     uri: &http::Uri,
-) -> Result<Vec<RawJwk>, VerifyError> {
+) -> Result<FetchedKeys, VerifyError> {
     let fail = |what: String| VerifyError::KeySource(format!("GET {uri}: {what}"));
     let request = http::Request::get(uri.clone())
         .header(http::header::ACCEPT, JWKS_ACCEPT)
@@ -138,7 +150,7 @@ pub(crate) async fn fetch_http(
 async fn read_jwks(
     response: http::Response<Incoming>,
     fail: &impl Fn(String) -> VerifyError,
-) -> Result<Vec<RawJwk>, VerifyError> {
+) -> Result<FetchedKeys, VerifyError> {
     if !response.status().is_success() {
         return Err(fail(format!("status {}", response.status())));
     }
@@ -149,5 +161,5 @@ async fn read_jwks(
         .to_bytes();
     let document: JwksDocument =
         serde_json::from_slice(&body).map_err(|e| fail(format!("not a JWK set: {e}")))?;
-    Ok(document.keys)
+    Ok(document.into())
 }

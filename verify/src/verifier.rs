@@ -41,6 +41,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// server renders a list at most once per `status_list.render_cache_ms` (1 s by default).
 const LISTS_USABLE_AFTER: Duration = Duration::from_secs(CLOCK_SLACK_SECS.unsigned_abs() + 2);
 
+/// How long the key source may keep serving a lower key-set version than the one held before
+/// that set is taken. A replica that has not heard of a key change yet catches up within
+/// milliseconds (or its poll interval); a source that serves an older set for this long is a
+/// database restored from a backup, whose version counter went back with it.
+const OLDER_KEY_SET_PATIENCE: Duration = Duration::from_secs(60);
+
 /// How many times a key-set change is fetched before giving up (waiting 50 ms, doubling, between
 /// tries: about 6 s in all).
 const KEY_CHANGE_REFETCHES: u32 = 7;
@@ -105,11 +111,46 @@ pub(crate) struct Revocations {
     fetching: Mutex<()>,
 }
 
-/// What the last key fetch did.
+/// What the last key fetch did, and the version of the key set in use.
 #[derive(Default)]
 struct RefreshState {
     last_attempt: Option<Instant>,
     last_error: Option<String>,
+    /// The key-set version of the keys in use (0: none reported).
+    version: u64,
+    /// Since when every fetch has returned a lower version than `version`.
+    older_since: Option<Instant>,
+}
+
+/// Whether a fetched key set replaces the one in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adoption {
+    /// Install it.
+    Take,
+    /// Keep the set in use.
+    Keep,
+}
+
+/// Decides whether a set of version `fetched` replaces the one of version `held` (0: no version
+/// reported; then the newest fetch wins). A lower version is a replica that has not caught up:
+/// kept out until sources have served only lower versions for [`OLDER_KEY_SET_PATIENCE`]
+/// (`older_since` remembers since when).
+fn adopt(held: u64, fetched: u64, older_since: &mut Option<Instant>, now: Instant) -> Adoption {
+    if held == 0 || fetched == 0 || fetched > held {
+        *older_since = None;
+        return Adoption::Take;
+    }
+    if fetched == held {
+        *older_since = None;
+        return Adoption::Keep;
+    }
+    let since = *older_since.get_or_insert(now);
+    if now.duration_since(since) >= OLDER_KEY_SET_PATIENCE {
+        *older_since = None;
+        Adoption::Take
+    } else {
+        Adoption::Keep
+    }
 }
 
 /// Configures and builds a [`Verifier`]. Defaults: issuer and audience `tokenmint`, 5 s
@@ -232,7 +273,9 @@ impl VerifierBuilder {
     /// usable key.
     pub async fn build(self) -> Result<Verifier, VerifyError> {
         let fetcher = Fetcher::new(&self.source, self.tls.as_ref(), self.jwks_ca.as_ref())?;
-        let keys = key_set(fetcher.fetch().await?)?;
+        let fetched = fetcher.fetch().await?;
+        let version = fetched.version;
+        let keys = key_set(fetched.keys)?;
         tracing::debug!(source = %self.source, keys = keys.len(), "fetched the token signing keys");
         let (stop, stopped) = oneshot::channel();
         let watch = match &self.watch {
@@ -256,6 +299,8 @@ impl VerifierBuilder {
             refresh: Mutex::new(RefreshState {
                 last_attempt: Some(Instant::now()),
                 last_error: None,
+                version,
+                older_since: None,
             }),
             verified: (self.cache_capacity > 0).then(|| VerifiedCache::new(self.cache_capacity)),
             revocations: watch.clone().map(|source| Revocations {
@@ -555,27 +600,44 @@ impl Verifier {
     }
 
     /// Fetches the key set again and forgets verified tokens (the change stream's history was
-    /// lost: a key-set change in it would not be announced again).
-    pub(crate) async fn reload_keys(&self) {
-        let _ = self.refresh().await;
+    /// lost: a key-set change in it would not be announced again). After `history_rewound` (a
+    /// database restored from a backup) the fetched set is taken whatever its version: the
+    /// restored counter may stand below the one held.
+    pub(crate) async fn reload_keys(&self, history_rewound: bool) {
+        {
+            let mut state = self.inner.refresh.lock().await;
+            if history_rewound {
+                state.version = 0;
+            }
+            let _ = self.inner.refresh_locked(&mut state).await;
+        }
         if let Some(cache) = &self.inner.verified {
             cache.clear();
         }
     }
 
-    /// The key set changed (the change stream said so): fetch it again, and forget verified
-    /// tokens (a key may have been withdrawn). The key source may be another replica than the
-    /// stream's, one that has not heard of the change yet: while the fetched set is the one
-    /// already held, it is fetched again, backing off, for a few seconds.
-    pub(crate) async fn keys_changed(&self) {
+    /// The key set changed (the change stream said so) and is at `version` or later: fetch it
+    /// again, and forget verified tokens (a key may have been withdrawn). The key source may be
+    /// another replica than the stream's, one that has not heard of the change yet: until the
+    /// fetched set reaches `version`, it is fetched again, backing off, for a few seconds. A
+    /// server that reports no version (0) is fetched from until the `kid`s differ.
+    pub(crate) async fn keys_changed(&self, version: u64) {
         let before = self.key_ids();
         let mut wait = Duration::from_millis(50);
         for _ in 0..KEY_CHANGE_REFETCHES {
+            if version > 0 && self.inner.refresh.lock().await.version >= version {
+                return;
+            }
             let fetched = self.refresh().await.is_ok();
             if let Some(cache) = &self.inner.verified {
                 cache.clear();
             }
-            if fetched && self.key_ids() != before {
+            let caught_up = if version == 0 {
+                fetched && self.key_ids() != before
+            } else {
+                self.inner.refresh.lock().await.version >= version
+            };
+            if caught_up {
                 return;
             }
             tokio::time::sleep(wait).await;
@@ -604,7 +666,8 @@ impl Verifier {
     }
 
     /// Re-fetches the key set now, regardless of the rate limit, and returns how many keys it
-    /// has. On failure the previous keys stay in use.
+    /// has. On failure the previous keys stay in use, and so they do when the source serves an
+    /// older key set than theirs (a lower key-set version: a replica still catching up).
     pub async fn refresh(&self) -> Result<usize, VerifyError> {
         let mut state = self.inner.refresh.lock().await;
         self.inner.refresh_locked(&mut state).await
@@ -662,15 +725,31 @@ impl Inner {
     /// tokens are forgotten (the generation moves) only when the set changed.
     async fn refresh_locked(&self, state: &mut RefreshState) -> Result<usize, VerifyError> {
         state.last_attempt = Some(Instant::now());
-        match self.fetcher.fetch().await.and_then(key_set) {
-            Ok(keys) => {
+        let fetched = self
+            .fetcher
+            .fetch()
+            .await
+            .and_then(|fetched| Ok((fetched.version, key_set(fetched.keys)?)));
+        match fetched {
+            Ok((version, keys)) => {
                 let count = keys.len();
+                state.last_error = None;
+                let held = state.version;
+                if adopt(held, version, &mut state.older_since, Instant::now()) == Adoption::Keep {
+                    if version < held {
+                        tracing::debug!(source = %self.source, held, fetched = version, "the key source served an older key set (a replica still catching up?): keeping the newer one");
+                    }
+                    return Ok(self.keys().len());
+                }
+                if version < held {
+                    tracing::warn!(source = %self.source, held, fetched = version, "the key source has served only an older key set for a minute (a database restored from a backup?): taking it");
+                }
+                state.version = version;
                 if !same_keys(&self.keys(), &keys) {
                     *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
                     self.key_generation.fetch_add(1, Ordering::Release);
                 }
-                state.last_error = None;
-                tracing::debug!(source = %self.source, keys = count, "refreshed the token signing keys");
+                tracing::debug!(source = %self.source, keys = count, version, "refreshed the token signing keys");
                 Ok(count)
             }
             Err(error) => {
@@ -743,5 +822,51 @@ impl fmt::Debug for Verifier {
             .field("leeway_secs", &self.inner.policy.leeway_secs)
             .field("key_ids", &self.key_ids())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lower_key_set_version_is_kept_out_until_it_is_all_there_is_for_a_minute() {
+        let start = Instant::now();
+        let mut older_since = None;
+        assert_eq!(adopt(5, 6, &mut older_since, start), Adoption::Take);
+        assert_eq!(adopt(5, 5, &mut older_since, start), Adoption::Keep);
+        assert_eq!(adopt(5, 4, &mut older_since, start), Adoption::Keep);
+        assert_eq!(older_since, Some(start));
+        let later = start + OLDER_KEY_SET_PATIENCE - Duration::from_millis(1);
+        assert_eq!(adopt(5, 4, &mut older_since, later), Adoption::Keep);
+        assert_eq!(
+            adopt(5, 4, &mut older_since, start + OLDER_KEY_SET_PATIENCE),
+            Adoption::Take,
+            "a restored database's counter went back: its set is taken in the end"
+        );
+        assert_eq!(older_since, None);
+    }
+
+    #[test]
+    fn a_fetch_at_the_held_version_restarts_the_patience() {
+        let start = Instant::now();
+        let mut older_since = None;
+        assert_eq!(adopt(5, 4, &mut older_since, start), Adoption::Keep);
+        let mid = start + OLDER_KEY_SET_PATIENCE / 2;
+        assert_eq!(adopt(5, 5, &mut older_since, mid), Adoption::Keep);
+        assert_eq!(
+            adopt(5, 4, &mut older_since, start + OLDER_KEY_SET_PATIENCE),
+            Adoption::Keep,
+            "a source served the held version meanwhile: the lower one is a lagging replica"
+        );
+    }
+
+    #[test]
+    fn without_versions_the_newest_fetch_wins() {
+        let now = Instant::now();
+        let mut older_since = None;
+        assert_eq!(adopt(0, 0, &mut older_since, now), Adoption::Take);
+        assert_eq!(adopt(0, 3, &mut older_since, now), Adoption::Take);
+        assert_eq!(adopt(3, 0, &mut older_since, now), Adoption::Take);
     }
 }

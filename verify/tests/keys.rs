@@ -252,3 +252,145 @@ async fn a_cached_token_stops_verifying_once_its_key_left_the_key_set() {
         "a token verified under a withdrawn key is not served from the cache"
     );
 }
+
+/// The key-set version of a JWKS document as tokenmint serves it over HTTP.
+fn version_of(document: &str) -> u64 {
+    let document: serde_json::Value = serde_json::from_str(document).expect("JSON");
+    document["tokenmint_key_set_version"]
+        .as_u64()
+        .expect("tokenmint publishes its key-set version")
+}
+
+#[tokio::test]
+async fn a_jwks_from_a_replica_still_catching_up_never_brings_back_a_withdrawn_key() {
+    let app = TestApp::spawn().await;
+    let old = app.bootstrap("alice", &["wallet_view"]).await;
+    let old_kid = header_of(&old)["kid"].as_str().unwrap().to_owned();
+    rotate(&app).await;
+    // What a replica that has not heard of the withdrawal yet still serves.
+    let lagging_document = fetch_jwks(app.addr).await;
+    assert!(lagging_document.contains(&old_kid));
+    tokenmint::cli::retire_key(&app.settings, &old_kid, true)
+        .await
+        .expect("withdraw the old key");
+    let current_document = eventually(Duration::from_secs(10), || async {
+        let document = fetch_jwks(app.addr).await;
+        (!document.contains(&old_kid)).then_some(document)
+    })
+    .await
+    .expect("the server withdraws the key");
+    assert!(version_of(&current_document) > version_of(&lagging_document));
+
+    let lagging = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (url, fetches) = jwks_server({
+        let lagging = lagging.clone();
+        move || {
+            let document = if lagging.load(Ordering::SeqCst) {
+                lagging_document.clone()
+            } else {
+                current_document.clone()
+            };
+            async move { document }
+        }
+    })
+    .await;
+    let verifier = Verifier::builder(JwksSource::http(url))
+        .min_refresh_interval(Duration::ZERO)
+        .build()
+        .await
+        .expect("verifier builds");
+    assert!(!verifier.key_ids().contains(&old_kid));
+
+    // A load balancer sends the next fetches to the replica that is behind.
+    lagging.store(true, Ordering::SeqCst);
+    verifier.refresh().await.expect("refresh");
+    assert!(
+        matches!(verifier.verify(&old).await, Err(VerifyError::UnknownKey)),
+        "a token under the withdrawn key is refused"
+    );
+    assert!(
+        fetches.load(Ordering::SeqCst) >= 3,
+        "the older set was fetched"
+    );
+    assert!(
+        !verifier.key_ids().contains(&old_kid),
+        "the older key set is not installed over the newer one"
+    );
+}
+
+#[tokio::test]
+async fn the_grpc_key_set_version_grows_with_each_key_change() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let version = |response: tonic::Response<tokenmint::proto::v1::GetJwksResponse>| {
+        response.into_inner().key_set_version
+    };
+    let first = version(
+        client
+            .get_jwks(tokenmint::proto::v1::GetJwksRequest {})
+            .await
+            .unwrap(),
+    );
+    assert!(first > 0);
+    rotate(&app).await;
+    let rotated = version(
+        client
+            .get_jwks(tokenmint::proto::v1::GetJwksRequest {})
+            .await
+            .unwrap(),
+    );
+    assert!(rotated > first);
+}
+
+#[tokio::test]
+async fn a_key_change_on_the_stream_is_fetched_until_the_key_source_has_it() {
+    let app = TestApp::spawn().await;
+    let watcher = app.bootstrap("watcher", &["token_introspect"]).await;
+    let old = app.bootstrap("alice", &["wallet_view"]).await;
+    let old_kid = header_of(&old)["kid"].as_str().unwrap().to_owned();
+    let stale_document = fetch_jwks(app.addr).await;
+    // The key source answers the next few fetches as a replica that has not caught up.
+    let stale_answers = Arc::new(AtomicUsize::new(0));
+    let (url, _) = jwks_server({
+        let stale_answers = stale_answers.clone();
+        let addr = app.addr;
+        move || {
+            let stale = stale_answers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            let stale_document = stale_document.clone();
+            async move {
+                if stale {
+                    stale_document
+                } else {
+                    fetch_jwks(addr).await
+                }
+            }
+        }
+    })
+    .await;
+    let verifier = Verifier::builder(JwksSource::http(url))
+        .watch_revocations(app.url(), watcher)
+        .refresh_interval(Duration::from_secs(3_600))
+        .build()
+        .await
+        .expect("verifier builds");
+    verifier.verify(&old).await.expect("verifies before");
+
+    stale_answers.store(3, Ordering::SeqCst);
+    rotate(&app).await;
+    tokenmint::cli::retire_key(&app.settings, &old_kid, true)
+        .await
+        .expect("withdraw the old key");
+    // No refresh from here: only the stream's report makes the verifier fetch.
+    let withdrawn = eventually(Duration::from_secs(20), || async {
+        (!verifier.key_ids().contains(&old_kid)).then_some(())
+    })
+    .await;
+    assert!(
+        withdrawn.is_some(),
+        "the verifier fetched past the stale answers"
+    );
+    assert_eq!(stale_answers.load(Ordering::SeqCst), 0);
+    assert!(verifier.verify(&old).await.is_err());
+}
