@@ -180,8 +180,9 @@ pub fn status_to_proto(status: TokenStatus) -> pb::TokenStatus {
     }
 }
 
-/// A change stream message; `key_set_version` is this server's (it has applied every key
-/// change the stream reports: the feed publishes one only after reloading the keys).
+/// A change stream message; `key_set_version` is this server's, sent on every message (a
+/// lower bound: a catch-up read from the log can report a key change before this server's feed
+/// reloaded it, and the feed announces it again, with the higher version, once it has).
 pub fn watch_item_to_proto(item: WatchItem, key_set_version: u64) -> pb::WatchTokenChangesResponse {
     let (changes, keys_changed, cursor, now) = match item {
         WatchItem::Changes {
@@ -196,7 +197,7 @@ pub fn watch_item_to_proto(item: WatchItem, key_set_version: u64) -> pb::WatchTo
         changes: changes.iter().map(state_change_to_proto).collect(),
         keys_changed,
         server_time: Some(now.into_proto()),
-        key_set_version: if keys_changed { key_set_version } else { 0 },
+        key_set_version,
     }
 }
 

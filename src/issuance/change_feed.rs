@@ -419,6 +419,9 @@ impl ChangeFeed {
              the deny list and the keys, and dropping cached token metadata"
         );
         let denied = self.store.denied_tokens(self.horizon()).await?;
+        // The restored key-set counter may stand below versions verifiers already hold, which
+        // would make them refuse the restored key set as older.
+        self.store.advance_key_set_version(Timestamp::now()).await?;
         let cursor = LogCursor::starting_at(shape);
         // Stamped with where the feed reads on from: the changes after it re-apply.
         self.targets.deny.reset(&denied, cursor.applied_through());

@@ -3,7 +3,7 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
 };
 
@@ -35,12 +35,27 @@ async fn lock_key_set(txn: &DatabaseTransaction, backend: Backend) -> Result<()>
     Ok(())
 }
 
-/// Counts one more change of the key set, in the change's transaction (the migration that made
-/// the counter says why). The row's lock also orders concurrent key changes.
-async fn bump_key_set_version(txn: &DatabaseTransaction) -> Result<()> {
-    txn.execute_unprepared("UPDATE key_set_version SET version = version + 1 WHERE id = 1")
-        .await
-        .map_err(db_error)?;
+/// Moves the key-set version up, in the transaction `txn` (a key change's: the migration that
+/// made the counter says why; the row's lock also orders concurrent key changes). The new
+/// version is the old one plus one, or `at` in milliseconds when that is higher: a database
+/// restored from a backup has its counter moved past every version handed out before the
+/// restore this way (`Store::advance_key_set_version`), so versions never go back.
+async fn bump_key_set_version<C: ConnectionTrait>(txn: &C, at: Timestamp) -> Result<()> {
+    let backend = txn.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "UPDATE key_set_version SET version = GREATEST(version + 1, $1) WHERE id = 1"
+        }
+        _ => "UPDATE key_set_version SET version = MAX(version + 1, ?) WHERE id = 1",
+    };
+    let millis = at.0.div_euclid(1_000);
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [millis.into()],
+    ))
+    .await
+    .map_err(db_error)?;
     Ok(())
 }
 
@@ -116,6 +131,15 @@ impl Store {
             version: u64::try_from(version).unwrap_or(0),
             keys: self.list_keys().await?,
         })
+    }
+
+    /// Moves the key-set version past every version handed out before (see
+    /// [`bump_key_set_version`]): the change feed calls this when the log went back in time (a
+    /// restore from a backup), before it reloads the keys, so that verifiers holding a
+    /// pre-restore version take the restored key set.
+    pub async fn advance_key_set_version(&self, at: Timestamp) -> Result<()> {
+        let _turn = self.write_turn().await;
+        bump_key_set_version(self.db(), at).await
     }
 
     /// Stores `key` as the new signing key and retires every other current one, atomically;
@@ -208,7 +232,7 @@ impl Store {
             .exec(&txn)
             .await
             .map_err(db_error)?;
-        bump_key_set_version(&txn).await?;
+        bump_key_set_version(&txn, key.created_at).await?;
         events::append(&txn, EventKind::KeysChanged, None, key.created_at)
             .await
             .map_err(db_error)?;
@@ -257,7 +281,7 @@ impl Store {
             txn.rollback().await.map_err(db_error)?;
             return Ok(false);
         }
-        bump_key_set_version(&txn).await?;
+        bump_key_set_version(&txn, at).await?;
         events::append(&txn, EventKind::KeysChanged, None, at)
             .await
             .map_err(db_error)?;

@@ -270,10 +270,16 @@ async fn a_server_notices_the_change_log_going_back_in_time_after_a_restore() {
         verify(&client, &caller, &kept).await.active,
         "cached as active"
     );
+    let key_set_version = || async {
+        let response = client.clone().get_jwks(pb::GetJwksRequest {}).await;
+        response.expect("GetJwks").into_inner().key_set_version
+    };
+    let version_before = key_set_version().await;
     // The database is restored from a backup taken before those changes, and another process
     // then revokes `kept`: its change takes the log position the suspension had.
     let now = now_micros();
     let statements = [
+        "UPDATE key_set_version SET version = 1".to_owned(),
         format!("UPDATE tokens SET status = 'active' WHERE id IN ('{lost_id}', '{other_id}')"),
         format!(
             "CREATE TEMPORARY TABLE lost AS SELECT MIN(seq) AS seq FROM token_events \
@@ -291,6 +297,10 @@ async fn a_server_notices_the_change_log_going_back_in_time_after_a_restore() {
     assert!(
         until_revoked(&client, &caller, &kept).await,
         "the change written at a position read before in the lost history is applied"
+    );
+    assert!(
+        key_set_version().await > version_before,
+        "the restored key-set counter is moved past the versions verifiers hold"
     );
     let response = verify(&client, &caller, &lost).await;
     assert!(

@@ -170,11 +170,15 @@ async fn run_once(
         view.health
             .changes_applied
             .fetch_add(applied, Ordering::Relaxed);
-        if message.keys_changed {
-            // Not awaited here: a slow key source must not hold up the revocations behind it.
+        // Not awaited here: a slow key source must not hold up the revocations behind it.
+        // Every message names the server's key-set version: a verifier that started from (or
+        // refreshed at) a replica behind the stream's catches up too.
+        let version = message.key_set_version;
+        if version > verifier.key_set_version() {
+            tokio::spawn(crate::verifier::follow_key_set(inner.clone(), version));
+        } else if message.keys_changed && version == 0 {
             let verifier = Verifier::from_inner(verifier.clone());
-            let version = message.key_set_version;
-            tokio::spawn(async move { verifier.keys_changed(version).await });
+            tokio::spawn(async move { verifier.keys_changed_unversioned().await });
         }
         let heartbeat = message.changes.is_empty() && !message.keys_changed;
         if heartbeat {

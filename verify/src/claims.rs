@@ -16,7 +16,12 @@ pub const ALL_SCOPES: &str = "all";
 
 /// What a verified tokenmint token says. Put into request extensions by
 /// [`crate::RequireToken`]; read it with `request.extensions().get::<Claims>()`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Non-exhaustive: tokenmint may add claims (a new field is not a breaking change). Outside this
+/// crate, build one from [`Claims::default`] and set the fields (tests of code that reads
+/// claims).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Claims {
     /// The user the token acts for (`sub`).
     pub sub: String,
@@ -137,23 +142,27 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 #[cfg(test)]
+impl Claims {
+    /// A token of user `alice` with id `t` and nothing else set (unit tests).
+    pub(crate) fn of_alice() -> Self {
+        Self {
+            sub: "alice".into(),
+            jti: "t".into(),
+            client_id: "t".into(),
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     fn claims(ips: &[&str], scopes: &[&str]) -> Claims {
         Claims {
-            sub: "alice".into(),
-            jti: "t".into(),
-            client_id: "t".into(),
             scope: scopes.iter().map(|s| s.to_string()).collect(),
-            ent: None,
-            adm: false,
-            tpl: None,
             ips: ips.iter().map(|s| s.to_string()).collect(),
-            iat: 0,
-            nbf: 0,
-            exp: 0,
-            status_list: None,
+            ..Claims::of_alice()
         }
     }
 

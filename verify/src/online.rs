@@ -361,18 +361,8 @@ mod tests {
 
     fn claims(exp: i64) -> Claims {
         Claims {
-            sub: "alice".into(),
-            jti: "t".into(),
-            client_id: "t".into(),
-            scope: vec![],
-            ent: None,
-            adm: false,
-            tpl: None,
-            ips: vec![],
-            iat: 0,
-            nbf: 0,
             exp,
-            status_list: None,
+            ..Claims::of_alice()
         }
     }
 

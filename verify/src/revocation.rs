@@ -440,14 +440,6 @@ mod tests {
 
     fn claims(iat: i64, entry: Option<u64>) -> Claims {
         Claims {
-            sub: "alice".into(),
-            jti: "t".into(),
-            client_id: "t".into(),
-            scope: vec![],
-            ent: None,
-            adm: false,
-            tpl: None,
-            ips: vec![],
             iat,
             nbf: iat,
             exp: iat + 3600,
@@ -455,6 +447,7 @@ mod tests {
                 uri: "https://t.example/statuslists/x".into(),
                 idx,
             }),
+            ..Claims::of_alice()
         }
     }
 

@@ -41,15 +41,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// server renders a list at most once per `status_list.render_cache_ms` (1 s by default).
 const LISTS_USABLE_AFTER: Duration = Duration::from_secs(CLOCK_SLACK_SECS.unsigned_abs() + 2);
 
-/// How long the key source may keep serving a lower key-set version than the one held before
-/// that set is taken. A replica that has not heard of a key change yet catches up within
-/// milliseconds (or its poll interval); a source that serves an older set for this long is a
-/// database restored from a backup, whose version counter went back with it.
-const OLDER_KEY_SET_PATIENCE: Duration = Duration::from_secs(60);
-
-/// How many times a key-set change is fetched before giving up (waiting 50 ms, doubling, between
-/// tries: about 6 s in all).
+/// How many times a key-set change from a server that reports no key-set version is fetched
+/// before giving up (waiting 50 ms, doubling, between tries: about 6 s in all); with versions,
+/// the same tries and then one every [`KEY_CHANGE_MAX_WAIT`] until the version is reached.
 const KEY_CHANGE_REFETCHES: u32 = 7;
+
+/// The longest wait between fetches of an announced key-set version.
+const KEY_CHANGE_MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// The most bytes a status list may inflate to (tokenmint's largest: 2^20 entries of 2 bits,
 /// 256 KiB).
@@ -91,6 +89,9 @@ pub(crate) struct Inner {
     /// Bumped after each key-set install: a cached verification from an older generation is
     /// not trusted (its key may have been withdrawn).
     key_generation: AtomicU64,
+    /// The key-set version of the keys in use (`RefreshState::version`, readable without the
+    /// refresh lock).
+    key_version: AtomicU64,
     /// Held while fetching: one fetch at a time, and the rate limit's memory.
     refresh: Mutex<RefreshState>,
     /// Tokens that verified (none when the capacity is 0).
@@ -118,35 +119,32 @@ struct RefreshState {
     last_error: Option<String>,
     /// The key-set version of the keys in use (0: none reported).
     version: u64,
-    /// Since when every fetch has returned a lower version than `version`.
-    older_since: Option<Instant>,
+    /// The highest key-set version a change stream announced; the task fetching it runs until
+    /// the keys in use reach it, or a higher one is announced.
+    wanted: u64,
 }
 
 /// Whether a fetched key set replaces the one in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Adoption {
-    /// Install it.
+    /// Install it, at its version.
     Take,
+    /// Install it, keeping the version held: it comes from a server that reports none (an
+    /// older tokenmint during a rolling upgrade), which is taken at its word as before
+    /// versions existed, while a versioned set older than the held version stays refused.
+    TakeUnversioned,
     /// Keep the set in use.
     Keep,
 }
 
 /// Decides whether a set of version `fetched` replaces the one of version `held` (0: no version
-/// reported; then the newest fetch wins). A lower version is a replica that has not caught up:
-/// kept out until sources have served only lower versions for [`OLDER_KEY_SET_PATIENCE`]
-/// (`older_since` remembers since when).
-fn adopt(held: u64, fetched: u64, older_since: &mut Option<Instant>, now: Instant) -> Adoption {
-    if held == 0 || fetched == 0 || fetched > held {
-        *older_since = None;
-        return Adoption::Take;
-    }
-    if fetched == held {
-        *older_since = None;
-        return Adoption::Keep;
-    }
-    let since = *older_since.get_or_insert(now);
-    if now.duration_since(since) >= OLDER_KEY_SET_PATIENCE {
-        *older_since = None;
+/// reported). Versions never go back (tokenmint moves the counter past any earlier value after
+/// a restore from a backup), so a lower one is a replica that has not caught up, and an equal
+/// one holds nothing new.
+fn adopt(held: u64, fetched: u64) -> Adoption {
+    if fetched == 0 {
+        Adoption::TakeUnversioned
+    } else if fetched > held {
         Adoption::Take
     } else {
         Adoption::Keep
@@ -296,11 +294,12 @@ impl VerifierBuilder {
             min_refresh_interval: self.min_refresh_interval,
             keys: RwLock::new(Arc::new(keys)),
             key_generation: AtomicU64::new(0),
+            key_version: AtomicU64::new(version),
             refresh: Mutex::new(RefreshState {
                 last_attempt: Some(Instant::now()),
                 last_error: None,
                 version,
-                older_since: None,
+                wanted: 0,
             }),
             verified: (self.cache_capacity > 0).then(|| VerifiedCache::new(self.cache_capacity)),
             revocations: watch.clone().map(|source| Revocations {
@@ -359,6 +358,49 @@ async fn refresh_periodically(
         let _ = inner.refresh_locked(&mut state).await;
     }
     tracing::debug!("token key refresh stopped");
+}
+
+/// A change stream reported key-set `version` (announced with a key change, or as the stream
+/// server's current version): fetches the key set until the keys in use reach it, backing off
+/// from 50 ms to [`KEY_CHANGE_MAX_WAIT`], for as long as it takes. The key source may be a
+/// replica that has not caught up yet, or one whose key reload keeps failing. Ends early when
+/// another task follows a higher version, or when the verifier is dropped (holds only a `Weak`
+/// between fetches).
+pub(crate) async fn follow_key_set(inner: Weak<Inner>, version: u64) {
+    {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let mut state = inner.refresh.lock().await;
+        if state.version >= version || state.wanted >= version {
+            return;
+        }
+        state.wanted = version;
+    }
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1u32.. {
+        {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let mut state = inner.refresh.lock().await;
+            if state.version >= version || state.wanted > version {
+                return;
+            }
+            let _ = inner.refresh_locked(&mut state).await;
+            if state.version >= version {
+                return;
+            }
+        }
+        if attempt == KEY_CHANGE_REFETCHES {
+            tracing::warn!(
+                version,
+                "tokenmint announced a key-set version its key source does not serve yet;                  fetching again every few seconds until it does"
+            );
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(KEY_CHANGE_MAX_WAIT);
+    }
 }
 
 impl Verifier {
@@ -608,6 +650,7 @@ impl Verifier {
             let mut state = self.inner.refresh.lock().await;
             if history_rewound {
                 state.version = 0;
+                state.wanted = 0;
             }
             let _ = self.inner.refresh_locked(&mut state).await;
         }
@@ -616,36 +659,27 @@ impl Verifier {
         }
     }
 
-    /// The key set changed (the change stream said so) and is at `version` or later: fetch it
-    /// again, and forget verified tokens (a key may have been withdrawn). The key source may be
-    /// another replica than the stream's, one that has not heard of the change yet: until the
-    /// fetched set reaches `version`, it is fetched again, backing off, for a few seconds. A
-    /// server that reports no version (0) is fetched from until the `kid`s differ.
-    pub(crate) async fn keys_changed(&self, version: u64) {
+    /// The key set changed (the change stream said so) on a server that reports no key-set
+    /// version: fetch it again, and forget verified tokens (a key may have been withdrawn). The
+    /// key source may be another replica than the stream's, one that has not heard of the change
+    /// yet: while it serves the `kid`s already held, it is fetched again, backing off, for a few
+    /// seconds. Servers that report versions are followed by [`follow_key_set`] instead.
+    pub(crate) async fn keys_changed_unversioned(&self) {
         let before = self.key_ids();
         let mut wait = Duration::from_millis(50);
         for _ in 0..KEY_CHANGE_REFETCHES {
-            if version > 0 && self.inner.refresh.lock().await.version >= version {
-                return;
-            }
             let fetched = self.refresh().await.is_ok();
             if let Some(cache) = &self.inner.verified {
                 cache.clear();
             }
-            let caught_up = if version == 0 {
-                fetched && self.key_ids() != before
-            } else {
-                self.inner.refresh.lock().await.version >= version
-            };
-            if caught_up {
+            if fetched && self.key_ids() != before {
                 return;
             }
             tokio::time::sleep(wait).await;
             wait *= 2;
         }
         tracing::warn!(
-            "tokenmint said its key set changed, but the key source still serves the same keys \
-             after several tries; the next periodic refresh will look again"
+            "tokenmint said its key set changed, but the key source still serves the same keys              after several tries; the next periodic refresh will look again"
         );
     }
 
@@ -706,6 +740,11 @@ impl Verifier {
 }
 
 impl Inner {
+    /// The key-set version of the keys in use (0 when the source reports none).
+    pub(crate) fn key_set_version(&self) -> u64 {
+        self.key_version.load(Ordering::Acquire)
+    }
+
     /// The revocation view (only called where revocations are watched).
     pub(crate) fn revocations(&self) -> &Revocations {
         self.revocations.as_ref().expect("revocations are watched")
@@ -735,16 +774,19 @@ impl Inner {
                 let count = keys.len();
                 state.last_error = None;
                 let held = state.version;
-                if adopt(held, version, &mut state.older_since, Instant::now()) == Adoption::Keep {
-                    if version < held {
-                        tracing::debug!(source = %self.source, held, fetched = version, "the key source served an older key set (a replica still catching up?): keeping the newer one");
+                match adopt(held, version) {
+                    Adoption::Keep => {
+                        if version < held {
+                            tracing::debug!(source = %self.source, held, fetched = version, "the key source served an older key set (a replica still catching up?): keeping the newer one");
+                        }
+                        return Ok(self.keys().len());
                     }
-                    return Ok(self.keys().len());
+                    Adoption::Take => {
+                        state.version = version;
+                        self.key_version.store(version, Ordering::Release);
+                    }
+                    Adoption::TakeUnversioned => {}
                 }
-                if version < held {
-                    tracing::warn!(source = %self.source, held, fetched = version, "the key source has served only an older key set for a minute (a database restored from a backup?): taking it");
-                }
-                state.version = version;
                 if !same_keys(&self.keys(), &keys) {
                     *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
                     self.key_generation.fetch_add(1, Ordering::Release);
@@ -830,43 +872,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lower_key_set_version_is_kept_out_until_it_is_all_there_is_for_a_minute() {
-        let start = Instant::now();
-        let mut older_since = None;
-        assert_eq!(adopt(5, 6, &mut older_since, start), Adoption::Take);
-        assert_eq!(adopt(5, 5, &mut older_since, start), Adoption::Keep);
-        assert_eq!(adopt(5, 4, &mut older_since, start), Adoption::Keep);
-        assert_eq!(older_since, Some(start));
-        let later = start + OLDER_KEY_SET_PATIENCE - Duration::from_millis(1);
-        assert_eq!(adopt(5, 4, &mut older_since, later), Adoption::Keep);
-        assert_eq!(
-            adopt(5, 4, &mut older_since, start + OLDER_KEY_SET_PATIENCE),
-            Adoption::Take,
-            "a restored database's counter went back: its set is taken in the end"
-        );
-        assert_eq!(older_since, None);
+    fn a_key_set_is_taken_only_at_a_higher_version() {
+        assert_eq!(adopt(5, 6), Adoption::Take);
+        assert_eq!(adopt(0, 6), Adoption::Take);
+        assert_eq!(adopt(5, 5), Adoption::Keep, "nothing new");
+        assert_eq!(adopt(5, 4), Adoption::Keep, "a replica still catching up");
     }
 
     #[test]
-    fn a_fetch_at_the_held_version_restarts_the_patience() {
-        let start = Instant::now();
-        let mut older_since = None;
-        assert_eq!(adopt(5, 4, &mut older_since, start), Adoption::Keep);
-        let mid = start + OLDER_KEY_SET_PATIENCE / 2;
-        assert_eq!(adopt(5, 5, &mut older_since, mid), Adoption::Keep);
-        assert_eq!(
-            adopt(5, 4, &mut older_since, start + OLDER_KEY_SET_PATIENCE),
-            Adoption::Keep,
-            "a source served the held version meanwhile: the lower one is a lagging replica"
-        );
-    }
-
-    #[test]
-    fn without_versions_the_newest_fetch_wins() {
-        let now = Instant::now();
-        let mut older_since = None;
-        assert_eq!(adopt(0, 0, &mut older_since, now), Adoption::Take);
-        assert_eq!(adopt(0, 3, &mut older_since, now), Adoption::Take);
-        assert_eq!(adopt(3, 0, &mut older_since, now), Adoption::Take);
+    fn a_set_without_a_version_is_taken_without_lowering_the_held_one() {
+        assert_eq!(adopt(5, 0), Adoption::TakeUnversioned);
+        assert_eq!(adopt(0, 0), Adoption::TakeUnversioned);
     }
 }

@@ -348,8 +348,9 @@ async fn a_key_change_on_the_stream_is_fetched_until_the_key_source_has_it() {
     let watcher = app.bootstrap("watcher", &["token_introspect"]).await;
     let old = app.bootstrap("alice", &["wallet_view"]).await;
     let old_kid = header_of(&old)["kid"].as_str().unwrap().to_owned();
+    // What a replica that missed the rotation too still serves: a set older than the one the
+    // verifier will hold, and different from it.
     let stale_document = fetch_jwks(app.addr).await;
-    // The key source answers the next few fetches as a replica that has not caught up.
     let stale_answers = Arc::new(AtomicUsize::new(0));
     let (url, _) = jwks_server({
         let stale_answers = stale_answers.clone();
@@ -375,21 +376,27 @@ async fn a_key_change_on_the_stream_is_fetched_until_the_key_source_has_it() {
         .build()
         .await
         .expect("verifier builds");
-    verifier.verify(&old).await.expect("verifies before");
+    let new_kid = rotate(&app).await;
+    // No refresh from here on: only the stream's reports make the verifier fetch.
+    let rotated = eventually(Duration::from_secs(20), || async {
+        (verifier.key_ids().len() == 2).then_some(())
+    })
+    .await;
+    assert!(rotated.is_some(), "the stream's report brings the new key");
 
+    // The key source answers the next few fetches as that lagging replica.
     stale_answers.store(3, Ordering::SeqCst);
-    rotate(&app).await;
     tokenmint::cli::retire_key(&app.settings, &old_kid, true)
         .await
         .expect("withdraw the old key");
-    // No refresh from here: only the stream's report makes the verifier fetch.
     let withdrawn = eventually(Duration::from_secs(20), || async {
-        (!verifier.key_ids().contains(&old_kid)).then_some(())
+        (verifier.key_ids() == [new_kid.clone()]).then_some(())
     })
     .await;
     assert!(
         withdrawn.is_some(),
-        "the verifier fetched past the stale answers"
+        "the verifier fetched past the stale answers: holds {:?}",
+        verifier.key_ids()
     );
     assert_eq!(stale_answers.load(Ordering::SeqCst), 0);
     assert!(verifier.verify(&old).await.is_err());
