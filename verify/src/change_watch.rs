@@ -5,7 +5,7 @@
 
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -25,6 +25,38 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The wait before reconnecting after the caller token was refused (expired, revoked, without
+/// `token_introspect`): that lasts until someone acts, so retries need not be frequent.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
+
+/// How often a refusal that goes on is logged again at error level (in between, at debug).
+const REFUSAL_REMINDER: Duration = Duration::from_secs(600);
+
+/// When the stream's refusals were last logged at error level: the first refusal and then one
+/// every [`REFUSAL_REMINDER`], not one per retry.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+}
+
+impl RefusalLog {
+    /// Whether a refusal at `now` is logged at error level (and records it if so).
+    fn due(&mut self, now: Instant) -> bool {
+        let due = self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= REFUSAL_REMINDER);
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+
+    /// The stream was accepted again: the next refusal is news.
+    fn reset(&mut self) {
+        self.last = None;
+    }
+}
 
 /// A stream silent for this long (the server sends a heartbeat every 5 s by default) is taken for
 /// dead and reopened.
@@ -50,6 +82,7 @@ pub(crate) async fn follow(
 ) {
     let mut cursor = String::new();
     let mut backoff = FIRST_BACKOFF;
+    let mut refusals = RefusalLog::default();
     loop {
         let ended = tokio::select! {
             ended = run_once(&inner, &source, &mut cursor, &mut ready) => ended,
@@ -63,6 +96,7 @@ pub(crate) async fn follow(
         if was_connected {
             view.health.disconnects.fetch_add(1, Ordering::Relaxed);
             backoff = FIRST_BACKOFF;
+            refusals.reset();
         }
         let reason = reason_of(&ended);
         let must_resync = matches!(
@@ -87,13 +121,18 @@ pub(crate) async fn follow(
             let verifier = Verifier::from_inner(verifier.clone());
             tokio::spawn(async move { verifier.reload_keys(rewound).await });
         } else if is_permanent(&ended) {
-            tracing::error!(
-                code = ?ended.code(),
-                message = ended.message(),
-                "tokenmint refuses the revocation stream's caller token (expired, revoked, or \
-                 without scope token_introspect): revocations are seen through the status lists \
-                 only"
-            );
+            if refusals.due(Instant::now()) {
+                tracing::error!(
+                    code = ?ended.code(),
+                    message = ended.message(),
+                    retry_in_s = REFUSED_RETRY.as_secs(),
+                    "tokenmint refuses the revocation stream's caller token (expired, revoked, \
+                     or without scope token_introspect): revocations are seen through the \
+                     status lists only (this is logged again every 10 minutes while it lasts)"
+                );
+            } else {
+                tracing::debug!(code = ?ended.code(), "the revocation stream is still refused");
+            }
         } else {
             tracing::warn!(
                 code = ?ended.code(),
@@ -112,7 +151,13 @@ pub(crate) async fn follow(
             break;
         }
         drop(verifier);
-        let wait = if must_resync { Duration::ZERO } else { backoff };
+        let wait = if must_resync {
+            Duration::ZERO
+        } else if is_permanent(&ended) {
+            REFUSED_RETRY
+        } else {
+            backoff
+        };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = &mut stopped => break,
@@ -240,4 +285,24 @@ fn is_permanent(status: &Status) -> bool {
         status.code(),
         Code::Unauthenticated | Code::PermissionDenied
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lasting_refusal_is_logged_once_then_every_ten_minutes() {
+        let start = Instant::now();
+        let mut refusals = RefusalLog::default();
+        assert!(refusals.due(start), "the first refusal");
+        assert!(!refusals.due(start + REFUSED_RETRY), "not every retry");
+        assert!(!refusals.due(start + REFUSAL_REMINDER - Duration::from_secs(1)));
+        assert!(refusals.due(start + REFUSAL_REMINDER), "a reminder");
+        refusals.reset();
+        assert!(
+            refusals.due(start + REFUSAL_REMINDER + REFUSED_RETRY),
+            "a refusal after the stream was accepted again is news"
+        );
+    }
 }
