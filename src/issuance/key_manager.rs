@@ -283,6 +283,7 @@ mod tests {
     use futures_util::FutureExt;
     use ring::rand::SystemRandom;
     use ring::signature::{Ed25519KeyPair, KeyPair};
+    use sea_orm::ConnectionTrait as _;
 
     use super::*;
 
@@ -414,6 +415,11 @@ mod tests {
             "a reload without a change keeps it"
         );
         // A restore from a backup took the counter back; the change feed moves it past.
+        keys.store
+            .db()
+            .execute_unprepared("UPDATE key_set_version SET version = 1")
+            .await
+            .unwrap();
         keys.store
             .advance_key_set_version(Timestamp::now())
             .await

@@ -37,25 +37,24 @@ async fn lock_key_set(txn: &DatabaseTransaction, backend: Backend) -> Result<()>
 
 /// Moves the key-set version up, in the transaction `txn` (a key change's: the migration that
 /// made the counter says why; the row's lock also orders concurrent key changes). The new
-/// version is the old one plus one, or `at` in milliseconds when that is higher: a database
-/// restored from a backup has its counter moved past every version handed out before the
-/// restore this way (`Store::advance_key_set_version`), so versions never go back.
-async fn bump_key_set_version<C: ConnectionTrait>(txn: &C, at: Timestamp) -> Result<()> {
-    let backend = txn.get_database_backend();
-    let sql = match backend {
+/// version is the old one plus one, or the database's clock in milliseconds when that is
+/// higher: one clock for every writer (an operator host's skewed clock cannot push the counter
+/// ahead of the servers'), and after a restore from a backup the counter moves past every
+/// version handed out before it ([`Store::advance_key_set_version`]).
+async fn bump_key_set_version<C: ConnectionTrait>(txn: &C) -> Result<()> {
+    let sql = match txn.get_database_backend() {
         DbBackend::Postgres => {
-            "UPDATE key_set_version SET version = GREATEST(version + 1, $1) WHERE id = 1"
+            "UPDATE key_set_version SET version = \
+             GREATEST(version + 1, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint) \
+             WHERE id = 1"
         }
-        _ => "UPDATE key_set_version SET version = MAX(version + 1, ?) WHERE id = 1",
+        _ => {
+            "UPDATE key_set_version SET version = \
+             MAX(version + 1, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) \
+             WHERE id = 1"
+        }
     };
-    let millis = at.0.div_euclid(1_000);
-    txn.execute_raw(Statement::from_sql_and_values(
-        backend,
-        sql,
-        [millis.into()],
-    ))
-    .await
-    .map_err(db_error)?;
+    txn.execute_unprepared(sql).await.map_err(db_error)?;
     Ok(())
 }
 
@@ -134,12 +133,19 @@ impl Store {
     }
 
     /// Moves the key-set version past every version handed out before (see
-    /// [`bump_key_set_version`]): the change feed calls this when the log went back in time (a
-    /// restore from a backup), before it reloads the keys, so that verifiers holding a
-    /// pre-restore version take the restored key set.
+    /// [`bump_key_set_version`]) and records a key-set change, so that every server reloads and
+    /// labels its keys with it. The change feed calls this when the log went back in time (a
+    /// restore from a backup) before it reloads the keys: verifiers holding a pre-restore
+    /// version then take the restored key set.
     pub async fn advance_key_set_version(&self, at: Timestamp) -> Result<()> {
         let _turn = self.write_turn().await;
-        bump_key_set_version(self.db(), at).await
+        let txn = self.db().begin().await.map_err(db_error)?;
+        bump_key_set_version(&txn).await?;
+        events::append(&txn, EventKind::KeysChanged, None, at)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(())
     }
 
     /// Stores `key` as the new signing key and retires every other current one, atomically;
@@ -232,7 +238,7 @@ impl Store {
             .exec(&txn)
             .await
             .map_err(db_error)?;
-        bump_key_set_version(&txn, key.created_at).await?;
+        bump_key_set_version(&txn).await?;
         events::append(&txn, EventKind::KeysChanged, None, key.created_at)
             .await
             .map_err(db_error)?;
@@ -281,7 +287,7 @@ impl Store {
             txn.rollback().await.map_err(db_error)?;
             return Ok(false);
         }
-        bump_key_set_version(&txn, at).await?;
+        bump_key_set_version(&txn).await?;
         events::append(&txn, EventKind::KeysChanged, None, at)
             .await
             .map_err(db_error)?;

@@ -219,9 +219,8 @@ async fn run_once(
         // Every message names the server's key-set version: a verifier that started from (or
         // refreshed at) a replica behind the stream's catches up too.
         let version = message.key_set_version;
-        if version > verifier.key_set_version() {
-            tokio::spawn(crate::verifier::follow_key_set(inner.clone(), version));
-        } else if message.keys_changed && version == 0 {
+        crate::verifier::want_key_set(&verifier, version);
+        if message.keys_changed && version == 0 {
             let verifier = Verifier::from_inner(verifier.clone());
             tokio::spawn(async move { verifier.keys_changed_unversioned().await });
         }

@@ -92,6 +92,9 @@ pub(crate) struct Inner {
     /// The key-set version of the keys in use (`RefreshState::version`, readable without the
     /// refresh lock).
     key_version: AtomicU64,
+    /// The highest key-set version a change stream announced (0 after a resync): the one
+    /// [`follow_key_set`] task fetches until the keys in use reach it.
+    wanted_version: AtomicU64,
     /// Held while fetching: one fetch at a time, and the rate limit's memory.
     refresh: Mutex<RefreshState>,
     /// Tokens that verified (none when the capacity is 0).
@@ -119,9 +122,6 @@ struct RefreshState {
     last_error: Option<String>,
     /// The key-set version of the keys in use (0: none reported).
     version: u64,
-    /// The highest key-set version a change stream announced; the task fetching it runs until
-    /// the keys in use reach it, or a higher one is announced.
-    wanted: u64,
 }
 
 /// Whether a fetched key set replaces the one in use.
@@ -129,22 +129,17 @@ struct RefreshState {
 enum Adoption {
     /// Install it, at its version.
     Take,
-    /// Install it, keeping the version held: it comes from a server that reports none (an
-    /// older tokenmint during a rolling upgrade), which is taken at its word as before
-    /// versions existed, while a versioned set older than the held version stays refused.
-    TakeUnversioned,
     /// Keep the set in use.
     Keep,
 }
 
 /// Decides whether a set of version `fetched` replaces the one of version `held` (0: no version
-/// reported). Versions never go back (tokenmint moves the counter past any earlier value after
-/// a restore from a backup), so a lower one is a replica that has not caught up, and an equal
-/// one holds nothing new.
+/// reported). A lower version is a replica that has not caught up, an equal one holds nothing
+/// new, and so does one without a version once versions were seen (an older tokenmint during a
+/// rolling upgrade, which may not have applied a withdrawal yet). Without versions on either
+/// side, the newest fetch wins, as before versions existed.
 fn adopt(held: u64, fetched: u64) -> Adoption {
-    if fetched == 0 {
-        Adoption::TakeUnversioned
-    } else if fetched > held {
+    if held == 0 || fetched > held {
         Adoption::Take
     } else {
         Adoption::Keep
@@ -295,11 +290,11 @@ impl VerifierBuilder {
             keys: RwLock::new(Arc::new(keys)),
             key_generation: AtomicU64::new(0),
             key_version: AtomicU64::new(version),
+            wanted_version: AtomicU64::new(0),
             refresh: Mutex::new(RefreshState {
                 last_attempt: Some(Instant::now()),
                 last_error: None,
                 version,
-                wanted: 0,
             }),
             verified: (self.cache_capacity > 0).then(|| VerifiedCache::new(self.cache_capacity)),
             revocations: watch.clone().map(|source| Revocations {
@@ -361,22 +356,24 @@ async fn refresh_periodically(
 }
 
 /// A change stream reported key-set `version` (announced with a key change, or as the stream
-/// server's current version): fetches the key set until the keys in use reach it, backing off
-/// from 50 ms to [`KEY_CHANGE_MAX_WAIT`], for as long as it takes. The key source may be a
-/// replica that has not caught up yet, or one whose key reload keeps failing. Ends early when
-/// another task follows a higher version, or when the verifier is dropped (holds only a `Weak`
-/// between fetches).
-pub(crate) async fn follow_key_set(inner: Weak<Inner>, version: u64) {
-    {
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        let mut state = inner.refresh.lock().await;
-        if state.version >= version || state.wanted >= version {
-            return;
-        }
-        state.wanted = version;
+/// server's current version) above the version in use: unless a follow of this or a higher
+/// version is under way, starts one. Called for every stream message, so it must be cheap.
+pub(crate) fn want_key_set(inner: &Arc<Inner>, version: u64) {
+    if version <= inner.key_set_version() {
+        return;
     }
+    if inner.wanted_version.fetch_max(version, Ordering::AcqRel) < version {
+        tokio::spawn(follow_key_set(Arc::downgrade(inner), version));
+    }
+}
+
+/// Fetches the key set until the keys in use reach `version`, backing off from 50 ms to
+/// [`KEY_CHANGE_MAX_WAIT`], for as long as it takes: the key source may be a replica that has
+/// not caught up yet, or one whose key reload keeps failing. Ends early when a follow of a
+/// higher version takes over, after a resync (`wanted_version` is reset), when the source turns
+/// out to report no versions (an older tokenmint: the periodic refresh goes on), or when the
+/// verifier is dropped (holds only a `Weak` between fetches).
+async fn follow_key_set(inner: Weak<Inner>, version: u64) {
     let mut wait = Duration::from_millis(50);
     for attempt in 1u32.. {
         {
@@ -384,18 +381,27 @@ pub(crate) async fn follow_key_set(inner: Weak<Inner>, version: u64) {
                 return;
             };
             let mut state = inner.refresh.lock().await;
-            if state.version >= version || state.wanted > version {
+            if state.version >= version || inner.wanted_version.load(Ordering::Acquire) != version {
                 return;
             }
-            let _ = inner.refresh_locked(&mut state).await;
+            let fetched = inner.refresh_locked(&mut state).await.is_ok();
             if state.version >= version {
+                return;
+            }
+            if fetched && state.version == 0 && attempt >= KEY_CHANGE_REFETCHES {
+                tracing::warn!(
+                    version,
+                    "the key source reports no key-set version (an older tokenmint?): no longer \
+                     following the announced key change; the periodic refresh will look again"
+                );
                 return;
             }
         }
         if attempt == KEY_CHANGE_REFETCHES {
             tracing::warn!(
                 version,
-                "tokenmint announced a key-set version its key source does not serve yet;                  fetching again every few seconds until it does"
+                "tokenmint announced a key-set version its key source does not serve yet; \
+                 fetching again every few seconds until it does"
             );
         }
         tokio::time::sleep(wait).await;
@@ -650,7 +656,9 @@ impl Verifier {
             let mut state = self.inner.refresh.lock().await;
             if history_rewound {
                 state.version = 0;
-                state.wanted = 0;
+                self.inner.key_version.store(0, Ordering::Release);
+                // A follow started before the restore stops: its version may never come.
+                self.inner.wanted_version.store(0, Ordering::Release);
             }
             let _ = self.inner.refresh_locked(&mut state).await;
         }
@@ -679,7 +687,8 @@ impl Verifier {
             wait *= 2;
         }
         tracing::warn!(
-            "tokenmint said its key set changed, but the key source still serves the same keys              after several tries; the next periodic refresh will look again"
+            "tokenmint said its key set changed, but the key source still serves the same keys \
+             after several tries; the next periodic refresh will look again"
         );
     }
 
@@ -774,19 +783,14 @@ impl Inner {
                 let count = keys.len();
                 state.last_error = None;
                 let held = state.version;
-                match adopt(held, version) {
-                    Adoption::Keep => {
-                        if version < held {
-                            tracing::debug!(source = %self.source, held, fetched = version, "the key source served an older key set (a replica still catching up?): keeping the newer one");
-                        }
-                        return Ok(self.keys().len());
+                if adopt(held, version) == Adoption::Keep {
+                    if version < held {
+                        tracing::debug!(source = %self.source, held, fetched = version, "the key source served an older key set (a replica still catching up, or an older tokenmint): keeping the newer one");
                     }
-                    Adoption::Take => {
-                        state.version = version;
-                        self.key_version.store(version, Ordering::Release);
-                    }
-                    Adoption::TakeUnversioned => {}
+                    return Ok(self.keys().len());
                 }
+                state.version = version;
+                self.key_version.store(version, Ordering::Release);
                 if !same_keys(&self.keys(), &keys) {
                     *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
                     self.key_generation.fetch_add(1, Ordering::Release);
@@ -880,8 +884,12 @@ mod tests {
     }
 
     #[test]
-    fn a_set_without_a_version_is_taken_without_lowering_the_held_one() {
-        assert_eq!(adopt(5, 0), Adoption::TakeUnversioned);
-        assert_eq!(adopt(0, 0), Adoption::TakeUnversioned);
+    fn a_set_without_a_version_is_taken_only_while_none_was_seen() {
+        assert_eq!(adopt(0, 0), Adoption::Take, "as before versions existed");
+        assert_eq!(
+            adopt(5, 0),
+            Adoption::Keep,
+            "an older tokenmint may not have applied a withdrawal yet"
+        );
     }
 }
