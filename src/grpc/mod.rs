@@ -14,6 +14,7 @@ pub mod observe;
 pub mod rendered;
 pub mod request_id;
 pub mod requests;
+pub mod small_frames;
 pub mod status;
 pub mod template_service;
 pub mod token_service;

@@ -25,6 +25,7 @@ use crate::grpc::connection::Coalesced;
 use crate::grpc::http::{MetricsSource, PoolReading};
 use crate::grpc::load_shed::LoadShedLayer;
 use crate::grpc::observe::ObserveLayer;
+use crate::grpc::small_frames::SmallFramesLayer;
 use crate::grpc::{self, TemplateApi, TokenApi, request_id::RequestIdLayer};
 use crate::proto::v1::template_service_server::TemplateServiceServer;
 use crate::proto::v1::token_service_server::TokenServiceServer;
@@ -175,6 +176,7 @@ async fn serve(
         .http2_keepalive_timeout(secs(server.http2_keepalive_timeout_secs))
         .layer(
             tower::ServiceBuilder::new()
+                .layer(SmallFramesLayer)
                 .layer(RequestIdLayer)
                 .layer(ObserveLayer::new(metrics))
                 .layer(load_shed),
