@@ -12,10 +12,11 @@
 //! one `send` per two creates instead of one per fifteen, each also running the receiving side
 //! of loopback TCP (ARCHITECTURE.md, "Smaller mechanisms").
 //!
-//! How: [`SmallFrames`] passes a data frame of up to [`MAX_SPLIT`] bytes on in pieces of at most
+//! How: [`SmallFrames`] passes a data frame of up to [`MAX_SPLIT`] (4 KiB) on in pieces of at most
 //! [`MAX_PIECE`] bytes (`Bytes::split_to`, no copy). h2 copies each piece into its buffer, where
 //! the gathering goes on. A gRPC message is a byte stream, so the pieces are the same message to
 //! the client. Larger frames are passed whole: their own write is a small part of their cost.
+//! HTTP/1 responses (JWKS, status lists, metrics) are passed as they are: they have no frames.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -28,8 +29,10 @@ use tower::{Layer, Service};
 /// The largest piece handed to h2: one byte under the size h2 chains at without vectored writes.
 pub const MAX_PIECE: usize = 1023;
 
-/// Data frames up to this size are split; larger ones are passed whole.
-pub const MAX_SPLIT: usize = 16 * 1024;
+/// Data frames up to this size are split; larger ones are passed whole. Their own write is a
+/// small part of their cost, and pieces of a larger frame would fill h2's 16 KiB buffer, which
+/// forces a flush anyway.
+pub const MAX_SPLIT: usize = 4 * 1024;
 
 /// Wraps every response body in [`SmallFrames`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -63,6 +66,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         SmallFramesFuture {
+            // HTTP/1 (the JWKS, status lists, metrics) writes no frames: pieces would only add
+            // chunk headers.
+            split: request.version() == http::Version::HTTP_2,
             inner: self.inner.call(request),
         }
     }
@@ -73,6 +79,7 @@ pin_project_lite::pin_project! {
     pub struct SmallFramesFuture<F> {
         #[pin]
         inner: F,
+        split: bool,
     }
 }
 
@@ -83,8 +90,16 @@ where
     type Output = Result<Response<SmallFrames<R>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = ready!(self.project().inner.poll(cx))?;
-        Poll::Ready(Ok(response.map(SmallFrames::new)))
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let split = *this.split;
+        Poll::Ready(Ok(response.map(|body| {
+            if split {
+                SmallFrames::new(body)
+            } else {
+                SmallFrames::whole(body)
+            }
+        })))
     }
 }
 
@@ -96,15 +111,26 @@ pin_project_lite::pin_project! {
         body: B,
         // What is left of the frame being split.
         rest: Bytes,
+        // Whether frames are split at all.
+        split: bool,
     }
 }
 
 impl<B> SmallFrames<B> {
-    /// Wraps `body`.
+    /// Wraps `body`, splitting its frames.
     pub fn new(body: B) -> Self {
         Self {
             body,
             rest: Bytes::new(),
+            split: true,
+        }
+    }
+
+    /// Wraps `body`, passing its frames as they are.
+    pub fn whole(body: B) -> Self {
+        Self {
+            split: false,
+            ..Self::new(body)
         }
     }
 }
@@ -121,7 +147,9 @@ impl<B: Body<Data = Bytes>> Body for SmallFrames<B> {
         if this.rest.is_empty() {
             match ready!(this.body.poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if data.len() > MAX_PIECE && data.len() <= MAX_SPLIT => {
+                    Ok(data)
+                        if *this.split && data.len() > MAX_PIECE && data.len() <= MAX_SPLIT =>
+                    {
                         *this.rest = data;
                     }
                     Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
@@ -139,13 +167,8 @@ impl<B: Body<Data = Bytes>> Body for SmallFrames<B> {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.body.size_hint();
-        let rest = self.rest.len() as u64;
-        hint.set_lower(hint.lower().saturating_add(rest));
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper.saturating_add(rest));
-        }
-        hint
+        // Added as hints: raising the lower bound alone past the inner upper bound would panic.
+        self.body.size_hint() + SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 
@@ -208,6 +231,30 @@ mod tests {
         assert_eq!(lengths, [MAX_PIECE, MAX_SPLIT + 1]);
         assert_eq!(bytes, [small, large].concat());
         assert!(trailers_last);
+    }
+
+    /// Mid-frame, the hint still counts every byte left, also over an exact-size body (raising
+    /// only the lower bound past the inner body's exact zero would panic).
+    #[tokio::test]
+    async fn the_size_hint_counts_the_rest_of_a_split_frame() {
+        let message = Bytes::from(vec![3u8; 2000]);
+        let mut body = std::pin::pin!(SmallFrames::new(http_body_util::Full::new(message)));
+        assert_eq!(body.size_hint().exact(), Some(2000));
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first.len(), MAX_PIECE);
+        assert_eq!(body.size_hint().exact(), Some(2000 - MAX_PIECE as u64));
+        assert!(!body.is_end_stream());
+        body.frame().await.unwrap().unwrap();
+        assert!(body.is_end_stream());
+    }
+
+    /// An HTTP/1 response is passed as it is.
+    #[tokio::test]
+    async fn a_whole_body_keeps_its_frames() {
+        let message = Bytes::from(vec![4u8; 2000]);
+        let mut body = std::pin::pin!(SmallFrames::whole(body_of(vec![message])));
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data.len(), 2000);
     }
 
     /// The data frames [`SmallFrames`] makes of a body carrying `message`.
@@ -294,8 +341,8 @@ mod tests {
             client = client.ready().await.unwrap();
         }
         let (mut connection, pending) = server.await.unwrap();
-        // Let the connection's setup writes (settings, their acknowledgement) finish first.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The setup (settings, their acknowledgement) is written by now: the server read both
+        // requests, which follow it.
         let before = writes.load(Ordering::SeqCst);
         for mut respond in pending {
             let mut stream = respond
