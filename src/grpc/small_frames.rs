@@ -8,9 +8,9 @@
 //! write, but each of those flushes still ends a gathering: every response over 1 KiB left in a
 //! write of its own, instead of sharing one with the other responses finished in the same turn.
 //! A `CreateTokenResponse` crossed that size when tokens gained their `status` claim (about 140
-//! bytes), and the extra writes cost more server CPU than the whole status-list feature: about
-//! one `send` per two creates instead of one per fifteen, each also running the receiving side
-//! of loopback TCP (ARCHITECTURE.md, "Smaller mechanisms").
+//! bytes): about one `send` per two creates instead of one per fifteen, each also running the
+//! receiving side of loopback TCP, about a third of the CPU the status claim added to a create
+//! (ARCHITECTURE.md, "Smaller mechanisms"; BENCHMARKS.md has the figures).
 //!
 //! How: [`SmallFrames`] passes a data frame of up to [`MAX_SPLIT`] (4 KiB) on in pieces of at most
 //! [`MAX_PIECE`] bytes (`Bytes::split_to`, no copy). h2 copies each piece into its buffer, where
