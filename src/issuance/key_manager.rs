@@ -414,7 +414,14 @@ mod tests {
             withdrawn,
             "a reload without a change keeps it"
         );
-        // A restore from a backup took the counter back; the change feed moves it past.
+        // A restore from a backup comes later than the last change it undoes. Versions follow
+        // the clock in milliseconds but may run a few ahead of it when changes come faster
+        // (max(old + 1, now)), so let the clock pass `withdrawn` first, as any restore would
+        // (by 2 ms: SQLite's clock in milliseconds goes through a float, and may read 1 ms low).
+        while u64::try_from(Timestamp::now().0 / 1000).unwrap() <= withdrawn + 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // The restore took the counter back; the change feed moves it past.
         keys.store
             .db()
             .execute_unprepared("UPDATE key_set_version SET version = 1")
