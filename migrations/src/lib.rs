@@ -16,6 +16,7 @@ mod m20261207_000008_status_lists;
 mod m20261207_000009_partial_denied_index;
 mod m20261207_000010_key_set_version;
 mod m20261207_000011_unlisted_denied_index;
+mod m20261208_000012_status_list_blocks;
 
 /// Applies every migration in order; `Migrator::up(&db, None)` brings a database up to date.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000009_partial_denied_index::Migration),
             Box::new(m20261207_000010_key_set_version::Migration),
             Box::new(m20261207_000011_unlisted_denied_index::Migration),
+            Box::new(m20261208_000012_status_list_blocks::Migration),
         ]
     }
 }

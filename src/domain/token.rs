@@ -104,6 +104,10 @@ pub struct TokenRecord {
     /// The token's entry in a status list (its `status` claim); `None` for tokens minted
     /// before status lists existed.
     pub status_entry: Option<StatusEntry>,
+    /// The list position `status_entry`'s index was made from: the group commit sets its bit in
+    /// the list's committed-position bitmap. Internal (it reveals issue order): never in a
+    /// response. `None` for tokens minted before the bitmaps.
+    pub status_position: Option<u32>,
 }
 
 impl TokenRecord {
@@ -142,6 +146,7 @@ impl TokenRecord {
             deleted_at: None,
             parent_id: None,
             status_entry: None,
+            status_position: None,
         }
     }
 }

@@ -320,6 +320,7 @@ impl Minter {
             deleted_at: None,
             parent_id: caller.token_id,
             status_entry: Some(status.entry),
+            status_position: Some(status.position),
         };
         let record = self.writer.insert(record).await?;
         let deprecated_scopes = self.catalog.deprecated_in(&record.scopes);

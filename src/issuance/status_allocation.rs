@@ -46,6 +46,9 @@ pub struct Allocation {
     pub entry: StatusEntry,
     /// The list's URI.
     pub uri: Arc<str>,
+    /// The position the index was made from (for the group commit's bitmap of committed
+    /// positions; never shown to anyone).
+    pub position: u32,
 }
 
 /// A list this process fills.
@@ -169,6 +172,7 @@ impl StatusAllocator {
                         index: u32::try_from(index).ok()?,
                     },
                     uri: reserved.list.uri.clone(),
+                    position,
                 });
             }
             state.current = Some(state.following.take()?);

@@ -1,9 +1,19 @@
-//! Publishing status lists: a list is rendered from the token rows that point into it and
+//! Publishing status lists: a list is rendered from what the database holds about it and
 //! signed as a Status List Token (`typ: statuslist+jwt`) with the server's signing key.
 //!
-//! Fail closed: the list starts with every entry INVALID, and only the rows of tokens that are
-//! active (VALID) or suspended (SUSPENDED), not deleted and not expired, set theirs. So an
-//! index whose token never committed, was deleted, revoked or lost in a restore reads INVALID.
+//! Fail closed: the list starts with every entry INVALID. Every position whose token committed
+//! then reads VALID (the committed-position bitmaps that the group commit writes in the same
+//! transaction as the token rows, `store::status_blocks`), and every suspended, revoked or
+//! deleted token of the list sets its own entry (SUSPENDED or INVALID). So an index whose token
+//! never committed, was deleted, revoked or lost in a restore reads INVALID; so does a deleted
+//! token whose row was purged (the purge clears its bit).
+//!
+//! Expiry is not rendered: an entry of a token that expired while active still reads VALID.
+//! A consumer checks the token's own `exp` before its status; the draft's statuses are about
+//! revocation and suspension; and marking expiries would mean reading every row of the list, the
+//! per-token index that the bitmaps replaced (it cost every CreateToken a random-order B-tree
+//! insert). Tokens minted before the bitmaps (migration 12) are still read from their rows,
+//! where an expired entry reads INVALID.
 //! A consequence the draft's privacy section notes: the count of usable tokens in a list can be
 //! read off it.
 //!
@@ -30,8 +40,10 @@ use tokenmint_jwt::status_list::{
 use crate::domain::{StatusListId, StoredStatus, Timestamp};
 use crate::error::{Error, ErrorCode, Result, reason};
 use crate::issuance::keys::{KeyManager, SigningKey};
+use crate::issuance::status_index::IndexPermutation;
 use crate::store::Store;
-use crate::store::status_lists::StatusListRow;
+use crate::store::status_blocks::positions_in;
+use crate::store::status_lists::{StatusListContents, StatusListRow};
 
 /// Requests that may wait for a render at once; more are refused at once.
 pub const MAX_WAITING: usize = 64;
@@ -154,42 +166,12 @@ impl StatusListPublisher {
             .ok_or_else(|| Error::status_list_not_found(id))
     }
 
-    /// The list as the rows say now, signed.
+    /// The list as the database says now, signed.
     #[tracing::instrument(level = "debug", skip_all, fields(tokenmint.status_list = %row.id))]
     async fn render(&self, row: &StatusListRow) -> Result<SignedStatusList> {
         let now = Timestamp::now();
-        let entries = self.store.status_list_entries(&row.id, now).await?;
-        let bytes = usize::try_from(u64::from(row.size) * u64::from(row.bits) / 8)
-            .map_err(Error::internal)?;
-        let mut list = StatusList::filled(row.bits, bytes, TokenStatus::Invalid);
-        // Indices are unique by construction; should two rows ever share one, the entry must
-        // not read VALID for a token that was revoked: it reads INVALID.
-        let mut seen = vec![0u64; (row.size as usize).div_ceil(64)];
-        let mut shared = Vec::new();
-        for (index, usable) in entries {
-            let slot = index as usize;
-            let Some(word) = seen.get_mut(slot / 64) else {
-                return Err(Error::internal(format!(
-                    "a token of status list {} has index {index}, past its end",
-                    row.id
-                )));
-            };
-            let bit = 1u64 << (slot % 64);
-            if *word & bit != 0 {
-                shared.push(slot);
-            }
-            *word |= bit;
-            let status = match usable {
-                Some(StoredStatus::Active) => TokenStatus::Valid,
-                Some(StoredStatus::Suspended) => TokenStatus::Suspended,
-                Some(StoredStatus::Revoked) | None => continue,
-            };
-            list.set(slot, status);
-        }
-        for slot in shared {
-            tracing::error!(list = %row.id, index = slot, "two tokens hold one status list entry: it reads INVALID");
-            list.set(slot, TokenStatus::Invalid);
-        }
+        let contents = self.store.status_list_contents(&row.id, now).await?;
+        let list = entries_of(row, &contents)?;
         let iat = now.as_secs();
         let claims = StatusListClaims {
             iss: Some(self.policy.issuer.as_str().into()),
@@ -208,6 +190,76 @@ impl StatusListPublisher {
             token: token.into(),
             ttl_secs: self.policy.ttl_secs,
         })
+    }
+}
+
+/// The entries of list `row`: INVALID, then VALID at every committed position's index, then
+/// each legacy row's and each denied row's own status (fail closed: an index no committed token
+/// holds stays INVALID).
+fn entries_of(row: &StatusListRow, contents: &StatusListContents) -> Result<StatusList> {
+    let past_end = |index: u64| {
+        Error::internal(format!(
+            "a token of status list {} has index {index}, past its end",
+            row.id
+        ))
+    };
+    let bytes =
+        usize::try_from(u64::from(row.size) * u64::from(row.bits) / 8).map_err(Error::internal)?;
+    let mut list = StatusList::filled(row.bits, bytes, TokenStatus::Invalid);
+    if !contents.blocks.is_empty() {
+        let permutation = IndexPermutation::new(
+            &row.perm_key,
+            row.id.as_str().as_bytes(),
+            u64::from(row.size),
+        );
+        for (first_pos, bits) in &contents.blocks {
+            for position in positions_in(*first_pos, bits) {
+                let index = permutation
+                    .index_of(position)
+                    .ok_or_else(|| past_end(position))?;
+                list.set(
+                    usize::try_from(index).map_err(Error::internal)?,
+                    TokenStatus::Valid,
+                );
+            }
+        }
+    }
+    // Indices are unique by construction; should two legacy rows ever share one, the entry
+    // must not read VALID for a token that was revoked: it reads INVALID.
+    let mut seen = vec![0u64; (row.size as usize).div_ceil(64)];
+    let mut shared = Vec::new();
+    for &(index, usable) in &contents.legacy {
+        let slot = index as usize;
+        let word = seen
+            .get_mut(slot / 64)
+            .ok_or_else(|| past_end(u64::from(index)))?;
+        let bit = 1u64 << (slot % 64);
+        if *word & bit != 0 {
+            shared.push(slot);
+        }
+        *word |= bit;
+        list.set(slot, status_of(usable));
+    }
+    for &(index, usable) in &contents.denied {
+        let slot = index as usize;
+        if slot >= row.size as usize {
+            return Err(past_end(u64::from(index)));
+        }
+        list.set(slot, status_of(usable));
+    }
+    for slot in shared {
+        tracing::error!(list = %row.id, index = slot, "two tokens hold one status list entry: it reads INVALID");
+        list.set(slot, TokenStatus::Invalid);
+    }
+    Ok(list)
+}
+
+/// The entry of a token row whose usable status is `usable` (`None`: INVALID).
+fn status_of(usable: Option<StoredStatus>) -> TokenStatus {
+    match usable {
+        Some(StoredStatus::Active) => TokenStatus::Valid,
+        Some(StoredStatus::Suspended) => TokenStatus::Suspended,
+        Some(StoredStatus::Revoked) | None => TokenStatus::Invalid,
     }
 }
 
@@ -232,4 +284,74 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::status_blocks::apply;
+
+    /// A list of 8,192 entries, to span two blocks of positions.
+    fn row() -> StatusListRow {
+        let id = StatusListId::generate();
+        StatusListRow {
+            uri: format!("https://t.example/lists/{id}"),
+            id,
+            size: 8192,
+            bits: 2,
+            perm_key: vec![3; 32],
+        }
+    }
+
+    /// Committed positions read VALID at their permuted indices, denied rows override them,
+    /// legacy rows read as their rows say, and every other entry is INVALID.
+    #[test]
+    fn entries_are_the_committed_positions_overridden_by_the_denied_rows() {
+        let row = row();
+        let permutation = IndexPermutation::new(&row.perm_key, row.id.as_str().as_bytes(), 8192);
+        let index = |position: u64| permutation.index_of(position).unwrap() as u32;
+        let contents = StatusListContents {
+            blocks: vec![
+                (0, apply(None, &[0, 1, 2, 4095], true)),
+                (4096, apply(None, &[0], true)),
+            ],
+            legacy: vec![(7000, Some(StoredStatus::Active)), (7001, None)],
+            denied: vec![
+                (index(1), Some(StoredStatus::Suspended)),
+                (index(2), None),
+                (7000, Some(StoredStatus::Suspended)),
+            ],
+        };
+        let list = entries_of(&row, &contents).unwrap();
+        let mut expected = vec![TokenStatus::Invalid; 8192];
+        for position in [0, 4095, 4096] {
+            expected[index(position) as usize] = TokenStatus::Valid;
+        }
+        expected[index(1) as usize] = TokenStatus::Suspended;
+        expected[7000] = TokenStatus::Suspended;
+        let read: Vec<TokenStatus> = (0..8192).map(|i| list.get(i).unwrap()).collect();
+        assert_eq!(read, expected);
+    }
+
+    /// An index past the list's end is corruption, not an entry to skip.
+    #[test]
+    fn an_index_past_the_end_fails_the_render() {
+        let row = row();
+        for contents in [
+            StatusListContents {
+                denied: vec![(8192, None)],
+                ..StatusListContents::default()
+            },
+            StatusListContents {
+                legacy: vec![(9000, Some(StoredStatus::Active))],
+                ..StatusListContents::default()
+            },
+            StatusListContents {
+                blocks: vec![(8192, apply(None, &[0], true))],
+                ..StatusListContents::default()
+            },
+        ] {
+            assert!(entries_of(&row, &contents).is_err(), "{contents:?}");
+        }
+    }
 }

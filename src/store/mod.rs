@@ -8,6 +8,7 @@ pub mod entities;
 pub mod events;
 pub mod keys;
 pub mod notify;
+pub mod status_blocks;
 pub mod status_lists;
 pub mod templates;
 mod token_batch;

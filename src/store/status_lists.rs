@@ -1,11 +1,14 @@
 //! Status lists: each one filled by the server process that opened it, in blocks of positions
-//! reserved by a compare-and-set on its counter; and the entries a list is rendered from.
+//! reserved by a compare-and-set on its counter; and what a list is rendered from (its
+//! committed-position bitmaps, `status_blocks`, and its denied rows).
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
+use super::entities::status_list_blocks::{Column as BlockColumn, Entity as StatusListBlocks};
 use super::entities::status_lists::{self, Column, Entity as StatusLists};
 use super::entities::tokens::{Column as TokenColumn, Entity as Tokens};
+use super::tokens::DENIED_ROWS;
 use super::{Store, db_error};
 use crate::domain::{StatusListId, StoredStatus, Timestamp};
 use crate::error::{Error, Result};
@@ -100,43 +103,94 @@ impl Store {
             .transpose()
     }
 
-    /// Every token row of list `id`: its index, and its stored status if the token is usable
-    /// or suspended at `now` (`None`: deleted, revoked or expired). Every index without a row
-    /// reads INVALID.
-    #[tracing::instrument(level = "debug", name = "db.status_list_entries", skip_all, fields(db.system.name = self.backend().otel_name()))]
-    pub async fn status_list_entries(
+    /// What list `id` is rendered from, read in this order: its committed-position bitmaps,
+    /// then its rows minted before the bitmaps, then its denied rows. A denied row is never
+    /// older than the bitmap it overrides, so a revoke that committed before a render began
+    /// shows in it.
+    #[tracing::instrument(level = "debug", name = "db.status_list_contents", skip_all, fields(db.system.name = self.backend().otel_name()))]
+    pub async fn status_list_contents(
         &self,
         id: &StatusListId,
         now: Timestamp,
-    ) -> Result<Vec<(u32, Option<StoredStatus>)>> {
-        let rows: Vec<(Option<i64>, String, Option<i64>, i64)> = Tokens::find()
-            .select_only()
-            .column(TokenColumn::StatusIdx)
-            .column(TokenColumn::Status)
-            .column(TokenColumn::DeletedAt)
-            .column(TokenColumn::ExpiresAt)
-            .filter(TokenColumn::StatusListId.eq(id.as_str()))
-            .into_tuple()
+    ) -> Result<StatusListContents> {
+        let blocks = StatusListBlocks::find()
+            .filter(BlockColumn::ListId.eq(id.as_str()))
             .all(self.db())
             .await
-            .map_err(db_error)?;
-        rows.into_iter()
-            .map(|(index, status, deleted_at, expires_at)| {
-                let index = index.and_then(|i| u32::try_from(i).ok());
-                match (index, StoredStatus::parse(&status)) {
-                    (Some(index), Some(status)) => {
-                        let usable = deleted_at.is_none()
-                            && expires_at > now.0
-                            && status != StoredStatus::Revoked;
-                        Ok((index, usable.then_some(status)))
-                    }
-                    _ => Err(Error::internal(format!(
-                        "a token of status list {id} has an unreadable entry"
-                    ))),
-                }
-            })
-            .collect()
+            .map_err(db_error)?
+            .into_iter()
+            .map(|block| (block.first_pos, block.bits))
+            .collect();
+        let legacy = entry_rows(id, now, self.db(), LEGACY_ROWS).await?;
+        let denied = entry_rows(id, now, self.db(), DENIED_ROWS).await?;
+        Ok(StatusListContents {
+            blocks,
+            legacy,
+            denied,
+        })
     }
+}
+
+/// What a status list is rendered from ([`Store::status_list_contents`]).
+#[derive(Debug, Default)]
+pub struct StatusListContents {
+    /// Its committed-position bitmaps: each block's first position and bits
+    /// (`status_blocks::positions_in` reads them).
+    pub blocks: Vec<(i64, Vec<u8>)>,
+    /// Its rows minted before the bitmaps existed (migration 12), each with its index.
+    pub legacy: Vec<EntryRow>,
+    /// Its suspended, revoked and deleted rows, each with its index.
+    pub denied: Vec<EntryRow>,
+}
+
+/// One token row's entry: its index, and its stored status if the token is usable or
+/// suspended at the time of the read (`None`: deleted, revoked or expired: INVALID).
+pub type EntryRow = (u32, Option<StoredStatus>);
+
+/// Rows minted before migration 12: word for word the predicate of
+/// `idx_tokens_status_list_legacy`, which SQLite uses only for a query that repeats it.
+const LEGACY_ROWS: &str = "status_pos IS NULL";
+
+/// The [`EntryRow`]s of list `id` that match `predicate` (a partial index's own predicate).
+async fn entry_rows(
+    id: &StatusListId,
+    now: Timestamp,
+    db: &sea_orm::DatabaseConnection,
+    predicate: &'static str,
+) -> Result<Vec<EntryRow>> {
+    let rows: Vec<(Option<i64>, String, Option<i64>, i64)> = entry_query(id, predicate)
+        .into_tuple()
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    rows.into_iter()
+        .map(|(index, status, deleted_at, expires_at)| {
+            let index = index.and_then(|i| u32::try_from(i).ok());
+            match (index, StoredStatus::parse(&status)) {
+                (Some(index), Some(status)) => {
+                    let usable = deleted_at.is_none()
+                        && expires_at > now.0
+                        && status != StoredStatus::Revoked;
+                    Ok((index, usable.then_some(status)))
+                }
+                _ => Err(Error::internal(format!(
+                    "a token of status list {id} has an unreadable entry"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// The query behind [`entry_rows`].
+fn entry_query(id: &StatusListId, predicate: &'static str) -> sea_orm::Select<Tokens> {
+    Tokens::find()
+        .select_only()
+        .column(TokenColumn::StatusIdx)
+        .column(TokenColumn::Status)
+        .column(TokenColumn::DeletedAt)
+        .column(TokenColumn::ExpiresAt)
+        .filter(TokenColumn::StatusListId.eq(id.as_str()))
+        .filter(Expr::cust(predicate))
 }
 
 fn row_of(m: status_lists::Model) -> Result<StatusListRow> {
@@ -238,5 +292,133 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.status_lists().await.unwrap(), vec![list]);
+    }
+
+    /// A render reads a list's legacy rows and its denied rows each through its own partial
+    /// index, never through a scan or an index a mint writes to.
+    #[tokio::test]
+    async fn a_render_reads_only_the_partial_indexes() {
+        use sea_orm::{ConnectionTrait, QueryTrait, Statement};
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path()).await;
+        let id = StatusListId::generate();
+        for (predicate, index) in [
+            (LEGACY_ROWS, "idx_tokens_status_list_legacy"),
+            (DENIED_ROWS, "idx_tokens_status_list_denied"),
+        ] {
+            let built = entry_query(&id, predicate).build(store.db().get_database_backend());
+            let explain = Statement::from_sql_and_values(
+                built.db_backend,
+                format!("EXPLAIN QUERY PLAN {}", built.sql),
+                built.values.map(|v| v.0).unwrap_or_default(),
+            );
+            let plan: Vec<String> = store
+                .db()
+                .query_all_raw(explain)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.try_get::<String>("", "detail").unwrap())
+                .collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains(&format!("USING INDEX {index} "))),
+                "{predicate}: {plan:?}"
+            );
+        }
+    }
+
+    /// A token minted before the bitmaps (no position) is read from its row, with its status
+    /// and expiry; one with a position only through the bitmap (and its row when denied).
+    #[tokio::test]
+    async fn rows_minted_before_the_bitmaps_are_read_from_the_rows() {
+        use crate::domain::{StatusEntry, TokenRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path()).await;
+        let list = StatusListId::generate();
+        let now = Timestamp(1_750_000_000_000_000);
+        let records: Vec<TokenRecord> = (0..4u32)
+            .map(|n| {
+                let mut record = TokenRecord::sample(n as usize);
+                record.status_entry = Some(StatusEntry {
+                    list: list.clone(),
+                    index: 10 + n,
+                });
+                // 0 and 1 from before the bitmaps (1 expired), 2 and 3 after (3 suspended).
+                record.status_position = (n >= 2).then_some(n);
+                if n == 1 {
+                    record.expires_at = now;
+                }
+                if n == 3 {
+                    record.status = StoredStatus::Suspended;
+                }
+                record
+            })
+            .collect();
+        crate::store::token_batch::BatchWriter::new(store.clone())
+            .write(&records, &[])
+            .await
+            .unwrap();
+        let contents = store.status_list_contents(&list, now).await.unwrap();
+        let mut legacy = contents.legacy.clone();
+        legacy.sort_by_key(|(index, _)| *index);
+        assert_eq!(legacy, [(10, Some(StoredStatus::Active)), (11, None)]);
+        assert_eq!(contents.denied, [(13, Some(StoredStatus::Suspended))]);
+        let positions: Vec<u64> = contents
+            .blocks
+            .iter()
+            .flat_map(|(first, bits)| crate::store::status_blocks::positions_in(*first, bits))
+            .collect();
+        assert_eq!(positions, [2, 3]);
+    }
+
+    /// Purging a tombstone clears its bit with its row, so its entry keeps reading INVALID;
+    /// the bits of live tokens and of tombstones still kept stay set.
+    #[tokio::test]
+    async fn purging_a_tombstone_clears_its_bit() {
+        use crate::domain::{StatusEntry, TokenRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path()).await;
+        let list = StatusListId::generate();
+        let now = Timestamp(1_750_000_000_000_000);
+        let records: Vec<TokenRecord> = (0..3u32)
+            .map(|n| {
+                let mut record = TokenRecord::sample(n as usize);
+                record.status_entry = Some(StatusEntry {
+                    list: list.clone(),
+                    index: 100 + n,
+                });
+                record.status_position = Some(n);
+                record.deleted_at = (n != 1).then_some(now);
+                // Token 0 expired before the cutoff, 1 and 2 after it.
+                record.expires_at = if n == 0 { now } else { now.plus_secs(3600) };
+                record
+            })
+            .collect();
+        crate::store::token_batch::BatchWriter::new(store.clone())
+            .write(&records, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .purge_expired_tombstones(now.plus_secs(1))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.find_token(records[0].id).await.unwrap(), None);
+        let contents = store.status_list_contents(&list, now).await.unwrap();
+        let positions: Vec<u64> = contents
+            .blocks
+            .iter()
+            .flat_map(|(first, bits)| crate::store::status_blocks::positions_in(*first, bits))
+            .collect();
+        assert_eq!(positions, [1, 2]);
+        assert_eq!(
+            contents.denied,
+            [(102, None)],
+            "the kept tombstone reads INVALID"
+        );
+        assert!(contents.legacy.is_empty());
     }
 }

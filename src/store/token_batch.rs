@@ -16,12 +16,13 @@ use sea_orm::sqlx::{self, AssertSqlSafe, pool::PoolConnection};
 
 use super::Store;
 use super::batching::{POSTGRES_CHUNK_ROWS, SQLITE_CHUNK_ROWS, power_of_two_chunks};
+use super::status_blocks::{BlockChange, BlockStatements, changes_for_records, write_block_bits};
 use super::token_changes::{ChangeStatements, apply_changes};
 use crate::domain::TokenChange;
 use crate::domain::TokenRecord;
 
 /// The columns a new token row sets, in the order [`bind_row!`] binds them.
-const INSERT_COLUMNS: [&str; 25] = [
+const INSERT_COLUMNS: [&str; 26] = [
     "id",
     "user_id",
     "label",
@@ -47,6 +48,7 @@ const INSERT_COLUMNS: [&str; 25] = [
     "parent_id",
     "status_list_id",
     "status_idx",
+    "status_pos",
 ];
 
 /// A new token's column values: the rendered ones owned, the rest borrowed from its record.
@@ -60,6 +62,7 @@ struct NewRow<'a> {
     parent_id: Option<String>,
     status_list_id: Option<&'a str>,
     status_idx: Option<i64>,
+    status_pos: Option<i64>,
 }
 
 impl<'a> NewRow<'a> {
@@ -75,6 +78,7 @@ impl<'a> NewRow<'a> {
             parent_id: record.parent_id.as_ref().map(ToString::to_string),
             status_list_id: record.status_entry.as_ref().map(|e| e.list.as_str()),
             status_idx: record.status_entry.as_ref().map(|e| i64::from(e.index)),
+            status_pos: record.status_position.map(i64::from),
         }
     }
 }
@@ -111,16 +115,18 @@ macro_rules! bind_row {
             .bind(row.parent_id.as_deref())
             .bind(row.status_list_id)
             .bind(row.status_idx)
+            .bind(row.status_pos)
     }};
 }
 
 /// Inserts `rows` on a sqlx connection in one transaction, at most `max` rows per statement,
-/// `statements[k]` being the INSERT of 2^k rows, then applies `changes` in the same transaction;
+/// `statements[k]` being the INSERT of 2^k rows, sets the new rows' bits in their status lists'
+/// committed-position bitmaps (`status_blocks`), then applies `changes` in the same transaction;
 /// evaluates to the rows inserted and whether each change applied (a macro: the connection and
 /// argument types differ per backend). The transaction commits only if every row was inserted:
 /// otherwise it rolls back, so that a batch whose callers are told it failed left nothing behind.
 macro_rules! write_in_chunks {
-    ($conn:expr, $statements:expr, $rows:expr, $max:expr, $change_statements:expr, $changes:expr) => {{
+    ($conn:expr, $statements:expr, $rows:expr, $max:expr, $blocks:expr, $change_statements:expr, $changes:expr) => {{
         let mut txn = sqlx::Connection::begin(&mut **$conn).await?;
         let mut inserted = 0;
         for chunk in power_of_two_chunks($rows, $max) {
@@ -130,6 +136,8 @@ macro_rules! write_in_chunks {
                 .fold(sqlx::query(sql), |q, row| bind_row!(q, row));
             inserted += query.execute(&mut *txn).await?.rows_affected();
         }
+        let (block_statements, block_changes) = $blocks;
+        write_block_bits!(txn, block_statements, block_changes, true);
         let applied = apply_changes!(txn, $change_statements, $changes);
         if inserted == $rows.len() as u64 {
             txn.commit().await?;
@@ -183,6 +191,8 @@ pub(crate) struct BatchWriter {
     statements: Vec<Arc<str>>,
     /// The UPDATEs of token changes and their change-log INSERT.
     change_statements: ChangeStatements,
+    /// The read-modify-write of a status list's committed-position bitmap.
+    block_statements: BlockStatements,
 }
 
 impl BatchWriter {
@@ -199,12 +209,14 @@ impl BatchWriter {
             ),
         };
         let keep = store.pool_usage().max >= 2;
+        let store_is_postgres = store.backend() == super::Backend::Postgres;
         Self {
             store,
             connection: None,
             keep,
             statements,
             change_statements,
+            block_statements: BlockStatements::new(store_is_postgres),
         }
     }
 
@@ -217,16 +229,20 @@ impl BatchWriter {
         changes: &[TokenChange],
     ) -> Result<Vec<Option<i64>>, sea_orm::DbErr> {
         let rows: Vec<NewRow<'_>> = records.iter().map(NewRow::of).collect();
-        let (inserted, applied) = self.write_rows(&rows, changes).await.map_err(|e| {
-            if let Some(connection) = self.connection.as_mut() {
-                match connection {
-                    WriterConnection::Sqlite(c) => c.close_on_drop(),
-                    WriterConnection::Postgres(c) => c.close_on_drop(),
+        let blocks = changes_for_records(records);
+        let (inserted, applied) = self
+            .write_rows(&rows, &blocks, changes)
+            .await
+            .map_err(|e| {
+                if let Some(connection) = self.connection.as_mut() {
+                    match connection {
+                        WriterConnection::Sqlite(c) => c.close_on_drop(),
+                        WriterConnection::Postgres(c) => c.close_on_drop(),
+                    }
                 }
-            }
-            self.connection = None;
-            super::from_sqlx(e)
-        })?;
+                self.connection = None;
+                super::from_sqlx(e)
+            })?;
         if !self.keep {
             self.connection = None;
         }
@@ -251,6 +267,7 @@ impl BatchWriter {
     async fn write_rows(
         &mut self,
         rows: &[NewRow<'_>],
+        blocks: &[BlockChange<'_>],
         changes: &[TokenChange],
     ) -> Result<(u64, Vec<Option<i64>>), sqlx::Error> {
         let _turn = self.store.write_turn().await;
@@ -275,6 +292,7 @@ impl BatchWriter {
                 self.statements,
                 rows,
                 SQLITE_CHUNK_ROWS,
+                (&self.block_statements, blocks),
                 &self.change_statements,
                 changes
             ),
@@ -283,6 +301,7 @@ impl BatchWriter {
                 self.statements,
                 rows,
                 POSTGRES_CHUNK_ROWS,
+                (&self.block_statements, blocks),
                 &self.change_statements,
                 changes
             ),
@@ -324,6 +343,7 @@ mod tests {
                 list: crate::domain::StatusListId::generate(),
                 index: n as u32,
             }),
+            status_position: Some(n as u32),
             created_at: Timestamp(1_700_000_000_000_000 + n as i64),
             updated_at: Timestamp(1_700_000_000_000_000 + n as i64),
             ..TokenRecord::sample(n)
@@ -536,6 +556,101 @@ mod tests {
             events_before,
             "a change event of a failed batch was committed"
         );
+        for record in &batch {
+            let list = &record.status_entry.as_ref().unwrap().list;
+            let contents = store.status_list_contents(list, Timestamp::now()).await;
+            assert!(
+                contents.unwrap().blocks.is_empty(),
+                "a status list bit of a failed batch was committed"
+            );
+        }
+    }
+
+    /// The committed positions of `list`, read back from its blocks.
+    async fn committed_positions(store: &Store, list: &crate::domain::StatusListId) -> Vec<u64> {
+        let contents = store
+            .status_list_contents(list, Timestamp::now())
+            .await
+            .unwrap();
+        contents
+            .blocks
+            .iter()
+            .flat_map(|(first, bits)| crate::store::status_blocks::positions_in(*first, bits))
+            .collect()
+    }
+
+    /// `n` records of one list at `positions`.
+    fn listed(list: &crate::domain::StatusListId, positions: &[u32]) -> Vec<TokenRecord> {
+        positions
+            .iter()
+            .map(|&position| {
+                let mut record = record(position as usize);
+                record.status_entry = Some(crate::domain::StatusEntry {
+                    list: list.clone(),
+                    index: position,
+                });
+                record.status_position = Some(position);
+                record
+            })
+            .collect()
+    }
+
+    /// Each batch sets exactly its tokens' bits in their list's blocks, also across a block's
+    /// edge, and keeps the bits of earlier batches.
+    #[tokio::test]
+    async fn committed_tokens_set_their_positions_bits_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        let list = crate::domain::StatusListId::generate();
+        let mut writer = BatchWriter::new(store.clone());
+        writer.write(&listed(&list, &[3, 4094]), &[]).await.unwrap();
+        writer
+            .write(&listed(&list, &[4095, 4096, 9000]), &[])
+            .await
+            .unwrap();
+        let other = crate::domain::StatusListId::generate();
+        writer.write(&listed(&other, &[7]), &[]).await.unwrap();
+        assert_eq!(
+            committed_positions(&store, &list).await,
+            [3, 4094, 4095, 4096, 9000]
+        );
+        assert_eq!(committed_positions(&store, &other).await, [7]);
+    }
+
+    /// A batch reads its blocks from the database, never from what it wrote before: after a
+    /// restore took a token and its bit away, the next batch must not set that bit again.
+    #[tokio::test]
+    async fn a_batch_sets_bits_on_the_stored_block_not_a_remembered_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        let list = crate::domain::StatusListId::generate();
+        let mut writer = BatchWriter::new(store.clone());
+        writer.write(&listed(&list, &[0]), &[]).await.unwrap();
+        let lost = listed(&list, &[1]);
+        writer.write(&lost, &[]).await.unwrap();
+        {
+            // What a restore from a backup taken between the two batches leaves.
+            let _turn = store.write_turn().await;
+            let mut conn = store
+                .db()
+                .get_sqlite_connection_pool()
+                .acquire()
+                .await
+                .unwrap();
+            let only_the_first = crate::store::status_blocks::apply(None, &[0], true);
+            sqlx::query("UPDATE status_list_blocks SET bits = ?")
+                .bind(only_the_first)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query("DELETE FROM tokens WHERE id = ?")
+                .bind(lost[0].id.to_string())
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        writer.write(&listed(&list, &[2]), &[]).await.unwrap();
+        assert_eq!(committed_positions(&store, &list).await, [0, 2]);
     }
 
     /// The writer keeps its connection between batches (a warm page cache), unless the pool has
@@ -605,7 +720,7 @@ mod tests {
         let sql = insert_sql(2, &|n| format!("${n}"));
         assert!(sql.starts_with("INSERT INTO tokens (id, user_id, label,"));
         assert!(sql.contains("($1, $2, $3,"));
-        assert!(sql.ends_with("$49, $50)"), "{sql}");
-        assert_eq!(insert_sql(3, &|_| "?".into()).matches('?').count(), 75);
+        assert!(sql.ends_with("$51, $52)"), "{sql}");
+        assert_eq!(insert_sql(3, &|_| "?".into()).matches('?').count(), 78);
     }
 }

@@ -1,10 +1,8 @@
 //! The token repository: metadata rows, keyset-paginated listing and the start-up deny list. New
 //! tokens and changes to existing ones are written by the group commit (`token_writer`).
 
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::tokens::{self, Column, Entity as Tokens};
 use super::{Store, db_error, newest_first_page};
@@ -14,6 +12,9 @@ use crate::domain::{
     StoredStatus, TemplateId, Timestamp, TokenId, TokenLimits, TokenRecord, UserId,
 };
 use crate::error::{Error, Result};
+use sea_orm::sqlx::{self, AssertSqlSafe};
+
+use super::status_blocks::{BlockStatements, changes_of, write_block_bits};
 
 /// Where a page of [`Store::denied_unlisted_tokens`] ends: the last row's expiry and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,25 +165,52 @@ impl Store {
         Ok(rows.into_iter().filter_map(denied_from_row).collect())
     }
 
-    /// Removes tombstones of tokens that expired before `cutoff` (nothing can verify them anymore).
+    /// Removes tombstones of tokens that expired before `cutoff` (nothing can verify them
+    /// anymore), and clears their bits in their status lists' committed-position bitmaps in the
+    /// same transaction, so that their entries keep reading INVALID once the rows are gone.
     pub async fn purge_expired_tombstones(&self, cutoff: Timestamp) -> Result<u64> {
+        let postgres = self.backend() == super::Backend::Postgres;
+        // `DENIED_ROWS` is implied by `deleted_at IS NOT NULL`; spelled out so that the partial
+        // index serves the query.
+        let sql = format!(
+            "DELETE FROM tokens WHERE deleted_at IS NOT NULL AND {DENIED_ROWS} AND expires_at < {} \
+             RETURNING status_list_id, status_pos",
+            if postgres { "$1" } else { "?" }
+        );
+        let blocks = BlockStatements::new(postgres);
         let _turn = self.write_turn().await;
-        let statement = Query::delete()
-            .from_table(Tokens)
-            .and_where(Expr::col(Column::DeletedAt).is_not_null())
-            // Implied by the line above; spelled out so that the partial index serves it.
-            .and_where(Expr::cust(DENIED_ROWS))
-            .and_where(Expr::col(Column::ExpiresAt).lt(cutoff.0))
-            .to_owned();
-        let result = self.db().execute(&statement).await.map_err(db_error)?;
-        Ok(result.rows_affected())
+        let result: std::result::Result<u64, sqlx::Error> = async {
+            macro_rules! purge {
+                ($txn:expr) => {{
+                    let mut txn = $txn;
+                    let purged: Vec<(Option<String>, Option<i64>)> =
+                        sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                            .bind(cutoff.0)
+                            .fetch_all(&mut *txn)
+                            .await?;
+                    let listed = purged.iter().filter_map(|(list, position)| {
+                        Some((list.as_deref()?, u32::try_from((*position)?).ok()?))
+                    });
+                    write_block_bits!(txn, &blocks, changes_of(listed), false);
+                    txn.commit().await?;
+                    purged.len() as u64
+                }};
+            }
+            Ok(if postgres {
+                purge!(self.db().get_postgres_connection_pool().begin().await?)
+            } else {
+                purge!(self.db().get_sqlite_connection_pool().begin().await?)
+            })
+        }
+        .await;
+        result.map_err(|e| db_error(super::from_sqlx(e)))
     }
 }
 
 /// The rows that must not verify: suspended, revoked or deleted. Word for word the predicate of
 /// the partial index `idx_tokens_denied_expires` (migration 9), which SQLite uses only for a
 /// query that repeats it; a bound parameter in place of `'active'` would not match either.
-const DENIED_ROWS: &str = "(status <> 'active' OR deleted_at IS NOT NULL)";
+pub(super) const DENIED_ROWS: &str = "(status <> 'active' OR deleted_at IS NOT NULL)";
 
 /// Rows without a status-list entry, as the predicate of `idx_tokens_unlisted_denied` (migration
 /// 11) states it, together with [`DENIED_ROWS`]. Not `status_list_id IS NULL`: SQLite would then
@@ -299,6 +327,11 @@ fn from_model(m: tokens::Model) -> Result<TokenRecord> {
             }),
             _ => return Err(corrupt("status_list_id")),
         },
+        status_position: m
+            .status_pos
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|_| corrupt("status_pos"))?,
     })
 }
 

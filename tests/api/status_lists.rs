@@ -216,6 +216,57 @@ async fn the_list_follows_suspend_activate_revoke_and_delete_and_every_other_ind
     assert_eq!(status(&list, 1), TokenStatus::Valid, "activated again");
 }
 
+/// Housekeeping purges a deleted token's row once it has expired; its entry must keep reading
+/// INVALID without the row (the purge clears the token's committed-position bit), while the
+/// other tokens' entries are untouched.
+#[tokio::test]
+async fn a_purged_tombstone_keeps_reading_invalid() {
+    use tokenmint::domain::Timestamp;
+    use tokenmint::store::{Store, StoreOptions};
+    let app = spawn_rendering_fresh().await;
+    let caller = app.manager(USER).await;
+    let client = app.client().await;
+    let kept = mint(&client, &caller).await;
+    let purged = mint(&client, &caller).await;
+    let (uri, _) = entry_of(&kept.1);
+    let (_, before) = fetch_list(&app, &uri).await;
+    client
+        .clone()
+        .delete_token(authed(
+            &caller,
+            pb::DeleteTokenRequest {
+                id: purged.0.clone(),
+            },
+        ))
+        .await
+        .expect("delete");
+
+    let options = StoreOptions {
+        max_connections: 2,
+        connect_timeout: std::time::Duration::from_secs(5),
+    };
+    let store = Store::connect(&app.settings.database_url(), &options)
+        .await
+        .unwrap();
+    // A cutoff past every token's expiry: only tombstones go.
+    let removed = store
+        .purge_expired_tombstones(Timestamp::now().plus_secs(400 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "only the deleted token's row is purged");
+    let rows = query_number(
+        &app,
+        &format!("SELECT COUNT(*) FROM tokens WHERE id = '{}'", purged.0),
+    )
+    .await;
+    assert_eq!(rows, 0);
+
+    let (_, after) = fetch_list(&app, &uri).await;
+    assert_eq!(after.get(entry_of(&purged.1).1), Some(TokenStatus::Invalid));
+    assert_eq!(after.get(entry_of(&kept.1).1), Some(TokenStatus::Valid));
+    assert_eq!(usable_entries(&after), usable_entries(&before) - 1);
+}
+
 #[tokio::test]
 async fn indices_never_repeat_across_blocks_and_replicas_and_hide_issue_order() {
     let db = TestDatabase::create().await;

@@ -57,6 +57,9 @@ pub struct Model {
     pub status_list_id: Option<String>,
     /// The token's index in that list.
     pub status_idx: Option<i64>,
+    /// The position the index was made from (migration 12); `None` for tokens minted before it,
+    /// whose lists are rendered from their rows rather than from `status_list_blocks`.
+    pub status_pos: Option<i64>,
 }
 
 /// No relations are declared.
