@@ -17,6 +17,7 @@ mod m20261207_000009_partial_denied_index;
 mod m20261207_000010_key_set_version;
 mod m20261207_000011_unlisted_denied_index;
 mod m20261208_000012_status_list_blocks;
+mod m20261208_000013_status_list_block_indexes;
 
 /// Applies every migration in order; `Migrator::up(&db, None)` brings a database up to date.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000010_key_set_version::Migration),
             Box::new(m20261207_000011_unlisted_denied_index::Migration),
             Box::new(m20261208_000012_status_list_blocks::Migration),
+            Box::new(m20261208_000013_status_list_block_indexes::Migration),
         ]
     }
 }

@@ -5,19 +5,17 @@
 //! status lists added to a mint. Now:
 //!
 //! - `status_list_blocks` holds, per list and per block of 4,096 consecutive *positions*
-//!   (`BLOCK_POSITIONS` in `src/store/status_lists.rs`; positions are what the list's
-//!   permutation turns into indices), one bit per committed token. The group commit sets the bits of its batch in the batch's own transaction: one row
-//!   per batch (two at a block's edge), not one index entry per token.
+//!   (`BLOCK_POSITIONS` in `src/store/status_blocks.rs`; positions are what the list's
+//!   permutation turns into indices), one bit per committed token. The group commit sets its
+//!   batch's bits in the batch's own transaction: one row per batch (two at a block's edge),
+//!   not one index entry per token.
 //! - `tokens.status_pos` keeps each new token's position (to clear its bit when its tombstone is
 //!   purged, and to tell new rows from those minted before this migration).
-//! - `idx_tokens_status_list_denied` holds only the denied rows (suspended, revoked, deleted) of
-//!   each list: a mint (an active row) never writes to it. Rendering sets the bitmap's entries
-//!   VALID and then overrides the denied ones.
-//! - The old index becomes partial (`status_pos IS NULL`): rows minted before this migration,
-//!   whose lists have no blocks, keep rendering through it; new rows skip it.
 //!
-//! Both partial indexes are used only by queries that repeat their predicates word for word
-//! (`src/store/status_lists.rs`; a test there checks the plans).
+//! The indexes are migration 13's: on PostgreSQL this migration's `ADD COLUMN` takes an
+//! exclusive lock on `tokens` (reads wait too) until its transaction commits, so it must not
+//! also build an index over every row. Each step runs in a transaction on SQLite as well, so a
+//! crash cannot leave the column added but the migration unrecorded.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -26,6 +24,10 @@ pub(crate) struct Migration;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .create_table(
@@ -51,32 +53,10 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        let db = manager.get_connection();
-        db.execute_unprepared(
-            "CREATE INDEX IF NOT EXISTS idx_tokens_status_list_denied ON tokens (status_list_id) \
-             WHERE status <> 'active' OR deleted_at IS NOT NULL",
-        )
-        .await?;
-        db.execute_unprepared(
-            "CREATE INDEX IF NOT EXISTS idx_tokens_status_list_legacy ON tokens (status_list_id) \
-             WHERE status_pos IS NULL",
-        )
-        .await?;
-        db.execute_unprepared("DROP INDEX IF EXISTS idx_tokens_status_list")
-            .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        db.execute_unprepared(
-            "CREATE INDEX IF NOT EXISTS idx_tokens_status_list ON tokens (status_list_id)",
-        )
-        .await?;
-        db.execute_unprepared("DROP INDEX IF EXISTS idx_tokens_status_list_legacy")
-            .await?;
-        db.execute_unprepared("DROP INDEX IF EXISTS idx_tokens_status_list_denied")
-            .await?;
         manager
             .alter_table(
                 Table::alter()

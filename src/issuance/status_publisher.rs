@@ -42,7 +42,7 @@ use crate::error::{Error, ErrorCode, Result, reason};
 use crate::issuance::keys::{KeyManager, SigningKey};
 use crate::issuance::status_index::IndexPermutation;
 use crate::store::Store;
-use crate::store::status_blocks::positions_in;
+use crate::store::status_blocks::{is_well_formed, positions_in};
 use crate::store::status_lists::{StatusListContents, StatusListRow};
 
 /// Requests that may wait for a render at once; more are refused at once.
@@ -203,6 +203,13 @@ fn entries_of(row: &StatusListRow, contents: &StatusListContents) -> Result<Stat
             row.id
         ))
     };
+    // Not the position in the message: positions reveal issue order.
+    let corrupt_block = || {
+        Error::internal(format!(
+            "status list {} has a corrupt block of committed positions",
+            row.id
+        ))
+    };
     let bytes =
         usize::try_from(u64::from(row.size) * u64::from(row.bits) / 8).map_err(Error::internal)?;
     let mut list = StatusList::filled(row.bits, bytes, TokenStatus::Invalid);
@@ -213,10 +220,11 @@ fn entries_of(row: &StatusListRow, contents: &StatusListContents) -> Result<Stat
             u64::from(row.size),
         );
         for (first_pos, bits) in &contents.blocks {
+            if !is_well_formed(*first_pos, bits) {
+                return Err(corrupt_block());
+            }
             for position in positions_in(*first_pos, bits) {
-                let index = permutation
-                    .index_of(position)
-                    .ok_or_else(|| past_end(position))?;
+                let index = permutation.index_of(position).ok_or_else(corrupt_block)?;
                 list.set(
                     usize::try_from(index).map_err(Error::internal)?,
                     TokenStatus::Valid,
@@ -333,7 +341,8 @@ mod tests {
         assert_eq!(read, expected);
     }
 
-    /// An index past the list's end is corruption, not an entry to skip.
+    /// An index past the list's end, or a malformed block, is corruption, not an entry to
+    /// skip.
     #[test]
     fn an_index_past_the_end_fails_the_render() {
         let row = row();
@@ -348,6 +357,14 @@ mod tests {
             },
             StatusListContents {
                 blocks: vec![(8192, apply(None, &[0], true))],
+                ..StatusListContents::default()
+            },
+            StatusListContents {
+                blocks: vec![(-4096, apply(None, &[0], true))],
+                ..StatusListContents::default()
+            },
+            StatusListContents {
+                blocks: vec![(0, vec![0; 513])],
                 ..StatusListContents::default()
             },
         ] {

@@ -78,7 +78,14 @@ pub(crate) fn apply(bits: Option<Vec<u8>>, offsets: &[u32], set: bool) -> Vec<u8
     bits
 }
 
-/// The positions set in the block starting at `first_pos`.
+/// Whether a stored block is well formed: it starts at a multiple of [`BLOCK_POSITIONS`] and
+/// holds at most one block's bits (anything else is a corrupt row, never rendered).
+pub fn is_well_formed(first_pos: i64, bits: &[u8]) -> bool {
+    first_pos >= 0 && first_pos % i64::from(BLOCK_POSITIONS) == 0 && bits.len() <= BLOCK_BYTES
+}
+
+/// The positions set in the block starting at `first_pos` (a block that
+/// [`is_well_formed`]; a negative start reads as 0).
 pub fn positions_in(first_pos: i64, bits: &[u8]) -> impl Iterator<Item = u64> + '_ {
     let first = u64::try_from(first_pos).unwrap_or(0);
     bits.iter().enumerate().flat_map(move |(byte, &value)| {
@@ -185,6 +192,13 @@ mod tests {
             positions_in(0, &bits).collect::<Vec<_>>(),
             [0, 4095],
             "clearing an unset bit leaves it unset"
+        );
+        assert!(is_well_formed(8192, &bits) && is_well_formed(0, &[]));
+        assert!(!is_well_formed(-4096, &bits), "a negative start");
+        assert!(!is_well_formed(100, &bits), "a start inside a block");
+        assert!(
+            !is_well_formed(0, &[0; BLOCK_BYTES + 1]),
+            "bits into the next block"
         );
         let grown = apply(Some(vec![0b1]), &[3], true);
         assert_eq!(grown.len(), BLOCK_BYTES, "a short stored block is padded");

@@ -188,9 +188,17 @@ impl Store {
                             .bind(cutoff.0)
                             .fetch_all(&mut *txn)
                             .await?;
-                    let listed = purged.iter().filter_map(|(list, position)| {
-                        Some((list.as_deref()?, u32::try_from((*position)?).ok()?))
-                    });
+                    let mut listed = Vec::new();
+                    for (list, position) in &purged {
+                        if let (Some(list), Some(position)) = (list, position) {
+                            // An unreadable position would leave a bit set without its row:
+                            // fail the purge (and roll it back) instead.
+                            let position = u32::try_from(*position).map_err(|_| {
+                                sqlx::Error::Decode("a token's status_pos is out of range".into())
+                            })?;
+                            listed.push((list.as_str(), position));
+                        }
+                    }
                     write_block_bits!(txn, &blocks, changes_of(listed), false);
                     txn.commit().await?;
                     purged.len() as u64
