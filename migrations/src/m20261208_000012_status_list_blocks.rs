@@ -4,11 +4,11 @@
 //! every CreateToken paid one B-tree insert in random order for it, the largest share of what
 //! status lists added to a mint. Now:
 //!
-//! - `status_list_blocks` holds, per list and per block of 4,096 consecutive *positions*
+//! - `status_list_blocks` holds, per list and per block of 64 consecutive *positions*
 //!   (`BLOCK_POSITIONS` in `src/store/status_blocks.rs`; positions are what the list's
-//!   permutation turns into indices), one bit per committed token. The group commit sets its
-//!   batch's bits in the batch's own transaction: one row per batch (two at a block's edge),
-//!   not one index entry per token.
+//!   permutation turns into indices), one bit per committed token, in a `BIGINT`. The group
+//!   commit ORs its batch's bits into them in the batch's own transaction, one statement for
+//!   the few rows a batch touches, not one index entry per token.
 //! - `tokens.status_pos` keeps each new token's position (to clear its bit when its tombstone is
 //!   purged, and to tell new rows from those minted before this migration).
 //!
@@ -36,7 +36,7 @@ impl MigrationTrait for Migration {
                     .if_not_exists()
                     .col(string(StatusListBlocks::ListId))
                     .col(big_integer(StatusListBlocks::FirstPos))
-                    .col(binary(StatusListBlocks::Bits))
+                    .col(big_integer(StatusListBlocks::Bits))
                     .primary_key(
                         Index::create()
                             .col(StatusListBlocks::ListId)

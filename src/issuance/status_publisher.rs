@@ -220,10 +220,10 @@ fn entries_of(row: &StatusListRow, contents: &StatusListContents) -> Result<Stat
             u64::from(row.size),
         );
         for (first_pos, bits) in &contents.blocks {
-            if !is_well_formed(*first_pos, bits) {
+            if !is_well_formed(*first_pos) {
                 return Err(corrupt_block());
             }
-            for position in positions_in(*first_pos, bits) {
+            for position in positions_in(*first_pos, *bits) {
                 let index = permutation.index_of(position).ok_or_else(corrupt_block)?;
                 list.set(
                     usize::try_from(index).map_err(Error::internal)?,
@@ -297,7 +297,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::status_blocks::apply;
+
+    /// A block's bits with `offsets` set.
+    fn mask(offsets: &[u32]) -> i64 {
+        offsets
+            .iter()
+            .fold(0, |bits, offset| bits | (1i64 << offset))
+    }
 
     /// A list of 8,192 entries, to span two blocks of positions.
     fn row() -> StatusListRow {
@@ -319,10 +325,7 @@ mod tests {
         let permutation = IndexPermutation::new(&row.perm_key, row.id.as_str().as_bytes(), 8192);
         let index = |position: u64| permutation.index_of(position).unwrap() as u32;
         let contents = StatusListContents {
-            blocks: vec![
-                (0, apply(None, &[0, 1, 2, 4095], true)),
-                (4096, apply(None, &[0], true)),
-            ],
+            blocks: vec![(0, mask(&[0, 1, 2, 63])), (4096, mask(&[0]))],
             legacy: vec![(7000, Some(StoredStatus::Active)), (7001, None)],
             denied: vec![
                 (index(1), Some(StoredStatus::Suspended)),
@@ -332,7 +335,7 @@ mod tests {
         };
         let list = entries_of(&row, &contents).unwrap();
         let mut expected = vec![TokenStatus::Invalid; 8192];
-        for position in [0, 4095, 4096] {
+        for position in [0, 63, 4096] {
             expected[index(position) as usize] = TokenStatus::Valid;
         }
         expected[index(1) as usize] = TokenStatus::Suspended;
@@ -356,15 +359,15 @@ mod tests {
                 ..StatusListContents::default()
             },
             StatusListContents {
-                blocks: vec![(8192, apply(None, &[0], true))],
+                blocks: vec![(8192, mask(&[0]))],
                 ..StatusListContents::default()
             },
             StatusListContents {
-                blocks: vec![(-4096, apply(None, &[0], true))],
+                blocks: vec![(-64, mask(&[0]))],
                 ..StatusListContents::default()
             },
             StatusListContents {
-                blocks: vec![(0, vec![0; 513])],
+                blocks: vec![(32, mask(&[0]))],
                 ..StatusListContents::default()
             },
         ] {

@@ -152,7 +152,7 @@ impl Store {
 pub struct StatusListContents {
     /// Its committed-position bitmaps: each block's first position and bits
     /// (`status_blocks::positions_in` reads them).
-    pub blocks: Vec<(i64, Vec<u8>)>,
+    pub blocks: Vec<(i64, i64)>,
     /// Its rows minted before the bitmaps existed (migration 12), each with its index.
     pub legacy: Vec<EntryRow>,
     /// Its suspended, revoked and deleted rows, each with its index.
@@ -380,7 +380,7 @@ mod tests {
         let set: Vec<u64> = contents
             .blocks
             .iter()
-            .flat_map(|(first, bits)| crate::store::status_blocks::positions_in(*first, bits))
+            .flat_map(|(first, bits)| crate::store::status_blocks::positions_in(*first, *bits))
             .collect();
         let denied: Vec<u32> = contents.denied.iter().map(|(index, _)| *index).collect();
         assert!(
@@ -428,7 +428,7 @@ mod tests {
         let positions: Vec<u64> = contents
             .blocks
             .iter()
-            .flat_map(|(first, bits)| crate::store::status_blocks::positions_in(*first, bits))
+            .flat_map(|(first, bits)| crate::store::status_blocks::positions_in(*first, *bits))
             .collect();
         assert_eq!(positions, [2, 3]);
     }
@@ -472,7 +472,7 @@ mod tests {
         let positions: Vec<u64> = contents
             .blocks
             .iter()
-            .flat_map(|(first, bits)| crate::store::status_blocks::positions_in(*first, bits))
+            .flat_map(|(first, bits)| crate::store::status_blocks::positions_in(*first, *bits))
             .collect();
         assert_eq!(positions, [1, 2]);
         assert_eq!(

@@ -14,7 +14,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use sea_orm::sqlx::{self, AssertSqlSafe};
 
-use super::status_blocks::{BlockStatements, changes_of, write_block_bits};
+use super::status_blocks::{changes_of, clear_block_bits};
 
 /// Where a page of [`Store::denied_unlisted_tokens`] ends: the last row's expiry and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +177,6 @@ impl Store {
              RETURNING status_list_id, status_pos",
             if postgres { "$1" } else { "?" }
         );
-        let blocks = BlockStatements::new(postgres);
         let _turn = self.write_turn().await;
         let result: std::result::Result<u64, sqlx::Error> = async {
             macro_rules! purge {
@@ -199,7 +198,7 @@ impl Store {
                             listed.push((list.as_str(), position));
                         }
                     }
-                    write_block_bits!(txn, &blocks, changes_of(listed), false);
+                    clear_block_bits!(txn, &changes_of(listed), postgres);
                     txn.commit().await?;
                     purged.len() as u64
                 }};

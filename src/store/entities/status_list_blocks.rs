@@ -12,9 +12,9 @@ pub struct Model {
     /// The block's first position (a multiple of `status_blocks::BLOCK_POSITIONS`).
     #[sea_orm(primary_key, auto_increment = false)]
     pub first_pos: i64,
-    /// One bit per position, least significant bit first: set once the token holding that
-    /// position is committed.
-    pub bits: Vec<u8>,
+    /// One bit per position (`first_pos + n` at bit `n`; bit 63 is the sign bit): set once the
+    /// token holding that position is committed.
+    pub bits: i64,
 }
 
 /// No relations.
