@@ -30,6 +30,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// `token_introspect`): that lasts until someone acts, so retries need not be frequent.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
+/// A resync within this long of the previous one waits before reconnecting (with the
+/// reconnection backoff) instead of starting at once: a server that keeps sending streams back
+/// to a full resync must not make every verifier reload in a tight loop.
+const RESYNC_WINDOW: Duration = Duration::from_secs(30);
+
 /// How often a refusal that goes on is logged again at error level (in between, at debug).
 const REFUSAL_REMINDER: Duration = Duration::from_secs(600);
 
@@ -83,6 +88,7 @@ pub(crate) async fn follow(
     let mut cursor = String::new();
     let mut backoff = FIRST_BACKOFF;
     let mut refusals = RefusalLog::default();
+    let mut resyncs = ResyncPace::default();
     loop {
         let ended = tokio::select! {
             ended = run_once(&inner, &source, &mut cursor, &mut ready) => ended,
@@ -152,7 +158,7 @@ pub(crate) async fn follow(
         }
         drop(verifier);
         let wait = if must_resync {
-            Duration::ZERO
+            resyncs.wait(Instant::now())
         } else if is_permanent(&ended) {
             REFUSED_RETRY
         } else {
@@ -286,9 +292,53 @@ fn is_permanent(status: &Status) -> bool {
     )
 }
 
+/// How soon a resync may reconnect: at once, unless the previous one was within
+/// [`RESYNC_WINDOW`]; then after a wait that doubles with each such resync, up to
+/// [`MAX_BACKOFF`].
+#[derive(Debug, Default)]
+struct ResyncPace {
+    last: Option<Instant>,
+    wait: Duration,
+}
+
+impl ResyncPace {
+    /// The wait before reconnecting after a resync at `now`.
+    fn wait(&mut self, now: Instant) -> Duration {
+        let soon_again = self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < RESYNC_WINDOW);
+        self.last = Some(now);
+        self.wait = if soon_again {
+            (self.wait * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF)
+        } else {
+            Duration::ZERO
+        };
+        self.wait
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resyncs_in_a_row_back_off_and_a_lone_one_does_not() {
+        let start = Instant::now();
+        let mut pace = ResyncPace::default();
+        assert_eq!(pace.wait(start), Duration::ZERO, "the first resync");
+        let waits: Vec<Duration> = (1..=8)
+            .map(|n| pace.wait(start + Duration::from_secs(n)))
+            .collect();
+        assert_eq!(waits[0], FIRST_BACKOFF);
+        assert_eq!(waits[1], FIRST_BACKOFF * 2);
+        assert_eq!(*waits.last().unwrap(), MAX_BACKOFF, "capped");
+        let later = start + Duration::from_secs(8) + RESYNC_WINDOW;
+        assert_eq!(
+            pace.wait(later),
+            Duration::ZERO,
+            "a resync long after the last one"
+        );
+    }
 
     #[test]
     fn a_lasting_refusal_is_logged_once_then_every_ten_minutes() {

@@ -151,7 +151,9 @@ pub(crate) struct StreamTimes {
 /// 2. A revoke or deletion the stream reported is final. Another state it reported wins while
 ///    the stream is connected, unless the list was rendered in a later second than the
 ///    stream's last message: then the list is newer than anything the stream said. While the
-///    stream is down, the list decides (fetched if none is held).
+///    stream is down, the list decides (fetched if none is held). An INVALID entry in a list
+///    rendered more than [`ISSUE_SLACK_SECS`] after the token's issue is final too: the stream
+///    cannot undo it (a stream that calls such a token active has missed a change).
 /// 3. A token without a list entry (minted before tokenmint published lists) has only the
 ///    stream: accepted unless the stream said otherwise, even while it is down (a stream
 ///    started from scratch opens with every such token that must not verify).
@@ -178,13 +180,29 @@ pub(crate) fn decide(
             .is_none_or(|since| later(list.iat, since))
     });
     let list_is_newer = list.is_some_and(|list| later(list.iat, stream.last_heard));
+    // INVALID is final for a committed token: no lifecycle change turns it back to VALID. A
+    // list rendered well after the token was issued, that reads INVALID, therefore outweighs
+    // a stream that still calls the token active: that stream missed a change.
+    let invalid_for_good = claims
+        .status_list
+        .as_ref()
+        .zip(list)
+        .is_some_and(|(entry, list)| {
+            list.iat > claims.iat.saturating_add(ISSUE_SLACK_SECS)
+                && usize::try_from(entry.idx)
+                    .ok()
+                    .and_then(|index| list.list.get(index))
+                    == Some(TokenStatus::Invalid)
+        });
     match reported {
         // Final: no later state can undo them.
         Some(Standing::Revoked) => return Verdict::Refuse(Refusal::Revoked),
         Some(Standing::Deleted) => return Verdict::Refuse(Refusal::UnknownToken),
         // Only while the stream is up: a stream that is down would not report a revoke since,
         // so the list path decides (and fetches a list when none is held).
-        Some(Standing::Active) if stream.connected && !list_is_newer => return Verdict::Accept,
+        Some(Standing::Active) if stream.connected && !list_is_newer && !invalid_for_good => {
+            return Verdict::Accept;
+        }
         Some(Standing::Suspended) if stream.connected && !list_is_newer => {
             return Verdict::Refuse(Refusal::Suspended);
         }
@@ -395,7 +413,9 @@ impl StreamHealth {
 #[non_exhaustive]
 pub struct RevocationHealth {
     /// Whether the change stream is connected and caught up. While it is not, revocations are
-    /// seen through the status lists only: up to their `ttl` late (60 s by default).
+    /// seen through the status lists only: up to their `ttl` late (60 s by default) while
+    /// lists can be fetched, and up to their `exp` (600 s by default) when fetching fails
+    /// (each failed refresh is logged at warn level).
     pub stream_connected: bool,
     /// Times the stream was lost since the verifier was built.
     pub stream_disconnects: u64,
@@ -488,6 +508,26 @@ mod tests {
                 Verdict::Refuse(why)
             );
         }
+        assert_eq!(
+            decide(
+                Some(Standing::Active),
+                &claims(50, Some(2)),
+                Some(&listed),
+                STREAM
+            ),
+            Verdict::Refuse(Refusal::Revoked),
+            "INVALID long after the token's issue is final: the stream missed a change"
+        );
+        assert_eq!(
+            decide(
+                Some(Standing::Active),
+                &claims(98, Some(2)),
+                Some(&listed),
+                STREAM
+            ),
+            Verdict::Accept,
+            "issued just before the render: maybe committed after it, and the stream knows"
+        );
         let suspended_in_list = claims(50, Some(1));
         assert_eq!(
             decide(
@@ -752,7 +792,19 @@ mod tests {
             ),
             Verdict::Refuse(Refusal::Revoked)
         );
+        let suspended_in_list = claims(50, Some(1));
         for rendered in [200, 201] {
+            assert_eq!(
+                decide(
+                    Some(Standing::Active),
+                    &suspended_in_list,
+                    Some(&list(rendered)),
+                    silent_since_200
+                ),
+                Verdict::Accept,
+                "a list from the second the stream last spoke in, or the next on a clock a \
+                 second ahead, may predate what it said (an activation; rendered in {rendered})"
+            );
             assert_eq!(
                 decide(
                     Some(Standing::Active),
@@ -760,9 +812,9 @@ mod tests {
                     Some(&list(rendered)),
                     silent_since_200
                 ),
-                Verdict::Accept,
-                "a list from the second the stream last spoke in, or the next on a clock a \
-                 second ahead, may predate what it said (rendered in {rendered})"
+                Verdict::Refuse(Refusal::Revoked),
+                "INVALID is final whenever the list was rendered: nothing after it makes the \
+                 token active again (rendered in {rendered})"
             );
         }
     }

@@ -57,6 +57,10 @@ const MAX_LIST_BYTES: usize = 1 << 20;
 const DEFAULT_LIST_TTL: u64 = 60;
 const MAX_LIST_TTL: u64 = 3_600;
 
+/// How far ahead of this host's clock a list's `iat` may be: a list stamped later is refused
+/// (a server whose clock runs ahead would otherwise pin its lists as the newest).
+const MAX_LIST_CLOCK_AHEAD_SECS: i64 = 30;
+
 /// Verified tokens, by their full text (so a hash collision can never hand one token another's
 /// claims), with the key-set generation they were verified under.
 type VerifiedCache = quick_cache::sync::Cache<Box<str>, (Arc<Claims>, u64)>;
@@ -506,7 +510,14 @@ impl Verifier {
             // Keep using the held list meanwhile (it is within its `exp`).
             let (verifier, uri) = (self.clone(), uri.to_owned());
             tokio::spawn(async move {
-                let _ = verifier.fetch_list(&uri).await;
+                // Attempts are rate-limited per list, and so is this log line.
+                if let Err(error) = verifier.fetch_list(&uri).await {
+                    tracing::warn!(
+                        %uri,
+                        %error,
+                        "could not refresh a status list; the one held stays in use until its exp"
+                    );
+                }
             });
         }
         let stream = view.health.times();
@@ -615,16 +626,8 @@ impl Verifier {
         }
         let claims: StatusListClaims<'_> =
             serde_json::from_slice(&payload).map_err(|_| fail("unreadable claims"))?;
-        if claims.sub != uri {
-            return Err(fail("its sub is not the token's status list URI"));
-        }
-        if claims.iss.as_deref() != Some(self.inner.policy.issuer.as_str()) {
-            return Err(fail("its issuer is not this verifier's"));
-        }
-        let exp = claims.exp.ok_or_else(|| fail("it has no exp"))?;
-        if unix_now() >= exp {
-            return Err(fail("it has expired"));
-        }
+        let exp = list_claims_problem(&claims, uri, &self.inner.policy.issuer, unix_now())
+            .map_err(fail)?;
         let list = StatusList::decode(
             claims.status_list.bits,
             &claims.status_list.lst,
@@ -871,9 +874,78 @@ impl fmt::Debug for Verifier {
     }
 }
 
+/// The list's `exp` if its claims are what a relying party may use for the token's `uri`, at
+/// `now`: its `sub` is that URI, its `iss` this verifier's issuer, it has not expired, and it
+/// was not issued in the future; else what is wrong.
+fn list_claims_problem(
+    claims: &StatusListClaims<'_>,
+    uri: &str,
+    issuer: &str,
+    now: i64,
+) -> Result<i64, &'static str> {
+    if claims.sub != uri {
+        return Err("its sub is not the token's status list URI");
+    }
+    if claims.iss.as_deref() != Some(issuer) {
+        return Err("its issuer is not this verifier's");
+    }
+    let exp = claims.exp.ok_or("it has no exp")?;
+    if now >= exp {
+        return Err("it has expired");
+    }
+    // A list stamped in the future would pass for newer than every honest one (the view keeps
+    // the newest, and a newer list outweighs the stream) for as long as its server's clock is
+    // ahead: refuse it rather than let one skewed server pin old entries.
+    if claims.iat > now.saturating_add(MAX_LIST_CLOCK_AHEAD_SECS) {
+        return Err("it was issued in the future (its server's clock is ahead)");
+    }
+    Ok(exp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The claims of a list for `uri` rendered at `iat`, by issuer `tokenmint`, usable 600 s.
+    fn list_claims(uri: &str, iat: i64) -> StatusListClaims<'_> {
+        StatusListClaims {
+            iss: Some("tokenmint".into()),
+            sub: uri.into(),
+            iat,
+            exp: Some(iat + 600),
+            ttl: Some(60),
+            status_list: tokenmint_jwt::status_list::EncodedStatusList {
+                bits: 2,
+                lst: "eNrbuRgAAhcBXQ".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_list_is_used_only_for_its_uri_issuer_and_time() {
+        let uri = "https://t.example/statuslists/a";
+        let now = 1_000_000;
+        let check =
+            |claims: &StatusListClaims<'_>| list_claims_problem(claims, uri, "tokenmint", now);
+        assert_eq!(check(&list_claims(uri, now - 10)), Ok(now + 590));
+        assert_eq!(
+            check(&list_claims(uri, now + MAX_LIST_CLOCK_AHEAD_SECS)),
+            Ok(now + MAX_LIST_CLOCK_AHEAD_SECS + 600),
+            "a server clock a little ahead is tolerated"
+        );
+        assert!(
+            check(&list_claims(uri, now + MAX_LIST_CLOCK_AHEAD_SECS + 1)).is_err(),
+            "a list from the future would pin itself as the newest"
+        );
+        assert!(check(&list_claims("https://t.example/statuslists/b", now)).is_err());
+        assert!(check(&list_claims(uri, now - 600)).is_err(), "expired");
+        let mut foreign = list_claims(uri, now);
+        foreign.iss = Some("someone-else".into());
+        assert!(check(&foreign).is_err());
+        let mut endless = list_claims(uri, now);
+        endless.exp = None;
+        assert!(check(&endless).is_err());
+    }
 
     #[test]
     fn a_key_set_is_taken_only_at_a_higher_version() {
